@@ -1,0 +1,16 @@
+//! The database schema, as sea-orm migrations that run on Postgres (the cluster) and SQLite
+//! (the all-in-one mode). Each migration is a file of its own; never edit one that has shipped,
+//! add a new one.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_create_conversations_and_messages;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_create_conversations_and_messages::Migration)]
+    }
+}

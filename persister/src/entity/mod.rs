@@ -1,0 +1,4 @@
+//! sea-orm entities of the tables created by `chat-migrations`.
+
+pub mod conversation;
+pub mod message;

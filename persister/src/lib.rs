@@ -1,0 +1,15 @@
+//! The persister: the only writer of the database.
+//!
+//! It takes send commands from the bus's durable work queue in batches, checks each against
+//! its conversation, stores the valid ones in one transaction, and only then publishes the
+//! stored messages (to the conversation's subject) and the outcome of each send (to the
+//! subject of the gateway that sent it). It also answers the read queries of the REST API and
+//! of presence over request-reply. See `service` for the loops and `store` for the SQL.
+
+pub mod entity;
+mod queries;
+mod service;
+pub mod store;
+
+pub use service::{Persister, PersisterError};
+pub use store::{NewMessage, Store, StoreError};

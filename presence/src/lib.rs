@@ -1,0 +1,14 @@
+//! Presence: who is online, across every gateway.
+//!
+//! Gateways report each socket that opens or closes ([`chat_proto::SocketEvent`]). A user is
+//! online while at least one of their sockets is open, on any gateway; [`PresenceState`] counts
+//! them and reports only the transitions (first socket opened, last socket closed). Each
+//! transition is announced to the user's contacts, the users who share a conversation with
+//! them, on their personal subjects: never to every socket of the cluster, which would cost
+//! O(N²) as users arrive.
+
+mod service;
+mod state;
+
+pub use service::{Presence, PresenceError};
+pub use state::PresenceState;

@@ -1,0 +1,107 @@
+//! The socket counts behind presence, without any I/O: easy to test, easy to reason about.
+
+use std::collections::HashMap;
+
+/// Identifies a socket cluster-wide: socket ids are unique only within their gateway.
+type SocketKey = (String, String);
+
+#[derive(Debug, Default)]
+pub struct PresenceState {
+    /// Open sockets and whose they are.
+    sockets: HashMap<SocketKey, i64>,
+    /// Open sockets per online user; a user with no open socket has no entry.
+    open_per_user: HashMap<i64, u32>,
+}
+
+impl PresenceState {
+    /// Records an open socket; `true` when it is the user's first, i.e. the user came online.
+    /// A socket reported twice counts once.
+    pub fn socket_opened(&mut self, gateway_id: &str, socket_id: &str, user_id: i64) -> bool {
+        let key = (gateway_id.to_owned(), socket_id.to_owned());
+        if self.sockets.insert(key, user_id).is_some() {
+            return false;
+        }
+        let open = self.open_per_user.entry(user_id).or_insert(0);
+        *open += 1;
+        *open == 1
+    }
+
+    /// Records a closed socket; the user when it was their last, i.e. they went offline.
+    /// A socket never reported open is ignored.
+    pub fn socket_closed(&mut self, gateway_id: &str, socket_id: &str) -> Option<i64> {
+        let user_id = self.sockets.remove(&(gateway_id.to_owned(), socket_id.to_owned()))?;
+        self.release(user_id).then_some(user_id)
+    }
+
+    /// Closes every socket of a gateway that is gone; the users who went offline with it.
+    pub fn gateway_lost(&mut self, gateway_id: &str) -> Vec<i64> {
+        let lost: Vec<SocketKey> = self.sockets.keys().filter(|(gw, _)| gw == gateway_id).cloned().collect();
+        let mut offline = Vec::new();
+        for key in lost {
+            if let Some(user_id) = self.sockets.remove(&key) {
+                if self.release(user_id) {
+                    offline.push(user_id);
+                }
+            }
+        }
+        offline
+    }
+
+    pub fn is_online(&self, user_id: i64) -> bool {
+        self.open_per_user.contains_key(&user_id)
+    }
+
+    /// Drops one socket from the user's count; `true` when that was the last one.
+    fn release(&mut self, user_id: i64) -> bool {
+        match self.open_per_user.get_mut(&user_id) {
+            Some(open) if *open > 1 => {
+                *open -= 1;
+                false
+            }
+            Some(_) => {
+                self.open_per_user.remove(&user_id);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PresenceState;
+
+    #[test]
+    fn a_user_with_two_tabs_stays_online_until_both_close() {
+        let mut state = PresenceState::default();
+        assert!(state.socket_opened("gw-a", "s1", 7));
+        assert!(!state.socket_opened("gw-b", "s1", 7), "second tab, other gateway: no new transition");
+        assert_eq!(state.socket_closed("gw-a", "s1"), None);
+        assert!(state.is_online(7));
+        assert_eq!(state.socket_closed("gw-b", "s1"), Some(7));
+        assert!(!state.is_online(7));
+    }
+
+    #[test]
+    fn repeated_and_unknown_reports_do_not_skew_counts() {
+        let mut state = PresenceState::default();
+        assert!(state.socket_opened("gw", "s1", 1));
+        assert!(!state.socket_opened("gw", "s1", 1));
+        assert_eq!(state.socket_closed("gw", "unknown"), None);
+        assert_eq!(state.socket_closed("gw", "s1"), Some(1));
+        assert_eq!(state.socket_closed("gw", "s1"), None);
+    }
+
+    #[test]
+    fn a_lost_gateway_takes_only_its_own_users_offline() {
+        let mut state = PresenceState::default();
+        state.socket_opened("gw-a", "s1", 1);
+        state.socket_opened("gw-a", "s2", 2);
+        state.socket_opened("gw-b", "s3", 2);
+        state.socket_opened("gw-b", "s4", 3);
+        let mut offline = state.gateway_lost("gw-a");
+        offline.sort();
+        assert_eq!(offline, vec![1]);
+        assert!(state.is_online(2) && state.is_online(3));
+    }
+}

@@ -1,0 +1,296 @@
+//! Protobuf messages exchanged between gateway, persister and presence.
+//!
+//! Timestamps are milliseconds since the Unix epoch (UTC). Ids are the database's `i64` ids.
+
+/// A conversation between two users; `sender_id` is the user who created it.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Conversation {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    #[prost(int64, tag = "2")]
+    pub sender_id: i64,
+    #[prost(int64, tag = "3")]
+    pub receiver_id: i64,
+    #[prost(int64, tag = "4")]
+    pub created_at_ms: i64,
+}
+
+impl Conversation {
+    pub fn has_participant(&self, user_id: i64) -> bool {
+        self.sender_id == user_id || self.receiver_id == user_id
+    }
+}
+
+/// A `send-message` that passed the gateway's validation, on its way to the persister.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SendMessage {
+    /// Unique per send attempt; the outcome carries it back.
+    #[prost(string, tag = "1")]
+    pub request_id: String,
+    /// The gateway whose socket sent it: the outcome goes to that gateway's subject.
+    #[prost(string, tag = "2")]
+    pub gateway_id: String,
+    #[prost(string, tag = "3")]
+    pub socket_id: String,
+    #[prost(int64, tag = "4")]
+    pub sender_id: i64,
+    #[prost(int64, tag = "5")]
+    pub conversation_id: i64,
+    #[prost(string, tag = "6")]
+    pub message_type: String,
+    #[prost(string, tag = "7")]
+    pub content: String,
+}
+
+/// A message as stored: what `message-sent` and `receive-message` carry.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredMessage {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    #[prost(int64, tag = "2")]
+    pub sender_id: i64,
+    #[prost(int64, tag = "3")]
+    pub conversation_id: i64,
+    #[prost(int64, tag = "4")]
+    pub timestamp_ms: i64,
+    #[prost(string, tag = "5")]
+    pub message_type: String,
+    #[prost(string, tag = "6")]
+    pub content: String,
+    #[prost(message, optional, tag = "7")]
+    pub conversation: Option<Conversation>,
+}
+
+/// The persister's answer to one [`SendMessage`], for the socket that sent it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SendOutcome {
+    #[prost(string, tag = "1")]
+    pub request_id: String,
+    #[prost(string, tag = "2")]
+    pub socket_id: String,
+    #[prost(oneof = "send_outcome::Result", tags = "3, 4")]
+    pub result: Option<send_outcome::Result>,
+}
+
+pub mod send_outcome {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Result {
+        /// Stored: the sender gets `message-sent`.
+        #[prost(message, tag = "3")]
+        Stored(super::StoredMessage),
+        /// Refused: the sender gets `message-error` with this text.
+        #[prost(string, tag = "4")]
+        Error(String),
+    }
+}
+
+/// A typing indicator, relayed to the other members of a conversation room.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Typing {
+    #[prost(int64, tag = "1")]
+    pub conversation_id: i64,
+    #[prost(int64, tag = "2")]
+    pub user_id: i64,
+    #[prost(bool, tag = "3")]
+    pub is_typing: bool,
+    /// The gateway that already delivered it to its own sockets.
+    #[prost(string, tag = "4")]
+    pub origin_gateway_id: String,
+}
+
+/// A socket of a user opened or closed on a gateway.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct SocketEvent {
+    #[prost(string, tag = "1")]
+    pub gateway_id: String,
+    #[prost(string, tag = "2")]
+    pub socket_id: String,
+    #[prost(int64, tag = "3")]
+    pub user_id: i64,
+    #[prost(bool, tag = "4")]
+    pub connected: bool,
+}
+
+/// A user came online or went offline: sent to the personal subject of each of their contacts.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct PresenceChange {
+    #[prost(int64, tag = "1")]
+    pub user_id: i64,
+    #[prost(bool, tag = "2")]
+    pub online: bool,
+}
+
+// ---- request-reply queries, answered by the persister ----
+
+/// Why a query failed; gateways map it to an HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ErrorKind {
+    Internal = 0,
+    NotFound = 1,
+    Invalid = 2,
+    Forbidden = 3,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct QueryError {
+    /// An [`ErrorKind`]; prost's `kind()` reads it (unknown values read as `Internal`).
+    #[prost(enumeration = "ErrorKind", tag = "1")]
+    pub kind: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct GetConversation {
+    #[prost(int64, tag = "1")]
+    pub conversation_id: i64,
+}
+
+/// Returns the conversation of the pair, creating it when the pair has none.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct OpenConversation {
+    #[prost(int64, tag = "1")]
+    pub sender_id: i64,
+    #[prost(int64, tag = "2")]
+    pub receiver_id: i64,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ConversationReply {
+    #[prost(oneof = "conversation_reply::Result", tags = "1, 2")]
+    pub result: Option<conversation_reply::Result>,
+    /// For [`OpenConversation`]: whether this request created it.
+    #[prost(bool, tag = "3")]
+    pub created: bool,
+}
+
+pub mod conversation_reply {
+    #[derive(Clone, PartialEq, Eq, prost::Oneof)]
+    pub enum Result {
+        #[prost(message, tag = "1")]
+        Conversation(super::Conversation),
+        #[prost(message, tag = "2")]
+        Error(super::QueryError),
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ListConversations {
+    #[prost(int64, tag = "1")]
+    pub user_id: i64,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ConversationList {
+    #[prost(message, repeated, tag = "1")]
+    pub conversations: Vec<Conversation>,
+    #[prost(message, optional, tag = "2")]
+    pub error: Option<QueryError>,
+}
+
+/// One page of a conversation's history, oldest first.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ListMessages {
+    #[prost(int64, tag = "1")]
+    pub conversation_id: i64,
+    #[prost(uint32, tag = "2")]
+    pub page: u32,
+    #[prost(uint32, tag = "3")]
+    pub limit: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MessagePage {
+    #[prost(message, repeated, tag = "1")]
+    pub messages: Vec<StoredMessage>,
+    #[prost(uint64, tag = "2")]
+    pub total: u64,
+    #[prost(message, optional, tag = "3")]
+    pub error: Option<QueryError>,
+}
+
+/// The users who share a conversation with `user_id`: who hears that user's presence.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ListContacts {
+    #[prost(int64, tag = "1")]
+    pub user_id: i64,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ContactList {
+    #[prost(int64, repeated, tag = "1")]
+    pub user_ids: Vec<i64>,
+    #[prost(message, optional, tag = "2")]
+    pub error: Option<QueryError>,
+}
+
+/// A query's answer that can also say why it failed: lets one responder loop answer every
+/// query with the right message type.
+pub trait QueryReply: prost::Message + Default {
+    fn failed(error: QueryError) -> Self;
+    fn error(&self) -> Option<&QueryError>;
+}
+
+impl QueryError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind: kind as i32, message: message.into() }
+    }
+}
+
+impl QueryReply for ConversationReply {
+    fn failed(error: QueryError) -> Self {
+        Self { result: Some(conversation_reply::Result::Error(error)), created: false }
+    }
+    fn error(&self) -> Option<&QueryError> {
+        match &self.result {
+            Some(conversation_reply::Result::Error(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! reply_with_error_field {
+    ($($reply:ty),*) => {$(
+        impl QueryReply for $reply {
+            fn failed(error: QueryError) -> Self {
+                Self { error: Some(error), ..Default::default() }
+            }
+            fn error(&self) -> Option<&QueryError> {
+                self.error.as_ref()
+            }
+        }
+    )*};
+}
+reply_with_error_field!(ConversationList, MessagePage, ContactList);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_round_trips_through_bytes() {
+        let outcome = SendOutcome {
+            request_id: "r1".into(),
+            socket_id: "s1".into(),
+            result: Some(send_outcome::Result::Stored(StoredMessage {
+                id: 7,
+                sender_id: 1,
+                conversation_id: 3,
+                timestamp_ms: 1_700_000_000_123,
+                message_type: "text".into(),
+                content: "héllo".into(),
+                conversation: Some(Conversation { id: 3, sender_id: 1, receiver_id: 2, created_at_ms: 5 }),
+            })),
+        };
+        let bytes = crate::encode(&outcome);
+        let back: SendOutcome = crate::decode(&bytes).expect("decodes");
+        assert_eq!(back, outcome);
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_naming_the_message() {
+        let err = crate::decode::<StoredMessage>(&[0xff, 0xff, 0xff]).expect_err("garbage");
+        assert!(err.to_string().contains("StoredMessage"), "{err}");
+    }
+}

@@ -1,0 +1,70 @@
+//! Subject names on the bus. Every subject starts with a prefix (default `chat`), so that
+//! several clusters, or several test runs, can share one NATS server without hearing each other.
+
+/// Builds the subject names of one cluster.
+#[derive(Clone, Debug)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Self::new("chat")
+    }
+}
+
+impl Subjects {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Send commands from gateways to persisters (durable work queue).
+    pub fn inbound(&self, conversation_id: i64) -> String {
+        format!("{}.in.{conversation_id}", self.prefix)
+    }
+
+    /// Filter matching every [`Self::inbound`] subject.
+    pub fn inbound_all(&self) -> String {
+        format!("{}.in.*", self.prefix)
+    }
+
+    /// Confirmed messages of one conversation.
+    pub fn conversation_messages(&self, conversation_id: i64) -> String {
+        format!("{}.msg.{conversation_id}", self.prefix)
+    }
+
+    /// Typing indicators of one conversation.
+    pub fn typing(&self, conversation_id: i64) -> String {
+        format!("{}.typing.{conversation_id}", self.prefix)
+    }
+
+    /// Outcomes of sends, for the gateway that published them.
+    pub fn send_outcomes(&self, gateway_id: &str) -> String {
+        format!("{}.ack.{gateway_id}", self.prefix)
+    }
+
+    /// Events for a user's personal room `user:{id}`.
+    pub fn user(&self, user_id: i64) -> String {
+        format!("{}.user.{user_id}", self.prefix)
+    }
+
+    /// Socket opened / closed, from gateways to presence.
+    pub fn presence_sockets(&self) -> String {
+        format!("{}.presence.sockets", self.prefix)
+    }
+
+    /// Request-reply queries answered by the persister: `name` is one of the `RPC_*` constants.
+    pub fn rpc(&self, name: &str) -> String {
+        format!("{}.rpc.{name}", self.prefix)
+    }
+}
+
+pub const RPC_GET_CONVERSATION: &str = "conversation.get";
+pub const RPC_OPEN_CONVERSATION: &str = "conversation.open";
+pub const RPC_LIST_CONVERSATIONS: &str = "conversation.list";
+pub const RPC_LIST_MESSAGES: &str = "messages.list";
+pub const RPC_LIST_CONTACTS: &str = "contacts.list";
