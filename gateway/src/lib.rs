@@ -1,1 +1,113 @@
+//! The gateway: the Socket.IO and REST front of the chat service.
+//!
+//! It terminates client connections, validates what clients send, and puts it on the bus:
+//! sends go to the durable work queue, typing goes out directly, queries go to the persister
+//! by request-reply. What comes back from the bus (stored messages, typing of other gateways'
+//! sockets, presence changes, outcomes of its own sends) it delivers to its local sockets. It
+//! keeps no state that outlives a connection, so any number of gateways can run side by side.
+//!
+//! - [`sockets`]: the `/chat` namespace and its events;
+//! - [`rest`]: the HTTP API;
+//! - [`interest`]: which subjects this gateway listens to, and why;
+//! - [`validate`]: payload rules and error texts;
+//! - [`wire`]: the JSON the clients see.
 
+pub mod interest;
+mod queries;
+pub mod rest;
+pub mod sockets;
+pub mod validate;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_bus::{Bus, BusError};
+use chat_proto::{Conversation, Subjects};
+use socketioxide::SocketIo;
+
+use crate::interest::Interest;
+
+/// Settings of a gateway; the defaults suit a local run.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Unique among the gateways of a cluster: outcomes of this gateway's sends come back on
+    /// a subject named after it.
+    pub gateway_id: String,
+    /// Longest accepted message `content`, in characters.
+    pub max_content_chars: usize,
+    /// Largest Socket.IO packet or HTTP body accepted, in bytes.
+    pub max_payload_bytes: u64,
+    /// How long a query to the persister may take before the client gets an error.
+    pub query_timeout: Duration,
+    /// Sends a socket may have waiting for the bus before further ones are refused.
+    pub max_pending_sends: usize,
+    /// Origins allowed by CORS; `None` allows any origin (development only).
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            gateway_id: format!("gw-{}", uuid::Uuid::new_v4().simple()),
+            max_content_chars: 10_000,
+            max_payload_bytes: 1_000_000,
+            query_timeout: Duration::from_secs(5),
+            max_pending_sends: 256,
+            allowed_origins: None,
+        }
+    }
+}
+
+/// One gateway: shared by every socket and request it serves.
+pub struct Gateway {
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) subjects: Subjects,
+    pub(crate) config: GatewayConfig,
+    pub(crate) io: SocketIo,
+    pub(crate) interest: Interest,
+    /// Conversations never change once created, so the ones seen are kept (bounded).
+    pub(crate) conversations: quick_cache::sync::Cache<i64, Conversation>,
+}
+
+impl Gateway {
+    /// Builds the gateway and its HTTP application (REST routes and the Socket.IO endpoint),
+    /// and starts listening for the outcomes of its sends.
+    pub async fn start(bus: Arc<dyn Bus>, subjects: Subjects, config: GatewayConfig) -> Result<axum::Router, BusError> {
+        let (layer, io) = SocketIo::builder()
+            .max_payload(config.max_payload_bytes)
+            .ws_max_message_size(config.max_payload_bytes as usize)
+            .build_layer();
+        let gateway = Arc::new(Gateway {
+            interest: Interest::new(bus.clone()),
+            bus,
+            subjects,
+            config,
+            io: io.clone(),
+            conversations: quick_cache::sync::Cache::new(100_000),
+        });
+        gateway.listen_for_send_outcomes().await?;
+        sockets::register(&gateway);
+        let cors = cors_layer(gateway.config.allowed_origins.as_deref());
+        // The CORS layer wraps the Socket.IO one too: browsers poll across origins.
+        Ok(rest::router(gateway).layer(layer).layer(cors))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.config.gateway_id
+    }
+}
+
+fn cors_layer(allowed_origins: Option<&[String]>) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    match allowed_origins {
+        None => CorsLayer::permissive(),
+        Some(origins) => {
+            let origins = origins.iter().filter_map(|o| o.parse().ok()).collect::<Vec<_>>();
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers(tower_http::cors::Any)
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The HTTP API: conversations and their history, and a health check.
+//!
+//! Errors are JSON in the shape NestJS clients know: `{statusCode, error, message}`, where
+//! `message` lists every validation problem.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chat_proto::{
+    conversation_reply, ConversationList, ConversationReply, ErrorKind, ListConversations, ListMessages, MessagePage,
+    OpenConversation, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
+};
+use serde_json::{json, Value};
+
+use crate::queries::QueryFailure;
+use crate::wire::{ConversationJson, MessageJson};
+use crate::Gateway;
+
+/// Page size when the request names none, and the most a page may hold.
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/api/chats/conversations", post(open_conversation))
+        .route("/api/chats/conversations/{id}/messages", get(list_messages))
+        .route("/api/chats/users/{id}/conversations", get(list_conversations))
+        .fallback(not_found)
+        .with_state(gateway)
+}
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: Value::String(message.into()) }
+    }
+
+    fn invalid(problems: Vec<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, message: json!(problems) }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "statusCode": self.status.as_u16(),
+            "error": self.status.canonical_reason().unwrap_or("Error"),
+            "message": self.message,
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<QueryFailure> for ApiError {
+    fn from(failure: QueryFailure) -> Self {
+        match failure {
+            QueryFailure::Refused(e) => {
+                let status = match e.kind() {
+                    ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                    ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+                    ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+                    ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                ApiError::new(status, e.message)
+            }
+            QueryFailure::Unavailable(reason) => {
+                tracing::error!(%reason, "query failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Service temporarily unavailable")
+            }
+        }
+    }
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "Not found")
+}
+
+/// `POST /api/chats/conversations {sender_id, receiver_id}`: 201 with the new conversation, or
+/// 200 with the pair's existing one.
+async fn open_conversation(State(gw): State<Arc<Gateway>>, body: Bytes) -> Result<Response, ApiError> {
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body is not valid JSON: {e}")))?;
+    let Some(fields) = body.as_object() else {
+        return Err(ApiError::invalid(vec!["body must be a JSON object".into()]));
+    };
+    let mut problems = Vec::new();
+    let mut positive = |field: &str| {
+        let id = fields.get(field).and_then(Value::as_i64).filter(|id| *id > 0);
+        if id.is_none() {
+            problems.push(format!("{field} must be a positive integer"));
+        }
+        id
+    };
+    let (sender_id, receiver_id) = (positive("sender_id"), positive("receiver_id"));
+    let (Some(sender_id), Some(receiver_id)) = (sender_id, receiver_id) else {
+        return Err(ApiError::invalid(problems));
+    };
+    if sender_id == receiver_id {
+        return Err(ApiError::invalid(vec!["receiver_id must differ from sender_id".into()]));
+    }
+    let reply: ConversationReply = gw.query(RPC_OPEN_CONVERSATION, &OpenConversation { sender_id, receiver_id }).await?;
+    let Some(conversation_reply::Result::Conversation(conversation)) = reply.result else {
+        return Err(QueryFailure::Unavailable("empty conversation reply".into()).into());
+    };
+    let status = if reply.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(ConversationJson::from(conversation))).into_response())
+}
+
+/// `GET /api/chats/conversations/{id}/messages?page=&limit=`: oldest first.
+async fn list_messages(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let mut problems = Vec::new();
+    let conversation_id = parse_positive(Some(&id), "conversation id", &mut problems);
+    let page = parse_positive(params.get("page"), "page", &mut problems).unwrap_or(1);
+    let limit = parse_positive(params.get("limit"), "limit", &mut problems).unwrap_or(i64::from(DEFAULT_PAGE_SIZE));
+    let Some(conversation_id) = conversation_id.filter(|_| problems.is_empty()) else {
+        return Err(ApiError::invalid(problems));
+    };
+    let page = u32::try_from(page).unwrap_or(u32::MAX);
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX).min(MAX_PAGE_SIZE);
+    let reply: MessagePage = gw.query(RPC_LIST_MESSAGES, &ListMessages { conversation_id, page, limit }).await?;
+    let data: Vec<MessageJson> = reply.messages.into_iter().map(MessageJson::from).collect();
+    Ok(Json(json!({ "data": data, "page": page, "limit": limit, "total": reply.total })))
+}
+
+/// `GET /api/chats/users/{id}/conversations`: newest first.
+async fn list_conversations(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let mut problems = Vec::new();
+    let Some(user_id) = parse_positive(Some(&id), "user id", &mut problems) else {
+        return Err(ApiError::invalid(problems));
+    };
+    let reply: ConversationList = gw.query(RPC_LIST_CONVERSATIONS, &ListConversations { user_id }).await?;
+    let data: Vec<ConversationJson> = reply.conversations.into_iter().map(ConversationJson::from).collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+/// A positive integer from a path or query parameter; `None` when absent (no problem) or bad.
+fn parse_positive(raw: Option<&String>, name: &str, problems: &mut Vec<String>) -> Option<i64> {
+    let raw = raw?;
+    match raw.parse::<i64>() {
+        Ok(value) if value > 0 => Some(value),
+        _ => {
+            problems.push(format!("{name} must be a positive integer"));
+            None
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The `/chat` namespace: connection, the four client events, and delivery back to sockets.
+//!
+//! Two rules shape this module:
+//!
+//! - **A socket's sends keep their order.** socketioxide runs each event's handler in a task
+//!   of its own, so two sends of one socket could reach the bus in either order. The
+//!   `send-message` handler therefore does its work synchronously (handlers are called in
+//!   arrival order; only the futures they return are spawned) and hands the command to a
+//!   per-socket queue that one task drains in order.
+//! - **Set-up and tear-down of a socket never interleave.** Joining rooms and subscribing is
+//!   asynchronous, and a client may disconnect mid-way. Each socket's [`Membership`] lock is
+//!   taken, before anything else runs, by the connect handler and held until set-up is done;
+//!   joins and the disconnect handler take it too, so tear-down sees a finished set-up and
+//!   releases exactly what was acquired.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use chat_bus::Message;
+use chat_proto::{PresenceChange, SendMessage, SendOutcome, SocketEvent, StoredMessage, Typing};
+use serde_json::{json, Value};
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
+use socketioxide::socket::Sid;
+use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
+
+use crate::validate;
+use crate::wire::MessageJson;
+use crate::Gateway;
+use chat_proto::ErrorKind;
+
+pub const NAMESPACE: &str = "/chat";
+const INVALID_USER: &str = "userId query parameter is required and must be a positive integer";
+const SEND_FAILED: &str = "Failed to send message";
+
+/// What the gateway keeps per connected socket.
+struct SocketState {
+    user_id: i64,
+    membership: Arc<Mutex<Membership>>,
+    /// Validated sends, waiting to be put on the bus in order.
+    sends: mpsc::Sender<SendMessage>,
+}
+
+/// The subscriptions a socket holds; see the module doc for the locking rule.
+#[derive(Default)]
+struct Membership {
+    /// The socket's user subject is held (set-up got that far).
+    user_subject_held: bool,
+    /// Conversation rooms joined, each holding the conversation's subjects.
+    conversations: HashSet<i64>,
+    /// Torn down: nothing may be acquired any more.
+    closed: bool,
+}
+
+pub(crate) fn register(gateway: &Arc<Gateway>) {
+    let gw = gateway.clone();
+    gateway.io.ns(NAMESPACE, move |socket: SocketRef| on_connect(gw.clone(), socket));
+}
+
+fn room_of_user(user_id: i64) -> String {
+    format!("user:{user_id}")
+}
+
+fn room_of_conversation(conversation_id: i64) -> String {
+    format!("conversation:{conversation_id}")
+}
+
+fn emit(socket: &SocketRef, event: &str, payload: &Value) {
+    if let Err(e) = socket.emit(event, payload) {
+        tracing::debug!(socket = %socket.id, event, error = %e, "emit failed");
+    }
+}
+
+fn emit_error(socket: &SocketRef, message: &str) {
+    emit(socket, "error", &json!({ "message": message }));
+}
+
+/// The connect handler. Its synchronous part (everything before the returned future) runs
+/// before any event of the socket is handled.
+fn on_connect(gw: Arc<Gateway>, socket: SocketRef) -> impl Future<Output = ()> {
+    let user_id = validate::user_id_from_query(socket.req_parts().uri.query());
+    let setup = user_id.map(|user_id| {
+        let membership = Arc::new(Mutex::new(Membership::default()));
+        let guard = membership.clone().try_lock_owned().expect("a new lock is free");
+        let (sends, queue) = mpsc::channel(gw.config.max_pending_sends);
+        let state = Arc::new(SocketState { user_id, membership, sends });
+        socket.join(room_of_user(user_id));
+        register_events(&gw, &state, &socket);
+        spawn_send_queue(gw.clone(), socket.id, queue);
+        (state, guard)
+    });
+    async move {
+        let Some((state, guard)) = setup else {
+            emit_error(&socket, INVALID_USER);
+            if let Err(e) = socket.disconnect() {
+                tracing::debug!(error = %e, "disconnecting a refused socket failed");
+            }
+            return;
+        };
+        set_up(&gw, &state, &socket, guard).await;
+    }
+}
+
+async fn set_up(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, mut membership: OwnedMutexGuard<Membership>) {
+    let user_id = state.user_id;
+    let delivery = gw.clone();
+    let acquired = gw
+        .interest
+        .acquire(gw.subjects.user(user_id), move |message| deliver_to_user(delivery.clone(), user_id, message))
+        .await;
+    match acquired {
+        Ok(()) => membership.user_subject_held = true,
+        Err(e) => tracing::error!(user_id, error = %e, "subscribing to the user's subject failed"),
+    }
+    gw.publish_socket_event(&socket.id, user_id, true).await;
+    tracing::debug!(socket = %socket.id, user_id, "socket connected");
+}
+
+fn register_events(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketRef) {
+    let (g, s) = (gw.clone(), state.clone());
+    socket.on("send-message", move |socket: SocketRef, TryData(payload): TryData<Value>| {
+        on_send(&g, &s, &socket, payload.unwrap_or(Value::Null));
+        std::future::ready(())
+    });
+
+    let (g, s) = (gw.clone(), state.clone());
+    socket.on("join-conversation", move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| async move {
+        let payload = payload.unwrap_or(Value::Null);
+        match join(&g, &s, &socket, &payload).await {
+            Ok(conversation_id) => {
+                emit(&socket, "joined-conversation", &json!({ "conversationId": conversation_id, "success": true }));
+                send_ack(ack, &json!({ "success": true, "conversationId": conversation_id }));
+            }
+            Err(message) => {
+                emit_error(&socket, &message);
+                let conversation_id = payload.get("conversationId").cloned().unwrap_or(Value::Null);
+                send_ack(ack, &json!({ "success": false, "conversationId": conversation_id, "error": message }));
+            }
+        }
+    });
+
+    let (g, s) = (gw.clone(), state.clone());
+    socket.on("leave-conversation", move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| async move {
+        match validate::conversation_id(&payload.unwrap_or(Value::Null)) {
+            Ok(conversation_id) => {
+                leave(&g, &s, &socket, conversation_id).await;
+                send_ack(ack, &json!({ "success": true, "conversationId": conversation_id }));
+            }
+            Err(message) => emit_error(&socket, &message),
+        }
+    });
+
+    let (g, s) = (gw.clone(), state.clone());
+    socket.on("typing", move |socket: SocketRef, TryData(payload): TryData<Value>| async move {
+        if let Err(message) = typing(&g, &s, &socket, &payload.unwrap_or(Value::Null)).await {
+            emit_error(&socket, &message);
+        }
+    });
+
+    socket.on_fallback(async |socket: SocketRef, Event(event): Event| {
+        let shown: String = event.chars().take(64).collect();
+        emit_error(&socket, &format!("Unknown event: {shown}"));
+    });
+
+    let (g, s) = (gw.clone(), state.clone());
+    socket.on_disconnect(move |socket: SocketRef| async move { tear_down(&g, &s, &socket).await });
+}
+
+fn send_ack(ack: AckSender, payload: &Value) {
+    if let Err(e) = ack.send(payload) {
+        tracing::debug!(error = %e, "acknowledgement failed");
+    }
+}
+
+/// `send-message`: validate, then queue for the bus (synchronously, to keep the socket's order).
+fn on_send(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: Value) {
+    let send = match validate::send_message(&payload, gw.config.max_content_chars) {
+        Ok(send) => send,
+        Err(message) => return emit(socket, "message-error", &json!({ "error": message })),
+    };
+    if send.sender_id != state.user_id {
+        return emit(socket, "message-error", &json!({ "error": "Unauthorized to send as another user" }));
+    }
+    let command = SendMessage {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        gateway_id: gw.config.gateway_id.clone(),
+        socket_id: socket.id.to_string(),
+        sender_id: send.sender_id,
+        conversation_id: send.conversation_id,
+        message_type: send.message_type.to_owned(),
+        content: send.content,
+    };
+    match state.sends.try_send(command) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            emit(socket, "message-error", &json!({ "error": "Too many messages waiting to be sent; slow down" }));
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
+/// Drains one socket's send queue onto the bus, in order.
+fn spawn_send_queue(gw: Arc<Gateway>, socket_id: Sid, mut queue: mpsc::Receiver<SendMessage>) {
+    tokio::spawn(async move {
+        while let Some(command) = queue.recv().await {
+            let subject = gw.subjects.inbound(command.conversation_id);
+            if let Err(e) = gw.bus.enqueue(&subject, &command.request_id, chat_proto::encode(&command)).await {
+                tracing::error!(error = %e, "putting a send on the bus failed");
+                if let Some(socket) = gw.chat_socket(socket_id) {
+                    emit(&socket, "message-error", &json!({ "error": SEND_FAILED }));
+                }
+            }
+        }
+    });
+}
+
+/// `join-conversation`: the joined conversation's id, or the error text.
+async fn join(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payload: &Value) -> Result<i64, String> {
+    let conversation_id = validate::conversation_id(payload)?;
+    if !validate::claimed_user_matches(payload, state.user_id) {
+        return Err("Unauthorized to join this conversation".into());
+    }
+    let conversation = gw.conversation(conversation_id).await.map_err(|failure| match failure.kind() {
+        Some(ErrorKind::NotFound) => "Conversation not found".to_owned(),
+        _ => {
+            tracing::error!(conversation_id, error = %failure, "conversation lookup failed");
+            "Failed to join conversation".to_owned()
+        }
+    })?;
+    if !conversation.has_participant(state.user_id) {
+        return Err("Unauthorized to join this conversation".into());
+    }
+    let mut membership = state.membership.lock().await;
+    if membership.closed || membership.conversations.contains(&conversation_id) {
+        return Ok(conversation_id);
+    }
+    gw.acquire_conversation(conversation_id).await.map_err(|e| {
+        tracing::error!(conversation_id, error = %e, "subscribing to the conversation failed");
+        "Failed to join conversation".to_owned()
+    })?;
+    membership.conversations.insert(conversation_id);
+    socket.join(room_of_conversation(conversation_id));
+    Ok(conversation_id)
+}
+
+async fn leave(gw: &Gateway, state: &SocketState, socket: &SocketRef, conversation_id: i64) {
+    let mut membership = state.membership.lock().await;
+    if membership.conversations.remove(&conversation_id) {
+        socket.leave(room_of_conversation(conversation_id));
+        gw.release_conversation(conversation_id).await;
+    }
+}
+
+/// `typing`: to the room's other sockets here at once, and to other gateways over the bus.
+async fn typing(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: &Value) -> Result<(), String> {
+    let (conversation_id, is_typing) = validate::typing(payload)?;
+    if !state.membership.lock().await.conversations.contains(&conversation_id) {
+        return Err("Join the conversation before typing in it".into());
+    }
+    let event = json!({ "conversationId": conversation_id, "userId": state.user_id, "isTyping": is_typing });
+    if let Err(e) = socket.to(room_of_conversation(conversation_id)).emit("user-typing", &event).await {
+        tracing::debug!(error = %e, "local typing broadcast failed");
+    }
+    let relayed = Typing {
+        conversation_id,
+        user_id: state.user_id,
+        is_typing,
+        origin_gateway_id: gw.config.gateway_id.clone(),
+    };
+    if let Err(e) = gw.bus.publish(&gw.subjects.typing(conversation_id), chat_proto::encode(&relayed)).await {
+        tracing::warn!(error = %e, "relaying typing failed");
+    }
+    Ok(())
+}
+
+async fn tear_down(gw: &Gateway, state: &SocketState, socket: &SocketRef) {
+    let mut membership = state.membership.lock().await;
+    membership.closed = true;
+    for conversation_id in std::mem::take(&mut membership.conversations) {
+        gw.release_conversation(conversation_id).await;
+    }
+    if std::mem::take(&mut membership.user_subject_held) {
+        gw.interest.release(&gw.subjects.user(state.user_id)).await;
+    }
+    gw.publish_socket_event(&socket.id, state.user_id, false).await;
+    tracing::debug!(socket = %socket.id, user_id = state.user_id, "socket disconnected");
+}
+
+// ---- delivery from the bus to local sockets ----
+
+async fn deliver_to_user(gw: Arc<Gateway>, user_id: i64, message: Message) {
+    let change: PresenceChange = match chat_proto::decode(&message.payload) {
+        Ok(change) => change,
+        Err(e) => return tracing::warn!(error = %e, "ignoring undecodable presence change"),
+    };
+    let event = if change.online { "user:online" } else { "user:offline" };
+    gw.emit_to_room(&room_of_user(user_id), event, &json!({ "userId": change.user_id })).await;
+}
+
+async fn deliver_message(gw: Arc<Gateway>, conversation_id: i64, message: Message) {
+    let stored: StoredMessage = match chat_proto::decode(&message.payload) {
+        Ok(stored) => stored,
+        Err(e) => return tracing::warn!(error = %e, "ignoring undecodable stored message"),
+    };
+    let json = serde_json::to_value(MessageJson::from(stored)).unwrap_or(Value::Null);
+    gw.emit_to_room(&room_of_conversation(conversation_id), "receive-message", &json).await;
+}
+
+async fn deliver_typing(gw: Arc<Gateway>, conversation_id: i64, message: Message) {
+    let typing: Typing = match chat_proto::decode(&message.payload) {
+        Ok(typing) => typing,
+        Err(e) => return tracing::warn!(error = %e, "ignoring undecodable typing"),
+    };
+    if typing.origin_gateway_id == gw.config.gateway_id {
+        return; // delivered locally when it was sent
+    }
+    let event = json!({ "conversationId": typing.conversation_id, "userId": typing.user_id, "isTyping": typing.is_typing });
+    gw.emit_to_room(&room_of_conversation(conversation_id), "user-typing", &event).await;
+}
+
+impl Gateway {
+    pub(crate) fn chat_socket(&self, socket_id: Sid) -> Option<SocketRef> {
+        self.io.of(NAMESPACE)?.get_socket(socket_id)
+    }
+
+    async fn emit_to_room(&self, room: &str, event: &str, payload: &Value) {
+        let Some(namespace) = self.io.of(NAMESPACE) else { return };
+        if let Err(e) = namespace.to(room.to_owned()).emit(event, payload).await {
+            tracing::debug!(room, event, error = %e, "room broadcast failed");
+        }
+    }
+
+    async fn acquire_conversation(self: &Arc<Self>, conversation_id: i64) -> Result<(), chat_bus::BusError> {
+        let gw = self.clone();
+        self.interest
+            .acquire(self.subjects.conversation_messages(conversation_id), move |m| {
+                deliver_message(gw.clone(), conversation_id, m)
+            })
+            .await?;
+        let gw = self.clone();
+        let typing = self
+            .interest
+            .acquire(self.subjects.typing(conversation_id), move |m| deliver_typing(gw.clone(), conversation_id, m))
+            .await;
+        if typing.is_err() {
+            self.interest.release(&self.subjects.conversation_messages(conversation_id)).await;
+        }
+        typing
+    }
+
+    async fn release_conversation(&self, conversation_id: i64) {
+        self.interest.release(&self.subjects.conversation_messages(conversation_id)).await;
+        self.interest.release(&self.subjects.typing(conversation_id)).await;
+    }
+
+    async fn publish_socket_event(&self, socket_id: &Sid, user_id: i64, connected: bool) {
+        let event = SocketEvent {
+            gateway_id: self.config.gateway_id.clone(),
+            socket_id: socket_id.to_string(),
+            user_id,
+            connected,
+        };
+        if let Err(e) = self.bus.publish(&self.subjects.presence_sockets(), chat_proto::encode(&event)).await {
+            tracing::warn!(user_id, connected, error = %e, "reporting a socket to presence failed");
+        }
+    }
+
+    /// Outcomes of this gateway's sends: `message-sent` or `message-error` to the sender.
+    pub(crate) async fn listen_for_send_outcomes(self: &Arc<Self>) -> Result<(), chat_bus::BusError> {
+        use futures::StreamExt;
+        let mut outcomes = self.bus.subscribe(&self.subjects.send_outcomes(&self.config.gateway_id)).await?;
+        let gw = self.clone();
+        tokio::spawn(async move {
+            while let Some(message) = outcomes.next().await {
+                let outcome: SendOutcome = match chat_proto::decode(&message.payload) {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ignoring undecodable send outcome");
+                        continue;
+                    }
+                };
+                let Some(socket) = outcome.socket_id.parse().ok().and_then(|sid| gw.chat_socket(sid)) else {
+                    continue; // the sender has gone
+                };
+                match outcome.result {
+                    Some(chat_proto::send_outcome::Result::Stored(stored)) => {
+                        let json = serde_json::to_value(MessageJson::from(stored)).unwrap_or(Value::Null);
+                        emit(&socket, "message-sent", &json);
+                    }
+                    Some(chat_proto::send_outcome::Result::Error(error)) => {
+                        emit(&socket, "message-error", &json!({ "error": error }));
+                    }
+                    None => emit(&socket, "message-error", &json!({ "error": SEND_FAILED })),
+                }
+            }
+            tracing::error!("send outcome subscription ended");
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! Validation of client payloads, with error texts in the style of the spec (class-validator's:
+//! `sender_id should not be empty, sender_id must be an integer number`). Pure functions over
+//! JSON values, so every rule is unit-tested without a socket.
+
+use serde_json::Value;
+
+/// The message types of the spec.
+pub const MESSAGE_TYPES: [&str; 3] = ["text", "image", "file"];
+
+/// A `send-message` payload that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendPayload {
+    pub sender_id: i64,
+    pub conversation_id: i64,
+    pub message_type: &'static str,
+    pub content: String,
+}
+
+/// Validates a `send-message` payload; on failure every problem, joined by `, `, in field order.
+/// `max_content_chars` counts Unicode characters.
+pub fn send_message(payload: &Value, max_content_chars: usize) -> Result<SendPayload, String> {
+    let Some(object) = payload.as_object() else {
+        return Err("payload must be an object".into());
+    };
+    let mut errors = Vec::new();
+    let sender_id = positive_id(object.get("sender_id"), "sender_id", &mut errors);
+    let conversation_id = positive_id(object.get("conversation_id"), "conversation_id", &mut errors);
+    let message_type = object
+        .get("message_type")
+        .and_then(Value::as_str)
+        .and_then(|given| MESSAGE_TYPES.into_iter().find(|known| *known == given));
+    if message_type.is_none() {
+        errors.push(format!("message_type must be one of the following values: {}", MESSAGE_TYPES.join(", ")));
+    }
+    let content = match object.get("content") {
+        None | Some(Value::Null) => {
+            errors.push("content should not be empty".into());
+            None
+        }
+        Some(Value::String(text)) if text.is_empty() => {
+            errors.push("content should not be empty".into());
+            None
+        }
+        Some(Value::String(text)) if text.chars().count() > max_content_chars => {
+            errors.push(format!("content must be shorter than or equal to {max_content_chars} characters"));
+            None
+        }
+        Some(Value::String(text)) => Some(text.clone()),
+        Some(_) => {
+            errors.push("content must be a string".into());
+            None
+        }
+    };
+    match (sender_id, conversation_id, message_type, content) {
+        (Some(sender_id), Some(conversation_id), Some(message_type), Some(content)) if errors.is_empty() => {
+            Ok(SendPayload { sender_id, conversation_id, message_type, content })
+        }
+        _ => Err(errors.join(", ")),
+    }
+}
+
+/// An id field: present, an integer, and positive.
+fn positive_id(value: Option<&Value>, field: &str, errors: &mut Vec<String>) -> Option<i64> {
+    match value {
+        None | Some(Value::Null) => {
+            errors.push(format!("{field} should not be empty"));
+            errors.push(format!("{field} must be an integer number"));
+            None
+        }
+        Some(Value::String(s)) if s.is_empty() => {
+            errors.push(format!("{field} should not be empty"));
+            errors.push(format!("{field} must be an integer number"));
+            None
+        }
+        Some(value) => match value.as_i64() {
+            Some(id) if id > 0 => Some(id),
+            Some(_) => {
+                errors.push(format!("{field} must be a positive number"));
+                None
+            }
+            None => {
+                errors.push(format!("{field} must be an integer number"));
+                None
+            }
+        },
+    }
+}
+
+/// The `conversationId` of a join, leave or typing payload.
+pub fn conversation_id(payload: &Value) -> Result<i64, String> {
+    payload
+        .get("conversationId")
+        .and_then(Value::as_i64)
+        .filter(|id| *id > 0)
+        .ok_or_else(|| "conversationId must be an integer number".to_owned())
+}
+
+/// The optional `userId` of a join or typing payload: when given it must be the socket's user.
+pub fn claimed_user_matches(payload: &Value, user_id: i64) -> bool {
+    match payload.get("userId") {
+        None | Some(Value::Null) => true,
+        Some(claimed) => claimed.as_i64() == Some(user_id),
+    }
+}
+
+/// A `typing` payload: the conversation and whether the user is typing.
+pub fn typing(payload: &Value) -> Result<(i64, bool), String> {
+    let conversation_id = conversation_id(payload)?;
+    let is_typing = payload
+        .get("isTyping")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| "isTyping must be a boolean value".to_owned())?;
+    Ok((conversation_id, is_typing))
+}
+
+/// The `userId` of the handshake query: a positive integer, or nothing.
+pub fn user_id_from_query(query: Option<&str>) -> Option<i64> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or("")).ok()?;
+    let (_, raw) = pairs.into_iter().find(|(key, _)| key == "userId")?;
+    // Only plain decimal digits: "1.5", "+1", " 1" and "0x1" are not user ids.
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse::<i64>().ok().filter(|id| *id > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn send_error(payload: Value) -> String {
+        send_message(&payload, 10).expect_err("invalid")
+    }
+
+    #[test]
+    fn a_valid_send_passes() {
+        let ok = send_message(&json!({"sender_id": 1, "conversation_id": 2, "message_type": "image", "content": "x"}), 10);
+        assert_eq!(
+            ok,
+            Ok(SendPayload { sender_id: 1, conversation_id: 2, message_type: "image", content: "x".into() })
+        );
+    }
+
+    #[test]
+    fn an_empty_object_lists_every_problem_in_field_order() {
+        assert_eq!(
+            send_error(json!({})),
+            "sender_id should not be empty, sender_id must be an integer number, \
+             conversation_id should not be empty, conversation_id must be an integer number, \
+             message_type must be one of the following values: text, image, file, \
+             content should not be empty"
+        );
+    }
+
+    #[test]
+    fn ids_must_be_positive_integers_not_strings() {
+        let base = json!({"conversation_id": 2, "message_type": "text", "content": "x"});
+        for (sender, expected) in [
+            (json!("1"), "sender_id must be an integer number"),
+            (json!(1.5), "sender_id must be an integer number"),
+            (json!(""), "sender_id should not be empty, sender_id must be an integer number"),
+            (json!(0), "sender_id must be a positive number"),
+            (json!(-3), "sender_id must be a positive number"),
+            (json!([1]), "sender_id must be an integer number"),
+        ] {
+            let mut payload = base.clone();
+            payload["sender_id"] = sender.clone();
+            assert_eq!(send_error(payload), expected, "sender_id = {sender}");
+        }
+    }
+
+    #[test]
+    fn content_must_be_a_non_empty_string_within_the_limit() {
+        let base = json!({"sender_id": 1, "conversation_id": 2, "message_type": "text"});
+        for (content, expected) in [
+            (json!(""), "content should not be empty"),
+            (json!(null), "content should not be empty"),
+            (json!(5), "content must be a string"),
+            (json!({"a": 1}), "content must be a string"),
+            (json!("12345678901"), "content must be shorter than or equal to 10 characters"),
+        ] {
+            let mut payload = base.clone();
+            payload["content"] = content.clone();
+            assert_eq!(send_error(payload), expected, "content = {content}");
+        }
+        let mut exactly_at_limit = base.clone();
+        exactly_at_limit["content"] = json!("éééééééééé"); // 10 characters, 20 bytes
+        assert!(send_message(&exactly_at_limit, 10).is_ok());
+    }
+
+    #[test]
+    fn non_objects_are_refused_as_such() {
+        for payload in [json!("text"), json!(5), json!([1, 2]), json!(null), json!(true)] {
+            assert_eq!(send_error(payload.clone()), "payload must be an object", "{payload}");
+        }
+    }
+
+    #[test]
+    fn unknown_message_types_are_refused() {
+        let payload = json!({"sender_id": 1, "conversation_id": 2, "message_type": "video", "content": "x"});
+        assert_eq!(send_error(payload), "message_type must be one of the following values: text, image, file");
+    }
+
+    #[test]
+    fn typing_needs_an_id_and_a_real_boolean() {
+        assert_eq!(typing(&json!({"conversationId": 3, "isTyping": true})), Ok((3, true)));
+        assert_eq!(typing(&json!({"conversationId": 3, "isTyping": "true"})), Err("isTyping must be a boolean value".into()));
+        assert_eq!(typing(&json!({"conversationId": "3", "isTyping": true})), Err("conversationId must be an integer number".into()));
+        assert_eq!(conversation_id(&json!("3")), Err("conversationId must be an integer number".into()));
+    }
+
+    #[test]
+    fn claimed_user_must_be_the_socket_user_when_given() {
+        assert!(claimed_user_matches(&json!({"conversationId": 1}), 4));
+        assert!(claimed_user_matches(&json!({"userId": 4}), 4));
+        assert!(!claimed_user_matches(&json!({"userId": 5}), 4));
+        assert!(!claimed_user_matches(&json!({"userId": "4"}), 4));
+    }
+
+    #[test]
+    fn handshake_user_ids_are_positive_decimal_integers() {
+        assert_eq!(user_id_from_query(Some("userId=42&EIO=4&transport=websocket")), Some(42));
+        for bad in [None, Some(""), Some("EIO=4"), Some("userId="), Some("userId=abc"), Some("userId=0"),
+                    Some("userId=-1"), Some("userId=1.5"), Some("userId=%2B1"), Some("userId=99999999999999999999")] {
+            assert_eq!(user_id_from_query(bad), None, "{bad:?}");
+        }
+    }
+}
