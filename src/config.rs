@@ -9,7 +9,11 @@ use chat_gateway::GatewayConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "chat", version, about = "Real-time chat backend: Socket.IO API on one node or a NATS cluster")]
+#[command(
+    name = "chat",
+    version,
+    about = "Real-time chat backend: Socket.IO API on one node or a NATS cluster"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -53,11 +57,21 @@ pub struct ServerArgs {
     pub database_url: Option<String>,
 
     /// Longest message `content` accepted, in characters.
-    #[arg(long, env = "CHAT_MAX_CONTENT_CHARS", default_value_t = 10_000, global = true)]
+    #[arg(
+        long,
+        env = "CHAT_MAX_CONTENT_CHARS",
+        default_value_t = 10_000,
+        global = true
+    )]
     pub max_content_chars: usize,
 
     /// Largest Socket.IO packet accepted, in bytes; a client that sends more is disconnected.
-    #[arg(long, env = "CHAT_MAX_PAYLOAD_BYTES", default_value_t = 1_000_000, global = true)]
+    #[arg(
+        long,
+        env = "CHAT_MAX_PAYLOAD_BYTES",
+        default_value_t = 1_000_000,
+        global = true
+    )]
     pub max_payload_bytes: u64,
 
     /// Origins allowed by CORS, comma-separated; unset allows any origin (development).
@@ -92,10 +106,22 @@ mod tests {
 
     #[test]
     fn flags_override_defaults() {
-        let cli = Cli::try_parse_from(["chat", "all", "--port", "4100", "--data-dir", "/tmp/x", "--cors-origins", "https://a.example,https://b.example"])
-            .expect("parses");
+        let cli = Cli::try_parse_from([
+            "chat",
+            "all",
+            "--port",
+            "4100",
+            "--data-dir",
+            "/tmp/x",
+            "--cors-origins",
+            "https://a.example,https://b.example",
+        ])
+        .expect("parses");
         assert!(matches!(cli.command, Some(Command::All)));
         assert_eq!(cli.server.port, 4100);
-        assert_eq!(cli.server.gateway_config().allowed_origins.unwrap().len(), 2);
+        assert_eq!(
+            cli.server.gateway_config().allowed_origins.unwrap().len(),
+            2
+        );
     }
 }

@@ -30,7 +30,9 @@ async fn main() -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -47,7 +49,9 @@ async fn run_all_in_one(server: &config::ServerArgs) -> anyhow::Result<()> {
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
     let subjects = Subjects::default();
 
-    let persister = Persister::new(bus.clone(), subjects.clone(), store).start().await?;
+    let persister = Persister::new(bus.clone(), subjects.clone(), store)
+        .start()
+        .await?;
     let presence = Presence::new(bus.clone(), subjects.clone()).start().await?;
     let app = Gateway::start(bus, subjects, server.gateway_config()).await?;
 

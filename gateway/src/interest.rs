@@ -26,7 +26,10 @@ struct Held {
 
 impl Interest {
     pub fn new(bus: Arc<dyn Bus>) -> Self {
-        Self { bus, subscriptions: Mutex::new(HashMap::new()) }
+        Self {
+            bus,
+            subscriptions: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Adds a holder of `subject`; when it is the first, subscribes and hands each message to
@@ -47,7 +50,13 @@ impl Interest {
                 handler(message).await;
             }
         });
-        subscriptions.insert(subject, Held { holders: 1, forwarder });
+        subscriptions.insert(
+            subject,
+            Held {
+                holders: 1,
+                forwarder,
+            },
+        );
         Ok(())
     }
 
@@ -97,8 +106,13 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(interest.subject_count().await, 1);
-        bus.publish("chat.conv.1.msg", Bytes::from_static(b"a")).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await.unwrap().unwrap();
+        bus.publish("chat.conv.1.msg", Bytes::from_static(b"a"))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got, "a");
         assert!(rx.try_recv().is_err(), "one subscription, so one delivery");
 
@@ -107,7 +121,11 @@ mod tests {
         interest.release("chat.conv.1.msg").await;
         assert_eq!(interest.subject_count().await, 0);
         tokio::task::yield_now().await;
-        bus.publish("chat.conv.1.msg", Bytes::from_static(b"b")).await.unwrap();
-        assert!(tokio::time::timeout(Duration::from_millis(50), rx.recv()).await.is_err());
+        bus.publish("chat.conv.1.msg", Bytes::from_static(b"b"))
+            .await
+            .unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(50), rx.recv())
+            .await
+            .is_err());
     }
 }

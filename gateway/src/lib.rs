@@ -73,7 +73,11 @@ pub struct Gateway {
 impl Gateway {
     /// Builds the gateway and its HTTP application (REST routes and the Socket.IO endpoint),
     /// and starts listening for the outcomes of its sends.
-    pub async fn start(bus: Arc<dyn Bus>, subjects: Subjects, config: GatewayConfig) -> Result<axum::Router, BusError> {
+    pub async fn start(
+        bus: Arc<dyn Bus>,
+        subjects: Subjects,
+        config: GatewayConfig,
+    ) -> Result<axum::Router, BusError> {
         let (layer, io) = SocketIo::builder()
             .max_payload(config.max_payload_bytes)
             .ws_max_message_size(config.max_payload_bytes as usize)
@@ -103,7 +107,10 @@ fn cors_layer(allowed_origins: Option<&[String]>) -> tower_http::cors::CorsLayer
     match allowed_origins {
         None => CorsLayer::permissive(),
         Some(origins) => {
-            let origins = origins.iter().filter_map(|o| o.parse().ok()).collect::<Vec<_>>();
+            let origins = origins
+                .iter()
+                .filter_map(|o| o.parse().ok())
+                .collect::<Vec<_>>();
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
                 .allow_methods(tower_http::cors::Any)

@@ -1,8 +1,8 @@
 //! The gateway's side of request-reply: asking the persister.
 
 use chat_proto::{
-    conversation_reply, Conversation, ConversationReply, ErrorKind, GetConversation, QueryError, QueryReply,
-    RPC_GET_CONVERSATION,
+    conversation_reply, Conversation, ConversationReply, ErrorKind, GetConversation, QueryError,
+    QueryReply, RPC_GET_CONVERSATION,
 };
 
 use crate::Gateway;
@@ -29,14 +29,23 @@ impl QueryFailure {
 
 impl Gateway {
     /// Sends query `name` to the persister and waits for its reply.
-    pub(crate) async fn query<Q: prost::Message, R: QueryReply>(&self, name: &str, query: &Q) -> Result<R, QueryFailure> {
+    pub(crate) async fn query<Q: prost::Message, R: QueryReply>(
+        &self,
+        name: &str,
+        query: &Q,
+    ) -> Result<R, QueryFailure> {
         let subject = self.subjects.rpc(name);
         let bytes = self
             .bus
-            .request(&subject, chat_proto::encode(query), self.config.query_timeout)
+            .request(
+                &subject,
+                chat_proto::encode(query),
+                self.config.query_timeout,
+            )
             .await
             .map_err(|e| QueryFailure::Unavailable(e.to_string()))?;
-        let reply: R = chat_proto::decode(&bytes).map_err(|e| QueryFailure::Unavailable(e.to_string()))?;
+        let reply: R =
+            chat_proto::decode(&bytes).map_err(|e| QueryFailure::Unavailable(e.to_string()))?;
         match reply.error() {
             Some(error) => Err(QueryFailure::Refused(error.clone())),
             None => Ok(reply),
@@ -48,7 +57,14 @@ impl Gateway {
         if let Some(hit) = self.conversations.get(&id) {
             return Ok(hit);
         }
-        let reply: ConversationReply = self.query(RPC_GET_CONVERSATION, &GetConversation { conversation_id: id }).await?;
+        let reply: ConversationReply = self
+            .query(
+                RPC_GET_CONVERSATION,
+                &GetConversation {
+                    conversation_id: id,
+                },
+            )
+            .await?;
         match reply.result {
             Some(conversation_reply::Result::Conversation(conversation)) => {
                 self.conversations.insert(id, conversation.clone());

@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chat_proto::{
-    conversation_reply, ConversationList, ConversationReply, ErrorKind, ListConversations, ListMessages, MessagePage,
-    OpenConversation, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
+    conversation_reply, ConversationList, ConversationReply, ErrorKind, ListConversations,
+    ListMessages, MessagePage, OpenConversation, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES,
+    RPC_OPEN_CONVERSATION,
 };
 use serde_json::{json, Value};
 
@@ -31,7 +32,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(health))
         .route("/api/chats/conversations", post(open_conversation))
         .route("/api/chats/conversations/{id}/messages", get(list_messages))
-        .route("/api/chats/users/{id}/conversations", get(list_conversations))
+        .route(
+            "/api/chats/users/{id}/conversations",
+            get(list_conversations),
+        )
         .fallback(not_found)
         .with_state(gateway)
 }
@@ -45,11 +49,17 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: Value::String(message.into()) }
+        Self {
+            status,
+            message: Value::String(message.into()),
+        }
     }
 
     fn invalid(problems: Vec<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, message: json!(problems) }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: json!(problems),
+        }
     }
 }
 
@@ -78,7 +88,10 @@ impl From<QueryFailure> for ApiError {
             }
             QueryFailure::Unavailable(reason) => {
                 tracing::error!(%reason, "query failed");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Service temporarily unavailable")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Service temporarily unavailable",
+                )
             }
         }
     }
@@ -94,15 +107,25 @@ async fn not_found() -> ApiError {
 
 /// `POST /api/chats/conversations {sender_id, receiver_id}`: 201 with the new conversation, or
 /// 200 with the pair's existing one.
-async fn open_conversation(State(gw): State<Arc<Gateway>>, body: Bytes) -> Result<Response, ApiError> {
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body is not valid JSON: {e}")))?;
+async fn open_conversation(
+    State(gw): State<Arc<Gateway>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("body is not valid JSON: {e}"),
+        )
+    })?;
     let Some(fields) = body.as_object() else {
         return Err(ApiError::invalid(vec!["body must be a JSON object".into()]));
     };
     let mut problems = Vec::new();
     let mut positive = |field: &str| {
-        let id = fields.get(field).and_then(Value::as_i64).filter(|id| *id > 0);
+        let id = fields
+            .get(field)
+            .and_then(Value::as_i64)
+            .filter(|id| *id > 0);
         if id.is_none() {
             problems.push(format!("{field} must be a positive integer"));
         }
@@ -113,13 +136,27 @@ async fn open_conversation(State(gw): State<Arc<Gateway>>, body: Bytes) -> Resul
         return Err(ApiError::invalid(problems));
     };
     if sender_id == receiver_id {
-        return Err(ApiError::invalid(vec!["receiver_id must differ from sender_id".into()]));
+        return Err(ApiError::invalid(vec![
+            "receiver_id must differ from sender_id".into(),
+        ]));
     }
-    let reply: ConversationReply = gw.query(RPC_OPEN_CONVERSATION, &OpenConversation { sender_id, receiver_id }).await?;
+    let reply: ConversationReply = gw
+        .query(
+            RPC_OPEN_CONVERSATION,
+            &OpenConversation {
+                sender_id,
+                receiver_id,
+            },
+        )
+        .await?;
     let Some(conversation_reply::Result::Conversation(conversation)) = reply.result else {
         return Err(QueryFailure::Unavailable("empty conversation reply".into()).into());
     };
-    let status = if reply.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if reply.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(ConversationJson::from(conversation))).into_response())
 }
 
@@ -132,25 +169,46 @@ async fn list_messages(
     let mut problems = Vec::new();
     let conversation_id = parse_positive(Some(&id), "conversation id", &mut problems);
     let page = parse_positive(params.get("page"), "page", &mut problems).unwrap_or(1);
-    let limit = parse_positive(params.get("limit"), "limit", &mut problems).unwrap_or(i64::from(DEFAULT_PAGE_SIZE));
+    let limit = parse_positive(params.get("limit"), "limit", &mut problems)
+        .unwrap_or(i64::from(DEFAULT_PAGE_SIZE));
     let Some(conversation_id) = conversation_id.filter(|_| problems.is_empty()) else {
         return Err(ApiError::invalid(problems));
     };
     let page = u32::try_from(page).unwrap_or(u32::MAX);
     let limit = u32::try_from(limit).unwrap_or(u32::MAX).min(MAX_PAGE_SIZE);
-    let reply: MessagePage = gw.query(RPC_LIST_MESSAGES, &ListMessages { conversation_id, page, limit }).await?;
+    let reply: MessagePage = gw
+        .query(
+            RPC_LIST_MESSAGES,
+            &ListMessages {
+                conversation_id,
+                page,
+                limit,
+            },
+        )
+        .await?;
     let data: Vec<MessageJson> = reply.messages.into_iter().map(MessageJson::from).collect();
-    Ok(Json(json!({ "data": data, "page": page, "limit": limit, "total": reply.total })))
+    Ok(Json(
+        json!({ "data": data, "page": page, "limit": limit, "total": reply.total }),
+    ))
 }
 
 /// `GET /api/chats/users/{id}/conversations`: newest first.
-async fn list_conversations(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn list_conversations(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let mut problems = Vec::new();
     let Some(user_id) = parse_positive(Some(&id), "user id", &mut problems) else {
         return Err(ApiError::invalid(problems));
     };
-    let reply: ConversationList = gw.query(RPC_LIST_CONVERSATIONS, &ListConversations { user_id }).await?;
-    let data: Vec<ConversationJson> = reply.conversations.into_iter().map(ConversationJson::from).collect();
+    let reply: ConversationList = gw
+        .query(RPC_LIST_CONVERSATIONS, &ListConversations { user_id })
+        .await?;
+    let data: Vec<ConversationJson> = reply
+        .conversations
+        .into_iter()
+        .map(ConversationJson::from)
+        .collect();
     Ok(Json(json!({ "data": data })))
 }
 

@@ -54,7 +54,9 @@ struct Membership {
 
 pub(crate) fn register(gateway: &Arc<Gateway>) {
     let gw = gateway.clone();
-    gateway.io.ns(NAMESPACE, move |socket: SocketRef| on_connect(gw.clone(), socket));
+    gateway.io.ns(NAMESPACE, move |socket: SocketRef| {
+        on_connect(gw.clone(), socket)
+    });
 }
 
 fn room_of_user(user_id: i64) -> String {
@@ -65,7 +67,7 @@ fn room_of_conversation(conversation_id: i64) -> String {
     format!("conversation:{conversation_id}")
 }
 
-fn emit(socket: &SocketRef, event: &str, payload: &Value) {
+fn emit<T: serde::Serialize + ?Sized>(socket: &SocketRef, event: &str, payload: &T) {
     if let Err(e) = socket.emit(event, payload) {
         tracing::debug!(socket = %socket.id, event, error = %e, "emit failed");
     }
@@ -81,9 +83,16 @@ fn on_connect(gw: Arc<Gateway>, socket: SocketRef) -> impl Future<Output = ()> {
     let user_id = validate::user_id_from_query(socket.req_parts().uri.query());
     let setup = user_id.map(|user_id| {
         let membership = Arc::new(Mutex::new(Membership::default()));
-        let guard = membership.clone().try_lock_owned().expect("a new lock is free");
+        let guard = membership
+            .clone()
+            .try_lock_owned()
+            .expect("a new lock is free");
         let (sends, queue) = mpsc::channel(gw.config.max_pending_sends);
-        let state = Arc::new(SocketState { user_id, membership, sends });
+        let state = Arc::new(SocketState {
+            user_id,
+            membership,
+            sends,
+        });
         socket.join(room_of_user(user_id));
         register_events(&gw, &state, &socket);
         spawn_send_queue(gw.clone(), socket.id, queue);
@@ -101,12 +110,19 @@ fn on_connect(gw: Arc<Gateway>, socket: SocketRef) -> impl Future<Output = ()> {
     }
 }
 
-async fn set_up(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, mut membership: OwnedMutexGuard<Membership>) {
+async fn set_up(
+    gw: &Arc<Gateway>,
+    state: &SocketState,
+    socket: &SocketRef,
+    mut membership: OwnedMutexGuard<Membership>,
+) {
     let user_id = state.user_id;
     let delivery = gw.clone();
     let acquired = gw
         .interest
-        .acquire(gw.subjects.user(user_id), move |message| deliver_to_user(delivery.clone(), user_id, message))
+        .acquire(gw.subjects.user(user_id), move |message| {
+            deliver_to_user(delivery.clone(), user_id, message)
+        })
         .await;
     match acquired {
         Ok(()) => membership.user_subject_held = true,
@@ -118,10 +134,13 @@ async fn set_up(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, mut 
 
 fn register_events(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketRef) {
     let (g, s) = (gw.clone(), state.clone());
-    socket.on("send-message", move |socket: SocketRef, TryData(payload): TryData<Value>| {
-        on_send(&g, &s, &socket, payload.unwrap_or(Value::Null));
-        std::future::ready(())
-    });
+    socket.on(
+        "send-message",
+        move |socket: SocketRef, TryData(payload): TryData<Value>| {
+            on_send(&g, &s, &socket, payload.unwrap_or(Value::Null));
+            std::future::ready(())
+        },
+    );
 
     let (g, s) = (gw.clone(), state.clone());
     socket.on("join-conversation", move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| async move {
@@ -140,22 +159,31 @@ fn register_events(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketR
     });
 
     let (g, s) = (gw.clone(), state.clone());
-    socket.on("leave-conversation", move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| async move {
-        match validate::conversation_id(&payload.unwrap_or(Value::Null)) {
-            Ok(conversation_id) => {
-                leave(&g, &s, &socket, conversation_id).await;
-                send_ack(ack, &json!({ "success": true, "conversationId": conversation_id }));
+    socket.on(
+        "leave-conversation",
+        move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| async move {
+            match validate::conversation_id(&payload.unwrap_or(Value::Null)) {
+                Ok(conversation_id) => {
+                    leave(&g, &s, &socket, conversation_id).await;
+                    send_ack(
+                        ack,
+                        &json!({ "success": true, "conversationId": conversation_id }),
+                    );
+                }
+                Err(message) => emit_error(&socket, &message),
             }
-            Err(message) => emit_error(&socket, &message),
-        }
-    });
+        },
+    );
 
     let (g, s) = (gw.clone(), state.clone());
-    socket.on("typing", move |socket: SocketRef, TryData(payload): TryData<Value>| async move {
-        if let Err(message) = typing(&g, &s, &socket, &payload.unwrap_or(Value::Null)).await {
-            emit_error(&socket, &message);
-        }
-    });
+    socket.on(
+        "typing",
+        move |socket: SocketRef, TryData(payload): TryData<Value>| async move {
+            if let Err(message) = typing(&g, &s, &socket, &payload.unwrap_or(Value::Null)).await {
+                emit_error(&socket, &message);
+            }
+        },
+    );
 
     socket.on_fallback(async |socket: SocketRef, Event(event): Event| {
         let shown: String = event.chars().take(64).collect();
@@ -179,7 +207,11 @@ fn on_send(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: Value
         Err(message) => return emit(socket, "message-error", &json!({ "error": message })),
     };
     if send.sender_id != state.user_id {
-        return emit(socket, "message-error", &json!({ "error": "Unauthorized to send as another user" }));
+        return emit(
+            socket,
+            "message-error",
+            &json!({ "error": "Unauthorized to send as another user" }),
+        );
     }
     let command = SendMessage {
         request_id: uuid::Uuid::now_v7().to_string(),
@@ -193,7 +225,11 @@ fn on_send(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: Value
     match state.sends.try_send(command) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
-            emit(socket, "message-error", &json!({ "error": "Too many messages waiting to be sent; slow down" }));
+            emit(
+                socket,
+                "message-error",
+                &json!({ "error": "Too many messages waiting to be sent; slow down" }),
+            );
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {}
     }
@@ -204,7 +240,11 @@ fn spawn_send_queue(gw: Arc<Gateway>, socket_id: Sid, mut queue: mpsc::Receiver<
     tokio::spawn(async move {
         while let Some(command) = queue.recv().await {
             let subject = gw.subjects.inbound(command.conversation_id);
-            if let Err(e) = gw.bus.enqueue(&subject, &command.request_id, chat_proto::encode(&command)).await {
+            if let Err(e) = gw
+                .bus
+                .enqueue(&subject, &command.request_id, chat_proto::encode(&command))
+                .await
+            {
                 tracing::error!(error = %e, "putting a send on the bus failed");
                 if let Some(socket) = gw.chat_socket(socket_id) {
                     emit(&socket, "message-error", &json!({ "error": SEND_FAILED }));
@@ -215,16 +255,23 @@ fn spawn_send_queue(gw: Arc<Gateway>, socket_id: Sid, mut queue: mpsc::Receiver<
 }
 
 /// `join-conversation`: the joined conversation's id, or the error text.
-async fn join(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payload: &Value) -> Result<i64, String> {
+async fn join(
+    gw: &Arc<Gateway>,
+    state: &SocketState,
+    socket: &SocketRef,
+    payload: &Value,
+) -> Result<i64, String> {
     let conversation_id = validate::conversation_id(payload)?;
     if !validate::claimed_user_matches(payload, state.user_id) {
         return Err("Unauthorized to join this conversation".into());
     }
-    let conversation = gw.conversation(conversation_id).await.map_err(|failure| match failure.kind() {
-        Some(ErrorKind::NotFound) => "Conversation not found".to_owned(),
-        _ => {
-            tracing::error!(conversation_id, error = %failure, "conversation lookup failed");
-            "Failed to join conversation".to_owned()
+    let conversation = gw.conversation(conversation_id).await.map_err(|failure| {
+        match failure.kind() {
+            Some(ErrorKind::NotFound) => "Conversation not found".to_owned(),
+            _ => {
+                tracing::error!(conversation_id, error = %failure, "conversation lookup failed");
+                "Failed to join conversation".to_owned()
+            }
         }
     })?;
     if !conversation.has_participant(state.user_id) {
@@ -234,10 +281,12 @@ async fn join(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payloa
     if membership.closed || membership.conversations.contains(&conversation_id) {
         return Ok(conversation_id);
     }
-    gw.acquire_conversation(conversation_id).await.map_err(|e| {
-        tracing::error!(conversation_id, error = %e, "subscribing to the conversation failed");
-        "Failed to join conversation".to_owned()
-    })?;
+    gw.acquire_conversation(conversation_id)
+        .await
+        .map_err(|e| {
+            tracing::error!(conversation_id, error = %e, "subscribing to the conversation failed");
+            "Failed to join conversation".to_owned()
+        })?;
     membership.conversations.insert(conversation_id);
     socket.join(room_of_conversation(conversation_id));
     Ok(conversation_id)
@@ -252,13 +301,28 @@ async fn leave(gw: &Gateway, state: &SocketState, socket: &SocketRef, conversati
 }
 
 /// `typing`: to the room's other sockets here at once, and to other gateways over the bus.
-async fn typing(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: &Value) -> Result<(), String> {
+async fn typing(
+    gw: &Gateway,
+    state: &SocketState,
+    socket: &SocketRef,
+    payload: &Value,
+) -> Result<(), String> {
     let (conversation_id, is_typing) = validate::typing(payload)?;
-    if !state.membership.lock().await.conversations.contains(&conversation_id) {
+    if !state
+        .membership
+        .lock()
+        .await
+        .conversations
+        .contains(&conversation_id)
+    {
         return Err("Join the conversation before typing in it".into());
     }
     let event = json!({ "conversationId": conversation_id, "userId": state.user_id, "isTyping": is_typing });
-    if let Err(e) = socket.to(room_of_conversation(conversation_id)).emit("user-typing", &event).await {
+    if let Err(e) = socket
+        .to(room_of_conversation(conversation_id))
+        .emit("user-typing", &event)
+        .await
+    {
         tracing::debug!(error = %e, "local typing broadcast failed");
     }
     let relayed = Typing {
@@ -267,7 +331,14 @@ async fn typing(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: 
         is_typing,
         origin_gateway_id: gw.config.gateway_id.clone(),
     };
-    if let Err(e) = gw.bus.publish(&gw.subjects.typing(conversation_id), chat_proto::encode(&relayed)).await {
+    if let Err(e) = gw
+        .bus
+        .publish(
+            &gw.subjects.typing(conversation_id),
+            chat_proto::encode(&relayed),
+        )
+        .await
+    {
         tracing::warn!(error = %e, "relaying typing failed");
     }
     Ok(())
@@ -282,7 +353,8 @@ async fn tear_down(gw: &Gateway, state: &SocketState, socket: &SocketRef) {
     if std::mem::take(&mut membership.user_subject_held) {
         gw.interest.release(&gw.subjects.user(state.user_id)).await;
     }
-    gw.publish_socket_event(&socket.id, state.user_id, false).await;
+    gw.publish_socket_event(&socket.id, state.user_id, false)
+        .await;
     tracing::debug!(socket = %socket.id, user_id = state.user_id, "socket disconnected");
 }
 
@@ -293,8 +365,17 @@ async fn deliver_to_user(gw: Arc<Gateway>, user_id: i64, message: Message) {
         Ok(change) => change,
         Err(e) => return tracing::warn!(error = %e, "ignoring undecodable presence change"),
     };
-    let event = if change.online { "user:online" } else { "user:offline" };
-    gw.emit_to_room(&room_of_user(user_id), event, &json!({ "userId": change.user_id })).await;
+    let event = if change.online {
+        "user:online"
+    } else {
+        "user:offline"
+    };
+    gw.emit_to_room(
+        &room_of_user(user_id),
+        event,
+        &json!({ "userId": change.user_id }),
+    )
+    .await;
 }
 
 async fn deliver_message(gw: Arc<Gateway>, conversation_id: i64, message: Message) {
@@ -302,8 +383,12 @@ async fn deliver_message(gw: Arc<Gateway>, conversation_id: i64, message: Messag
         Ok(stored) => stored,
         Err(e) => return tracing::warn!(error = %e, "ignoring undecodable stored message"),
     };
-    let json = serde_json::to_value(MessageJson::from(stored)).unwrap_or(Value::Null);
-    gw.emit_to_room(&room_of_conversation(conversation_id), "receive-message", &json).await;
+    gw.emit_to_room(
+        &room_of_conversation(conversation_id),
+        "receive-message",
+        &MessageJson::from(stored),
+    )
+    .await;
 }
 
 async fn deliver_typing(gw: Arc<Gateway>, conversation_id: i64, message: Message) {
@@ -315,7 +400,12 @@ async fn deliver_typing(gw: Arc<Gateway>, conversation_id: i64, message: Message
         return; // delivered locally when it was sent
     }
     let event = json!({ "conversationId": typing.conversation_id, "userId": typing.user_id, "isTyping": typing.is_typing });
-    gw.emit_to_room(&room_of_conversation(conversation_id), "user-typing", &event).await;
+    gw.emit_to_room(
+        &room_of_conversation(conversation_id),
+        "user-typing",
+        &event,
+    )
+    .await;
 }
 
 impl Gateway {
@@ -323,34 +413,53 @@ impl Gateway {
         self.io.of(NAMESPACE)?.get_socket(socket_id)
     }
 
-    async fn emit_to_room(&self, room: &str, event: &str, payload: &Value) {
-        let Some(namespace) = self.io.of(NAMESPACE) else { return };
+    async fn emit_to_room<T: serde::Serialize + ?Sized>(
+        &self,
+        room: &str,
+        event: &str,
+        payload: &T,
+    ) {
+        let Some(namespace) = self.io.of(NAMESPACE) else {
+            return;
+        };
         if let Err(e) = namespace.to(room.to_owned()).emit(event, payload).await {
             tracing::debug!(room, event, error = %e, "room broadcast failed");
         }
     }
 
-    async fn acquire_conversation(self: &Arc<Self>, conversation_id: i64) -> Result<(), chat_bus::BusError> {
+    async fn acquire_conversation(
+        self: &Arc<Self>,
+        conversation_id: i64,
+    ) -> Result<(), chat_bus::BusError> {
         let gw = self.clone();
         self.interest
-            .acquire(self.subjects.conversation_messages(conversation_id), move |m| {
-                deliver_message(gw.clone(), conversation_id, m)
-            })
+            .acquire(
+                self.subjects.conversation_messages(conversation_id),
+                move |m| deliver_message(gw.clone(), conversation_id, m),
+            )
             .await?;
         let gw = self.clone();
         let typing = self
             .interest
-            .acquire(self.subjects.typing(conversation_id), move |m| deliver_typing(gw.clone(), conversation_id, m))
+            .acquire(self.subjects.typing(conversation_id), move |m| {
+                deliver_typing(gw.clone(), conversation_id, m)
+            })
             .await;
         if typing.is_err() {
-            self.interest.release(&self.subjects.conversation_messages(conversation_id)).await;
+            self.interest
+                .release(&self.subjects.conversation_messages(conversation_id))
+                .await;
         }
         typing
     }
 
     async fn release_conversation(&self, conversation_id: i64) {
-        self.interest.release(&self.subjects.conversation_messages(conversation_id)).await;
-        self.interest.release(&self.subjects.typing(conversation_id)).await;
+        self.interest
+            .release(&self.subjects.conversation_messages(conversation_id))
+            .await;
+        self.interest
+            .release(&self.subjects.typing(conversation_id))
+            .await;
     }
 
     async fn publish_socket_event(&self, socket_id: &Sid, user_id: i64, connected: bool) {
@@ -360,15 +469,27 @@ impl Gateway {
             user_id,
             connected,
         };
-        if let Err(e) = self.bus.publish(&self.subjects.presence_sockets(), chat_proto::encode(&event)).await {
+        if let Err(e) = self
+            .bus
+            .publish(
+                &self.subjects.presence_sockets(),
+                chat_proto::encode(&event),
+            )
+            .await
+        {
             tracing::warn!(user_id, connected, error = %e, "reporting a socket to presence failed");
         }
     }
 
     /// Outcomes of this gateway's sends: `message-sent` or `message-error` to the sender.
-    pub(crate) async fn listen_for_send_outcomes(self: &Arc<Self>) -> Result<(), chat_bus::BusError> {
+    pub(crate) async fn listen_for_send_outcomes(
+        self: &Arc<Self>,
+    ) -> Result<(), chat_bus::BusError> {
         use futures::StreamExt;
-        let mut outcomes = self.bus.subscribe(&self.subjects.send_outcomes(&self.config.gateway_id)).await?;
+        let mut outcomes = self
+            .bus
+            .subscribe(&self.subjects.send_outcomes(&self.config.gateway_id))
+            .await?;
         let gw = self.clone();
         tokio::spawn(async move {
             while let Some(message) = outcomes.next().await {
@@ -379,13 +500,17 @@ impl Gateway {
                         continue;
                     }
                 };
-                let Some(socket) = outcome.socket_id.parse().ok().and_then(|sid| gw.chat_socket(sid)) else {
+                let Some(socket) = outcome
+                    .socket_id
+                    .parse()
+                    .ok()
+                    .and_then(|sid| gw.chat_socket(sid))
+                else {
                     continue; // the sender has gone
                 };
                 match outcome.result {
                     Some(chat_proto::send_outcome::Result::Stored(stored)) => {
-                        let json = serde_json::to_value(MessageJson::from(stored)).unwrap_or(Value::Null);
-                        emit(&socket, "message-sent", &json);
+                        emit(&socket, "message-sent", &MessageJson::from(stored));
                     }
                     Some(chat_proto::send_outcome::Result::Error(error)) => {
                         emit(&socket, "message-error", &json!({ "error": error }));

@@ -24,13 +24,20 @@ pub fn send_message(payload: &Value, max_content_chars: usize) -> Result<SendPay
     };
     let mut errors = Vec::new();
     let sender_id = positive_id(object.get("sender_id"), "sender_id", &mut errors);
-    let conversation_id = positive_id(object.get("conversation_id"), "conversation_id", &mut errors);
+    let conversation_id = positive_id(
+        object.get("conversation_id"),
+        "conversation_id",
+        &mut errors,
+    );
     let message_type = object
         .get("message_type")
         .and_then(Value::as_str)
         .and_then(|given| MESSAGE_TYPES.into_iter().find(|known| *known == given));
     if message_type.is_none() {
-        errors.push(format!("message_type must be one of the following values: {}", MESSAGE_TYPES.join(", ")));
+        errors.push(format!(
+            "message_type must be one of the following values: {}",
+            MESSAGE_TYPES.join(", ")
+        ));
     }
     let content = match object.get("content") {
         None | Some(Value::Null) => {
@@ -42,7 +49,9 @@ pub fn send_message(payload: &Value, max_content_chars: usize) -> Result<SendPay
             None
         }
         Some(Value::String(text)) if text.chars().count() > max_content_chars => {
-            errors.push(format!("content must be shorter than or equal to {max_content_chars} characters"));
+            errors.push(format!(
+                "content must be shorter than or equal to {max_content_chars} characters"
+            ));
             None
         }
         Some(Value::String(text)) => Some(text.clone()),
@@ -52,8 +61,15 @@ pub fn send_message(payload: &Value, max_content_chars: usize) -> Result<SendPay
         }
     };
     match (sender_id, conversation_id, message_type, content) {
-        (Some(sender_id), Some(conversation_id), Some(message_type), Some(content)) if errors.is_empty() => {
-            Ok(SendPayload { sender_id, conversation_id, message_type, content })
+        (Some(sender_id), Some(conversation_id), Some(message_type), Some(content))
+            if errors.is_empty() =>
+        {
+            Ok(SendPayload {
+                sender_id,
+                conversation_id,
+                message_type,
+                content,
+            })
         }
         _ => Err(errors.join(", ")),
     }
@@ -135,10 +151,18 @@ mod tests {
 
     #[test]
     fn a_valid_send_passes() {
-        let ok = send_message(&json!({"sender_id": 1, "conversation_id": 2, "message_type": "image", "content": "x"}), 10);
+        let ok = send_message(
+            &json!({"sender_id": 1, "conversation_id": 2, "message_type": "image", "content": "x"}),
+            10,
+        );
         assert_eq!(
             ok,
-            Ok(SendPayload { sender_id: 1, conversation_id: 2, message_type: "image", content: "x".into() })
+            Ok(SendPayload {
+                sender_id: 1,
+                conversation_id: 2,
+                message_type: "image",
+                content: "x".into()
+            })
         );
     }
 
@@ -159,7 +183,10 @@ mod tests {
         for (sender, expected) in [
             (json!("1"), "sender_id must be an integer number"),
             (json!(1.5), "sender_id must be an integer number"),
-            (json!(""), "sender_id should not be empty, sender_id must be an integer number"),
+            (
+                json!(""),
+                "sender_id should not be empty, sender_id must be an integer number",
+            ),
             (json!(0), "sender_id must be a positive number"),
             (json!(-3), "sender_id must be a positive number"),
             (json!([1]), "sender_id must be an integer number"),
@@ -178,7 +205,10 @@ mod tests {
             (json!(null), "content should not be empty"),
             (json!(5), "content must be a string"),
             (json!({"a": 1}), "content must be a string"),
-            (json!("12345678901"), "content must be shorter than or equal to 10 characters"),
+            (
+                json!("12345678901"),
+                "content must be shorter than or equal to 10 characters",
+            ),
         ] {
             let mut payload = base.clone();
             payload["content"] = content.clone();
@@ -191,23 +221,49 @@ mod tests {
 
     #[test]
     fn non_objects_are_refused_as_such() {
-        for payload in [json!("text"), json!(5), json!([1, 2]), json!(null), json!(true)] {
-            assert_eq!(send_error(payload.clone()), "payload must be an object", "{payload}");
+        for payload in [
+            json!("text"),
+            json!(5),
+            json!([1, 2]),
+            json!(null),
+            json!(true),
+        ] {
+            assert_eq!(
+                send_error(payload.clone()),
+                "payload must be an object",
+                "{payload}"
+            );
         }
     }
 
     #[test]
     fn unknown_message_types_are_refused() {
-        let payload = json!({"sender_id": 1, "conversation_id": 2, "message_type": "video", "content": "x"});
-        assert_eq!(send_error(payload), "message_type must be one of the following values: text, image, file");
+        let payload =
+            json!({"sender_id": 1, "conversation_id": 2, "message_type": "video", "content": "x"});
+        assert_eq!(
+            send_error(payload),
+            "message_type must be one of the following values: text, image, file"
+        );
     }
 
     #[test]
     fn typing_needs_an_id_and_a_real_boolean() {
-        assert_eq!(typing(&json!({"conversationId": 3, "isTyping": true})), Ok((3, true)));
-        assert_eq!(typing(&json!({"conversationId": 3, "isTyping": "true"})), Err("isTyping must be a boolean value".into()));
-        assert_eq!(typing(&json!({"conversationId": "3", "isTyping": true})), Err("conversationId must be an integer number".into()));
-        assert_eq!(conversation_id(&json!("3")), Err("conversationId must be an integer number".into()));
+        assert_eq!(
+            typing(&json!({"conversationId": 3, "isTyping": true})),
+            Ok((3, true))
+        );
+        assert_eq!(
+            typing(&json!({"conversationId": 3, "isTyping": "true"})),
+            Err("isTyping must be a boolean value".into())
+        );
+        assert_eq!(
+            typing(&json!({"conversationId": "3", "isTyping": true})),
+            Err("conversationId must be an integer number".into())
+        );
+        assert_eq!(
+            conversation_id(&json!("3")),
+            Err("conversationId must be an integer number".into())
+        );
     }
 
     #[test]
@@ -220,9 +276,22 @@ mod tests {
 
     #[test]
     fn handshake_user_ids_are_positive_decimal_integers() {
-        assert_eq!(user_id_from_query(Some("userId=42&EIO=4&transport=websocket")), Some(42));
-        for bad in [None, Some(""), Some("EIO=4"), Some("userId="), Some("userId=abc"), Some("userId=0"),
-                    Some("userId=-1"), Some("userId=1.5"), Some("userId=%2B1"), Some("userId=99999999999999999999")] {
+        assert_eq!(
+            user_id_from_query(Some("userId=42&EIO=4&transport=websocket")),
+            Some(42)
+        );
+        for bad in [
+            None,
+            Some(""),
+            Some("EIO=4"),
+            Some("userId="),
+            Some("userId=abc"),
+            Some("userId=0"),
+            Some("userId=-1"),
+            Some("userId=1.5"),
+            Some("userId=%2B1"),
+            Some("userId=99999999999999999999"),
+        ] {
             assert_eq!(user_id_from_query(bad), None, "{bad:?}");
         }
     }

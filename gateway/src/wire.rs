@@ -42,14 +42,23 @@ impl From<StoredMessage> for MessageJson {
             timestamp: iso_timestamp(m.timestamp_ms),
             message_type: m.message_type,
             content: m.content,
-            conversation: m.conversation.map(|c| ConversationRef { id: c.id, sender_id: c.sender_id, receiver_id: c.receiver_id }),
+            conversation: m.conversation.map(|c| ConversationRef {
+                id: c.id,
+                sender_id: c.sender_id,
+                receiver_id: c.receiver_id,
+            }),
         }
     }
 }
 
 impl From<Conversation> for ConversationJson {
     fn from(c: Conversation) -> Self {
-        Self { id: c.id, sender_id: c.sender_id, receiver_id: c.receiver_id, created_at: iso_timestamp(c.created_at_ms) }
+        Self {
+            id: c.id,
+            sender_id: c.sender_id,
+            receiver_id: c.receiver_id,
+            created_at: iso_timestamp(c.created_at_ms),
+        }
     }
 }
 
@@ -80,10 +89,18 @@ mod tests {
             timestamp_ms: 0,
             message_type: "text".into(),
             content: "hi".into(),
-            conversation: Some(Conversation { id: 2, sender_id: 1, receiver_id: 9, created_at_ms: 0 }),
+            conversation: Some(Conversation {
+                id: 2,
+                sender_id: 1,
+                receiver_id: 9,
+                created_at_ms: 0,
+            }),
         }))
         .unwrap();
-        assert_eq!(json["conversation"], serde_json::json!({"id": 2, "sender_id": 1, "receiver_id": 9}));
+        assert_eq!(
+            json["conversation"],
+            serde_json::json!({"id": 2, "sender_id": 1, "receiver_id": 9})
+        );
         assert_eq!(json["timestamp"], "1970-01-01T00:00:00.000Z");
     }
 }

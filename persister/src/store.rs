@@ -7,8 +7,8 @@ use chat_migrations::{Migrator, MigratorTrait};
 use chat_proto::Conversation;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 use crate::entity::{conversation, message};
@@ -18,7 +18,10 @@ pub enum StoreError {
     #[error("cannot open the database at {url}: {source}")]
     Connect { url: String, source: DbErr },
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("database migration failed: {0}")]
     Migrate(DbErr),
     #[error("database error: {0}")]
@@ -43,8 +46,10 @@ pub struct Store {
 impl Store {
     /// The SQLite database of the all-in-one mode, `chat.db` in `data_dir` (created if missing).
     pub async fn open_sqlite(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
         let url = format!("sqlite://{}?mode=rwc", data_dir.join("chat.db").display());
         Self::connect(&url).await
     }
@@ -67,18 +72,28 @@ impl Store {
             });
         let db = Database::connect(options)
             .await
-            .map_err(|source| StoreError::Connect { url: redact(url), source })?;
+            .map_err(|source| StoreError::Connect {
+                url: redact(url),
+                source,
+            })?;
         Migrator::up(&db, None).await.map_err(StoreError::Migrate)?;
         Ok(Self { db })
     }
 
     pub async fn conversation(&self, id: i64) -> Result<Option<Conversation>, StoreError> {
-        Ok(conversation::Entity::find_by_id(id).one(&self.db).await?.map(Into::into))
+        Ok(conversation::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .map(Into::into))
     }
 
     /// The conversation of the pair, created when the pair has none; `true` when created now.
     /// Two concurrent calls for one pair get the same conversation (the pair is a unique key).
-    pub async fn open_conversation(&self, sender_id: i64, receiver_id: i64) -> Result<(Conversation, bool), StoreError> {
+    pub async fn open_conversation(
+        &self,
+        sender_id: i64,
+        receiver_id: i64,
+    ) -> Result<(Conversation, bool), StoreError> {
         let (low, high) = (sender_id.min(receiver_id), sender_id.max(receiver_id));
         let row = conversation::ActiveModel {
             sender_id: Set(sender_id),
@@ -90,9 +105,12 @@ impl Store {
         };
         let inserted = conversation::Entity::insert(row)
             .on_conflict(
-                OnConflict::columns([conversation::Column::UserLow, conversation::Column::UserHigh])
-                    .do_nothing()
-                    .to_owned(),
+                OnConflict::columns([
+                    conversation::Column::UserLow,
+                    conversation::Column::UserHigh,
+                ])
+                .do_nothing()
+                .to_owned(),
             )
             .exec(&self.db)
             .await;
@@ -106,14 +124,20 @@ impl Store {
             .filter(conversation::Column::UserHigh.eq(high))
             .one(&self.db)
             .await?
-            .ok_or(DbErr::RecordNotFound(format!("conversation of users {low} and {high}")))?;
+            .ok_or(DbErr::RecordNotFound(format!(
+                "conversation of users {low} and {high}"
+            )))?;
         Ok((existing.into(), created))
     }
 
     /// The user's conversations, newest first.
     pub async fn conversations_of(&self, user_id: i64) -> Result<Vec<Conversation>, StoreError> {
         let rows = conversation::Entity::find()
-            .filter(conversation::Column::UserLow.eq(user_id).or(conversation::Column::UserHigh.eq(user_id)))
+            .filter(
+                conversation::Column::UserLow
+                    .eq(user_id)
+                    .or(conversation::Column::UserHigh.eq(user_id)),
+            )
             .order_by_desc(conversation::Column::Id)
             .all(&self.db)
             .await?;
@@ -126,7 +150,13 @@ impl Store {
             .conversations_of(user_id)
             .await?
             .into_iter()
-            .map(|c| if c.sender_id == user_id { c.receiver_id } else { c.sender_id })
+            .map(|c| {
+                if c.sender_id == user_id {
+                    c.receiver_id
+                } else {
+                    c.sender_id
+                }
+            })
             .collect();
         contacts.sort_unstable();
         contacts.dedup();
@@ -134,7 +164,10 @@ impl Store {
     }
 
     /// Stores a batch of messages in one transaction: all of them or none.
-    pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<message::Model>, StoreError> {
+    pub async fn insert_messages(
+        &self,
+        batch: &[NewMessage],
+    ) -> Result<Vec<message::Model>, StoreError> {
         let txn = self.db.begin().await?;
         let mut stored = Vec::with_capacity(batch.len());
         let now = chrono::Utc::now();
@@ -155,8 +188,14 @@ impl Store {
 
     /// Page `page` (from 1) of a conversation's messages in id order, oldest first, and the
     /// conversation's total message count.
-    pub async fn messages_page(&self, conversation_id: i64, page: u64, limit: u64) -> Result<(Vec<message::Model>, u64), StoreError> {
-        let in_conversation = message::Entity::find().filter(message::Column::ConversationId.eq(conversation_id));
+    pub async fn messages_page(
+        &self,
+        conversation_id: i64,
+        page: u64,
+        limit: u64,
+    ) -> Result<(Vec<message::Model>, u64), StoreError> {
+        let in_conversation =
+            message::Entity::find().filter(message::Column::ConversationId.eq(conversation_id));
         let total = in_conversation.clone().count(&self.db).await?;
         let rows = in_conversation
             .order_by_asc(message::Column::Id)
@@ -174,7 +213,12 @@ fn redact(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &url[scheme_end + 3..at];
             match credentials.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &credentials[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }
@@ -193,7 +237,12 @@ mod tests {
     }
 
     fn text(conversation_id: i64, sender_id: i64, content: &str) -> NewMessage {
-        NewMessage { conversation_id, sender_id, message_type: "text".into(), content: content.into() }
+        NewMessage {
+            conversation_id,
+            sender_id,
+            message_type: "text".into(),
+            content: content.into(),
+        }
     }
 
     #[tokio::test]
@@ -215,7 +264,9 @@ mod tests {
     async fn messages_come_back_in_id_order_by_page() {
         let (_dir, store) = temp_store().await;
         let (conv, _) = store.open_conversation(1, 2).await.unwrap();
-        let batch: Vec<_> = (0..5).map(|i| text(conv.id, 1 + i % 2, &format!("m{i}"))).collect();
+        let batch: Vec<_> = (0..5)
+            .map(|i| text(conv.id, 1 + i % 2, &format!("m{i}")))
+            .collect();
         let stored = store.insert_messages(&batch).await.unwrap();
         assert!(stored.windows(2).all(|w| w[0].id < w[1].id));
         let (page2, total) = store.messages_page(conv.id, 2, 2).await.unwrap();
@@ -236,7 +287,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact("postgres://chat:secret@db:5432/chat"), "postgres://chat:***@db:5432/chat");
+        assert_eq!(
+            redact("postgres://chat:secret@db:5432/chat"),
+            "postgres://chat:***@db:5432/chat"
+        );
         assert_eq!(redact("sqlite://data/chat.db"), "sqlite://data/chat.db");
     }
 }

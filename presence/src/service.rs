@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_bus::{Bus, BusError};
-use chat_proto::{ContactList, ListContacts, PresenceChange, QueryReply, SocketEvent, Subjects, RPC_LIST_CONTACTS};
+use chat_proto::{
+    ContactList, ListContacts, PresenceChange, QueryReply, SocketEvent, Subjects, RPC_LIST_CONTACTS,
+};
 use futures::StreamExt;
 
 use crate::state::PresenceState;
@@ -33,8 +35,13 @@ impl Presence {
     }
 
     /// Subscribes, then runs in a task of its own until the bus connection ends.
-    pub async fn start(self) -> Result<tokio::task::JoinHandle<Result<(), PresenceError>>, PresenceError> {
-        let events = self.bus.subscribe(&self.subjects.presence_sockets()).await?;
+    pub async fn start(
+        self,
+    ) -> Result<tokio::task::JoinHandle<Result<(), PresenceError>>, PresenceError> {
+        let events = self
+            .bus
+            .subscribe(&self.subjects.presence_sockets())
+            .await?;
         Ok(tokio::spawn(async move {
             let mut state = PresenceState::default();
             let this = &self;
@@ -63,10 +70,17 @@ impl Presence {
 
     async fn contacts_of(&self, user_id: i64) -> Vec<i64> {
         let query = chat_proto::encode(&ListContacts { user_id });
-        let answer = self.bus.request(&self.subjects.rpc(RPC_LIST_CONTACTS), query, CONTACTS_TIMEOUT).await;
-        let reply = answer.map_err(|e| e.to_string()).and_then(|bytes| {
-            chat_proto::decode::<ContactList>(&bytes).map_err(|e| e.to_string())
-        });
+        let answer = self
+            .bus
+            .request(
+                &self.subjects.rpc(RPC_LIST_CONTACTS),
+                query,
+                CONTACTS_TIMEOUT,
+            )
+            .await;
+        let reply = answer
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| chat_proto::decode::<ContactList>(&bytes).map_err(|e| e.to_string()));
         match reply {
             Ok(list) if list.error().is_none() => list.user_ids,
             Ok(list) => {
@@ -83,7 +97,11 @@ impl Presence {
     async fn announce(&self, change: &PresenceChange, contacts: &[i64]) {
         let payload = chat_proto::encode(change);
         for contact in contacts {
-            if let Err(e) = self.bus.publish(&self.subjects.user(*contact), payload.clone()).await {
+            if let Err(e) = self
+                .bus
+                .publish(&self.subjects.user(*contact), payload.clone())
+                .await
+            {
                 tracing::warn!(contact, error = %e, "presence announcement failed");
             }
         }
@@ -95,10 +113,16 @@ fn apply(state: &mut PresenceState, event: &SocketEvent) -> Option<PresenceChang
     if event.connected {
         state
             .socket_opened(&event.gateway_id, &event.socket_id, event.user_id)
-            .then_some(PresenceChange { user_id: event.user_id, online: true })
+            .then_some(PresenceChange {
+                user_id: event.user_id,
+                online: true,
+            })
     } else {
         state
             .socket_closed(&event.gateway_id, &event.socket_id)
-            .map(|user_id| PresenceChange { user_id, online: false })
+            .map(|user_id| PresenceChange {
+                user_id,
+                online: false,
+            })
     }
 }

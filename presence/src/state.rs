@@ -29,13 +29,20 @@ impl PresenceState {
     /// Records a closed socket; the user when it was their last, i.e. they went offline.
     /// A socket never reported open is ignored.
     pub fn socket_closed(&mut self, gateway_id: &str, socket_id: &str) -> Option<i64> {
-        let user_id = self.sockets.remove(&(gateway_id.to_owned(), socket_id.to_owned()))?;
+        let user_id = self
+            .sockets
+            .remove(&(gateway_id.to_owned(), socket_id.to_owned()))?;
         self.release(user_id).then_some(user_id)
     }
 
     /// Closes every socket of a gateway that is gone; the users who went offline with it.
     pub fn gateway_lost(&mut self, gateway_id: &str) -> Vec<i64> {
-        let lost: Vec<SocketKey> = self.sockets.keys().filter(|(gw, _)| gw == gateway_id).cloned().collect();
+        let lost: Vec<SocketKey> = self
+            .sockets
+            .keys()
+            .filter(|(gw, _)| gw == gateway_id)
+            .cloned()
+            .collect();
         let mut offline = Vec::new();
         for key in lost {
             if let Some(user_id) = self.sockets.remove(&key) {
@@ -75,7 +82,10 @@ mod tests {
     fn a_user_with_two_tabs_stays_online_until_both_close() {
         let mut state = PresenceState::default();
         assert!(state.socket_opened("gw-a", "s1", 7));
-        assert!(!state.socket_opened("gw-b", "s1", 7), "second tab, other gateway: no new transition");
+        assert!(
+            !state.socket_opened("gw-b", "s1", 7),
+            "second tab, other gateway: no new transition"
+        );
         assert_eq!(state.socket_closed("gw-a", "s1"), None);
         assert!(state.is_online(7));
         assert_eq!(state.socket_closed("gw-b", "s1"), Some(7));

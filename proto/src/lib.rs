@@ -33,7 +33,11 @@ pub struct DecodeError {
 
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "payload is not a valid {}: {}", self.message, self.source)
+        write!(
+            f,
+            "payload is not a valid {}: {}",
+            self.message, self.source
+        )
     }
 }
 

@@ -234,13 +234,19 @@ pub trait QueryReply: prost::Message + Default {
 
 impl QueryError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind: kind as i32, message: message.into() }
+        Self {
+            kind: kind as i32,
+            message: message.into(),
+        }
     }
 }
 
 impl QueryReply for ConversationReply {
     fn failed(error: QueryError) -> Self {
-        Self { result: Some(conversation_reply::Result::Error(error)), created: false }
+        Self {
+            result: Some(conversation_reply::Result::Error(error)),
+            created: false,
+        }
     }
     fn error(&self) -> Option<&QueryError> {
         match &self.result {
@@ -280,7 +286,12 @@ mod tests {
                 timestamp_ms: 1_700_000_000_123,
                 message_type: "text".into(),
                 content: "héllo".into(),
-                conversation: Some(Conversation { id: 3, sender_id: 1, receiver_id: 2, created_at_ms: 5 }),
+                conversation: Some(Conversation {
+                    id: 3,
+                    sender_id: 1,
+                    receiver_id: 2,
+                    created_at_ms: 5,
+                }),
             })),
         };
         let bytes = crate::encode(&outcome);

@@ -32,7 +32,10 @@ impl ActiveModelBehavior for ActiveModel {}
 
 impl Model {
     /// The message as it travels on the bus, with its conversation attached.
-    pub fn into_stored(self, conversation: Option<chat_proto::Conversation>) -> chat_proto::StoredMessage {
+    pub fn into_stored(
+        self,
+        conversation: Option<chat_proto::Conversation>,
+    ) -> chat_proto::StoredMessage {
         chat_proto::StoredMessage {
             id: self.id,
             sender_id: self.sender_id,

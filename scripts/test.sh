@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's test command: Rust unit and integration tests, then the end-to-end suite
+# (the official socket.io-client from npm against the real `chat` binary).
+# Needs: a Rust toolchain, Node.js >= 18 with npm. Installs the npm packages itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# The build lives outside the clone so that fresh clones reuse it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chat-target}"
+
+echo "== cargo build (release)"
+cargo build --release --workspace --locked
+echo "== cargo test"
+cargo test --release --workspace --locked
+echo "== end-to-end suite (socket.io-client)"
+CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/e2e/run.sh
