@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_gateway::GatewayConfig;
+use chat_presence::PresenceConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// NATS server of the cluster roles when none is configured.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,21 +19,30 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Real-time chat backend: Socket.IO API on one node or a NATS cluster"
 )]
 pub struct Cli {
+    /// The role to run; with none, `all`.
     #[command(subcommand)]
     pub command: Option<Command>,
 
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub settings: Settings,
 
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum Command {
-    /// Every role in one process on an in-process bus (the default).
+    /// Every role in one process: on an in-process bus, or on NATS when --nats-url is given.
     All,
+    /// Socket.IO and REST front; run any number of them. Needs NATS.
+    Gateway,
+    /// Stores messages and answers queries; run one or more. Needs NATS and the database.
+    Persister,
+    /// Tracks who is online across gateways; run one. Needs NATS.
+    Presence,
+    /// Applies the database migrations and exits.
+    Migrate,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -39,8 +52,8 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Args)]
-pub struct ServerArgs {
-    /// Port for HTTP and Socket.IO.
+pub struct Settings {
+    /// Port for HTTP and Socket.IO (the gateway), or for the health check (other roles).
     #[arg(long, env = "PORT", default_value_t = 3000, global = true)]
     pub port: u16,
 
@@ -55,6 +68,32 @@ pub struct ServerArgs {
     /// Database URL (`postgres://…` or `sqlite://…`); when unset, SQLite in the data directory.
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+
+    /// NATS server URL. Cluster roles default to nats://127.0.0.1:4222; `all` uses the
+    /// in-process bus unless this is set.
+    #[arg(long, env = "NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+
+    /// Prefix of every NATS subject, stream and bucket: clusters (or test runs) with different
+    /// prefixes share a NATS server without hearing each other.
+    #[arg(long, env = "CHAT_SUBJECT_PREFIX", default_value = "chat", value_parser = parse_prefix, global = true)]
+    pub subject_prefix: String,
+
+    /// This gateway's id, unique in the cluster (e.g. the pod name); generated when unset.
+    #[arg(long, env = "CHAT_GATEWAY_ID", value_parser = parse_gateway_id, global = true)]
+    pub gateway_id: Option<String>,
+
+    /// How long a role keeps retrying NATS and the database at start-up before it gives up.
+    #[arg(long, env = "CHAT_STARTUP_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    pub startup_timeout: Duration,
+
+    /// How often a gateway tells presence which sockets it has open.
+    #[arg(long, env = "CHAT_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub heartbeat_interval: Duration,
+
+    /// How long presence waits for a silent gateway before taking its users offline.
+    #[arg(long, env = "CHAT_GATEWAY_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration, global = true)]
+    pub gateway_timeout: Duration,
 
     /// Longest message `content` accepted, in characters.
     #[arg(
@@ -79,15 +118,54 @@ pub struct ServerArgs {
     pub cors_origins: Option<Vec<String>>,
 }
 
-impl ServerArgs {
+impl Settings {
     pub fn gateway_config(&self) -> GatewayConfig {
+        let defaults = GatewayConfig::default();
         GatewayConfig {
+            gateway_id: self.gateway_id.clone().unwrap_or(defaults.gateway_id),
             max_content_chars: self.max_content_chars,
             max_payload_bytes: self.max_payload_bytes,
             allowed_origins: self.cors_origins.clone(),
-            query_timeout: Duration::from_secs(5),
-            ..GatewayConfig::default()
+            heartbeat_interval: self.heartbeat_interval,
+            ..defaults
         }
+    }
+
+    pub fn presence_config(&self) -> PresenceConfig {
+        PresenceConfig {
+            gateway_timeout: self.gateway_timeout,
+        }
+    }
+
+    pub fn nats_url(&self) -> &str {
+        self.nats_url.as_deref().unwrap_or(DEFAULT_NATS_URL)
+    }
+}
+
+/// Subject tokens may not be empty or hold spaces or wildcards.
+fn parse_prefix(raw: &str) -> Result<String, String> {
+    let valid_token = |t: &str| {
+        !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if raw.split('.').all(valid_token) {
+        Ok(raw.to_owned())
+    } else {
+        Err("use letters, digits, '-' and '_', in tokens separated by '.'".into())
+    }
+}
+
+/// Gateway ids become subject tokens and key-value keys.
+fn parse_gateway_id(raw: &str) -> Result<String, String> {
+    if !raw.is_empty()
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(raw.to_owned())
+    } else {
+        Err("use letters, digits, '-' and '_'".into())
     }
 }
 
@@ -99,29 +177,51 @@ mod tests {
     fn no_arguments_means_all_in_one_on_port_3000_with_local_data() {
         let cli = Cli::try_parse_from(["chat"]).expect("parses");
         assert!(cli.command.is_none());
-        assert_eq!(cli.server.port, 3000);
-        assert_eq!(cli.server.data_dir, PathBuf::from("./data"));
-        assert!(cli.server.database_url.is_none());
+        assert_eq!(cli.settings.port, 3000);
+        assert_eq!(cli.settings.data_dir, PathBuf::from("./data"));
+        assert!(cli.settings.database_url.is_none());
+        assert!(cli.settings.nats_url.is_none());
+        assert_eq!(cli.settings.nats_url(), DEFAULT_NATS_URL);
     }
 
     #[test]
     fn flags_override_defaults() {
         let cli = Cli::try_parse_from([
             "chat",
-            "all",
+            "gateway",
             "--port",
             "4100",
-            "--data-dir",
-            "/tmp/x",
+            "--gateway-id",
+            "gw-1",
+            "--subject-prefix",
+            "t1.chat",
+            "--heartbeat-interval",
+            "2s",
             "--cors-origins",
             "https://a.example,https://b.example",
         ])
         .expect("parses");
-        assert!(matches!(cli.command, Some(Command::All)));
-        assert_eq!(cli.server.port, 4100);
-        assert_eq!(
-            cli.server.gateway_config().allowed_origins.unwrap().len(),
-            2
-        );
+        assert_eq!(cli.command, Some(Command::Gateway));
+        assert_eq!(cli.settings.port, 4100);
+        let gateway = cli.settings.gateway_config();
+        assert_eq!(gateway.gateway_id, "gw-1");
+        assert_eq!(gateway.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(gateway.allowed_origins.map(|o| o.len()), Some(2));
+    }
+
+    #[test]
+    fn prefixes_and_gateway_ids_that_would_break_subjects_are_refused() {
+        for prefix in ["", "a..b", "chat.*", "chat >", "chat."] {
+            assert!(
+                Cli::try_parse_from(["chat", "--subject-prefix", prefix]).is_err(),
+                "{prefix:?}"
+            );
+        }
+        for id in ["", "gw.1", "gw 1", "gw*"] {
+            assert!(
+                Cli::try_parse_from(["chat", "--gateway-id", id]).is_err(),
+                "{id:?}"
+            );
+        }
     }
 }

@@ -9,13 +9,19 @@
 //! - a **durable work queue** ([`Bus::enqueue`], [`Bus::work_queue`]): a message accepted by
 //!   `enqueue` stays until a consumer acknowledges it.
 //!
-//! [`MemoryBus`] implements it inside one process for the all-in-one mode; the cluster mode
-//! implements it on NATS JetStream. The services cannot tell which one they run on.
+//! It also offers small **key-value buckets** ([`Bus::key_value`]) for state that must outlive
+//! a process.
+//!
+//! [`MemoryBus`] implements it inside one process for the all-in-one mode; [`NatsBus`]
+//! implements it on NATS and JetStream for the cluster mode. The services cannot tell which one
+//! they run on.
 
 mod memory;
+mod nats;
 mod subject;
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,6 +29,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use memory::MemoryBus;
+pub use nats::{NatsBus, WorkQueueSettings};
 pub use subject::subject_matches;
 
 /// A message on a core subject.
@@ -116,4 +123,16 @@ pub trait Bus: Send + Sync + 'static {
     /// Joins the consumers of the work queue under the durable name `consumer`: consumers
     /// with the same name share the jobs.
     async fn work_queue(&self, consumer: &str) -> Result<WorkQueue, BusError>;
+
+    /// Opens (creating if needed) the key-value bucket `bucket`.
+    async fn key_value(&self, bucket: &str) -> Result<Arc<dyn KeyValue>, BusError>;
+}
+
+/// A small durable map: what survives a restart of the process that writes it.
+#[async_trait]
+pub trait KeyValue: Send + Sync {
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), BusError>;
+    async fn delete(&self, key: &str) -> Result<(), BusError>;
+    /// Every key and its value.
+    async fn entries(&self) -> Result<Vec<(String, Bytes)>, BusError>;
 }

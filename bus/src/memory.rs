@@ -19,7 +19,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::subject::{has_wildcard, subject_matches};
-use crate::{Acker, Bus, BusError, Job, Message, Subscription, WorkQueue};
+use crate::{Acker, Bus, BusError, Job, KeyValue, Message, Subscription, WorkQueue};
 
 /// How many messages a subscription may hold before new ones are dropped.
 const SUBSCRIPTION_CAPACITY: usize = 65_536;
@@ -37,6 +37,7 @@ struct Inner {
     next_id: AtomicU64,
     jobs_tx: mpsc::Sender<(String, Bytes)>,
     jobs_rx: Mutex<Option<mpsc::Receiver<(String, Bytes)>>>,
+    buckets: Mutex<HashMap<String, Arc<MemoryKeyValue>>>,
 }
 
 #[derive(Default)]
@@ -69,6 +70,7 @@ impl MemoryBus {
                 next_id: AtomicU64::new(1),
                 jobs_tx,
                 jobs_rx: Mutex::new(Some(jobs_rx)),
+                buckets: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -238,6 +240,51 @@ impl Bus for MemoryBus {
         let jobs = tokio_stream_from(rx)
             .map(|(subject, payload)| Job::new(subject, payload, Box::new(NothingToAck)));
         Ok(Box::pin(jobs))
+    }
+
+    async fn key_value(&self, bucket: &str) -> Result<Arc<dyn KeyValue>, BusError> {
+        let mut buckets = self
+            .inner
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let bucket: Arc<dyn KeyValue> = buckets.entry(bucket.to_owned()).or_default().clone();
+        Ok(bucket)
+    }
+}
+
+/// A key-value bucket in memory: it lives as long as the process, like everything else here.
+#[derive(Default)]
+struct MemoryKeyValue {
+    entries: Mutex<HashMap<String, Bytes>>,
+}
+
+impl MemoryKeyValue {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Bytes>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl KeyValue for MemoryKeyValue {
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), BusError> {
+        self.lock().insert(key.to_owned(), value);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BusError> {
+        self.lock().remove(key);
+        Ok(())
+    }
+
+    async fn entries(&self) -> Result<Vec<(String, Bytes)>, BusError> {
+        Ok(self
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 }
 

@@ -19,6 +19,7 @@ pub mod sockets;
 pub mod validate;
 pub mod wire;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,9 @@ pub struct GatewayConfig {
     pub max_pending_sends: usize,
     /// Origins allowed by CORS; `None` allows any origin (development only).
     pub allowed_origins: Option<Vec<String>>,
+    /// How often presence is told which sockets are open here; presence takes a gateway silent
+    /// for several intervals for dead.
+    pub heartbeat_interval: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -55,6 +59,7 @@ impl Default for GatewayConfig {
             query_timeout: Duration::from_secs(5),
             max_pending_sends: 256,
             allowed_origins: None,
+            heartbeat_interval: Duration::from_secs(5),
         }
     }
 }
@@ -68,16 +73,18 @@ pub struct Gateway {
     pub(crate) interest: Interest,
     /// Conversations never change once created, so the ones seen are kept (bounded).
     pub(crate) conversations: quick_cache::sync::Cache<i64, Conversation>,
+    /// Sockets open here (socket id → user id), as reported to presence.
+    pub(crate) local_sockets: tokio::sync::Mutex<HashMap<String, i64>>,
 }
 
 impl Gateway {
     /// Builds the gateway and its HTTP application (REST routes and the Socket.IO endpoint),
-    /// and starts listening for the outcomes of its sends.
+    /// starts listening for the outcomes of its sends, and starts its presence heartbeat.
     pub async fn start(
         bus: Arc<dyn Bus>,
         subjects: Subjects,
         config: GatewayConfig,
-    ) -> Result<axum::Router, BusError> {
+    ) -> Result<(Arc<Gateway>, axum::Router), BusError> {
         let (layer, io) = SocketIo::builder()
             .max_payload(config.max_payload_bytes)
             .ws_max_message_size(config.max_payload_bytes as usize)
@@ -89,16 +96,31 @@ impl Gateway {
             config,
             io: io.clone(),
             conversations: quick_cache::sync::Cache::new(100_000),
+            local_sockets: tokio::sync::Mutex::new(HashMap::new()),
         });
         gateway.listen_for_send_outcomes().await?;
         sockets::register(&gateway);
+        tokio::spawn(heartbeat(gateway.clone()));
         let cors = cors_layer(gateway.config.allowed_origins.as_deref());
         // The CORS layer wraps the Socket.IO one too: browsers poll across origins.
-        Ok(rest::router(gateway).layer(layer).layer(cors))
+        let app = rest::router(gateway.clone()).layer(layer).layer(cors);
+        Ok((gateway, app))
     }
 
-    pub fn id(&self) -> &str {
-        &self.config.gateway_id
+    /// Closes every socket, telling presence first that they are all gone, so that their users
+    /// go offline now rather than after the heartbeat timeout. Call on shutdown: open
+    /// WebSockets would otherwise keep the HTTP server's graceful shutdown waiting.
+    pub async fn shut_down(&self) {
+        self.send_heartbeat(true).await;
+        self.io.close().await;
+    }
+}
+
+async fn heartbeat(gateway: Arc<Gateway>) {
+    let mut ticks = tokio::time::interval(gateway.config.heartbeat_interval);
+    loop {
+        ticks.tick().await;
+        gateway.send_heartbeat(false).await;
     }
 }
 

@@ -18,7 +18,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chat_bus::Message;
-use chat_proto::{PresenceChange, SendMessage, SendOutcome, SocketEvent, StoredMessage, Typing};
+use chat_proto::presence_report::Report;
+use chat_proto::{
+    GatewayHeartbeat, OpenSocket, PresenceChange, PresenceReport, SendMessage, SendOutcome,
+    SocketEvent, StoredMessage, Typing,
+};
 use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::socket::Sid;
@@ -128,7 +132,7 @@ async fn set_up(
         Ok(()) => membership.user_subject_held = true,
         Err(e) => tracing::error!(user_id, error = %e, "subscribing to the user's subject failed"),
     }
-    gw.publish_socket_event(&socket.id, user_id, true).await;
+    gw.report_socket(&socket.id, user_id, true).await;
     tracing::debug!(socket = %socket.id, user_id, "socket connected");
 }
 
@@ -353,8 +357,7 @@ async fn tear_down(gw: &Gateway, state: &SocketState, socket: &SocketRef) {
     if std::mem::take(&mut membership.user_subject_held) {
         gw.interest.release(&gw.subjects.user(state.user_id)).await;
     }
-    gw.publish_socket_event(&socket.id, state.user_id, false)
-        .await;
+    gw.report_socket(&socket.id, state.user_id, false).await;
     tracing::debug!(socket = %socket.id, user_id = state.user_id, "socket disconnected");
 }
 
@@ -462,22 +465,68 @@ impl Gateway {
             .await;
     }
 
-    async fn publish_socket_event(&self, socket_id: &Sid, user_id: i64, connected: bool) {
+    /// Records a socket opening or closing here, and tells presence. The registry lock is
+    /// held while publishing, so that reports and heartbeats leave in the order of the
+    /// registry's changes (see [`Gateway::send_heartbeat`]).
+    async fn report_socket(&self, socket_id: &Sid, user_id: i64, connected: bool) {
+        let socket_id = socket_id.to_string();
+        let mut local = self.local_sockets.lock().await;
+        if connected {
+            local.insert(socket_id.clone(), user_id);
+        } else {
+            local.remove(&socket_id);
+        }
         let event = SocketEvent {
             gateway_id: self.config.gateway_id.clone(),
-            socket_id: socket_id.to_string(),
+            socket_id,
             user_id,
             connected,
+        };
+        let report = PresenceReport {
+            report: Some(Report::Socket(event)),
         };
         if let Err(e) = self
             .bus
             .publish(
-                &self.subjects.presence_sockets(),
-                chat_proto::encode(&event),
+                &self.subjects.presence_reports(),
+                chat_proto::encode(&report),
             )
             .await
         {
             tracing::warn!(user_id, connected, error = %e, "reporting a socket to presence failed");
+        }
+    }
+
+    /// Tells presence every socket open here; `goodbye` tells it none are (on shutdown).
+    pub(crate) async fn send_heartbeat(&self, goodbye: bool) {
+        let local = self.local_sockets.lock().await;
+        let sockets = if goodbye {
+            Vec::new()
+        } else {
+            local
+                .iter()
+                .map(|(socket_id, user_id)| OpenSocket {
+                    socket_id: socket_id.clone(),
+                    user_id: *user_id,
+                })
+                .collect()
+        };
+        let heartbeat = GatewayHeartbeat {
+            gateway_id: self.config.gateway_id.clone(),
+            sockets,
+        };
+        let report = PresenceReport {
+            report: Some(Report::Heartbeat(heartbeat)),
+        };
+        if let Err(e) = self
+            .bus
+            .publish(
+                &self.subjects.presence_reports(),
+                chat_proto::encode(&report),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "presence heartbeat failed");
         }
     }
 

@@ -1,6 +1,7 @@
 //! Presence: who is online, across every gateway.
 //!
-//! Gateways report each socket that opens or closes ([`chat_proto::SocketEvent`]). A user is
+//! Gateways report each socket that opens or closes ([`chat_proto::SocketEvent`]), and all
+//! their open sockets in periodic heartbeats ([`chat_proto::GatewayHeartbeat`]). A user is
 //! online while at least one of their sockets is open, on any gateway; [`PresenceState`] counts
 //! them and reports only the transitions (first socket opened, last socket closed). Each
 //! transition is announced to the user's contacts, the users who share a conversation with
@@ -10,5 +11,5 @@
 mod service;
 mod state;
 
-pub use service::{Presence, PresenceError};
+pub use service::{Presence, PresenceConfig, PresenceError};
 pub use state::PresenceState;

@@ -1,13 +1,25 @@
-//! The presence loop: socket events in, online/offline announcements out.
+//! The presence loop: gateway reports in, online/offline announcements out.
+//!
+//! State is kept in memory and mirrored, socket by socket, into a key-value bucket on the bus
+//! (`<gateway>.<socket>` → user id), so that a restarted presence service resumes from what it
+//! knew instead of announcing everyone anew. Gateways send a heartbeat with their open
+//! sockets every few seconds: it corrects whatever presence missed while it was down, and a
+//! gateway whose heartbeats stop for [`PresenceConfig::gateway_timeout`] is taken for dead and
+//! its users offline.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_bus::{Bus, BusError};
+use bytes::Bytes;
+use chat_bus::{Bus, BusError, KeyValue};
 use chat_proto::{
-    ContactList, ListContacts, PresenceChange, QueryReply, SocketEvent, Subjects, RPC_LIST_CONTACTS,
+    presence_report::Report, ContactList, ListContacts, PresenceChange, PresenceReport, QueryReply,
+    Subjects, RPC_LIST_CONTACTS,
 };
 use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::state::PresenceState;
 
@@ -16,56 +28,117 @@ const CONTACTS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Contact lookups in flight at once; announcements still go out in transition order.
 const LOOKUPS_IN_FLIGHT: usize = 64;
 
+#[derive(Clone, Debug)]
+pub struct PresenceConfig {
+    /// A gateway silent for this long is taken for dead, and its sockets closed.
+    pub gateway_timeout: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            gateway_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
     #[error("bus: {0}")]
     Bus(#[from] BusError),
-    #[error("the socket event subscription ended: the bus connection is gone")]
+    #[error("the gateway report subscription ended: the bus connection is gone")]
     SubscriptionEnded,
 }
 
 pub struct Presence {
     bus: Arc<dyn Bus>,
     subjects: Subjects,
+    config: PresenceConfig,
+}
+
+/// The part of presence that owns the state: one task, one report at a time.
+struct Tracker {
+    state: PresenceState,
+    sockets: Arc<dyn KeyValue>,
+    last_heard: HashMap<String, Instant>,
+    changes: mpsc::UnboundedSender<PresenceChange>,
 }
 
 impl Presence {
-    pub fn new(bus: Arc<dyn Bus>, subjects: Subjects) -> Self {
-        Self { bus, subjects }
+    pub fn new(bus: Arc<dyn Bus>, subjects: Subjects, config: PresenceConfig) -> Self {
+        Self {
+            bus,
+            subjects,
+            config,
+        }
     }
 
-    /// Subscribes, then runs in a task of its own until the bus connection ends.
+    /// Restores the state, subscribes, then runs in tasks of its own until the bus connection
+    /// ends.
     pub async fn start(
         self,
     ) -> Result<tokio::task::JoinHandle<Result<(), PresenceError>>, PresenceError> {
-        let events = self
+        let sockets = self.bus.key_value(&self.subjects.presence_bucket()).await?;
+        let state = restore(sockets.as_ref()).await?;
+        let now = Instant::now();
+        // Every gateway known from before gets a full timeout to show it is still there.
+        let last_heard = state.gateways().into_iter().map(|gw| (gw, now)).collect();
+        let mut reports = self
             .bus
-            .subscribe(&self.subjects.presence_sockets())
+            .subscribe(&self.subjects.presence_reports())
             .await?;
+        let (changes, pending) = mpsc::unbounded_channel();
+        let mut tracker = Tracker {
+            state,
+            sockets,
+            last_heard,
+            changes,
+        };
+        let presence = Arc::new(self);
+        tokio::spawn(presence.clone().announce(pending));
+
+        let timeout = presence.config.gateway_timeout;
         Ok(tokio::spawn(async move {
-            let mut state = PresenceState::default();
-            let this = &self;
-            // State changes are applied one event at a time, in arrival order; the contact
-            // lookups they need overlap, and `buffered` hands their results back in that same
-            // order, so a user's `online` can never overtake their `offline`.
-            let mut announcements = events
-                .filter_map(|message| {
-                    let transition = match chat_proto::decode::<SocketEvent>(&message.payload) {
-                        Ok(event) => apply(&mut state, &event),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "ignoring undecodable socket event");
-                            None
+            let mut sweep = tokio::time::interval((timeout / 4).max(Duration::from_millis(100)));
+            loop {
+                tokio::select! {
+                    report = reports.next() => {
+                        let Some(report) = report else { break };
+                        match chat_proto::decode::<PresenceReport>(&report.payload) {
+                            Ok(report) => tracker.apply(report).await,
+                            Err(e) => tracing::warn!(error = %e, "ignoring undecodable presence report"),
                         }
-                    };
-                    std::future::ready(transition)
-                })
-                .map(|change| async move { (this.contacts_of(change.user_id).await, change) })
-                .buffered(LOOKUPS_IN_FLIGHT);
-            while let Some((contacts, change)) = announcements.next().await {
-                self.announce(&change, &contacts).await;
+                    }
+                    _ = sweep.tick() => tracker.expire_silent_gateways(timeout).await,
+                }
             }
             Err(PresenceError::SubscriptionEnded)
         }))
+    }
+
+    /// Announces changes in the order they happened; contact lookups overlap, and `buffered`
+    /// hands their results back in that same order, so a user's `online` can never overtake
+    /// their `offline`.
+    async fn announce(self: Arc<Self>, pending: mpsc::UnboundedReceiver<PresenceChange>) {
+        let this = &self;
+        let mut announcements = futures::stream::poll_fn({
+            let mut pending = pending;
+            move |cx| pending.poll_recv(cx)
+        })
+        .map(|change| async move { (this.contacts_of(change.user_id).await, change) })
+        .buffered(LOOKUPS_IN_FLIGHT);
+        while let Some((contacts, change)) = announcements.next().await {
+            let payload = chat_proto::encode(&change);
+            for contact in contacts {
+                if let Err(e) = self
+                    .bus
+                    .publish(&self.subjects.user(contact), payload.clone())
+                    .await
+                {
+                    tracing::warn!(contact, error = %e, "presence announcement failed");
+                }
+            }
+        }
     }
 
     async fn contacts_of(&self, user_id: i64) -> Vec<i64> {
@@ -93,36 +166,129 @@ impl Presence {
             }
         }
     }
+}
 
-    async fn announce(&self, change: &PresenceChange, contacts: &[i64]) {
-        let payload = chat_proto::encode(change);
-        for contact in contacts {
-            if let Err(e) = self
-                .bus
-                .publish(&self.subjects.user(*contact), payload.clone())
-                .await
-            {
-                tracing::warn!(contact, error = %e, "presence announcement failed");
+/// Rebuilds the state from the bucket, without announcing anything: it was announced before.
+async fn restore(sockets: &dyn KeyValue) -> Result<PresenceState, BusError> {
+    let mut state = PresenceState::default();
+    let entries = sockets.entries().await?;
+    for (key, value) in &entries {
+        let parsed = key.split_once('.').zip(
+            std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok()),
+        );
+        match parsed {
+            Some(((gateway, socket), user_id)) => {
+                state.socket_opened(gateway, socket, user_id);
+            }
+            None => tracing::warn!(%key, "ignoring malformed presence entry"),
+        }
+    }
+    tracing::info!(sockets = entries.len(), "presence state restored");
+    Ok(state)
+}
+
+fn socket_key(gateway_id: &str, socket_id: &str) -> String {
+    format!("{gateway_id}.{socket_id}")
+}
+
+impl Tracker {
+    async fn apply(&mut self, report: PresenceReport) {
+        match report.report {
+            Some(Report::Socket(event)) => {
+                self.last_heard
+                    .insert(event.gateway_id.clone(), Instant::now());
+                let key = socket_key(&event.gateway_id, &event.socket_id);
+                if event.connected {
+                    self.persist_open(&key, event.user_id).await;
+                    if self
+                        .state
+                        .socket_opened(&event.gateway_id, &event.socket_id, event.user_id)
+                    {
+                        self.changed(event.user_id, true);
+                    }
+                } else {
+                    self.persist_closed(&key).await;
+                    if let Some(user_id) = self
+                        .state
+                        .socket_closed(&event.gateway_id, &event.socket_id)
+                    {
+                        self.changed(user_id, false);
+                    }
+                }
+            }
+            Some(Report::Heartbeat(heartbeat)) => {
+                let gateway = heartbeat.gateway_id;
+                let open: Vec<(String, i64)> = heartbeat
+                    .sockets
+                    .into_iter()
+                    .map(|s| (s.socket_id, s.user_id))
+                    .collect();
+                let before: Vec<String> = self.state.sockets_of(&gateway);
+                let (online, offline) = self.state.reconcile(&gateway, &open);
+                for socket in before.iter().filter(|s| !open.iter().any(|(o, _)| o == *s)) {
+                    self.persist_closed(&socket_key(&gateway, socket)).await;
+                }
+                for (socket, user_id) in open.iter().filter(|(s, _)| !before.contains(s)) {
+                    self.persist_open(&socket_key(&gateway, socket), *user_id)
+                        .await;
+                }
+                if open.is_empty() {
+                    // An empty heartbeat is also how a gateway says goodbye.
+                    self.last_heard.remove(&gateway);
+                } else {
+                    self.last_heard.insert(gateway, Instant::now());
+                }
+                offline
+                    .into_iter()
+                    .for_each(|user_id| self.changed(user_id, false));
+                online
+                    .into_iter()
+                    .for_each(|user_id| self.changed(user_id, true));
+            }
+            None => tracing::warn!("ignoring empty presence report"),
+        }
+    }
+
+    async fn expire_silent_gateways(&mut self, timeout: Duration) {
+        let now = Instant::now();
+        let silent: Vec<String> = self
+            .last_heard
+            .iter()
+            .filter(|(_, heard)| now.duration_since(**heard) > timeout)
+            .map(|(gw, _)| gw.clone())
+            .collect();
+        for gateway in silent {
+            tracing::warn!(%gateway, ?timeout, "gateway silent for too long: closing its sockets");
+            self.last_heard.remove(&gateway);
+            for socket in self.state.sockets_of(&gateway) {
+                self.persist_closed(&socket_key(&gateway, &socket)).await;
+            }
+            for user_id in self.state.gateway_lost(&gateway) {
+                self.changed(user_id, false);
             }
         }
     }
-}
 
-/// Applies one socket event; the presence change to announce, if it made one.
-fn apply(state: &mut PresenceState, event: &SocketEvent) -> Option<PresenceChange> {
-    if event.connected {
-        state
-            .socket_opened(&event.gateway_id, &event.socket_id, event.user_id)
-            .then_some(PresenceChange {
-                user_id: event.user_id,
-                online: true,
-            })
-    } else {
-        state
-            .socket_closed(&event.gateway_id, &event.socket_id)
-            .map(|user_id| PresenceChange {
-                user_id,
-                online: false,
-            })
+    fn changed(&self, user_id: i64, online: bool) {
+        // The receiver lives as long as the presence service.
+        let _ = self.changes.send(PresenceChange { user_id, online });
+    }
+
+    async fn persist_open(&self, key: &str, user_id: i64) {
+        if let Err(e) = self
+            .sockets
+            .put(key, Bytes::from(user_id.to_string()))
+            .await
+        {
+            tracing::warn!(%key, error = %e, "recording an open socket failed; the next heartbeat repairs it");
+        }
+    }
+
+    async fn persist_closed(&self, key: &str) {
+        if let Err(e) = self.sockets.delete(key).await {
+            tracing::warn!(%key, error = %e, "recording a closed socket failed; the next heartbeat repairs it");
+        }
     }
 }

@@ -54,6 +54,51 @@ impl PresenceState {
         offline
     }
 
+    /// Replaces what is known of a gateway's sockets with `open` (its heartbeat); the users
+    /// who came online and those who went offline by it.
+    pub fn reconcile(&mut self, gateway_id: &str, open: &[(String, i64)]) -> (Vec<i64>, Vec<i64>) {
+        let reported: HashMap<&str, i64> = open
+            .iter()
+            .map(|(socket, user)| (socket.as_str(), *user))
+            .collect();
+        let stale: Vec<String> = self
+            .sockets
+            .iter()
+            .filter(|((gw, socket), user)| {
+                gw == gateway_id && reported.get(socket.as_str()) != Some(*user)
+            })
+            .map(|((_, socket), _)| socket.clone())
+            .collect();
+        let offline = stale
+            .iter()
+            .filter_map(|socket| self.socket_closed(gateway_id, socket))
+            .collect();
+        // `socket_opened` ignores the sockets already known, so only new ones count.
+        let online = reported
+            .iter()
+            .filter(|(socket, user_id)| self.socket_opened(gateway_id, socket, **user_id))
+            .map(|(_, user_id)| *user_id)
+            .collect();
+        (online, offline)
+    }
+
+    /// The ids of a gateway's open sockets.
+    pub fn sockets_of(&self, gateway_id: &str) -> Vec<String> {
+        self.sockets
+            .keys()
+            .filter(|(gw, _)| gw == gateway_id)
+            .map(|(_, socket)| socket.clone())
+            .collect()
+    }
+
+    /// The gateways that have open sockets.
+    pub fn gateways(&self) -> Vec<String> {
+        let mut gateways: Vec<String> = self.sockets.keys().map(|(gw, _)| gw.clone()).collect();
+        gateways.sort();
+        gateways.dedup();
+        gateways
+    }
+
     pub fn is_online(&self, user_id: i64) -> bool {
         self.open_per_user.contains_key(&user_id)
     }
@@ -100,6 +145,23 @@ mod tests {
         assert_eq!(state.socket_closed("gw", "unknown"), None);
         assert_eq!(state.socket_closed("gw", "s1"), Some(1));
         assert_eq!(state.socket_closed("gw", "s1"), None);
+    }
+
+    #[test]
+    fn a_heartbeat_replaces_what_was_known_of_its_gateway() {
+        let mut state = PresenceState::default();
+        state.socket_opened("gw-a", "s1", 1); // closed while presence was not listening
+        state.socket_opened("gw-a", "s2", 2); // still open
+        state.socket_opened("gw-b", "s3", 1); // other gateway: untouched
+        let heartbeat = [("s2".to_owned(), 2), ("s4".to_owned(), 4)];
+        let (online, offline) = state.reconcile("gw-a", &heartbeat);
+        assert_eq!(online, vec![4]);
+        assert!(offline.is_empty(), "user 1 still has a socket on gw-b");
+        assert!(state.is_online(1) && state.is_online(2) && state.is_online(4));
+        let (online, offline) = state.reconcile("gw-b", &[]);
+        assert!(online.is_empty());
+        assert_eq!(offline, vec![1]);
+        assert_eq!(state.gateways(), vec!["gw-a".to_owned()]);
     }
 
     #[test]

@@ -111,6 +111,42 @@ pub struct SocketEvent {
     pub connected: bool,
 }
 
+/// A gateway's open sockets, sent periodically: presence replaces what it knows of the
+/// gateway with this, and takes a gateway that stops sending it for dead.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct GatewayHeartbeat {
+    #[prost(string, tag = "1")]
+    pub gateway_id: String,
+    #[prost(message, repeated, tag = "2")]
+    pub sockets: Vec<OpenSocket>,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct OpenSocket {
+    #[prost(string, tag = "1")]
+    pub socket_id: String,
+    #[prost(int64, tag = "2")]
+    pub user_id: i64,
+}
+
+/// What gateways tell presence. Socket events and heartbeats share one subject so that
+/// presence receives them in the order a gateway sent them.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct PresenceReport {
+    #[prost(oneof = "presence_report::Report", tags = "1, 2")]
+    pub report: Option<presence_report::Report>,
+}
+
+pub mod presence_report {
+    #[derive(Clone, PartialEq, Eq, prost::Oneof)]
+    pub enum Report {
+        #[prost(message, tag = "1")]
+        Socket(super::SocketEvent),
+        #[prost(message, tag = "2")]
+        Heartbeat(super::GatewayHeartbeat),
+    }
+}
+
 /// A user came online or went offline: sent to the personal subject of each of their contacts.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct PresenceChange {

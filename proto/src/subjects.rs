@@ -54,9 +54,33 @@ impl Subjects {
         format!("{}.user.{user_id}", self.prefix)
     }
 
-    /// Socket opened / closed, from gateways to presence.
-    pub fn presence_sockets(&self) -> String {
-        format!("{}.presence.sockets", self.prefix)
+    /// Socket events and heartbeats, from gateways to presence.
+    pub fn presence_reports(&self) -> String {
+        format!("{}.presence.reports", self.prefix)
+    }
+
+    /// The key-value bucket where presence keeps the open sockets.
+    pub fn presence_bucket(&self) -> String {
+        format!("{}_presence", self.stream_safe_prefix())
+    }
+
+    /// The JetStream stream of the inbound work queue.
+    pub fn inbound_stream(&self) -> String {
+        format!("{}_inbound", self.stream_safe_prefix())
+    }
+
+    /// The prefix with every character JetStream does not allow in names replaced by `_`.
+    fn stream_safe_prefix(&self) -> String {
+        self.prefix
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
     }
 
     /// Request-reply queries answered by the persister: `name` is one of the `RPC_*` constants.
