@@ -13,11 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "chat",
-    version,
-    about = "Real-time chat backend: Socket.IO API on one node or a NATS cluster"
-)]
+#[command(name = "chat", version, about = "Real-time chat backend: Socket.IO API on one node or a NATS cluster")]
 pub struct Cli {
     /// The role to run; with none, `all`.
     #[command(subcommand)]
@@ -79,6 +75,11 @@ pub struct Settings {
     #[arg(long, env = "CHAT_SUBJECT_PREFIX", default_value = "chat", value_parser = parse_prefix, global = true)]
     pub subject_prefix: String,
 
+    /// Partitions of the inbound work queue; each conversation's sends go through one, in
+    /// order. Every gateway and persister of a cluster must use the same number.
+    #[arg(long, env = "CHAT_PARTITIONS", default_value_t = chat_proto::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u32).range(1..=1024), global = true)]
+    pub partitions: u32,
+
     /// This gateway's id, unique in the cluster (e.g. the pod name); generated when unset.
     #[arg(long, env = "CHAT_GATEWAY_ID", value_parser = parse_gateway_id, global = true)]
     pub gateway_id: Option<String>,
@@ -96,21 +97,11 @@ pub struct Settings {
     pub gateway_timeout: Duration,
 
     /// Longest message `content` accepted, in characters.
-    #[arg(
-        long,
-        env = "CHAT_MAX_CONTENT_CHARS",
-        default_value_t = 10_000,
-        global = true
-    )]
+    #[arg(long, env = "CHAT_MAX_CONTENT_CHARS", default_value_t = 10_000, global = true)]
     pub max_content_chars: usize,
 
     /// Largest Socket.IO packet accepted, in bytes; a client that sends more is disconnected.
-    #[arg(
-        long,
-        env = "CHAT_MAX_PAYLOAD_BYTES",
-        default_value_t = 1_000_000,
-        global = true
-    )]
+    #[arg(long, env = "CHAT_MAX_PAYLOAD_BYTES", default_value_t = 1_000_000, global = true)]
     pub max_payload_bytes: u64,
 
     /// Origins allowed by CORS, comma-separated; unset allows any origin (development).
@@ -132,9 +123,7 @@ impl Settings {
     }
 
     pub fn presence_config(&self) -> PresenceConfig {
-        PresenceConfig {
-            gateway_timeout: self.gateway_timeout,
-        }
+        PresenceConfig { gateway_timeout: self.gateway_timeout }
     }
 
     pub fn nats_url(&self) -> &str {
@@ -144,11 +133,7 @@ impl Settings {
 
 /// Subject tokens may not be empty or hold spaces or wildcards.
 fn parse_prefix(raw: &str) -> Result<String, String> {
-    let valid_token = |t: &str| {
-        !t.is_empty()
-            && t.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    };
+    let valid_token = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if raw.split('.').all(valid_token) {
         Ok(raw.to_owned())
     } else {
@@ -158,11 +143,7 @@ fn parse_prefix(raw: &str) -> Result<String, String> {
 
 /// Gateway ids become subject tokens and key-value keys.
 fn parse_gateway_id(raw: &str) -> Result<String, String> {
-    if !raw.is_empty()
-        && raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    if !raw.is_empty() && raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         Ok(raw.to_owned())
     } else {
         Err("use letters, digits, '-' and '_'".into())
@@ -212,16 +193,10 @@ mod tests {
     #[test]
     fn prefixes_and_gateway_ids_that_would_break_subjects_are_refused() {
         for prefix in ["", "a..b", "chat.*", "chat >", "chat."] {
-            assert!(
-                Cli::try_parse_from(["chat", "--subject-prefix", prefix]).is_err(),
-                "{prefix:?}"
-            );
+            assert!(Cli::try_parse_from(["chat", "--subject-prefix", prefix]).is_err(), "{prefix:?}");
         }
         for id in ["", "gw.1", "gw 1", "gw*"] {
-            assert!(
-                Cli::try_parse_from(["chat", "--gateway-id", id]).is_err(),
-                "{id:?}"
-            );
+            assert!(Cli::try_parse_from(["chat", "--gateway-id", id]).is_err(), "{id:?}");
         }
     }
 }

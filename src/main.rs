@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format);
     let settings = &cli.settings;
     let command = cli.command.unwrap_or(Command::All);
-    let subjects = Subjects::new(settings.subject_prefix.clone());
+    let subjects = Subjects::new(settings.subject_prefix.clone()).with_partitions(settings.partitions);
     match command {
         Command::Migrate => {
             open_store(settings).await?;
@@ -42,16 +42,9 @@ async fn main() -> anyhow::Result<()> {
                 None => Arc::new(MemoryBus::new()),
             };
             let store = open_store(settings).await?;
-            let persister = Persister::new(bus.clone(), subjects.clone(), store)
-                .start()
-                .await?;
-            let presence = Presence::new(bus.clone(), subjects.clone(), settings.presence_config())
-                .start()
-                .await?;
-            let roles = vec![
-                role_task("persister", persister),
-                role_task("presence", presence),
-            ];
+            let persister = Persister::new(bus.clone(), subjects.clone(), store).start().await?;
+            let presence = Presence::new(bus.clone(), subjects.clone(), settings.presence_config()).start().await?;
+            let roles = vec![role_task("persister", persister), role_task("presence", presence)];
             serve_gateway(settings, bus, subjects, roles).await
         }
         Command::Gateway => {
@@ -62,18 +55,11 @@ async fn main() -> anyhow::Result<()> {
             let bus = connect_nats(settings, &subjects, "chat-persister").await?;
             let store = open_store(settings).await?;
             let persister = Persister::new(bus, subjects, store).start().await?;
-            serve_health(
-                settings,
-                "persister",
-                vec![role_task("persister", persister)],
-            )
-            .await
+            serve_health(settings, "persister", vec![role_task("persister", persister)]).await
         }
         Command::Presence => {
             let bus = connect_nats(settings, &subjects, "chat-presence").await?;
-            let presence = Presence::new(bus, subjects, settings.presence_config())
-                .start()
-                .await?;
+            let presence = Presence::new(bus, subjects, settings.presence_config()).start().await?;
             serve_health(settings, "presence", vec![role_task("presence", presence)]).await
         }
     }
@@ -82,9 +68,7 @@ async fn main() -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -95,28 +79,18 @@ fn init_logging(format: LogFormat) {
 /// start-up timeout, so a role may start before its database.
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     match &settings.database_url {
-        Some(url) => {
-            retry("the database", settings.startup_timeout, || {
-                Store::connect(url)
-            })
-            .await
-        }
+        Some(url) => retry("the database", settings.startup_timeout, || Store::connect(url)).await,
         None => Ok(Store::open_sqlite(&settings.data_dir).await?),
     }
 }
 
 /// NATS, with the work queue's stream in place. Retried until the start-up timeout.
-async fn connect_nats(
-    settings: &Settings,
-    subjects: &Subjects,
-    client_name: &str,
-) -> anyhow::Result<Arc<dyn Bus>> {
+async fn connect_nats(settings: &Settings, subjects: &Subjects, client_name: &str) -> anyhow::Result<Arc<dyn Bus>> {
     let url = settings.nats_url();
-    let work_queue = WorkQueueSettings::new(subjects.inbound_stream(), subjects.inbound_all());
-    let bus = retry("NATS", settings.startup_timeout, || {
-        NatsBus::connect(url, client_name, work_queue.clone())
-    })
-    .await?;
+    let partitions = (0..subjects.partitions()).map(|p| subjects.inbound_partition(p)).collect();
+    let work_queue = WorkQueueSettings::new(subjects.inbound_stream(), subjects.inbound_all(), partitions);
+    let bus =
+        retry("NATS", settings.startup_timeout, || NatsBus::connect(url, client_name, work_queue.clone())).await?;
     tracing::info!(%url, prefix = subjects.prefix(), "connected to NATS");
     Ok(Arc::new(bus))
 }
@@ -179,10 +153,8 @@ async fn serve_health(
     role: &str,
     roles: Vec<BoxFuture<'static, anyhow::Error>>,
 ) -> anyhow::Result<()> {
-    let app = axum::Router::new().route(
-        "/healthz",
-        axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
-    );
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }));
     let listener = bind(settings).await?;
     tracing::info!(address = %settings_address(settings), %role, "health endpoint listening");
     tokio::select! {
@@ -199,7 +171,5 @@ fn settings_address(settings: &Settings) -> std::net::SocketAddr {
 
 async fn bind(settings: &Settings) -> anyhow::Result<tokio::net::TcpListener> {
     let address = settings_address(settings);
-    tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address}"))
+    tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))
 }

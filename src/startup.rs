@@ -8,11 +8,7 @@ use tokio::time::Instant;
 /// Calls `connect` until it succeeds, waiting longer after each failure (up to 5 s), and
 /// logging each one; gives up with the last error once `deadline` has passed. A role thus
 /// waits for a dependency that starts after it, but never runs silently without one.
-pub async fn retry<T, E, F, Fut>(
-    what: &str,
-    deadline: Duration,
-    mut connect: F,
-) -> anyhow::Result<T>
+pub async fn retry<T, E, F, Fut>(what: &str, deadline: Duration, mut connect: F) -> anyhow::Result<T>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
@@ -87,15 +83,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn gives_up_after_the_deadline_naming_the_dependency() {
-        let err = retry("NATS", Duration::from_secs(3), || async {
-            Err::<(), _>("connection refused")
-        })
-        .await
-        .expect_err("never succeeds");
+        let err = retry("NATS", Duration::from_secs(3), || async { Err::<(), _>("connection refused") })
+            .await
+            .expect_err("never succeeds");
         let text = err.to_string();
-        assert!(
-            text.contains("NATS") && text.contains("connection refused"),
-            "{text}"
-        );
+        assert!(text.contains("NATS") && text.contains("connection refused"), "{text}");
     }
 }

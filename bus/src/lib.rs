@@ -54,11 +54,7 @@ pub struct Job {
 
 impl Job {
     pub fn new(subject: String, payload: Bytes, acker: Box<dyn Acker>) -> Self {
-        Self {
-            subject,
-            payload,
-            acker,
-        }
+        Self { subject, payload, acker }
     }
 
     /// Marks the job done: the queue will not hand it out again.
@@ -69,10 +65,7 @@ impl Job {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("subject", &self.subject)
-            .field("len", &self.payload.len())
-            .finish()
+        f.debug_struct("Job").field("subject", &self.subject).field("len", &self.payload.len()).finish()
     }
 }
 
@@ -109,12 +102,7 @@ pub trait Bus: Send + Sync + 'static {
     async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription, BusError>;
 
     /// Publishes with a reply subject and waits for the first answer.
-    async fn request(
-        &self,
-        subject: &str,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, BusError>;
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError>;
 
     /// Puts a message on the durable work queue; returns once the queue holds it. `dedup_id`
     /// identifies the message: the queue may drop a second message with the same id.

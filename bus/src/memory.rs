@@ -78,38 +78,20 @@ impl MemoryBus {
     fn registry(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding this lock cannot leave the registry half-updated (every
         // update is a single push or retain), so a poisoned lock is still safe to use.
-        self.inner
-            .registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn add_subscriber(&self, pattern: &str, group: Option<&str>) -> Subscription {
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_CAPACITY);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let subscriber = Subscriber {
-            id,
-            group: group.map(str::to_owned),
-            tx,
-        };
+        let subscriber = Subscriber { id, group: group.map(str::to_owned), tx };
         let mut registry = self.registry();
         if has_wildcard(pattern) {
             registry.wildcard.push((pattern.to_owned(), subscriber));
         } else {
-            registry
-                .literal
-                .entry(pattern.to_owned())
-                .or_default()
-                .push(subscriber);
+            registry.literal.entry(pattern.to_owned()).or_default().push(subscriber);
         }
-        Box::pin(MemorySubscription {
-            rx,
-            guard: Unsubscribe {
-                bus: self.clone(),
-                pattern: pattern.to_owned(),
-                id,
-            },
-        })
+        Box::pin(MemorySubscription { rx, guard: Unsubscribe { bus: self.clone(), pattern: pattern.to_owned(), id } })
     }
 
     fn remove_subscriber(&self, pattern: &str, id: u64) {
@@ -144,11 +126,7 @@ impl MemoryBus {
                 }
             }
             let turn = self.inner.next_id.fetch_add(1, Ordering::Relaxed) as usize;
-            plain.extend(
-                groups
-                    .into_values()
-                    .map(|members| members[turn % members.len()].clone()),
-            );
+            plain.extend(groups.into_values().map(|members| members[turn % members.len()].clone()));
             plain
         };
         let mut delivered = 0;
@@ -169,11 +147,7 @@ impl MemoryBus {
 #[async_trait]
 impl Bus for MemoryBus {
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
-        self.deliver(Message {
-            subject: subject.to_owned(),
-            reply: None,
-            payload,
-        });
+        self.deliver(Message { subject: subject.to_owned(), reply: None, payload });
         Ok(())
     }
 
@@ -185,46 +159,25 @@ impl Bus for MemoryBus {
         Ok(self.add_subscriber(subject, Some(group)))
     }
 
-    async fn request(
-        &self,
-        subject: &str,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, BusError> {
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
         let inbox = format!("_INBOX.{}", uuid::Uuid::new_v4().simple());
         let mut answers = self.add_subscriber(&inbox, None);
-        let request = Message {
-            subject: subject.to_owned(),
-            reply: Some(inbox),
-            payload,
-        };
+        let request = Message { subject: subject.to_owned(), reply: Some(inbox), payload };
         if self.deliver(request) == 0 {
-            return Err(BusError::NoResponders {
-                subject: subject.to_owned(),
-            });
+            return Err(BusError::NoResponders { subject: subject.to_owned() });
         }
         match tokio::time::timeout(timeout, answers.next()).await {
             Ok(Some(answer)) => Ok(answer.payload),
-            Ok(None) | Err(_) => Err(BusError::Timeout {
-                subject: subject.to_owned(),
-                timeout,
-            }),
+            Ok(None) | Err(_) => Err(BusError::Timeout { subject: subject.to_owned(), timeout }),
         }
     }
 
-    async fn enqueue(
-        &self,
-        subject: &str,
-        _dedup_id: &str,
-        payload: Bytes,
-    ) -> Result<(), BusError> {
+    async fn enqueue(&self, subject: &str, _dedup_id: &str, payload: Bytes) -> Result<(), BusError> {
         self.inner
             .jobs_tx
             .send((subject.to_owned(), payload))
             .await
-            .map_err(|_| {
-                BusError::Rejected("the in-process work queue has no consumer any more".into())
-            })
+            .map_err(|_| BusError::Rejected("the in-process work queue has no consumer any more".into()))
     }
 
     async fn work_queue(&self, _consumer: &str) -> Result<WorkQueue, BusError> {
@@ -234,20 +187,13 @@ impl Bus for MemoryBus {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
-            .ok_or_else(|| {
-                BusError::Rejected("the in-process work queue has only one consumer".into())
-            })?;
-        let jobs = tokio_stream_from(rx)
-            .map(|(subject, payload)| Job::new(subject, payload, Box::new(NothingToAck)));
+            .ok_or_else(|| BusError::Rejected("the in-process work queue has only one consumer".into()))?;
+        let jobs = tokio_stream_from(rx).map(|(subject, payload)| Job::new(subject, payload, Box::new(NothingToAck)));
         Ok(Box::pin(jobs))
     }
 
     async fn key_value(&self, bucket: &str) -> Result<Arc<dyn KeyValue>, BusError> {
-        let mut buckets = self
-            .inner
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = self.inner.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let bucket: Arc<dyn KeyValue> = buckets.entry(bucket.to_owned()).or_default().clone();
         Ok(bucket)
     }
@@ -261,9 +207,7 @@ struct MemoryKeyValue {
 
 impl MemoryKeyValue {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Bytes>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -280,11 +224,7 @@ impl KeyValue for MemoryKeyValue {
     }
 
     async fn entries(&self) -> Result<Vec<(String, Bytes)>, BusError> {
-        Ok(self
-            .lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(self.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 }
 
@@ -332,10 +272,7 @@ mod tests {
     use super::*;
 
     async fn next(sub: &mut Subscription) -> Message {
-        tokio::time::timeout(Duration::from_secs(1), sub.next())
-            .await
-            .expect("message in time")
-            .expect("open")
+        tokio::time::timeout(Duration::from_secs(1), sub.next()).await.expect("message in time").expect("open")
     }
 
     #[tokio::test]
@@ -344,16 +281,10 @@ mod tests {
         let mut literal = bus.subscribe("chat.msg.1").await.unwrap();
         let mut wildcard = bus.subscribe("chat.msg.*").await.unwrap();
         let mut other = bus.subscribe("chat.msg.2").await.unwrap();
-        bus.publish("chat.msg.1", Bytes::from_static(b"hi"))
-            .await
-            .unwrap();
+        bus.publish("chat.msg.1", Bytes::from_static(b"hi")).await.unwrap();
         assert_eq!(next(&mut literal).await.payload, "hi");
         assert_eq!(next(&mut wildcard).await.subject, "chat.msg.1");
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), other.next())
-                .await
-                .is_err()
-        );
+        assert!(tokio::time::timeout(Duration::from_millis(50), other.next()).await.is_err());
     }
 
     #[tokio::test]
@@ -366,9 +297,7 @@ mod tests {
         }
         let mut received = 0;
         for sub in [&mut a, &mut b] {
-            while let Ok(Some(_)) =
-                tokio::time::timeout(Duration::from_millis(20), sub.next()).await
-            {
+            while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(20), sub.next()).await {
                 received += 1;
             }
         }
@@ -387,10 +316,7 @@ mod tests {
     #[tokio::test]
     async fn request_gets_the_answer_or_says_why_not() {
         let bus = MemoryBus::new();
-        let err = bus
-            .request("rpc.echo", Bytes::new(), Duration::from_millis(50))
-            .await
-            .unwrap_err();
+        let err = bus.request("rpc.echo", Bytes::new(), Duration::from_millis(50)).await.unwrap_err();
         assert!(matches!(err, BusError::NoResponders { .. }), "{err}");
 
         let mut server = bus.subscribe("rpc.echo").await.unwrap();
@@ -400,14 +326,7 @@ mod tests {
             let reply = request.reply.expect("reply subject");
             responder.publish(&reply, request.payload).await.unwrap();
         });
-        let answer = bus
-            .request(
-                "rpc.echo",
-                Bytes::from_static(b"ping"),
-                Duration::from_secs(1),
-            )
-            .await
-            .unwrap();
+        let answer = bus.request("rpc.echo", Bytes::from_static(b"ping"), Duration::from_secs(1)).await.unwrap();
         assert_eq!(answer, "ping");
     }
 
@@ -417,9 +336,7 @@ mod tests {
         let mut jobs = bus.work_queue("persister").await.unwrap();
         assert!(bus.work_queue("persister").await.is_err());
         for i in 0..5u8 {
-            bus.enqueue("chat.in.1", &i.to_string(), Bytes::from(vec![i]))
-                .await
-                .unwrap();
+            bus.enqueue("chat.in.1", &i.to_string(), Bytes::from(vec![i])).await.unwrap();
         }
         for i in 0..5u8 {
             let job = jobs.next().await.unwrap();

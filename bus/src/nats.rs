@@ -24,6 +24,10 @@ pub struct WorkQueueSettings {
     pub stream: String,
     /// Subjects the stream captures, e.g. `chat.in.*`.
     pub subjects: String,
+    /// One subject per partition, each consumed by a consumer of its own that hands out one
+    /// message at a time: a partition's messages are processed strictly in order, by one
+    /// persister replica at a time, while different partitions proceed in parallel.
+    pub partitions: Vec<String>,
     /// Window in which a second message with the same id is dropped as a duplicate.
     pub duplicate_window: Duration,
     /// Oldest message kept if nobody consumes it.
@@ -32,20 +36,18 @@ pub struct WorkQueueSettings {
     pub max_bytes: i64,
     /// How long a consumer may hold a message without acknowledging it before it is redelivered.
     pub ack_wait: Duration,
-    /// Most messages handed out and not yet acknowledged, across all consumers of the queue.
-    pub max_ack_pending: i64,
 }
 
 impl WorkQueueSettings {
-    pub fn new(stream: impl Into<String>, subjects: impl Into<String>) -> Self {
+    pub fn new(stream: impl Into<String>, subjects: impl Into<String>, partitions: Vec<String>) -> Self {
         Self {
             stream: stream.into(),
             subjects: subjects.into(),
+            partitions,
             duplicate_window: Duration::from_secs(120),
             max_age: Duration::from_secs(7 * 24 * 3600),
             max_bytes: 1 << 30,
-            ack_wait: Duration::from_secs(30),
-            max_ack_pending: 10_000,
+            ack_wait: Duration::from_secs(10),
         }
     }
 
@@ -76,11 +78,7 @@ pub struct NatsBus {
 impl NatsBus {
     /// Connects once (no retry here: the caller decides how long to keep trying) and makes
     /// sure the work queue's stream exists with `settings`.
-    pub async fn connect(
-        url: &str,
-        client_name: &str,
-        settings: WorkQueueSettings,
-    ) -> Result<Self, BusError> {
+    pub async fn connect(url: &str, client_name: &str, settings: WorkQueueSettings) -> Result<Self, BusError> {
         let client = async_nats::ConnectOptions::new()
             .name(client_name)
             .connection_timeout(Duration::from_secs(5))
@@ -102,17 +100,8 @@ impl NatsBus {
         jetstream
             .create_or_update_stream(settings.stream_config())
             .await
-            .map_err(|e| {
-                BusError::Connection(format!(
-                    "cannot create or update stream {}: {e}",
-                    settings.stream
-                ))
-            })?;
-        Ok(Self {
-            client,
-            jetstream,
-            work_queue: Arc::new(settings),
-        })
+            .map_err(|e| BusError::Connection(format!("cannot create or update stream {}: {e}", settings.stream)))?;
+        Ok(Self { client, jetstream, work_queue: Arc::new(settings) })
     }
 
     /// Deletes a JetStream stream (a work queue, or `KV_<bucket>` for a bucket) with all it
@@ -136,10 +125,7 @@ impl NatsBus {
     /// Waits until the server has seen everything sent so far (subscriptions included), so a
     /// subscriber knows it will receive what is published after this returns.
     async fn flush(&self) -> Result<(), BusError> {
-        self.client
-            .flush()
-            .await
-            .map_err(|e| BusError::Connection(format!("flush: {e}")))
+        self.client.flush().await.map_err(|e| BusError::Connection(format!("flush: {e}")))
     }
 }
 
@@ -172,42 +158,26 @@ impl Bus for NatsBus {
         Ok(Self::into_subscription(subscriber))
     }
 
-    async fn request(
-        &self,
-        subject: &str,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, BusError> {
-        let request = async_nats::Request::new()
-            .payload(payload)
-            .timeout(Some(timeout));
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+        let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
         match self.client.send_request(subject.to_owned(), request).await {
             Ok(answer) => Ok(answer.payload),
             Err(e) => Err(match e.kind() {
-                async_nats::RequestErrorKind::NoResponders => BusError::NoResponders {
-                    subject: subject.to_owned(),
-                },
-                async_nats::RequestErrorKind::TimedOut => BusError::Timeout {
-                    subject: subject.to_owned(),
-                    timeout,
-                },
+                async_nats::RequestErrorKind::NoResponders => BusError::NoResponders { subject: subject.to_owned() },
+                async_nats::RequestErrorKind::TimedOut => BusError::Timeout { subject: subject.to_owned(), timeout },
                 _ => BusError::Connection(format!("request on {subject}: {e}")),
             }),
         }
     }
 
     async fn enqueue(&self, subject: &str, dedup_id: &str, payload: Bytes) -> Result<(), BusError> {
-        let publish = PublishMessage::build()
-            .payload(payload)
-            .message_id(dedup_id);
+        let publish = PublishMessage::build().payload(payload).message_id(dedup_id);
         let ack = self
             .jetstream
             .send_publish(subject.to_owned(), publish)
             .await
             .map_err(|e| BusError::Rejected(format!("publish to {subject}: {e}")))?;
-        ack.await.map_err(|e| {
-            BusError::Rejected(format!("no acknowledgement from stream for {subject}: {e}"))
-        })?;
+        ack.await.map_err(|e| BusError::Rejected(format!("no acknowledgement from stream for {subject}: {e}")))?;
         Ok(())
     }
 
@@ -218,33 +188,34 @@ impl Bus for NatsBus {
             .get_stream(&settings.stream)
             .await
             .map_err(|e| BusError::Connection(format!("stream {}: {e}", settings.stream)))?;
-        let config = pull::Config {
-            durable_name: Some(consumer.to_owned()),
-            description: Some("persisters: store send commands".into()),
-            filter_subject: settings.subjects.clone(),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: settings.ack_wait,
-            max_ack_pending: settings.max_ack_pending,
-            ..Default::default()
-        };
-        let consumer = stream
-            .get_or_create_consumer(consumer, config)
-            .await
-            .map_err(|e| BusError::Connection(format!("consumer {consumer}: {e}")))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| BusError::Connection(format!("consuming {}: {e}", settings.stream)))?;
-        let jobs = messages.filter_map(|next| async move {
+        let mut partitions = Vec::with_capacity(settings.partitions.len());
+        for (index, subject) in settings.partitions.iter().enumerate() {
+            let name = format!("{consumer}-{index}");
+            let config = pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!("persisters: store send commands of {subject}")),
+                filter_subject: subject.clone(),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: settings.ack_wait,
+                // One message of the partition out at a time: the next is handed out only when
+                // this one is acknowledged, which keeps a conversation's messages in order.
+                max_ack_pending: 1,
+                ..Default::default()
+            };
+            let consumer = stream
+                .get_or_create_consumer(&name, config)
+                .await
+                .map_err(|e| BusError::Connection(format!("consumer {name}: {e}")))?;
+            let messages =
+                consumer.messages().await.map_err(|e| BusError::Connection(format!("consuming {subject}: {e}")))?;
+            partitions.push(messages);
+        }
+        let jobs = futures::stream::select_all(partitions).filter_map(|next| async move {
             match next {
                 Ok(message) => {
                     let subject = message.subject.to_string();
                     let payload = message.payload.clone();
-                    Some(Job::new(
-                        subject,
-                        payload,
-                        Box::new(JetStreamAcker(message)),
-                    ))
+                    Some(Job::new(subject, payload, Box::new(JetStreamAcker(message))))
                 }
                 Err(e) => {
                     // Missed heartbeats and reconnects surface here; the stream resumes by itself.
@@ -272,18 +243,9 @@ impl Bus for NatsBus {
             allow_direct: true,
             ..Default::default()
         };
-        let failed = |e: &dyn std::fmt::Display| {
-            BusError::Connection(format!("key-value bucket {bucket}: {e}"))
-        };
-        self.jetstream
-            .create_or_update_stream(stream)
-            .await
-            .map_err(|e| failed(&e))?;
-        let store = self
-            .jetstream
-            .get_key_value(bucket)
-            .await
-            .map_err(|e| failed(&e))?;
+        let failed = |e: &dyn std::fmt::Display| BusError::Connection(format!("key-value bucket {bucket}: {e}"));
+        self.jetstream.create_or_update_stream(stream).await.map_err(|e| failed(&e))?;
+        let store = self.jetstream.get_key_value(bucket).await.map_err(|e| failed(&e))?;
         Ok(Arc::new(NatsKeyValue(store)))
     }
 }
@@ -293,10 +255,7 @@ struct JetStreamAcker(jetstream::Message);
 #[async_trait]
 impl Acker for JetStreamAcker {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
-        self.0
-            .ack()
-            .await
-            .map_err(|e| BusError::Connection(format!("ack: {e}")))
+        self.0.ack().await.map_err(|e| BusError::Connection(format!("ack: {e}")))
     }
 }
 
@@ -305,35 +264,22 @@ struct NatsKeyValue(kv::Store);
 #[async_trait]
 impl KeyValue for NatsKeyValue {
     async fn put(&self, key: &str, value: Bytes) -> Result<(), BusError> {
-        self.0
-            .put(key, value)
-            .await
-            .map(|_| ())
-            .map_err(|e| BusError::Connection(format!("kv put {key}: {e}")))
+        self.0.put(key, value).await.map(|_| ()).map_err(|e| BusError::Connection(format!("kv put {key}: {e}")))
     }
 
     async fn delete(&self, key: &str) -> Result<(), BusError> {
-        self.0
-            .delete(key)
-            .await
-            .map_err(|e| BusError::Connection(format!("kv delete {key}: {e}")))
+        self.0.delete(key).await.map_err(|e| BusError::Connection(format!("kv delete {key}: {e}")))
     }
 
     async fn entries(&self) -> Result<Vec<(String, Bytes)>, BusError> {
         let keys: Vec<String> = match self.0.keys().await {
-            Ok(keys) => keys
-                .try_collect()
-                .await
-                .map_err(|e| BusError::Connection(format!("kv keys: {e}")))?,
+            Ok(keys) => keys.try_collect().await.map_err(|e| BusError::Connection(format!("kv keys: {e}")))?,
             Err(e) => return Err(BusError::Connection(format!("kv keys: {e}"))),
         };
         let mut entries = Vec::with_capacity(keys.len());
         for key in keys {
-            if let Some(value) = self
-                .0
-                .get(&key)
-                .await
-                .map_err(|e| BusError::Connection(format!("kv get {key}: {e}")))?
+            if let Some(value) =
+                self.0.get(&key).await.map_err(|e| BusError::Connection(format!("kv get {key}: {e}")))?
             {
                 entries.push((key, value));
             }

@@ -14,27 +14,28 @@ use futures::StreamExt;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-pub struct Interest {
+/// The subscriptions of a gateway. Each held subject may carry an attachment of type `T`,
+/// made with its subscription and shared by all its holders (a room's delivery state, say).
+pub struct Interest<T = ()> {
     bus: Arc<dyn Bus>,
-    subscriptions: Mutex<HashMap<String, Held>>,
+    subscriptions: Mutex<HashMap<String, Held<T>>>,
 }
 
-struct Held {
+struct Held<T> {
     holders: usize,
     forwarder: JoinHandle<()>,
+    attachment: T,
 }
 
-impl Interest {
+impl<T: Clone> Interest<T> {
     pub fn new(bus: Arc<dyn Bus>) -> Self {
-        Self {
-            bus,
-            subscriptions: Mutex::new(HashMap::new()),
-        }
+        Self { bus, subscriptions: Mutex::new(HashMap::new()) }
     }
 
-    /// Adds a holder of `subject`; when it is the first, subscribes and hands each message to
-    /// `handler`, one at a time, in order. Returns once the subscription is in place.
-    pub async fn acquire<H, Fut>(&self, subject: String, handler: H) -> Result<(), BusError>
+    /// Adds a holder of `subject` and returns its attachment. When it is the first holder,
+    /// calls `make` for the attachment and the handler, subscribes, and hands each message to
+    /// the handler, one at a time, in order. Returns once the subscription is in place.
+    pub async fn acquire_with<H, Fut>(&self, subject: String, make: impl FnOnce() -> (T, H)) -> Result<T, BusError>
     where
         H: Fn(Message) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
@@ -42,22 +43,17 @@ impl Interest {
         let mut subscriptions = self.subscriptions.lock().await;
         if let Some(held) = subscriptions.get_mut(&subject) {
             held.holders += 1;
-            return Ok(());
+            return Ok(held.attachment.clone());
         }
         let mut messages = self.bus.subscribe(&subject).await?;
+        let (attachment, handler) = make();
         let forwarder = tokio::spawn(async move {
             while let Some(message) = messages.next().await {
                 handler(message).await;
             }
         });
-        subscriptions.insert(
-            subject,
-            Held {
-                holders: 1,
-                forwarder,
-            },
-        );
-        Ok(())
+        subscriptions.insert(subject, Held { holders: 1, forwarder, attachment: attachment.clone() });
+        Ok(attachment)
     }
 
     /// Removes a holder of `subject`; the last one unsubscribes.
@@ -80,6 +76,17 @@ impl Interest {
     }
 }
 
+impl Interest<()> {
+    /// [`Interest::acquire_with`] for subjects without an attachment.
+    pub async fn acquire<H, Fut>(&self, subject: String, handler: H) -> Result<(), BusError>
+    where
+        H: Fn(Message) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        self.acquire_with(subject, || ((), handler)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,7 +98,7 @@ mod tests {
     #[tokio::test]
     async fn subscribes_once_and_unsubscribes_with_the_last_holder() {
         let bus = Arc::new(MemoryBus::new());
-        let interest = Interest::new(bus.clone());
+        let interest: Interest = Interest::new(bus.clone());
         let (tx, mut rx) = mpsc::unbounded_channel();
         for _ in 0..2 {
             let tx = tx.clone();
@@ -106,13 +113,8 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(interest.subject_count().await, 1);
-        bus.publish("chat.conv.1.msg", Bytes::from_static(b"a"))
-            .await
-            .unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(1), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        bus.publish("chat.conv.1.msg", Bytes::from_static(b"a")).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await.unwrap().unwrap();
         assert_eq!(got, "a");
         assert!(rx.try_recv().is_err(), "one subscription, so one delivery");
 
@@ -121,11 +123,7 @@ mod tests {
         interest.release("chat.conv.1.msg").await;
         assert_eq!(interest.subject_count().await, 0);
         tokio::task::yield_now().await;
-        bus.publish("chat.conv.1.msg", Bytes::from_static(b"b"))
-            .await
-            .unwrap();
-        assert!(tokio::time::timeout(Duration::from_millis(50), rx.recv())
-            .await
-            .is_err());
+        bus.publish("chat.conv.1.msg", Bytes::from_static(b"b")).await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(50), rx.recv()).await.is_err());
     }
 }

@@ -9,12 +9,14 @@
 //! - [`sockets`]: the `/chat` namespace and its events;
 //! - [`rest`]: the HTTP API;
 //! - [`interest`]: which subjects this gateway listens to, and why;
+//! - `rooms`: delivery into conversation rooms, and the replay of missed messages;
 //! - [`validate`]: payload rules and error texts;
 //! - [`wire`]: the JSON the clients see.
 
 pub mod interest;
 mod queries;
 pub mod rest;
+mod rooms;
 pub mod sockets;
 pub mod validate;
 pub mod wire;
@@ -70,7 +72,10 @@ pub struct Gateway {
     pub(crate) subjects: Subjects,
     pub(crate) config: GatewayConfig,
     pub(crate) io: SocketIo,
+    /// Typing and user subjects this gateway listens to.
     pub(crate) interest: Interest,
+    /// Conversation message subjects, each with its room's delivery state.
+    pub(crate) room_messages: Interest<rooms::SharedRoom>,
     /// Conversations never change once created, so the ones seen are kept (bounded).
     pub(crate) conversations: quick_cache::sync::Cache<i64, Conversation>,
     /// Sockets open here (socket id → user id), as reported to presence.
@@ -91,6 +96,7 @@ impl Gateway {
             .build_layer();
         let gateway = Arc::new(Gateway {
             interest: Interest::new(bus.clone()),
+            room_messages: Interest::new(bus.clone()),
             bus,
             subjects,
             config,
@@ -129,10 +135,7 @@ fn cors_layer(allowed_origins: Option<&[String]>) -> tower_http::cors::CorsLayer
     match allowed_origins {
         None => CorsLayer::permissive(),
         Some(origins) => {
-            let origins = origins
-                .iter()
-                .filter_map(|o| o.parse().ok())
-                .collect::<Vec<_>>();
+            let origins = origins.iter().filter_map(|o| o.parse().ok()).collect::<Vec<_>>();
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
                 .allow_methods(tower_http::cors::Any)

@@ -1,8 +1,8 @@
 //! The gateway's side of request-reply: asking the persister.
 
 use chat_proto::{
-    conversation_reply, Conversation, ConversationReply, ErrorKind, GetConversation, QueryError,
-    QueryReply, RPC_GET_CONVERSATION,
+    conversation_reply, Conversation, ConversationReply, ErrorKind, GetConversation, QueryError, QueryReply,
+    RPC_GET_CONVERSATION,
 };
 
 use crate::Gateway;
@@ -37,15 +37,10 @@ impl Gateway {
         let subject = self.subjects.rpc(name);
         let bytes = self
             .bus
-            .request(
-                &subject,
-                chat_proto::encode(query),
-                self.config.query_timeout,
-            )
+            .request(&subject, chat_proto::encode(query), self.config.query_timeout)
             .await
             .map_err(|e| QueryFailure::Unavailable(e.to_string()))?;
-        let reply: R =
-            chat_proto::decode(&bytes).map_err(|e| QueryFailure::Unavailable(e.to_string()))?;
+        let reply: R = chat_proto::decode(&bytes).map_err(|e| QueryFailure::Unavailable(e.to_string()))?;
         match reply.error() {
             Some(error) => Err(QueryFailure::Refused(error.clone())),
             None => Ok(reply),
@@ -57,14 +52,8 @@ impl Gateway {
         if let Some(hit) = self.conversations.get(&id) {
             return Ok(hit);
         }
-        let reply: ConversationReply = self
-            .query(
-                RPC_GET_CONVERSATION,
-                &GetConversation {
-                    conversation_id: id,
-                },
-            )
-            .await?;
+        let reply: ConversationReply =
+            self.query(RPC_GET_CONVERSATION, &GetConversation { conversation_id: id }).await?;
         match reply.result {
             Some(conversation_reply::Result::Conversation(conversation)) => {
                 self.conversations.insert(id, conversation.clone());

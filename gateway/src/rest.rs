@@ -13,9 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chat_proto::{
-    conversation_reply, ConversationList, ConversationReply, ErrorKind, ListConversations,
-    ListMessages, MessagePage, OpenConversation, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES,
-    RPC_OPEN_CONVERSATION,
+    conversation_reply, ConversationList, ConversationReply, ErrorKind, ListConversations, ListMessages, MessagePage,
+    OpenConversation, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
 };
 use serde_json::{json, Value};
 
@@ -32,10 +31,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(health))
         .route("/api/chats/conversations", post(open_conversation))
         .route("/api/chats/conversations/{id}/messages", get(list_messages))
-        .route(
-            "/api/chats/users/{id}/conversations",
-            get(list_conversations),
-        )
+        .route("/api/chats/users/{id}/conversations", get(list_conversations))
         .fallback(not_found)
         .with_state(gateway)
 }
@@ -49,17 +45,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: Value::String(message.into()),
-        }
+        Self { status, message: Value::String(message.into()) }
     }
 
     fn invalid(problems: Vec<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: json!(problems),
-        }
+        Self { status: StatusCode::BAD_REQUEST, message: json!(problems) }
     }
 }
 
@@ -88,10 +78,7 @@ impl From<QueryFailure> for ApiError {
             }
             QueryFailure::Unavailable(reason) => {
                 tracing::error!(%reason, "query failed");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Service temporarily unavailable",
-                )
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Service temporarily unavailable")
             }
         }
     }
@@ -107,25 +94,15 @@ async fn not_found() -> ApiError {
 
 /// `POST /api/chats/conversations {sender_id, receiver_id}`: 201 with the new conversation, or
 /// 200 with the pair's existing one.
-async fn open_conversation(
-    State(gw): State<Arc<Gateway>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let body: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("body is not valid JSON: {e}"),
-        )
-    })?;
+async fn open_conversation(State(gw): State<Arc<Gateway>>, body: Bytes) -> Result<Response, ApiError> {
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body is not valid JSON: {e}")))?;
     let Some(fields) = body.as_object() else {
         return Err(ApiError::invalid(vec!["body must be a JSON object".into()]));
     };
     let mut problems = Vec::new();
     let mut positive = |field: &str| {
-        let id = fields
-            .get(field)
-            .and_then(Value::as_i64)
-            .filter(|id| *id > 0);
+        let id = fields.get(field).and_then(Value::as_i64).filter(|id| *id > 0);
         if id.is_none() {
             problems.push(format!("{field} must be a positive integer"));
         }
@@ -136,87 +113,72 @@ async fn open_conversation(
         return Err(ApiError::invalid(problems));
     };
     if sender_id == receiver_id {
-        return Err(ApiError::invalid(vec![
-            "receiver_id must differ from sender_id".into(),
-        ]));
+        return Err(ApiError::invalid(vec!["receiver_id must differ from sender_id".into()]));
     }
-    let reply: ConversationReply = gw
-        .query(
-            RPC_OPEN_CONVERSATION,
-            &OpenConversation {
-                sender_id,
-                receiver_id,
-            },
-        )
-        .await?;
+    let reply: ConversationReply =
+        gw.query(RPC_OPEN_CONVERSATION, &OpenConversation { sender_id, receiver_id }).await?;
     let Some(conversation_reply::Result::Conversation(conversation)) = reply.result else {
         return Err(QueryFailure::Unavailable("empty conversation reply".into()).into());
     };
-    let status = if reply.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if reply.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(ConversationJson::from(conversation))).into_response())
 }
 
-/// `GET /api/chats/conversations/{id}/messages?page=&limit=`: oldest first.
+/// `GET /api/chats/conversations/{id}/messages`: oldest first, by page
+/// (`?page=1&limit=20`) or by cursor (`?after=<id>&limit=` for the messages after a message,
+/// `?before=<id>&limit=` for those before it; `after=0` starts at the beginning).
 async fn list_messages(
     State(gw): State<Arc<Gateway>>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let mut problems = Vec::new();
-    let conversation_id = parse_positive(Some(&id), "conversation id", &mut problems);
-    let page = parse_positive(params.get("page"), "page", &mut problems).unwrap_or(1);
-    let limit = parse_positive(params.get("limit"), "limit", &mut problems)
-        .unwrap_or(i64::from(DEFAULT_PAGE_SIZE));
+    let conversation_id = parse_integer(Some(&id), "conversation id", 1, &mut problems);
+    let page = parse_integer(params.get("page"), "page", 1, &mut problems).unwrap_or(1);
+    let limit = parse_integer(params.get("limit"), "limit", 1, &mut problems).unwrap_or(i64::from(DEFAULT_PAGE_SIZE));
+    let after_id = parse_integer(params.get("after"), "after", 0, &mut problems);
+    let before_id = parse_integer(params.get("before"), "before", 1, &mut problems);
+    if after_id.is_some() && before_id.is_some() {
+        problems.push("give either after or before, not both".into());
+    }
     let Some(conversation_id) = conversation_id.filter(|_| problems.is_empty()) else {
         return Err(ApiError::invalid(problems));
     };
     let page = u32::try_from(page).unwrap_or(u32::MAX);
     let limit = u32::try_from(limit).unwrap_or(u32::MAX).min(MAX_PAGE_SIZE);
-    let reply: MessagePage = gw
-        .query(
-            RPC_LIST_MESSAGES,
-            &ListMessages {
-                conversation_id,
-                page,
-                limit,
-            },
-        )
-        .await?;
+    let query = ListMessages { conversation_id, page, limit, after_id, before_id };
+    let reply: MessagePage = gw.query(RPC_LIST_MESSAGES, &query).await?;
     let data: Vec<MessageJson> = reply.messages.into_iter().map(MessageJson::from).collect();
-    Ok(Json(
-        json!({ "data": data, "page": page, "limit": limit, "total": reply.total }),
-    ))
+    let mut body = json!({ "data": data, "limit": limit, "total": reply.total });
+    match (after_id, before_id) {
+        (Some(after), _) => body["after"] = json!(after),
+        (_, Some(before)) => body["before"] = json!(before),
+        _ => body["page"] = json!(page),
+    }
+    Ok(Json(body))
 }
 
 /// `GET /api/chats/users/{id}/conversations`: newest first.
-async fn list_conversations(
-    State(gw): State<Arc<Gateway>>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn list_conversations(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let mut problems = Vec::new();
-    let Some(user_id) = parse_positive(Some(&id), "user id", &mut problems) else {
+    let Some(user_id) = parse_integer(Some(&id), "user id", 1, &mut problems) else {
         return Err(ApiError::invalid(problems));
     };
-    let reply: ConversationList = gw
-        .query(RPC_LIST_CONVERSATIONS, &ListConversations { user_id })
-        .await?;
-    let data: Vec<ConversationJson> = reply
-        .conversations
-        .into_iter()
-        .map(ConversationJson::from)
-        .collect();
+    let reply: ConversationList = gw.query(RPC_LIST_CONVERSATIONS, &ListConversations { user_id }).await?;
+    let data: Vec<ConversationJson> = reply.conversations.into_iter().map(ConversationJson::from).collect();
     Ok(Json(json!({ "data": data })))
 }
 
-/// A positive integer from a path or query parameter; `None` when absent (no problem) or bad.
-fn parse_positive(raw: Option<&String>, name: &str, problems: &mut Vec<String>) -> Option<i64> {
+/// An integer of at least `min` from a path or query parameter; `None` when absent (no
+/// problem) or bad (a problem recorded).
+fn parse_integer(raw: Option<&String>, name: &str, min: i64, problems: &mut Vec<String>) -> Option<i64> {
     let raw = raw?;
     match raw.parse::<i64>() {
-        Ok(value) if value > 0 => Some(value),
+        Ok(value) if value >= min => Some(value),
+        _ if min == 0 => {
+            problems.push(format!("{name} must be a non-negative integer"));
+            None
+        }
         _ => {
             problems.push(format!("{name} must be a positive integer"));
             None

@@ -20,14 +20,14 @@ use std::sync::Arc;
 use chat_bus::Message;
 use chat_proto::presence_report::Report;
 use chat_proto::{
-    GatewayHeartbeat, OpenSocket, PresenceChange, PresenceReport, SendMessage, SendOutcome,
-    SocketEvent, StoredMessage, Typing,
+    GatewayHeartbeat, OpenSocket, PresenceChange, PresenceReport, SendMessage, SendOutcome, SocketEvent, Typing,
 };
 use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
 
+use crate::rooms::{self, deliver_message, SharedRoom};
 use crate::validate;
 use crate::wire::MessageJson;
 use crate::Gateway;
@@ -58,20 +58,18 @@ struct Membership {
 
 pub(crate) fn register(gateway: &Arc<Gateway>) {
     let gw = gateway.clone();
-    gateway.io.ns(NAMESPACE, move |socket: SocketRef| {
-        on_connect(gw.clone(), socket)
-    });
+    gateway.io.ns(NAMESPACE, move |socket: SocketRef| on_connect(gw.clone(), socket));
 }
 
 fn room_of_user(user_id: i64) -> String {
     format!("user:{user_id}")
 }
 
-fn room_of_conversation(conversation_id: i64) -> String {
+pub(crate) fn room_of_conversation(conversation_id: i64) -> String {
     format!("conversation:{conversation_id}")
 }
 
-fn emit<T: serde::Serialize + ?Sized>(socket: &SocketRef, event: &str, payload: &T) {
+pub(crate) fn emit<T: serde::Serialize + ?Sized>(socket: &SocketRef, event: &str, payload: &T) {
     if let Err(e) = socket.emit(event, payload) {
         tracing::debug!(socket = %socket.id, event, error = %e, "emit failed");
     }
@@ -87,16 +85,9 @@ fn on_connect(gw: Arc<Gateway>, socket: SocketRef) -> impl Future<Output = ()> {
     let user_id = validate::user_id_from_query(socket.req_parts().uri.query());
     let setup = user_id.map(|user_id| {
         let membership = Arc::new(Mutex::new(Membership::default()));
-        let guard = membership
-            .clone()
-            .try_lock_owned()
-            .expect("a new lock is free");
+        let guard = membership.clone().try_lock_owned().expect("a new lock is free");
         let (sends, queue) = mpsc::channel(gw.config.max_pending_sends);
-        let state = Arc::new(SocketState {
-            user_id,
-            membership,
-            sends,
-        });
+        let state = Arc::new(SocketState { user_id, membership, sends });
         socket.join(room_of_user(user_id));
         register_events(&gw, &state, &socket);
         spawn_send_queue(gw.clone(), socket.id, queue);
@@ -124,9 +115,7 @@ async fn set_up(
     let delivery = gw.clone();
     let acquired = gw
         .interest
-        .acquire(gw.subjects.user(user_id), move |message| {
-            deliver_to_user(delivery.clone(), user_id, message)
-        })
+        .acquire(gw.subjects.user(user_id), move |message| deliver_to_user(delivery.clone(), user_id, message))
         .await;
     match acquired {
         Ok(()) => membership.user_subject_held = true,
@@ -138,29 +127,33 @@ async fn set_up(
 
 fn register_events(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketRef) {
     let (g, s) = (gw.clone(), state.clone());
-    socket.on(
-        "send-message",
-        move |socket: SocketRef, TryData(payload): TryData<Value>| {
-            on_send(&g, &s, &socket, payload.unwrap_or(Value::Null));
-            std::future::ready(())
-        },
-    );
+    socket.on("send-message", move |socket: SocketRef, TryData(payload): TryData<Value>| {
+        on_send(&g, &s, &socket, payload.unwrap_or(Value::Null));
+        std::future::ready(())
+    });
 
     let (g, s) = (gw.clone(), state.clone());
-    socket.on("join-conversation", move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| async move {
-        let payload = payload.unwrap_or(Value::Null);
-        match join(&g, &s, &socket, &payload).await {
-            Ok(conversation_id) => {
-                emit(&socket, "joined-conversation", &json!({ "conversationId": conversation_id, "success": true }));
-                send_ack(ack, &json!({ "success": true, "conversationId": conversation_id }));
+    socket.on(
+        "join-conversation",
+        move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| async move {
+            let payload = payload.unwrap_or(Value::Null);
+            match join(&g, &s, &socket, &payload).await {
+                Ok(conversation_id) => {
+                    emit(
+                        &socket,
+                        "joined-conversation",
+                        &json!({ "conversationId": conversation_id, "success": true }),
+                    );
+                    send_ack(ack, &json!({ "success": true, "conversationId": conversation_id }));
+                }
+                Err(message) => {
+                    emit_error(&socket, &message);
+                    let conversation_id = payload.get("conversationId").cloned().unwrap_or(Value::Null);
+                    send_ack(ack, &json!({ "success": false, "conversationId": conversation_id, "error": message }));
+                }
             }
-            Err(message) => {
-                emit_error(&socket, &message);
-                let conversation_id = payload.get("conversationId").cloned().unwrap_or(Value::Null);
-                send_ack(ack, &json!({ "success": false, "conversationId": conversation_id, "error": message }));
-            }
-        }
-    });
+        },
+    );
 
     let (g, s) = (gw.clone(), state.clone());
     socket.on(
@@ -169,10 +162,7 @@ fn register_events(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketR
             match validate::conversation_id(&payload.unwrap_or(Value::Null)) {
                 Ok(conversation_id) => {
                     leave(&g, &s, &socket, conversation_id).await;
-                    send_ack(
-                        ack,
-                        &json!({ "success": true, "conversationId": conversation_id }),
-                    );
+                    send_ack(ack, &json!({ "success": true, "conversationId": conversation_id }));
                 }
                 Err(message) => emit_error(&socket, &message),
             }
@@ -180,14 +170,11 @@ fn register_events(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketR
     );
 
     let (g, s) = (gw.clone(), state.clone());
-    socket.on(
-        "typing",
-        move |socket: SocketRef, TryData(payload): TryData<Value>| async move {
-            if let Err(message) = typing(&g, &s, &socket, &payload.unwrap_or(Value::Null)).await {
-                emit_error(&socket, &message);
-            }
-        },
-    );
+    socket.on("typing", move |socket: SocketRef, TryData(payload): TryData<Value>| async move {
+        if let Err(message) = typing(&g, &s, &socket, &payload.unwrap_or(Value::Null)).await {
+            emit_error(&socket, &message);
+        }
+    });
 
     socket.on_fallback(async |socket: SocketRef, Event(event): Event| {
         let shown: String = event.chars().take(64).collect();
@@ -211,11 +198,7 @@ fn on_send(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: Value
         Err(message) => return emit(socket, "message-error", &json!({ "error": message })),
     };
     if send.sender_id != state.user_id {
-        return emit(
-            socket,
-            "message-error",
-            &json!({ "error": "Unauthorized to send as another user" }),
-        );
+        return emit(socket, "message-error", &json!({ "error": "Unauthorized to send as another user" }));
     }
     let command = SendMessage {
         request_id: uuid::Uuid::now_v7().to_string(),
@@ -225,15 +208,12 @@ fn on_send(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: Value
         conversation_id: send.conversation_id,
         message_type: send.message_type.to_owned(),
         content: send.content,
+        client_msg_id: send.client_msg_id.unwrap_or_default(),
     };
     match state.sends.try_send(command) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
-            emit(
-                socket,
-                "message-error",
-                &json!({ "error": "Too many messages waiting to be sent; slow down" }),
-            );
+            emit(socket, "message-error", &json!({ "error": "Too many messages waiting to be sent; slow down" }));
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {}
     }
@@ -244,11 +224,10 @@ fn spawn_send_queue(gw: Arc<Gateway>, socket_id: Sid, mut queue: mpsc::Receiver<
     tokio::spawn(async move {
         while let Some(command) = queue.recv().await {
             let subject = gw.subjects.inbound(command.conversation_id);
-            if let Err(e) = gw
-                .bus
-                .enqueue(&subject, &command.request_id, chat_proto::encode(&command))
-                .await
-            {
+            // The work queue drops a second command with the same id within its duplicate
+            // window; the database's unique key catches the rest.
+            let dedup_id = format!("{}:{}", command.sender_id, command.dedup_key());
+            if let Err(e) = gw.bus.enqueue(&subject, &dedup_id, chat_proto::encode(&command)).await {
                 tracing::error!(error = %e, "putting a send on the bus failed");
                 if let Some(socket) = gw.chat_socket(socket_id) {
                     emit(&socket, "message-error", &json!({ "error": SEND_FAILED }));
@@ -259,23 +238,17 @@ fn spawn_send_queue(gw: Arc<Gateway>, socket_id: Sid, mut queue: mpsc::Receiver<
 }
 
 /// `join-conversation`: the joined conversation's id, or the error text.
-async fn join(
-    gw: &Arc<Gateway>,
-    state: &SocketState,
-    socket: &SocketRef,
-    payload: &Value,
-) -> Result<i64, String> {
+async fn join(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payload: &Value) -> Result<i64, String> {
     let conversation_id = validate::conversation_id(payload)?;
+    let last_seen = validate::last_message_id(payload)?;
     if !validate::claimed_user_matches(payload, state.user_id) {
         return Err("Unauthorized to join this conversation".into());
     }
-    let conversation = gw.conversation(conversation_id).await.map_err(|failure| {
-        match failure.kind() {
-            Some(ErrorKind::NotFound) => "Conversation not found".to_owned(),
-            _ => {
-                tracing::error!(conversation_id, error = %failure, "conversation lookup failed");
-                "Failed to join conversation".to_owned()
-            }
+    let conversation = gw.conversation(conversation_id).await.map_err(|failure| match failure.kind() {
+        Some(ErrorKind::NotFound) => "Conversation not found".to_owned(),
+        _ => {
+            tracing::error!(conversation_id, error = %failure, "conversation lookup failed");
+            "Failed to join conversation".to_owned()
         }
     })?;
     if !conversation.has_participant(state.user_id) {
@@ -285,14 +258,12 @@ async fn join(
     if membership.closed || membership.conversations.contains(&conversation_id) {
         return Ok(conversation_id);
     }
-    gw.acquire_conversation(conversation_id)
-        .await
-        .map_err(|e| {
-            tracing::error!(conversation_id, error = %e, "subscribing to the conversation failed");
-            "Failed to join conversation".to_owned()
-        })?;
+    let room = gw.acquire_conversation(conversation_id).await.map_err(|e| {
+        tracing::error!(conversation_id, error = %e, "subscribing to the conversation failed");
+        "Failed to join conversation".to_owned()
+    })?;
     membership.conversations.insert(conversation_id);
-    socket.join(room_of_conversation(conversation_id));
+    rooms::join_room(gw, socket, conversation_id, &room, last_seen).await;
     Ok(conversation_id)
 }
 
@@ -305,44 +276,18 @@ async fn leave(gw: &Gateway, state: &SocketState, socket: &SocketRef, conversati
 }
 
 /// `typing`: to the room's other sockets here at once, and to other gateways over the bus.
-async fn typing(
-    gw: &Gateway,
-    state: &SocketState,
-    socket: &SocketRef,
-    payload: &Value,
-) -> Result<(), String> {
+async fn typing(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: &Value) -> Result<(), String> {
     let (conversation_id, is_typing) = validate::typing(payload)?;
-    if !state
-        .membership
-        .lock()
-        .await
-        .conversations
-        .contains(&conversation_id)
-    {
+    if !state.membership.lock().await.conversations.contains(&conversation_id) {
         return Err("Join the conversation before typing in it".into());
     }
     let event = json!({ "conversationId": conversation_id, "userId": state.user_id, "isTyping": is_typing });
-    if let Err(e) = socket
-        .to(room_of_conversation(conversation_id))
-        .emit("user-typing", &event)
-        .await
-    {
+    if let Err(e) = socket.to(room_of_conversation(conversation_id)).emit("user-typing", &event).await {
         tracing::debug!(error = %e, "local typing broadcast failed");
     }
-    let relayed = Typing {
-        conversation_id,
-        user_id: state.user_id,
-        is_typing,
-        origin_gateway_id: gw.config.gateway_id.clone(),
-    };
-    if let Err(e) = gw
-        .bus
-        .publish(
-            &gw.subjects.typing(conversation_id),
-            chat_proto::encode(&relayed),
-        )
-        .await
-    {
+    let relayed =
+        Typing { conversation_id, user_id: state.user_id, is_typing, origin_gateway_id: gw.config.gateway_id.clone() };
+    if let Err(e) = gw.bus.publish(&gw.subjects.typing(conversation_id), chat_proto::encode(&relayed)).await {
         tracing::warn!(error = %e, "relaying typing failed");
     }
     Ok(())
@@ -368,30 +313,8 @@ async fn deliver_to_user(gw: Arc<Gateway>, user_id: i64, message: Message) {
         Ok(change) => change,
         Err(e) => return tracing::warn!(error = %e, "ignoring undecodable presence change"),
     };
-    let event = if change.online {
-        "user:online"
-    } else {
-        "user:offline"
-    };
-    gw.emit_to_room(
-        &room_of_user(user_id),
-        event,
-        &json!({ "userId": change.user_id }),
-    )
-    .await;
-}
-
-async fn deliver_message(gw: Arc<Gateway>, conversation_id: i64, message: Message) {
-    let stored: StoredMessage = match chat_proto::decode(&message.payload) {
-        Ok(stored) => stored,
-        Err(e) => return tracing::warn!(error = %e, "ignoring undecodable stored message"),
-    };
-    gw.emit_to_room(
-        &room_of_conversation(conversation_id),
-        "receive-message",
-        &MessageJson::from(stored),
-    )
-    .await;
+    let event = if change.online { "user:online" } else { "user:offline" };
+    gw.emit_to_room(&room_of_user(user_id), event, &json!({ "userId": change.user_id })).await;
 }
 
 async fn deliver_typing(gw: Arc<Gateway>, conversation_id: i64, message: Message) {
@@ -402,13 +325,9 @@ async fn deliver_typing(gw: Arc<Gateway>, conversation_id: i64, message: Message
     if typing.origin_gateway_id == gw.config.gateway_id {
         return; // delivered locally when it was sent
     }
-    let event = json!({ "conversationId": typing.conversation_id, "userId": typing.user_id, "isTyping": typing.is_typing });
-    gw.emit_to_room(
-        &room_of_conversation(conversation_id),
-        "user-typing",
-        &event,
-    )
-    .await;
+    let event =
+        json!({ "conversationId": typing.conversation_id, "userId": typing.user_id, "isTyping": typing.is_typing });
+    gw.emit_to_room(&room_of_conversation(conversation_id), "user-typing", &event).await;
 }
 
 impl Gateway {
@@ -416,12 +335,7 @@ impl Gateway {
         self.io.of(NAMESPACE)?.get_socket(socket_id)
     }
 
-    async fn emit_to_room<T: serde::Serialize + ?Sized>(
-        &self,
-        room: &str,
-        event: &str,
-        payload: &T,
-    ) {
+    async fn emit_to_room<T: serde::Serialize + ?Sized>(&self, room: &str, event: &str, payload: &T) {
         let Some(namespace) = self.io.of(NAMESPACE) else {
             return;
         };
@@ -430,39 +344,32 @@ impl Gateway {
         }
     }
 
-    async fn acquire_conversation(
-        self: &Arc<Self>,
-        conversation_id: i64,
-    ) -> Result<(), chat_bus::BusError> {
+    /// Starts listening to a conversation's messages and typing; the room's delivery state.
+    async fn acquire_conversation(self: &Arc<Self>, conversation_id: i64) -> Result<SharedRoom, chat_bus::BusError> {
         let gw = self.clone();
-        self.interest
-            .acquire(
-                self.subjects.conversation_messages(conversation_id),
-                move |m| deliver_message(gw.clone(), conversation_id, m),
-            )
+        let room = self
+            .room_messages
+            .acquire_with(self.subjects.conversation_messages(conversation_id), || {
+                let room = SharedRoom::default();
+                let delivery = room.clone();
+                (room, move |m| deliver_message(gw.clone(), conversation_id, delivery.clone(), m))
+            })
             .await?;
         let gw = self.clone();
         let typing = self
             .interest
-            .acquire(self.subjects.typing(conversation_id), move |m| {
-                deliver_typing(gw.clone(), conversation_id, m)
-            })
+            .acquire(self.subjects.typing(conversation_id), move |m| deliver_typing(gw.clone(), conversation_id, m))
             .await;
-        if typing.is_err() {
-            self.interest
-                .release(&self.subjects.conversation_messages(conversation_id))
-                .await;
+        if let Err(e) = typing {
+            self.room_messages.release(&self.subjects.conversation_messages(conversation_id)).await;
+            return Err(e);
         }
-        typing
+        Ok(room)
     }
 
     async fn release_conversation(&self, conversation_id: i64) {
-        self.interest
-            .release(&self.subjects.conversation_messages(conversation_id))
-            .await;
-        self.interest
-            .release(&self.subjects.typing(conversation_id))
-            .await;
+        self.room_messages.release(&self.subjects.conversation_messages(conversation_id)).await;
+        self.interest.release(&self.subjects.typing(conversation_id)).await;
     }
 
     /// Records a socket opening or closing here, and tells presence. The registry lock is
@@ -476,23 +383,9 @@ impl Gateway {
         } else {
             local.remove(&socket_id);
         }
-        let event = SocketEvent {
-            gateway_id: self.config.gateway_id.clone(),
-            socket_id,
-            user_id,
-            connected,
-        };
-        let report = PresenceReport {
-            report: Some(Report::Socket(event)),
-        };
-        if let Err(e) = self
-            .bus
-            .publish(
-                &self.subjects.presence_reports(),
-                chat_proto::encode(&report),
-            )
-            .await
-        {
+        let event = SocketEvent { gateway_id: self.config.gateway_id.clone(), socket_id, user_id, connected };
+        let report = PresenceReport { report: Some(Report::Socket(event)) };
+        if let Err(e) = self.bus.publish(&self.subjects.presence_reports(), chat_proto::encode(&report)).await {
             tracing::warn!(user_id, connected, error = %e, "reporting a socket to presence failed");
         }
     }
@@ -505,40 +398,20 @@ impl Gateway {
         } else {
             local
                 .iter()
-                .map(|(socket_id, user_id)| OpenSocket {
-                    socket_id: socket_id.clone(),
-                    user_id: *user_id,
-                })
+                .map(|(socket_id, user_id)| OpenSocket { socket_id: socket_id.clone(), user_id: *user_id })
                 .collect()
         };
-        let heartbeat = GatewayHeartbeat {
-            gateway_id: self.config.gateway_id.clone(),
-            sockets,
-        };
-        let report = PresenceReport {
-            report: Some(Report::Heartbeat(heartbeat)),
-        };
-        if let Err(e) = self
-            .bus
-            .publish(
-                &self.subjects.presence_reports(),
-                chat_proto::encode(&report),
-            )
-            .await
-        {
+        let heartbeat = GatewayHeartbeat { gateway_id: self.config.gateway_id.clone(), sockets };
+        let report = PresenceReport { report: Some(Report::Heartbeat(heartbeat)) };
+        if let Err(e) = self.bus.publish(&self.subjects.presence_reports(), chat_proto::encode(&report)).await {
             tracing::warn!(error = %e, "presence heartbeat failed");
         }
     }
 
     /// Outcomes of this gateway's sends: `message-sent` or `message-error` to the sender.
-    pub(crate) async fn listen_for_send_outcomes(
-        self: &Arc<Self>,
-    ) -> Result<(), chat_bus::BusError> {
+    pub(crate) async fn listen_for_send_outcomes(self: &Arc<Self>) -> Result<(), chat_bus::BusError> {
         use futures::StreamExt;
-        let mut outcomes = self
-            .bus
-            .subscribe(&self.subjects.send_outcomes(&self.config.gateway_id))
-            .await?;
+        let mut outcomes = self.bus.subscribe(&self.subjects.send_outcomes(&self.config.gateway_id)).await?;
         let gw = self.clone();
         tokio::spawn(async move {
             while let Some(message) = outcomes.next().await {
@@ -549,12 +422,7 @@ impl Gateway {
                         continue;
                     }
                 };
-                let Some(socket) = outcome
-                    .socket_id
-                    .parse()
-                    .ok()
-                    .and_then(|sid| gw.chat_socket(sid))
-                else {
+                let Some(socket) = outcome.socket_id.parse().ok().and_then(|sid| gw.chat_socket(sid)) else {
                     continue; // the sender has gone
                 };
                 match outcome.result {

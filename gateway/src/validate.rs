@@ -14,6 +14,8 @@ pub struct SendPayload {
     pub conversation_id: i64,
     pub message_type: &'static str,
     pub content: String,
+    /// The client's id for the send (a UUID, normalised to lower-case hyphenated form).
+    pub client_msg_id: Option<String>,
 }
 
 /// Validates a `send-message` payload; on failure every problem, joined by `, `, in field order.
@@ -24,20 +26,13 @@ pub fn send_message(payload: &Value, max_content_chars: usize) -> Result<SendPay
     };
     let mut errors = Vec::new();
     let sender_id = positive_id(object.get("sender_id"), "sender_id", &mut errors);
-    let conversation_id = positive_id(
-        object.get("conversation_id"),
-        "conversation_id",
-        &mut errors,
-    );
+    let conversation_id = positive_id(object.get("conversation_id"), "conversation_id", &mut errors);
     let message_type = object
         .get("message_type")
         .and_then(Value::as_str)
         .and_then(|given| MESSAGE_TYPES.into_iter().find(|known| *known == given));
     if message_type.is_none() {
-        errors.push(format!(
-            "message_type must be one of the following values: {}",
-            MESSAGE_TYPES.join(", ")
-        ));
+        errors.push(format!("message_type must be one of the following values: {}", MESSAGE_TYPES.join(", ")));
     }
     let content = match object.get("content") {
         None | Some(Value::Null) => {
@@ -49,9 +44,7 @@ pub fn send_message(payload: &Value, max_content_chars: usize) -> Result<SendPay
             None
         }
         Some(Value::String(text)) if text.chars().count() > max_content_chars => {
-            errors.push(format!(
-                "content must be shorter than or equal to {max_content_chars} characters"
-            ));
+            errors.push(format!("content must be shorter than or equal to {max_content_chars} characters"));
             None
         }
         Some(Value::String(text)) => Some(text.clone()),
@@ -60,16 +53,20 @@ pub fn send_message(payload: &Value, max_content_chars: usize) -> Result<SendPay
             None
         }
     };
+    // An extension of the spec's payload: optional, for idempotent retries.
+    let client_msg_id = match object.get("client_msg_id") {
+        None | Some(Value::Null) => None,
+        Some(value) => match value.as_str().map(uuid::Uuid::try_parse) {
+            Some(Ok(id)) => Some(id.hyphenated().to_string()),
+            _ => {
+                errors.push("client_msg_id must be a UUID".into());
+                None
+            }
+        },
+    };
     match (sender_id, conversation_id, message_type, content) {
-        (Some(sender_id), Some(conversation_id), Some(message_type), Some(content))
-            if errors.is_empty() =>
-        {
-            Ok(SendPayload {
-                sender_id,
-                conversation_id,
-                message_type,
-                content,
-            })
+        (Some(sender_id), Some(conversation_id), Some(message_type), Some(content)) if errors.is_empty() => {
+            Ok(SendPayload { sender_id, conversation_id, message_type, content, client_msg_id })
         }
         _ => Err(errors.join(", ")),
     }
@@ -109,6 +106,18 @@ pub fn conversation_id(payload: &Value) -> Result<i64, String> {
         .and_then(Value::as_i64)
         .filter(|id| *id > 0)
         .ok_or_else(|| "conversationId must be an integer number".to_owned())
+}
+
+/// The optional `lastMessageId` of a join: the last message the client saw, to replay the
+/// ones after it (an extension of the spec's payload).
+pub fn last_message_id(payload: &Value) -> Result<Option<i64>, String> {
+    match payload.get("lastMessageId") {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => match value.as_i64() {
+            Some(id) if id >= 0 => Ok(Some(id)),
+            _ => Err("lastMessageId must be a non-negative integer".into()),
+        },
+    }
 }
 
 /// The optional `userId` of a join or typing payload: when given it must be the socket's user.
@@ -151,19 +160,33 @@ mod tests {
 
     #[test]
     fn a_valid_send_passes() {
-        let ok = send_message(
-            &json!({"sender_id": 1, "conversation_id": 2, "message_type": "image", "content": "x"}),
-            10,
-        );
+        let ok =
+            send_message(&json!({"sender_id": 1, "conversation_id": 2, "message_type": "image", "content": "x"}), 10);
+        let expected = SendPayload {
+            sender_id: 1,
+            conversation_id: 2,
+            message_type: "image",
+            content: "x".into(),
+            client_msg_id: None,
+        };
+        assert_eq!(ok, Ok(expected));
+    }
+
+    #[test]
+    fn client_msg_id_is_an_optional_uuid() {
+        let base = json!({"sender_id": 1, "conversation_id": 2, "message_type": "text", "content": "x"});
+        let mut with_id = base.clone();
+        with_id["client_msg_id"] = json!("0190F1A2-7B3C-7D4E-8F50-123456789ABC");
         assert_eq!(
-            ok,
-            Ok(SendPayload {
-                sender_id: 1,
-                conversation_id: 2,
-                message_type: "image",
-                content: "x".into()
-            })
+            send_message(&with_id, 10).unwrap().client_msg_id.as_deref(),
+            Some("0190f1a2-7b3c-7d4e-8f50-123456789abc"),
+            "normalised, so two spellings of one id are one id"
         );
+        for bad in [json!("not-a-uuid"), json!(42), json!({"id": 1}), json!("")] {
+            let mut payload = base.clone();
+            payload["client_msg_id"] = bad.clone();
+            assert_eq!(send_error(payload), "client_msg_id must be a UUID", "{bad}");
+        }
     }
 
     #[test]
@@ -183,10 +206,7 @@ mod tests {
         for (sender, expected) in [
             (json!("1"), "sender_id must be an integer number"),
             (json!(1.5), "sender_id must be an integer number"),
-            (
-                json!(""),
-                "sender_id should not be empty, sender_id must be an integer number",
-            ),
+            (json!(""), "sender_id should not be empty, sender_id must be an integer number"),
             (json!(0), "sender_id must be a positive number"),
             (json!(-3), "sender_id must be a positive number"),
             (json!([1]), "sender_id must be an integer number"),
@@ -205,10 +225,7 @@ mod tests {
             (json!(null), "content should not be empty"),
             (json!(5), "content must be a string"),
             (json!({"a": 1}), "content must be a string"),
-            (
-                json!("12345678901"),
-                "content must be shorter than or equal to 10 characters",
-            ),
+            (json!("12345678901"), "content must be shorter than or equal to 10 characters"),
         ] {
             let mut payload = base.clone();
             payload["content"] = content.clone();
@@ -221,37 +238,20 @@ mod tests {
 
     #[test]
     fn non_objects_are_refused_as_such() {
-        for payload in [
-            json!("text"),
-            json!(5),
-            json!([1, 2]),
-            json!(null),
-            json!(true),
-        ] {
-            assert_eq!(
-                send_error(payload.clone()),
-                "payload must be an object",
-                "{payload}"
-            );
+        for payload in [json!("text"), json!(5), json!([1, 2]), json!(null), json!(true)] {
+            assert_eq!(send_error(payload.clone()), "payload must be an object", "{payload}");
         }
     }
 
     #[test]
     fn unknown_message_types_are_refused() {
-        let payload =
-            json!({"sender_id": 1, "conversation_id": 2, "message_type": "video", "content": "x"});
-        assert_eq!(
-            send_error(payload),
-            "message_type must be one of the following values: text, image, file"
-        );
+        let payload = json!({"sender_id": 1, "conversation_id": 2, "message_type": "video", "content": "x"});
+        assert_eq!(send_error(payload), "message_type must be one of the following values: text, image, file");
     }
 
     #[test]
     fn typing_needs_an_id_and_a_real_boolean() {
-        assert_eq!(
-            typing(&json!({"conversationId": 3, "isTyping": true})),
-            Ok((3, true))
-        );
+        assert_eq!(typing(&json!({"conversationId": 3, "isTyping": true})), Ok((3, true)));
         assert_eq!(
             typing(&json!({"conversationId": 3, "isTyping": "true"})),
             Err("isTyping must be a boolean value".into())
@@ -260,10 +260,20 @@ mod tests {
             typing(&json!({"conversationId": "3", "isTyping": true})),
             Err("conversationId must be an integer number".into())
         );
-        assert_eq!(
-            conversation_id(&json!("3")),
-            Err("conversationId must be an integer number".into())
-        );
+        assert_eq!(conversation_id(&json!("3")), Err("conversationId must be an integer number".into()));
+    }
+
+    #[test]
+    fn last_message_id_is_optional_and_non_negative() {
+        assert_eq!(last_message_id(&json!({"conversationId": 1})), Ok(None));
+        assert_eq!(last_message_id(&json!({"lastMessageId": 0})), Ok(Some(0)));
+        assert_eq!(last_message_id(&json!({"lastMessageId": 42})), Ok(Some(42)));
+        for bad in [json!(-1), json!("42"), json!(1.5)] {
+            assert_eq!(
+                last_message_id(&json!({"lastMessageId": bad})),
+                Err("lastMessageId must be a non-negative integer".into())
+            );
+        }
     }
 
     #[test]
@@ -276,10 +286,7 @@ mod tests {
 
     #[test]
     fn handshake_user_ids_are_positive_decimal_integers() {
-        assert_eq!(
-            user_id_from_query(Some("userId=42&EIO=4&transport=websocket")),
-            Some(42)
-        );
+        assert_eq!(user_id_from_query(Some("userId=42&EIO=4&transport=websocket")), Some(42));
         for bad in [
             None,
             Some(""),

@@ -65,9 +65,7 @@ impl From<Conversation> for ConversationJson {
 /// Milliseconds since the epoch as JavaScript's `Date.toJSON()` writes them:
 /// `2026-11-25T19:33:40.123Z`.
 pub fn iso_timestamp(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]
@@ -89,18 +87,10 @@ mod tests {
             timestamp_ms: 0,
             message_type: "text".into(),
             content: "hi".into(),
-            conversation: Some(Conversation {
-                id: 2,
-                sender_id: 1,
-                receiver_id: 9,
-                created_at_ms: 0,
-            }),
+            conversation: Some(Conversation { id: 2, sender_id: 1, receiver_id: 9, created_at_ms: 0 }),
         }))
         .unwrap();
-        assert_eq!(
-            json["conversation"],
-            serde_json::json!({"id": 2, "sender_id": 1, "receiver_id": 9})
-        );
+        assert_eq!(json["conversation"], serde_json::json!({"id": 2, "sender_id": 1, "receiver_id": 9}));
         assert_eq!(json["timestamp"], "1970-01-01T00:00:00.000Z");
     }
 }

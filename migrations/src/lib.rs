@@ -5,14 +5,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_create_conversations_and_messages;
+mod m20261125_000002_add_message_dedup_key;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(
-            m20261125_000001_create_conversations_and_messages::Migration,
-        )]
+        vec![
+            Box::new(m20261125_000001_create_conversations_and_messages::Migration),
+            Box::new(m20261125_000002_add_message_dedup_key::Migration),
+        ]
     }
 }

@@ -37,38 +37,12 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Conversations::Table)
                     .if_not_exists()
-                    .col(
-                        ColumnDef::new(Conversations::Id)
-                            .big_integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(Conversations::SenderId)
-                            .big_integer()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Conversations::ReceiverId)
-                            .big_integer()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Conversations::UserLow)
-                            .big_integer()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Conversations::UserHigh)
-                            .big_integer()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Conversations::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(Conversations::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(ColumnDef::new(Conversations::SenderId).big_integer().not_null())
+                    .col(ColumnDef::new(Conversations::ReceiverId).big_integer().not_null())
+                    .col(ColumnDef::new(Conversations::UserLow).big_integer().not_null())
+                    .col(ColumnDef::new(Conversations::UserHigh).big_integer().not_null())
+                    .col(ColumnDef::new(Conversations::CreatedAt).timestamp_with_time_zone().not_null())
                     .to_owned(),
             )
             .await?;
@@ -100,30 +74,12 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Messages::Table)
                     .if_not_exists()
-                    .col(
-                        ColumnDef::new(Messages::Id)
-                            .big_integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(Messages::ConversationId)
-                            .big_integer()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(Messages::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(ColumnDef::new(Messages::ConversationId).big_integer().not_null())
                     .col(ColumnDef::new(Messages::SenderId).big_integer().not_null())
-                    .col(
-                        ColumnDef::new(Messages::MessageType)
-                            .string_len(16)
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(Messages::MessageType).string_len(16).not_null())
                     .col(ColumnDef::new(Messages::Content).text().not_null())
-                    .col(
-                        ColumnDef::new(Messages::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(Messages::CreatedAt).timestamp_with_time_zone().not_null())
                     .foreign_key(
                         ForeignKey::create()
                             .name("messages_conversation")
@@ -149,11 +105,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(Messages::Table).to_owned())
-            .await?;
-        manager
-            .drop_table(Table::drop().table(Conversations::Table).to_owned())
-            .await
+        manager.drop_table(Table::drop().table(Messages::Table).to_owned()).await?;
+        manager.drop_table(Table::drop().table(Conversations::Table).to_owned()).await
     }
 }

@@ -12,4 +12,4 @@ mod service;
 pub mod store;
 
 pub use service::{Persister, PersisterError};
-pub use store::{NewMessage, Store, StoreError};
+pub use store::{HistoryWindow, NewMessage, Store, StoreError};

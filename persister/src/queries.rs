@@ -7,42 +7,27 @@ use std::future::Future;
 
 use chat_bus::BusError;
 use chat_proto::{
-    conversation_reply, ContactList, ConversationList, ConversationReply, ErrorKind,
-    GetConversation, ListContacts, ListConversations, ListMessages, MessagePage, OpenConversation,
-    QueryError, QueryReply, RPC_GET_CONVERSATION, RPC_LIST_CONTACTS, RPC_LIST_CONVERSATIONS,
-    RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
+    conversation_reply, ContactList, ConversationList, ConversationReply, ErrorKind, GetConversation, ListContacts,
+    ListConversations, ListMessages, MessagePage, OpenConversation, QueryError, QueryReply, RPC_GET_CONVERSATION,
+    RPC_LIST_CONTACTS, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
 };
 use futures::StreamExt;
 
 use crate::service::{Persister, CONSUMER_NAME};
-use crate::store::StoreError;
+use crate::store::{HistoryWindow, StoreError};
 
 /// Largest history page served, whatever the request asks.
 pub const MAX_PAGE_SIZE: u32 = 100;
 
 impl Persister {
     pub(crate) async fn start_query_responders(&self) -> Result<(), BusError> {
-        self.respond(RPC_GET_CONVERSATION, |p, q: GetConversation| async move {
-            p.get_conversation(q).await
-        })
-        .await?;
-        self.respond(RPC_OPEN_CONVERSATION, |p, q: OpenConversation| async move {
-            p.open_conversation(q).await
-        })
-        .await?;
-        self.respond(
-            RPC_LIST_CONVERSATIONS,
-            |p, q: ListConversations| async move { p.list_conversations(q).await },
-        )
-        .await?;
-        self.respond(RPC_LIST_MESSAGES, |p, q: ListMessages| async move {
-            p.list_messages(q).await
-        })
-        .await?;
-        self.respond(RPC_LIST_CONTACTS, |p, q: ListContacts| async move {
-            p.list_contacts(q).await
-        })
-        .await?;
+        self.respond(RPC_GET_CONVERSATION, |p, q: GetConversation| async move { p.get_conversation(q).await }).await?;
+        self.respond(RPC_OPEN_CONVERSATION, |p, q: OpenConversation| async move { p.open_conversation(q).await })
+            .await?;
+        self.respond(RPC_LIST_CONVERSATIONS, |p, q: ListConversations| async move { p.list_conversations(q).await })
+            .await?;
+        self.respond(RPC_LIST_MESSAGES, |p, q: ListMessages| async move { p.list_messages(q).await }).await?;
+        self.respond(RPC_LIST_CONTACTS, |p, q: ListContacts| async move { p.list_contacts(q).await }).await?;
         Ok(())
     }
 
@@ -65,16 +50,10 @@ impl Persister {
                 let (persister, handler) = (persister.clone(), handler.clone());
                 tokio::spawn(async move {
                     let reply = match chat_proto::decode::<Q>(&request.payload) {
-                        Ok(query) => handler(persister.clone(), query)
-                            .await
-                            .unwrap_or_else(R::failed),
+                        Ok(query) => handler(persister.clone(), query).await.unwrap_or_else(R::failed),
                         Err(e) => R::failed(QueryError::new(ErrorKind::Invalid, e.to_string())),
                     };
-                    if let Err(e) = persister
-                        .bus
-                        .publish(&reply_to, chat_proto::encode(&reply))
-                        .await
-                    {
+                    if let Err(e) = persister.bus.publish(&reply_to, chat_proto::encode(&reply)).await {
                         tracing::warn!(subject = %request.subject, error = %e, "query reply failed");
                     }
                 });
@@ -84,99 +63,61 @@ impl Persister {
         Ok(())
     }
 
-    async fn get_conversation(
-        &self,
-        query: GetConversation,
-    ) -> Result<ConversationReply, QueryError> {
+    async fn get_conversation(&self, query: GetConversation) -> Result<ConversationReply, QueryError> {
         let conversation = self
             .conversation(query.conversation_id)
             .await
             .map_err(internal)?
             .ok_or_else(|| QueryError::new(ErrorKind::NotFound, "Conversation not found"))?;
-        Ok(ConversationReply {
-            result: Some(conversation_reply::Result::Conversation(conversation)),
-            created: false,
-        })
+        Ok(ConversationReply { result: Some(conversation_reply::Result::Conversation(conversation)), created: false })
     }
 
-    async fn open_conversation(
-        &self,
-        query: OpenConversation,
-    ) -> Result<ConversationReply, QueryError> {
+    async fn open_conversation(&self, query: OpenConversation) -> Result<ConversationReply, QueryError> {
         if query.sender_id <= 0 || query.receiver_id <= 0 {
-            return Err(QueryError::new(
-                ErrorKind::Invalid,
-                "user ids must be positive integers",
-            ));
+            return Err(QueryError::new(ErrorKind::Invalid, "user ids must be positive integers"));
         }
         if query.sender_id == query.receiver_id {
-            return Err(QueryError::new(
-                ErrorKind::Invalid,
-                "receiver_id must differ from sender_id",
-            ));
+            return Err(QueryError::new(ErrorKind::Invalid, "receiver_id must differ from sender_id"));
         }
-        let (conversation, created) = self
-            .store
-            .open_conversation(query.sender_id, query.receiver_id)
-            .await
-            .map_err(internal)?;
-        Ok(ConversationReply {
-            result: Some(conversation_reply::Result::Conversation(conversation)),
-            created,
-        })
+        let (conversation, created) =
+            self.store.open_conversation(query.sender_id, query.receiver_id).await.map_err(internal)?;
+        Ok(ConversationReply { result: Some(conversation_reply::Result::Conversation(conversation)), created })
     }
 
-    async fn list_conversations(
-        &self,
-        query: ListConversations,
-    ) -> Result<ConversationList, QueryError> {
-        let conversations = self
-            .store
-            .conversations_of(query.user_id)
-            .await
-            .map_err(internal)?;
-        Ok(ConversationList {
-            conversations,
-            error: None,
-        })
+    async fn list_conversations(&self, query: ListConversations) -> Result<ConversationList, QueryError> {
+        let conversations = self.store.conversations_of(query.user_id).await.map_err(internal)?;
+        Ok(ConversationList { conversations, error: None })
     }
 
     async fn list_messages(&self, query: ListMessages) -> Result<MessagePage, QueryError> {
-        if query.page == 0 || query.limit == 0 {
-            return Err(QueryError::new(
-                ErrorKind::Invalid,
-                "page and limit must be positive integers",
-            ));
+        if query.limit == 0 {
+            return Err(QueryError::new(ErrorKind::Invalid, "limit must be a positive integer"));
         }
+        let limit = u64::from(query.limit.min(MAX_PAGE_SIZE));
+        let window = match (query.after_id, query.before_id) {
+            (Some(_), Some(_)) => {
+                return Err(QueryError::new(ErrorKind::Invalid, "give either after or before, not both"))
+            }
+            (Some(id), None) => HistoryWindow::After { id, limit },
+            (None, Some(id)) => HistoryWindow::Before { id, limit },
+            (None, None) if query.page == 0 => {
+                return Err(QueryError::new(ErrorKind::Invalid, "page must be a positive integer"));
+            }
+            (None, None) => HistoryWindow::Page { page: u64::from(query.page), limit },
+        };
         let conversation = self
             .conversation(query.conversation_id)
             .await
             .map_err(internal)?
             .ok_or_else(|| QueryError::new(ErrorKind::NotFound, "Conversation not found"))?;
-        let limit = query.limit.min(MAX_PAGE_SIZE);
-        let (rows, total) = self
-            .store
-            .messages_page(conversation.id, u64::from(query.page), u64::from(limit))
-            .await
-            .map_err(internal)?;
+        let (rows, total) = self.store.messages_page(conversation.id, window).await.map_err(internal)?;
         let messages = rows.into_iter().map(|m| m.into_stored(None)).collect();
-        Ok(MessagePage {
-            messages,
-            total,
-            error: None,
-        })
+        Ok(MessagePage { messages, total, error: None })
     }
 
     async fn list_contacts(&self, query: ListContacts) -> Result<ContactList, QueryError> {
-        let user_ids = self
-            .store
-            .contacts_of(query.user_id)
-            .await
-            .map_err(internal)?;
-        Ok(ContactList {
-            user_ids,
-            error: None,
-        })
+        let user_ids = self.store.contacts_of(query.user_id).await.map_err(internal)?;
+        Ok(ContactList { user_ids, error: None })
     }
 }
 

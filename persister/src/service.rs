@@ -38,19 +38,12 @@ pub struct Persister {
 
 impl Persister {
     pub fn new(bus: Arc<dyn Bus>, subjects: Subjects, store: Store) -> Self {
-        Self {
-            bus,
-            subjects,
-            store,
-            conversations: Arc::new(ConversationCache::new(100_000)),
-        }
+        Self { bus, subjects, store, conversations: Arc::new(ConversationCache::new(100_000)) }
     }
 
     /// Runs until the bus connection ends. Subscribes before it returns control, so that a
     /// gateway started after `start` finds someone listening.
-    pub async fn start(
-        self,
-    ) -> Result<tokio::task::JoinHandle<Result<(), PersisterError>>, PersisterError> {
+    pub async fn start(self) -> Result<tokio::task::JoinHandle<Result<(), PersisterError>>, PersisterError> {
         let mut jobs = self.bus.work_queue(CONSUMER_NAME).await?;
         self.start_query_responders().await?;
         Ok(tokio::spawn(async move {
@@ -98,29 +91,19 @@ impl Persister {
             Ok(stored) => {
                 for ((command, conversation), message) in accepted.into_iter().zip(stored) {
                     let message = message.into_stored(Some(conversation));
-                    self.publish(
-                        &self.subjects.conversation_messages(message.conversation_id),
-                        &message,
-                    )
-                    .await;
-                    self.send_outcome(&command, send_outcome::Result::Stored(message))
-                        .await;
+                    self.publish(&self.subjects.conversation_messages(message.conversation_id), &message).await;
+                    self.send_outcome(&command, send_outcome::Result::Stored(message)).await;
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, messages = accepted.len(), "storing a batch failed");
                 for (command, _) in accepted {
-                    self.send_outcome(
-                        &command,
-                        send_outcome::Result::Error("Failed to send message".into()),
-                    )
-                    .await;
+                    self.send_outcome(&command, send_outcome::Result::Error("Failed to send message".into())).await;
                 }
             }
         }
         for (command, reason) in refused {
-            self.send_outcome(&command, send_outcome::Result::Error(reason))
-                .await;
+            self.send_outcome(&command, send_outcome::Result::Error(reason)).await;
         }
         for job in jobs {
             if let Err(e) = job.ack().await {
@@ -132,9 +115,7 @@ impl Persister {
     /// Whether the command may be stored: `Err` carries the text for `message-error`.
     async fn check(&self, command: &SendMessage) -> Result<Conversation, String> {
         match self.conversation(command.conversation_id).await {
-            Ok(Some(conversation)) if conversation.has_participant(command.sender_id) => {
-                Ok(conversation)
-            }
+            Ok(Some(conversation)) if conversation.has_participant(command.sender_id) => Ok(conversation),
             Ok(Some(_)) => Err("Unauthorized to send to this conversation".into()),
             Ok(None) => Err("Conversation not found".into()),
             Err(e) => {
@@ -158,6 +139,7 @@ impl Persister {
                 sender_id: c.sender_id,
                 message_type: c.message_type.clone(),
                 content: c.content.clone(),
+                dedup_key: c.dedup_key(),
             })
             .collect();
         let mut attempt = 1;
@@ -180,8 +162,7 @@ impl Persister {
             socket_id: command.socket_id.clone(),
             result: Some(result),
         };
-        self.publish(&self.subjects.send_outcomes(&command.gateway_id), &outcome)
-            .await;
+        self.publish(&self.subjects.send_outcomes(&command.gateway_id), &outcome).await;
     }
 
     async fn publish<M: prost::Message>(&self, subject: &str, message: &M) {

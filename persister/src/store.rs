@@ -7,8 +7,8 @@ use chat_migrations::{Migrator, MigratorTrait};
 use chat_proto::Conversation;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait, TryInsertResult,
 };
 
 use crate::entity::{conversation, message};
@@ -18,10 +18,7 @@ pub enum StoreError {
     #[error("cannot open the database at {url}: {source}")]
     Connect { url: String, source: DbErr },
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    DataDir { path: String, source: std::io::Error },
     #[error("database migration failed: {0}")]
     Migrate(DbErr),
     #[error("database error: {0}")]
@@ -35,6 +32,8 @@ pub struct NewMessage {
     pub sender_id: i64,
     pub message_type: String,
     pub content: String,
+    /// Unique per sender: a second message with the same key is not stored.
+    pub dedup_key: String,
 }
 
 /// Handle to the database. Cheap to clone (a connection pool).
@@ -46,10 +45,8 @@ pub struct Store {
 impl Store {
     /// The SQLite database of the all-in-one mode, `chat.db` in `data_dir` (created if missing).
     pub async fn open_sqlite(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
         let url = format!("sqlite://{}?mode=rwc", data_dir.join("chat.db").display());
         Self::connect(&url).await
     }
@@ -70,21 +67,13 @@ impl Store {
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
             });
-        let db = Database::connect(options)
-            .await
-            .map_err(|source| StoreError::Connect {
-                url: redact(url),
-                source,
-            })?;
+        let db = Database::connect(options).await.map_err(|source| StoreError::Connect { url: redact(url), source })?;
         Migrator::up(&db, None).await.map_err(StoreError::Migrate)?;
         Ok(Self { db })
     }
 
     pub async fn conversation(&self, id: i64) -> Result<Option<Conversation>, StoreError> {
-        Ok(conversation::Entity::find_by_id(id)
-            .one(&self.db)
-            .await?
-            .map(Into::into))
+        Ok(conversation::Entity::find_by_id(id).one(&self.db).await?.map(Into::into))
     }
 
     /// The conversation of the pair, created when the pair has none; `true` when created now.
@@ -105,12 +94,9 @@ impl Store {
         };
         let inserted = conversation::Entity::insert(row)
             .on_conflict(
-                OnConflict::columns([
-                    conversation::Column::UserLow,
-                    conversation::Column::UserHigh,
-                ])
-                .do_nothing()
-                .to_owned(),
+                OnConflict::columns([conversation::Column::UserLow, conversation::Column::UserHigh])
+                    .do_nothing()
+                    .to_owned(),
             )
             .exec(&self.db)
             .await;
@@ -124,20 +110,14 @@ impl Store {
             .filter(conversation::Column::UserHigh.eq(high))
             .one(&self.db)
             .await?
-            .ok_or(DbErr::RecordNotFound(format!(
-                "conversation of users {low} and {high}"
-            )))?;
+            .ok_or(DbErr::RecordNotFound(format!("conversation of users {low} and {high}")))?;
         Ok((existing.into(), created))
     }
 
     /// The user's conversations, newest first.
     pub async fn conversations_of(&self, user_id: i64) -> Result<Vec<Conversation>, StoreError> {
         let rows = conversation::Entity::find()
-            .filter(
-                conversation::Column::UserLow
-                    .eq(user_id)
-                    .or(conversation::Column::UserHigh.eq(user_id)),
-            )
+            .filter(conversation::Column::UserLow.eq(user_id).or(conversation::Column::UserHigh.eq(user_id)))
             .order_by_desc(conversation::Column::Id)
             .all(&self.db)
             .await?;
@@ -150,24 +130,17 @@ impl Store {
             .conversations_of(user_id)
             .await?
             .into_iter()
-            .map(|c| {
-                if c.sender_id == user_id {
-                    c.receiver_id
-                } else {
-                    c.sender_id
-                }
-            })
+            .map(|c| if c.sender_id == user_id { c.receiver_id } else { c.sender_id })
             .collect();
         contacts.sort_unstable();
         contacts.dedup();
         Ok(contacts)
     }
 
-    /// Stores a batch of messages in one transaction: all of them or none.
-    pub async fn insert_messages(
-        &self,
-        batch: &[NewMessage],
-    ) -> Result<Vec<message::Model>, StoreError> {
+    /// Stores a batch of messages in one transaction: all of them or none. A message whose
+    /// sender already stored one under the same dedup key is not stored again: the one stored
+    /// first takes its place in the result, so a retried send gets the original back.
+    pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<message::Model>, StoreError> {
         let txn = self.db.begin().await?;
         let mut stored = Vec::with_capacity(batch.len());
         let now = chrono::Utc::now();
@@ -178,33 +151,86 @@ impl Store {
                 message_type: Set(new.message_type.clone()),
                 content: Set(new.content.clone()),
                 created_at: Set(now),
+                dedup_key: Set(Some(new.dedup_key.clone())),
                 ..Default::default()
             };
-            stored.push(row.insert(&txn).await?);
+            let inserted = message::Entity::insert(row)
+                .on_conflict(
+                    OnConflict::columns([message::Column::SenderId, message::Column::DedupKey]).do_nothing().to_owned(),
+                )
+                .do_nothing()
+                .exec_with_returning(&txn)
+                .await;
+            let model = match inserted {
+                Ok(TryInsertResult::Inserted(model)) => model,
+                // A conflict: on Postgres `RETURNING` then yields no row, which sea-orm reports
+                // as "not found" rather than as `Conflicted`.
+                Ok(TryInsertResult::Conflicted | TryInsertResult::Empty) | Err(DbErr::RecordNotFound(_)) => {
+                    message::Entity::find()
+                        .filter(message::Column::SenderId.eq(new.sender_id))
+                        .filter(message::Column::DedupKey.eq(new.dedup_key.as_str()))
+                        .one(&txn)
+                        .await?
+                        .ok_or_else(|| DbErr::RecordNotFound(format!("message with dedup key {}", new.dedup_key)))?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            stored.push(model);
         }
         txn.commit().await?;
         Ok(stored)
     }
 
-    /// Page `page` (from 1) of a conversation's messages in id order, oldest first, and the
+    /// A conversation's messages in id order (oldest first) as chosen by `window`, and the
     /// conversation's total message count.
     pub async fn messages_page(
         &self,
         conversation_id: i64,
-        page: u64,
-        limit: u64,
+        window: HistoryWindow,
     ) -> Result<(Vec<message::Model>, u64), StoreError> {
-        let in_conversation =
-            message::Entity::find().filter(message::Column::ConversationId.eq(conversation_id));
+        let in_conversation = message::Entity::find().filter(message::Column::ConversationId.eq(conversation_id));
         let total = in_conversation.clone().count(&self.db).await?;
-        let rows = in_conversation
-            .order_by_asc(message::Column::Id)
-            .offset(page.saturating_sub(1).saturating_mul(limit))
-            .limit(limit)
-            .all(&self.db)
-            .await?;
+        let rows = match window {
+            HistoryWindow::Page { page, limit } => {
+                in_conversation
+                    .order_by_asc(message::Column::Id)
+                    .offset(page.saturating_sub(1).saturating_mul(limit))
+                    .limit(limit)
+                    .all(&self.db)
+                    .await?
+            }
+            HistoryWindow::After { id, limit } => {
+                in_conversation
+                    .filter(message::Column::Id.gt(id))
+                    .order_by_asc(message::Column::Id)
+                    .limit(limit)
+                    .all(&self.db)
+                    .await?
+            }
+            HistoryWindow::Before { id, limit } => {
+                let mut newest_first = in_conversation
+                    .filter(message::Column::Id.lt(id))
+                    .order_by_desc(message::Column::Id)
+                    .limit(limit)
+                    .all(&self.db)
+                    .await?;
+                newest_first.reverse();
+                newest_first
+            }
+        };
         Ok((rows, total))
     }
+}
+
+/// Which part of a conversation's history to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistoryWindow {
+    /// Page `page` (from 1) of `limit` messages, counted from the oldest.
+    Page { page: u64, limit: u64 },
+    /// The `limit` oldest messages with an id above `id`.
+    After { id: i64, limit: u64 },
+    /// The `limit` newest messages with an id below `id`.
+    Before { id: i64, limit: u64 },
 }
 
 /// The URL without its password, for error messages and logs.
@@ -213,12 +239,7 @@ fn redact(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &url[scheme_end + 3..at];
             match credentials.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &credentials[..colon],
-                    &url[at..]
-                ),
+                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &credentials[..colon], &url[at..]),
                 None => url.to_owned(),
             }
         }
@@ -242,6 +263,7 @@ mod tests {
             sender_id,
             message_type: "text".into(),
             content: content.into(),
+            dedup_key: format!("k:{content}"),
         }
     }
 
@@ -264,15 +286,19 @@ mod tests {
     async fn messages_come_back_in_id_order_by_page() {
         let (_dir, store) = temp_store().await;
         let (conv, _) = store.open_conversation(1, 2).await.unwrap();
-        let batch: Vec<_> = (0..5)
-            .map(|i| text(conv.id, 1 + i % 2, &format!("m{i}")))
-            .collect();
+        let batch: Vec<_> = (0..5).map(|i| text(conv.id, 1 + i % 2, &format!("m{i}"))).collect();
         let stored = store.insert_messages(&batch).await.unwrap();
         assert!(stored.windows(2).all(|w| w[0].id < w[1].id));
-        let (page2, total) = store.messages_page(conv.id, 2, 2).await.unwrap();
+        let (page2, total) = store.messages_page(conv.id, HistoryWindow::Page { page: 2, limit: 2 }).await.unwrap();
         assert_eq!(total, 5);
         let contents: Vec<_> = page2.iter().map(|m| m.content.as_str()).collect();
         assert_eq!(contents, ["m2", "m3"]);
+        let (after, _) =
+            store.messages_page(conv.id, HistoryWindow::After { id: stored[1].id, limit: 2 }).await.unwrap();
+        assert_eq!(after.iter().map(|m| m.id).collect::<Vec<_>>(), [stored[2].id, stored[3].id]);
+        let (before, _) =
+            store.messages_page(conv.id, HistoryWindow::Before { id: stored[4].id, limit: 2 }).await.unwrap();
+        assert_eq!(before.iter().map(|m| m.id).collect::<Vec<_>>(), [stored[2].id, stored[3].id], "oldest first");
     }
 
     #[tokio::test]
@@ -282,15 +308,26 @@ mod tests {
         // conversation 999 does not exist: the foreign key fails the whole transaction
         let batch = [text(conv.id, 1, "kept?"), text(999, 1, "orphan")];
         assert!(store.insert_messages(&batch).await.is_err());
-        assert_eq!(store.messages_page(conv.id, 1, 10).await.unwrap().1, 0);
+        assert_eq!(store.messages_page(conv.id, HistoryWindow::Page { page: 1, limit: 10 }).await.unwrap().1, 0);
+    }
+
+    #[tokio::test]
+    async fn a_sender_stores_one_message_per_dedup_key() {
+        let (_dir, store) = temp_store().await;
+        let (conv, _) = store.open_conversation(1, 2).await.unwrap();
+        let first = store.insert_messages(&[text(conv.id, 1, "hello")]).await.unwrap();
+        // the same key again, alone and twice within one batch: the first message every time
+        let again = store.insert_messages(&[text(conv.id, 1, "hello"), text(conv.id, 1, "hello")]).await.unwrap();
+        assert_eq!(again, vec![first[0].clone(), first[0].clone()]);
+        // another sender may use the same key
+        let other = store.insert_messages(&[text(conv.id, 2, "hello")]).await.unwrap();
+        assert_ne!(other[0].id, first[0].id);
+        assert_eq!(store.messages_page(conv.id, HistoryWindow::Page { page: 1, limit: 10 }).await.unwrap().1, 2);
     }
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(
-            redact("postgres://chat:secret@db:5432/chat"),
-            "postgres://chat:***@db:5432/chat"
-        );
+        assert_eq!(redact("postgres://chat:secret@db:5432/chat"), "postgres://chat:***@db:5432/chat");
         assert_eq!(redact("sqlite://data/chat.db"), "sqlite://data/chat.db");
     }
 }

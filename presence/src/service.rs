@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_bus::{Bus, BusError, KeyValue};
 use chat_proto::{
-    presence_report::Report, ContactList, ListContacts, PresenceChange, PresenceReport, QueryReply,
-    Subjects, RPC_LIST_CONTACTS,
+    presence_report::Report, ContactList, ListContacts, PresenceChange, PresenceReport, QueryReply, Subjects,
+    RPC_LIST_CONTACTS,
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -36,9 +36,7 @@ pub struct PresenceConfig {
 
 impl Default for PresenceConfig {
     fn default() -> Self {
-        Self {
-            gateway_timeout: Duration::from_secs(15),
-        }
+        Self { gateway_timeout: Duration::from_secs(15) }
     }
 }
 
@@ -66,34 +64,20 @@ struct Tracker {
 
 impl Presence {
     pub fn new(bus: Arc<dyn Bus>, subjects: Subjects, config: PresenceConfig) -> Self {
-        Self {
-            bus,
-            subjects,
-            config,
-        }
+        Self { bus, subjects, config }
     }
 
     /// Restores the state, subscribes, then runs in tasks of its own until the bus connection
     /// ends.
-    pub async fn start(
-        self,
-    ) -> Result<tokio::task::JoinHandle<Result<(), PresenceError>>, PresenceError> {
+    pub async fn start(self) -> Result<tokio::task::JoinHandle<Result<(), PresenceError>>, PresenceError> {
         let sockets = self.bus.key_value(&self.subjects.presence_bucket()).await?;
         let state = restore(sockets.as_ref()).await?;
         let now = Instant::now();
         // Every gateway known from before gets a full timeout to show it is still there.
         let last_heard = state.gateways().into_iter().map(|gw| (gw, now)).collect();
-        let mut reports = self
-            .bus
-            .subscribe(&self.subjects.presence_reports())
-            .await?;
+        let mut reports = self.bus.subscribe(&self.subjects.presence_reports()).await?;
         let (changes, pending) = mpsc::unbounded_channel();
-        let mut tracker = Tracker {
-            state,
-            sockets,
-            last_heard,
-            changes,
-        };
+        let mut tracker = Tracker { state, sockets, last_heard, changes };
         let presence = Arc::new(self);
         tokio::spawn(presence.clone().announce(pending));
 
@@ -130,11 +114,7 @@ impl Presence {
         while let Some((contacts, change)) = announcements.next().await {
             let payload = chat_proto::encode(&change);
             for contact in contacts {
-                if let Err(e) = self
-                    .bus
-                    .publish(&self.subjects.user(contact), payload.clone())
-                    .await
-                {
+                if let Err(e) = self.bus.publish(&self.subjects.user(contact), payload.clone()).await {
                     tracing::warn!(contact, error = %e, "presence announcement failed");
                 }
             }
@@ -143,14 +123,7 @@ impl Presence {
 
     async fn contacts_of(&self, user_id: i64) -> Vec<i64> {
         let query = chat_proto::encode(&ListContacts { user_id });
-        let answer = self
-            .bus
-            .request(
-                &self.subjects.rpc(RPC_LIST_CONTACTS),
-                query,
-                CONTACTS_TIMEOUT,
-            )
-            .await;
+        let answer = self.bus.request(&self.subjects.rpc(RPC_LIST_CONTACTS), query, CONTACTS_TIMEOUT).await;
         let reply = answer
             .map_err(|e| e.to_string())
             .and_then(|bytes| chat_proto::decode::<ContactList>(&bytes).map_err(|e| e.to_string()));
@@ -173,11 +146,7 @@ async fn restore(sockets: &dyn KeyValue) -> Result<PresenceState, BusError> {
     let mut state = PresenceState::default();
     let entries = sockets.entries().await?;
     for (key, value) in &entries {
-        let parsed = key.split_once('.').zip(
-            std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.parse::<i64>().ok()),
-        );
+        let parsed = key.split_once('.').zip(std::str::from_utf8(value).ok().and_then(|v| v.parse::<i64>().ok()));
         match parsed {
             Some(((gateway, socket), user_id)) => {
                 state.socket_opened(gateway, socket, user_id);
@@ -197,42 +166,31 @@ impl Tracker {
     async fn apply(&mut self, report: PresenceReport) {
         match report.report {
             Some(Report::Socket(event)) => {
-                self.last_heard
-                    .insert(event.gateway_id.clone(), Instant::now());
+                self.last_heard.insert(event.gateway_id.clone(), Instant::now());
                 let key = socket_key(&event.gateway_id, &event.socket_id);
                 if event.connected {
                     self.persist_open(&key, event.user_id).await;
-                    if self
-                        .state
-                        .socket_opened(&event.gateway_id, &event.socket_id, event.user_id)
-                    {
+                    if self.state.socket_opened(&event.gateway_id, &event.socket_id, event.user_id) {
                         self.changed(event.user_id, true);
                     }
                 } else {
                     self.persist_closed(&key).await;
-                    if let Some(user_id) = self
-                        .state
-                        .socket_closed(&event.gateway_id, &event.socket_id)
-                    {
+                    if let Some(user_id) = self.state.socket_closed(&event.gateway_id, &event.socket_id) {
                         self.changed(user_id, false);
                     }
                 }
             }
             Some(Report::Heartbeat(heartbeat)) => {
                 let gateway = heartbeat.gateway_id;
-                let open: Vec<(String, i64)> = heartbeat
-                    .sockets
-                    .into_iter()
-                    .map(|s| (s.socket_id, s.user_id))
-                    .collect();
+                let open: Vec<(String, i64)> =
+                    heartbeat.sockets.into_iter().map(|s| (s.socket_id, s.user_id)).collect();
                 let before: Vec<String> = self.state.sockets_of(&gateway);
                 let (online, offline) = self.state.reconcile(&gateway, &open);
                 for socket in before.iter().filter(|s| !open.iter().any(|(o, _)| o == *s)) {
                     self.persist_closed(&socket_key(&gateway, socket)).await;
                 }
                 for (socket, user_id) in open.iter().filter(|(s, _)| !before.contains(s)) {
-                    self.persist_open(&socket_key(&gateway, socket), *user_id)
-                        .await;
+                    self.persist_open(&socket_key(&gateway, socket), *user_id).await;
                 }
                 if open.is_empty() {
                     // An empty heartbeat is also how a gateway says goodbye.
@@ -240,12 +198,8 @@ impl Tracker {
                 } else {
                     self.last_heard.insert(gateway, Instant::now());
                 }
-                offline
-                    .into_iter()
-                    .for_each(|user_id| self.changed(user_id, false));
-                online
-                    .into_iter()
-                    .for_each(|user_id| self.changed(user_id, true));
+                offline.into_iter().for_each(|user_id| self.changed(user_id, false));
+                online.into_iter().for_each(|user_id| self.changed(user_id, true));
             }
             None => tracing::warn!("ignoring empty presence report"),
         }
@@ -277,11 +231,7 @@ impl Tracker {
     }
 
     async fn persist_open(&self, key: &str, user_id: i64) {
-        if let Err(e) = self
-            .sockets
-            .put(key, Bytes::from(user_id.to_string()))
-            .await
-        {
+        if let Err(e) = self.sockets.put(key, Bytes::from(user_id.to_string())).await {
             tracing::warn!(%key, error = %e, "recording an open socket failed; the next heartbeat repairs it");
         }
     }

@@ -29,20 +29,13 @@ impl PresenceState {
     /// Records a closed socket; the user when it was their last, i.e. they went offline.
     /// A socket never reported open is ignored.
     pub fn socket_closed(&mut self, gateway_id: &str, socket_id: &str) -> Option<i64> {
-        let user_id = self
-            .sockets
-            .remove(&(gateway_id.to_owned(), socket_id.to_owned()))?;
+        let user_id = self.sockets.remove(&(gateway_id.to_owned(), socket_id.to_owned()))?;
         self.release(user_id).then_some(user_id)
     }
 
     /// Closes every socket of a gateway that is gone; the users who went offline with it.
     pub fn gateway_lost(&mut self, gateway_id: &str) -> Vec<i64> {
-        let lost: Vec<SocketKey> = self
-            .sockets
-            .keys()
-            .filter(|(gw, _)| gw == gateway_id)
-            .cloned()
-            .collect();
+        let lost: Vec<SocketKey> = self.sockets.keys().filter(|(gw, _)| gw == gateway_id).cloned().collect();
         let mut offline = Vec::new();
         for key in lost {
             if let Some(user_id) = self.sockets.remove(&key) {
@@ -57,22 +50,14 @@ impl PresenceState {
     /// Replaces what is known of a gateway's sockets with `open` (its heartbeat); the users
     /// who came online and those who went offline by it.
     pub fn reconcile(&mut self, gateway_id: &str, open: &[(String, i64)]) -> (Vec<i64>, Vec<i64>) {
-        let reported: HashMap<&str, i64> = open
-            .iter()
-            .map(|(socket, user)| (socket.as_str(), *user))
-            .collect();
+        let reported: HashMap<&str, i64> = open.iter().map(|(socket, user)| (socket.as_str(), *user)).collect();
         let stale: Vec<String> = self
             .sockets
             .iter()
-            .filter(|((gw, socket), user)| {
-                gw == gateway_id && reported.get(socket.as_str()) != Some(*user)
-            })
+            .filter(|((gw, socket), user)| gw == gateway_id && reported.get(socket.as_str()) != Some(*user))
             .map(|((_, socket), _)| socket.clone())
             .collect();
-        let offline = stale
-            .iter()
-            .filter_map(|socket| self.socket_closed(gateway_id, socket))
-            .collect();
+        let offline = stale.iter().filter_map(|socket| self.socket_closed(gateway_id, socket)).collect();
         // `socket_opened` ignores the sockets already known, so only new ones count.
         let online = reported
             .iter()
@@ -84,11 +69,7 @@ impl PresenceState {
 
     /// The ids of a gateway's open sockets.
     pub fn sockets_of(&self, gateway_id: &str) -> Vec<String> {
-        self.sockets
-            .keys()
-            .filter(|(gw, _)| gw == gateway_id)
-            .map(|(_, socket)| socket.clone())
-            .collect()
+        self.sockets.keys().filter(|(gw, _)| gw == gateway_id).map(|(_, socket)| socket.clone()).collect()
     }
 
     /// The gateways that have open sockets.
@@ -127,10 +108,7 @@ mod tests {
     fn a_user_with_two_tabs_stays_online_until_both_close() {
         let mut state = PresenceState::default();
         assert!(state.socket_opened("gw-a", "s1", 7));
-        assert!(
-            !state.socket_opened("gw-b", "s1", 7),
-            "second tab, other gateway: no new transition"
-        );
+        assert!(!state.socket_opened("gw-b", "s1", 7), "second tab, other gateway: no new transition");
         assert_eq!(state.socket_closed("gw-a", "s1"), None);
         assert!(state.is_online(7));
         assert_eq!(state.socket_closed("gw-b", "s1"), Some(7));

@@ -18,10 +18,7 @@ pub fn encode<M: prost::Message>(message: &M) -> bytes::Bytes {
 
 /// Decodes bytes from the bus, naming the expected message in the error.
 pub fn decode<M: prost::Message + Default>(payload: &[u8]) -> Result<M, DecodeError> {
-    M::decode(payload).map_err(|source| DecodeError {
-        message: std::any::type_name::<M>(),
-        source,
-    })
+    M::decode(payload).map_err(|source| DecodeError { message: std::any::type_name::<M>(), source })
 }
 
 /// A payload on the bus that is not the message its subject promises.
@@ -33,11 +30,7 @@ pub struct DecodeError {
 
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "payload is not a valid {}: {}",
-            self.message, self.source
-        )
+        write!(f, "payload is not a valid {}: {}", self.message, self.source)
     }
 }
 

@@ -40,6 +40,22 @@ pub struct SendMessage {
     pub message_type: String,
     #[prost(string, tag = "7")]
     pub content: String,
+    /// The client's own id for this send (a UUID), if it gave one: a retry with the same id,
+    /// through any gateway, yields the message stored the first time.
+    #[prost(string, tag = "8")]
+    pub client_msg_id: String,
+}
+
+impl SendMessage {
+    /// What the send is deduplicated by: the client's id when it chose one, else this
+    /// attempt's request id (so a command redelivered by the work queue is stored once).
+    pub fn dedup_key(&self) -> String {
+        if self.client_msg_id.is_empty() {
+            format!("r:{}", self.request_id)
+        } else {
+            format!("c:{}", self.client_msg_id)
+        }
+    }
 }
 
 /// A message as stored: what `message-sent` and `receive-message` carry.
@@ -225,15 +241,22 @@ pub struct ConversationList {
     pub error: Option<QueryError>,
 }
 
-/// One page of a conversation's history, oldest first.
+/// One page of a conversation's history, oldest first: by page number, or by cursor.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct ListMessages {
     #[prost(int64, tag = "1")]
     pub conversation_id: i64,
+    /// Page number from 1; ignored when a cursor is given.
     #[prost(uint32, tag = "2")]
     pub page: u32,
     #[prost(uint32, tag = "3")]
     pub limit: u32,
+    /// Cursor: the first `limit` messages with a larger id.
+    #[prost(int64, optional, tag = "4")]
+    pub after_id: Option<i64>,
+    /// Cursor: the last `limit` messages with a smaller id.
+    #[prost(int64, optional, tag = "5")]
+    pub before_id: Option<i64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -270,19 +293,13 @@ pub trait QueryReply: prost::Message + Default {
 
 impl QueryError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind: kind as i32,
-            message: message.into(),
-        }
+        Self { kind: kind as i32, message: message.into() }
     }
 }
 
 impl QueryReply for ConversationReply {
     fn failed(error: QueryError) -> Self {
-        Self {
-            result: Some(conversation_reply::Result::Error(error)),
-            created: false,
-        }
+        Self { result: Some(conversation_reply::Result::Error(error)), created: false }
     }
     fn error(&self) -> Option<&QueryError> {
         match &self.result {
@@ -322,12 +339,7 @@ mod tests {
                 timestamp_ms: 1_700_000_000_123,
                 message_type: "text".into(),
                 content: "héllo".into(),
-                conversation: Some(Conversation {
-                    id: 3,
-                    sender_id: 1,
-                    receiver_id: 2,
-                    created_at_ms: 5,
-                }),
+                conversation: Some(Conversation { id: 3, sender_id: 1, receiver_id: 2, created_at_ms: 5 }),
             })),
         };
         let bytes = crate::encode(&outcome);

@@ -1,10 +1,16 @@
 //! Subject names on the bus. Every subject starts with a prefix (default `chat`), so that
 //! several clusters, or several test runs, can share one NATS server without hearing each other.
 
+/// Partitions of the inbound work queue when none are configured.
+pub const DEFAULT_PARTITIONS: u32 = 32;
+
 /// Builds the subject names of one cluster.
 #[derive(Clone, Debug)]
 pub struct Subjects {
     prefix: String,
+    /// The inbound work queue is split into this many partitions by conversation; every
+    /// gateway and persister of a cluster must agree on it.
+    partitions: u32,
 }
 
 impl Default for Subjects {
@@ -15,18 +21,32 @@ impl Default for Subjects {
 
 impl Subjects {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
+        Self { prefix: prefix.into(), partitions: DEFAULT_PARTITIONS }
+    }
+
+    /// The same names with the inbound work queue split into `partitions` (at least 1).
+    pub fn with_partitions(mut self, partitions: u32) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
     }
 
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    /// Send commands from gateways to persisters (durable work queue).
+    /// Send commands from gateways to persisters (durable work queue): one subject per
+    /// partition, and every conversation in one partition, so that one consumer at a time
+    /// handles a conversation's messages.
     pub fn inbound(&self, conversation_id: i64) -> String {
-        format!("{}.in.{conversation_id}", self.prefix)
+        self.inbound_partition(conversation_id.rem_euclid(i64::from(self.partitions)) as u32)
+    }
+
+    pub fn inbound_partition(&self, partition: u32) -> String {
+        format!("{}.in.{partition}", self.prefix)
     }
 
     /// Filter matching every [`Self::inbound`] subject.
@@ -71,16 +91,7 @@ impl Subjects {
 
     /// The prefix with every character JetStream does not allow in names replaced by `_`.
     fn stream_safe_prefix(&self) -> String {
-        self.prefix
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
+        self.prefix.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
     }
 
     /// Request-reply queries answered by the persister: `name` is one of the `RPC_*` constants.
@@ -94,3 +105,25 @@ pub const RPC_OPEN_CONVERSATION: &str = "conversation.open";
 pub const RPC_LIST_CONVERSATIONS: &str = "conversation.list";
 pub const RPC_LIST_MESSAGES: &str = "messages.list";
 pub const RPC_LIST_CONTACTS: &str = "contacts.list";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversations_map_to_stable_partitions() {
+        let subjects = Subjects::new("chat").with_partitions(4);
+        assert_eq!(subjects.inbound(1), "chat.in.1");
+        assert_eq!(subjects.inbound(5), "chat.in.1");
+        assert_eq!(subjects.inbound(8), "chat.in.0");
+        assert_eq!(Subjects::new("x").with_partitions(0).inbound(7), "x.in.0", "at least one partition");
+    }
+
+    #[test]
+    fn stream_names_avoid_characters_jetstream_refuses() {
+        let subjects = Subjects::new("acme.chat");
+        assert_eq!(subjects.inbound_stream(), "acme_chat_inbound");
+        assert_eq!(subjects.presence_bucket(), "acme_chat_presence");
+        assert_eq!(subjects.inbound_all(), "acme.chat.in.*");
+    }
+}

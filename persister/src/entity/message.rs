@@ -10,6 +10,8 @@ pub struct Model {
     pub message_type: String,
     pub content: String,
     pub created_at: DateTimeUtc,
+    /// What the send was deduplicated by; unique per sender (see migration 2).
+    pub dedup_key: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -32,10 +34,7 @@ impl ActiveModelBehavior for ActiveModel {}
 
 impl Model {
     /// The message as it travels on the bus, with its conversation attached.
-    pub fn into_stored(
-        self,
-        conversation: Option<chat_proto::Conversation>,
-    ) -> chat_proto::StoredMessage {
+    pub fn into_stored(self, conversation: Option<chat_proto::Conversation>) -> chat_proto::StoredMessage {
         chat_proto::StoredMessage {
             id: self.id,
             sender_id: self.sender_id,
