@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_gateway::GatewayConfig;
+use chat_persister::PersisterConfig;
 use chat_presence::PresenceConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -96,6 +97,11 @@ pub struct Settings {
     #[arg(long, env = "CHAT_GATEWAY_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration, global = true)]
     pub gateway_timeout: Duration,
 
+    /// How long the persister retries a batch while the database is unavailable before the
+    /// senders get `message-error`.
+    #[arg(long, env = "CHAT_STORE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub store_timeout: Duration,
+
     /// Longest message `content` accepted, in characters.
     #[arg(long, env = "CHAT_MAX_CONTENT_CHARS", default_value_t = 10_000, global = true)]
     pub max_content_chars: usize,
@@ -120,6 +126,10 @@ impl Settings {
             heartbeat_interval: self.heartbeat_interval,
             ..defaults
         }
+    }
+
+    pub fn persister_config(&self) -> PersisterConfig {
+        PersisterConfig { store_timeout: self.store_timeout }
     }
 
     pub fn presence_config(&self) -> PresenceConfig {

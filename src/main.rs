@@ -42,7 +42,8 @@ async fn main() -> anyhow::Result<()> {
                 None => Arc::new(MemoryBus::new()),
             };
             let store = open_store(settings).await?;
-            let persister = Persister::new(bus.clone(), subjects.clone(), store).start().await?;
+            let persister =
+                Persister::new(bus.clone(), subjects.clone(), store, settings.persister_config()).start().await?;
             let presence = Presence::new(bus.clone(), subjects.clone(), settings.presence_config()).start().await?;
             let roles = vec![role_task("persister", persister), role_task("presence", presence)];
             serve_gateway(settings, bus, subjects, roles).await
@@ -54,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Persister => {
             let bus = connect_nats(settings, &subjects, "chat-persister").await?;
             let store = open_store(settings).await?;
-            let persister = Persister::new(bus, subjects, store).start().await?;
+            let persister = Persister::new(bus, subjects, store, settings.persister_config()).start().await?;
             serve_health(settings, "persister", vec![role_task("persister", persister)]).await
         }
         Command::Presence => {

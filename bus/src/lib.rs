@@ -61,6 +61,11 @@ impl Job {
     pub async fn ack(self) -> Result<(), BusError> {
         self.acker.ack().await
     }
+
+    /// Tells the queue the job is still being worked on, so it is not handed out again yet.
+    pub async fn in_progress(&self) -> Result<(), BusError> {
+        self.acker.in_progress().await
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -73,6 +78,7 @@ impl std::fmt::Debug for Job {
 #[async_trait]
 pub trait Acker: Send + Sync {
     async fn ack(self: Box<Self>) -> Result<(), BusError>;
+    async fn in_progress(&self) -> Result<(), BusError>;
 }
 
 /// The jobs handed to one consumer.
@@ -111,6 +117,10 @@ pub trait Bus: Send + Sync + 'static {
     /// Joins the consumers of the work queue under the durable name `consumer`: consumers
     /// with the same name share the jobs.
     async fn work_queue(&self, consumer: &str) -> Result<WorkQueue, BusError>;
+
+    /// Counts the reconnections to the bus: core messages published while disconnected are
+    /// lost, so subscribers that cannot afford a gap resynchronise when this changes.
+    fn reconnections(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// Opens (creating if needed) the key-value bucket `bucket`.
     async fn key_value(&self, bucket: &str) -> Result<Arc<dyn KeyValue>, BusError>;

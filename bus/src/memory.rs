@@ -38,6 +38,8 @@ struct Inner {
     jobs_tx: mpsc::Sender<(String, Bytes)>,
     jobs_rx: Mutex<Option<mpsc::Receiver<(String, Bytes)>>>,
     buckets: Mutex<HashMap<String, Arc<MemoryKeyValue>>>,
+    /// Never changes: the in-process bus cannot disconnect.
+    reconnections: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -71,6 +73,7 @@ impl MemoryBus {
                 jobs_tx,
                 jobs_rx: Mutex::new(Some(jobs_rx)),
                 buckets: Mutex::new(HashMap::new()),
+                reconnections: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -192,6 +195,10 @@ impl Bus for MemoryBus {
         Ok(Box::pin(jobs))
     }
 
+    fn reconnections(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.reconnections.subscribe()
+    }
+
     async fn key_value(&self, bucket: &str) -> Result<Arc<dyn KeyValue>, BusError> {
         let mut buckets = self.inner.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let bucket: Arc<dyn KeyValue> = buckets.entry(bucket.to_owned()).or_default().clone();
@@ -238,6 +245,10 @@ struct NothingToAck;
 #[async_trait]
 impl Acker for NothingToAck {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    async fn in_progress(&self) -> Result<(), BusError> {
         Ok(())
     }
 }

@@ -73,24 +73,32 @@ pub struct NatsBus {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     work_queue: Arc<WorkQueueSettings>,
+    reconnections: tokio::sync::watch::Receiver<u64>,
 }
 
 impl NatsBus {
     /// Connects once (no retry here: the caller decides how long to keep trying) and makes
     /// sure the work queue's stream exists with `settings`.
     pub async fn connect(url: &str, client_name: &str, settings: WorkQueueSettings) -> Result<Self, BusError> {
+        // Counts connections after the first: each is a reconnection.
+        let (connections, reconnections) = tokio::sync::watch::channel(0u64);
+        let connections = Arc::new(connections);
+        let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let client = async_nats::ConnectOptions::new()
             .name(client_name)
             .connection_timeout(Duration::from_secs(5))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => {
-                        tracing::info!("NATS connection (re)established")
+            .event_callback(move |event| {
+                let (connections, first) = (connections.clone(), first.clone());
+                async move {
+                    match event {
+                        async_nats::Event::Connected if first.swap(false, std::sync::atomic::Ordering::SeqCst) => {}
+                        async_nats::Event::Connected => {
+                            tracing::info!("NATS connection re-established");
+                            connections.send_modify(|count| *count += 1);
+                        }
+                        async_nats::Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+                        other => tracing::warn!(event = %other, "NATS event"),
                     }
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("NATS connection lost; reconnecting")
-                    }
-                    other => tracing::warn!(event = %other, "NATS event"),
                 }
             })
             .connect(url)
@@ -101,7 +109,7 @@ impl NatsBus {
             .create_or_update_stream(settings.stream_config())
             .await
             .map_err(|e| BusError::Connection(format!("cannot create or update stream {}: {e}", settings.stream)))?;
-        Ok(Self { client, jetstream, work_queue: Arc::new(settings) })
+        Ok(Self { client, jetstream, work_queue: Arc::new(settings), reconnections })
     }
 
     /// Deletes a JetStream stream (a work queue, or `KV_<bucket>` for a bucket) with all it
@@ -227,6 +235,10 @@ impl Bus for NatsBus {
         Ok(Box::pin(jobs))
     }
 
+    fn reconnections(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reconnections.clone()
+    }
+
     async fn key_value(&self, bucket: &str) -> Result<Arc<dyn KeyValue>, BusError> {
         // The bucket's stream is created here, in the layout JetStream KV uses, rather than by
         // `create_key_value`: that one first queries the account, whose reply does not parse
@@ -256,6 +268,10 @@ struct JetStreamAcker(jetstream::Message);
 impl Acker for JetStreamAcker {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
         self.0.ack().await.map_err(|e| BusError::Connection(format!("ack: {e}")))
+    }
+
+    async fn in_progress(&self) -> Result<(), BusError> {
+        self.0.ack_with(jetstream::AckKind::Progress).await.map_err(|e| BusError::Connection(format!("progress: {e}")))
     }
 }
 

@@ -70,6 +70,11 @@ impl<T: Clone> Interest<T> {
         }
     }
 
+    /// The attachments of every subject held now.
+    pub async fn attachments(&self) -> Vec<T> {
+        self.subscriptions.lock().await.values().map(|held| held.attachment.clone()).collect()
+    }
+
     /// How many subjects this gateway listens to now.
     pub async fn subject_count(&self) -> usize {
         self.subscriptions.lock().await.len()

@@ -107,6 +107,7 @@ impl Gateway {
         gateway.listen_for_send_outcomes().await?;
         sockets::register(&gateway);
         tokio::spawn(heartbeat(gateway.clone()));
+        tokio::spawn(resync_after_reconnections(gateway.clone()));
         let cors = cors_layer(gateway.config.allowed_origins.as_deref());
         // The CORS layer wraps the Socket.IO one too: browsers poll across origins.
         let app = rest::router(gateway.clone()).layer(layer).layer(cors);
@@ -119,6 +120,17 @@ impl Gateway {
     pub async fn shut_down(&self) {
         self.send_heartbeat(true).await;
         self.io.close().await;
+    }
+}
+
+/// Core messages published while this gateway was cut off from the bus are lost: after each
+/// reconnection, every room here reads what it missed (see `rooms`).
+async fn resync_after_reconnections(gateway: Arc<Gateway>) {
+    let mut reconnections = gateway.bus.reconnections();
+    while reconnections.changed().await.is_ok() {
+        let rooms = gateway.room_messages.attachments().await;
+        tracing::info!(rooms = rooms.len(), "reconnected to the bus: resynchronising rooms");
+        rooms::resync_rooms(&gateway, rooms).await;
     }
 }
 

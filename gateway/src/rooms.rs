@@ -16,6 +16,12 @@
 //! step 1 is in the history read of step 2 (it was committed before it was published). A
 //! message can reach the socket twice (read in step 2 and delivered live after step 3); it is
 //! recognisable by its id, and ids never go backwards.
+//!
+//! The room as a whole can miss messages too: core NATS messages published while the gateway
+//! was disconnected from NATS are gone. Each room therefore remembers the last id it
+//! delivered, and after a reconnection [`resync_rooms`] reads what came after it, the same way
+//! (live messages are kept meanwhile, and delivered after). Live delivery skips ids at or
+//! below the last delivered one, which also drops redelivered duplicates.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,10 +44,39 @@ const REPLAY_PAGE: u32 = 100;
 /// the joins that replay into it.
 pub type SharedRoom = Arc<Mutex<RoomDelivery>>;
 
-#[derive(Default)]
 pub struct RoomDelivery {
+    conversation_id: i64,
     /// Sockets replaying missed messages, with the live messages that arrived meanwhile.
     recovering: HashMap<Sid, Vec<StoredMessage>>,
+    /// The highest message id delivered to the room (0: none yet).
+    last_delivered: i64,
+    /// While the room itself resynchronises: the live messages that arrived meanwhile.
+    resyncing: Option<Vec<StoredMessage>>,
+}
+
+impl RoomDelivery {
+    pub fn shared(conversation_id: i64) -> SharedRoom {
+        Arc::new(Mutex::new(Self { conversation_id, recovering: HashMap::new(), last_delivered: 0, resyncing: None }))
+    }
+
+    /// Delivers one message to the room's members here (read under the lock: a socket ending
+    /// its replay joins under it), and keeps it for the sockets still replaying.
+    fn deliver(&mut self, gw: &Gateway, conversation_id: i64, stored: StoredMessage) {
+        if stored.id <= self.last_delivered {
+            return; // delivered already: a redelivery, or read again by a resync
+        }
+        self.last_delivered = stored.id;
+        for kept in self.recovering.values_mut() {
+            kept.push(stored.clone());
+        }
+        let Some(namespace) = gw.io.of(NAMESPACE) else { return };
+        let members = namespace.to(room_of_conversation(conversation_id)).sockets();
+        // Sent one socket at a time, synchronously, under the lock: see the module doc.
+        let json = MessageJson::from(stored);
+        for socket in members {
+            emit(&socket, "receive-message", &json);
+        }
+    }
 }
 
 fn lock(room: &SharedRoom) -> MutexGuard<'_, RoomDelivery> {
@@ -56,19 +91,11 @@ pub(crate) async fn deliver_message(gw: Arc<Gateway>, conversation_id: i64, room
         Ok(stored) => stored,
         Err(e) => return tracing::warn!(error = %e, "ignoring undecodable stored message"),
     };
-    let Some(namespace) = gw.io.of(NAMESPACE) else { return };
     let mut delivery = lock(&room);
-    // The members are read under the lock too: a socket ending its replay joins under it.
-    let members = namespace.to(room_of_conversation(conversation_id)).sockets();
-    for kept in delivery.recovering.values_mut() {
-        kept.push(stored.clone());
+    match &mut delivery.resyncing {
+        Some(kept) => kept.push(stored),
+        None => delivery.deliver(&gw, conversation_id, stored),
     }
-    // Sent one socket at a time, synchronously, under the lock: see the module doc.
-    let json = MessageJson::from(stored);
-    for socket in members {
-        emit(&socket, "receive-message", &json);
-    }
-    drop(delivery);
 }
 
 /// Joins `socket` to the room, first replaying what it missed after `last_seen` when given.
@@ -79,6 +106,9 @@ pub(crate) async fn join_room(
     room: &SharedRoom,
     last_seen: Option<i64>,
 ) {
+    if lock(room).last_delivered == 0 {
+        set_baseline(gw, conversation_id, room).await;
+    }
     let Some(last_seen) = last_seen else {
         socket.join(room_of_conversation(conversation_id));
         return;
@@ -94,40 +124,100 @@ pub(crate) async fn join_room(
     drop(delivery);
 }
 
-/// Sends the socket the conversation's messages after `last_seen`, oldest first; the last id
-/// sent (or `last_seen`).
-async fn replay(gw: &Gateway, socket: &SocketRef, conversation_id: i64, last_seen: i64) -> i64 {
-    let mut cursor = last_seen;
-    let mut sent = 0;
+/// A room new on this gateway starts from the conversation's newest message, so that a
+/// resync after a reconnection knows where the room stood.
+async fn set_baseline(gw: &Gateway, conversation_id: i64, room: &SharedRoom) {
+    let newest = ListMessages { conversation_id, page: 1, limit: 1, after_id: None, before_id: Some(i64::MAX) };
+    match gw.query::<_, MessagePage>(RPC_LIST_MESSAGES, &newest).await {
+        Ok(page) => {
+            let newest_id = page.messages.last().map_or(0, |m| m.id);
+            let mut delivery = lock(room);
+            delivery.last_delivered = delivery.last_delivered.max(newest_id);
+        }
+        Err(e) => tracing::warn!(conversation_id, error = %e, "reading the room's newest message failed"),
+    }
+}
+
+/// After a reconnection to the bus: every room here reads what it may have missed.
+pub(crate) async fn resync_rooms(gw: &Gateway, rooms: Vec<SharedRoom>) {
+    for room in rooms {
+        let (conversation_id, since) = {
+            let mut delivery = lock(&room);
+            if delivery.resyncing.is_some() {
+                continue;
+            }
+            delivery.resyncing = Some(Vec::new());
+            (delivery.conversation_id, delivery.last_delivered)
+        };
+        let missed = read_after(gw, conversation_id, since, MAX_REPLAY).await;
+        let mut delivery = lock(&room);
+        let kept = delivery.resyncing.take().unwrap_or_default();
+        let (missed, complete) = match missed {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(conversation_id, error = %e, "room resync failed; messages may be missing");
+                (Vec::new(), true)
+            }
+        };
+        if !complete {
+            tracing::warn!(conversation_id, "room resync stopped at {MAX_REPLAY} messages");
+        }
+        tracing::info!(conversation_id, since, missed = missed.len(), "room resynchronised");
+        for stored in missed.into_iter().chain(kept) {
+            delivery.deliver(gw, conversation_id, stored);
+        }
+    }
+}
+
+/// The conversation's messages after `after`, oldest first, at most `max`; and whether that
+/// was all of them.
+async fn read_after(
+    gw: &Gateway,
+    conversation_id: i64,
+    after: i64,
+    max: usize,
+) -> Result<(Vec<StoredMessage>, bool), crate::queries::QueryFailure> {
+    let mut found: Vec<StoredMessage> = Vec::new();
+    let mut cursor = after;
     loop {
         let query =
             ListMessages { conversation_id, page: 1, limit: REPLAY_PAGE, after_id: Some(cursor), before_id: None };
-        let page: MessagePage = match gw.query(RPC_LIST_MESSAGES, &query).await {
-            Ok(page) => page,
-            Err(e) => {
-                tracing::warn!(conversation_id, error = %e, "replaying missed messages failed");
-                let message = format!(
-                    "Could not replay missed messages; fetch them with GET /api/chats/conversations/{conversation_id}/messages?after={cursor}"
-                );
-                emit(socket, "error", &json!({ "message": message }));
-                return cursor;
-            }
-        };
+        let page: MessagePage = gw.query(RPC_LIST_MESSAGES, &query).await?;
         let count = page.messages.len();
-        for stored in page.messages {
-            cursor = stored.id;
-            emit(socket, "receive-message", &MessageJson::from(stored));
-        }
-        sent += count;
+        cursor = page.messages.last().map_or(cursor, |m| m.id);
+        found.extend(page.messages);
         if count < REPLAY_PAGE as usize {
-            return cursor;
+            return Ok((found, true));
         }
-        if sent >= MAX_REPLAY {
-            let message = format!(
-                "Too many missed messages to replay; fetch the rest with GET /api/chats/conversations/{conversation_id}/messages?after={cursor}"
-            );
-            emit(socket, "error", &json!({ "message": message }));
-            return cursor;
+        if found.len() >= max {
+            return Ok((found, false));
         }
     }
+}
+
+/// Sends the socket the conversation's messages after `last_seen`, oldest first; the last id
+/// sent (or `last_seen`).
+async fn replay(gw: &Gateway, socket: &SocketRef, conversation_id: i64, last_seen: i64) -> i64 {
+    let (missed, complete) = match read_after(gw, conversation_id, last_seen, MAX_REPLAY).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(conversation_id, error = %e, "replaying missed messages failed");
+            let message = format!(
+                "Could not replay missed messages; fetch them with GET /api/chats/conversations/{conversation_id}/messages?after={last_seen}"
+            );
+            emit(socket, "error", &json!({ "message": message }));
+            return last_seen;
+        }
+    };
+    let replayed_up_to = missed.last().map_or(last_seen, |m| m.id);
+    for stored in missed {
+        emit(socket, "receive-message", &MessageJson::from(stored));
+    }
+    if !complete {
+        let message = format!(
+            "Too many missed messages to replay; fetch the rest with GET /api/chats/conversations/{conversation_id}/messages?after={replayed_up_to}"
+        );
+        emit(socket, "error", &json!({ "message": message }));
+    }
+    replayed_up_to
 }

@@ -27,7 +27,7 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
 
-use crate::rooms::{self, deliver_message, SharedRoom};
+use crate::rooms::{self, deliver_message, RoomDelivery, SharedRoom};
 use crate::validate;
 use crate::wire::MessageJson;
 use crate::Gateway;
@@ -350,7 +350,7 @@ impl Gateway {
         let room = self
             .room_messages
             .acquire_with(self.subjects.conversation_messages(conversation_id), || {
-                let room = SharedRoom::default();
+                let room = RoomDelivery::shared(conversation_id);
                 let delivery = room.clone();
                 (room, move |m| deliver_message(gw.clone(), conversation_id, delivery.clone(), m))
             })

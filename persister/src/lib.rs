@@ -11,5 +11,5 @@ mod queries;
 mod service;
 pub mod store;
 
-pub use service::{Persister, PersisterError};
+pub use service::{Persister, PersisterConfig, PersisterError};
 pub use store::{HistoryWindow, NewMessage, Store, StoreError};

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use chat_bus::{Bus, BusError, Job};
 use chat_proto::{send_outcome, Conversation, SendMessage, SendOutcome, Subjects};
 use futures::StreamExt;
@@ -11,8 +13,6 @@ use crate::store::{NewMessage, Store, StoreError};
 
 /// Most send commands stored in one transaction: bounds the latency a batch adds.
 const MAX_BATCH: usize = 256;
-/// Attempts to store a batch before its senders are told it failed.
-const STORE_ATTEMPTS: u32 = 3;
 /// Name of the durable consumer that all persister replicas share.
 pub const CONSUMER_NAME: &str = "persister";
 
@@ -28,17 +28,32 @@ pub enum PersisterError {
 /// query per message. A missing conversation is not cached: it may be created a moment later.
 pub(crate) type ConversationCache = quick_cache::sync::Cache<i64, Conversation>;
 
+/// Settings of a persister; the defaults suit a local run.
+#[derive(Clone, Debug)]
+pub struct PersisterConfig {
+    /// How long a batch is retried while the database is unavailable before its senders get
+    /// `message-error`. Meanwhile the jobs stay on the queue, marked as in progress.
+    pub store_timeout: Duration,
+}
+
+impl Default for PersisterConfig {
+    fn default() -> Self {
+        Self { store_timeout: Duration::from_secs(30) }
+    }
+}
+
 #[derive(Clone)]
 pub struct Persister {
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) subjects: Subjects,
     pub(crate) store: Store,
     pub(crate) conversations: Arc<ConversationCache>,
+    config: PersisterConfig,
 }
 
 impl Persister {
-    pub fn new(bus: Arc<dyn Bus>, subjects: Subjects, store: Store) -> Self {
-        Self { bus, subjects, store, conversations: Arc::new(ConversationCache::new(100_000)) }
+    pub fn new(bus: Arc<dyn Bus>, subjects: Subjects, store: Store, config: PersisterConfig) -> Self {
+        Self { bus, subjects, store, conversations: Arc::new(ConversationCache::new(100_000)), config }
     }
 
     /// Runs until the bus connection ends. Subscribes before it returns control, so that a
@@ -69,68 +84,68 @@ impl Persister {
     }
 
     async fn handle_batch(&self, jobs: Vec<Job>) {
-        let mut accepted: Vec<(SendMessage, Conversation)> = Vec::with_capacity(jobs.len());
-        let mut refused: Vec<(SendMessage, String)> = Vec::new();
+        let mut commands = Vec::with_capacity(jobs.len());
         for job in &jobs {
-            let command: SendMessage = match chat_proto::decode(&job.payload) {
-                Ok(command) => command,
+            match chat_proto::decode::<SendMessage>(&job.payload) {
+                Ok(command) => commands.push(command),
+                // Only our gateways publish here; an undecodable command has nobody to answer.
+                Err(e) => tracing::error!(subject = %job.subject, error = %e, "dropping undecodable send command"),
+            }
+        }
+        let deadline = Instant::now() + self.config.store_timeout;
+        let mut delay = Duration::from_millis(250);
+        let outcomes = loop {
+            match self.store_batch(&commands).await {
+                Ok(outcomes) => break outcomes,
+                Err(e) if Instant::now() + delay < deadline => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "storing a batch failed; retrying");
+                    // Tell the queue we are still at it, so it does not hand the jobs to
+                    // another persister meanwhile.
+                    for job in &jobs {
+                        if let Err(e) = job.in_progress().await {
+                            tracing::debug!(error = %e, "progress signal failed");
+                        }
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
                 Err(e) => {
-                    // Only our gateways publish here; an undecodable command has nobody to answer.
-                    tracing::error!(subject = %job.subject, error = %e, "dropping undecodable send command");
-                    continue;
-                }
-            };
-            match self.check(&command).await {
-                Ok(conversation) => accepted.push((command, conversation)),
-                Err(reason) => refused.push((command, reason)),
-            }
-        }
-
-        let stored = self.store_with_retries(&accepted).await;
-        match stored {
-            Ok(stored) => {
-                for ((command, conversation), message) in accepted.into_iter().zip(stored) {
-                    let message = message.into_stored(Some(conversation));
-                    self.publish(&self.subjects.conversation_messages(message.conversation_id), &message).await;
-                    self.send_outcome(&command, send_outcome::Result::Stored(message)).await;
+                    tracing::error!(error = %e, messages = commands.len(), "storing a batch failed; giving up");
+                    let error =
+                        format!("Failed to send message: storage unavailable for {:?}", self.config.store_timeout);
+                    break commands.iter().map(|c| (c, send_outcome::Result::Error(error.clone()))).collect();
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, messages = accepted.len(), "storing a batch failed");
-                for (command, _) in accepted {
-                    self.send_outcome(&command, send_outcome::Result::Error("Failed to send message".into())).await;
-                }
+        };
+        for (command, outcome) in outcomes {
+            if let send_outcome::Result::Stored(message) = &outcome {
+                self.publish(&self.subjects.conversation_messages(message.conversation_id), message).await;
             }
-        }
-        for (command, reason) in refused {
-            self.send_outcome(&command, send_outcome::Result::Error(reason)).await;
+            self.send_outcome(command, outcome).await;
         }
         for job in jobs {
             if let Err(e) = job.ack().await {
-                tracing::warn!(error = %e, "acknowledging a send command failed; it may be redelivered");
+                tracing::warn!(error = %e, "acknowledging a send command failed; it will be redelivered and deduplicated");
             }
         }
     }
 
-    /// Whether the command may be stored: `Err` carries the text for `message-error`.
-    async fn check(&self, command: &SendMessage) -> Result<Conversation, String> {
-        match self.conversation(command.conversation_id).await {
-            Ok(Some(conversation)) if conversation.has_participant(command.sender_id) => Ok(conversation),
-            Ok(Some(_)) => Err("Unauthorized to send to this conversation".into()),
-            Ok(None) => Err("Conversation not found".into()),
-            Err(e) => {
-                tracing::error!(error = %e, conversation_id = command.conversation_id, "conversation lookup failed");
-                Err("Failed to send message".into())
-            }
-        }
-    }
-
-    async fn store_with_retries(
+    /// Checks and stores the commands of a batch in one transaction; the outcome of each, in
+    /// order. Fails as a whole when the database does, so the batch can be retried.
+    async fn store_batch<'a>(
         &self,
-        accepted: &[(SendMessage, Conversation)],
-    ) -> Result<Vec<crate::entity::message::Model>, StoreError> {
-        if accepted.is_empty() {
-            return Ok(Vec::new());
+        commands: &'a [SendMessage],
+    ) -> Result<Vec<(&'a SendMessage, send_outcome::Result)>, StoreError> {
+        let mut outcomes = Vec::with_capacity(commands.len());
+        let mut accepted = Vec::with_capacity(commands.len());
+        for command in commands {
+            match self.conversation(command.conversation_id).await? {
+                Some(conversation) if conversation.has_participant(command.sender_id) => {
+                    accepted.push((command, conversation));
+                }
+                Some(_) => outcomes.push((command, "Unauthorized to send to this conversation")),
+                None => outcomes.push((command, "Conversation not found")),
+            }
         }
         let batch: Vec<NewMessage> = accepted
             .iter()
@@ -142,18 +157,18 @@ impl Persister {
                 dedup_key: c.dedup_key(),
             })
             .collect();
-        let mut attempt = 1;
-        loop {
-            match self.store.insert_messages(&batch).await {
-                Ok(stored) => return Ok(stored),
-                Err(e) if attempt < STORE_ATTEMPTS => {
-                    tracing::warn!(error = %e, attempt, "storing a batch failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let stored = if batch.is_empty() { Vec::new() } else { self.store.insert_messages(&batch).await? };
+        let mut results: Vec<(&SendMessage, send_outcome::Result)> = accepted
+            .into_iter()
+            .zip(stored)
+            .map(|((command, conversation), row)| {
+                (command, send_outcome::Result::Stored(row.into_stored(Some(conversation))))
+            })
+            .collect();
+        results.extend(
+            outcomes.into_iter().map(|(command, reason)| (command, send_outcome::Result::Error(reason.into()))),
+        );
+        Ok(results)
     }
 
     async fn send_outcome(&self, command: &SendMessage, result: send_outcome::Result) {
