@@ -224,10 +224,10 @@ fn spawn_send_queue(gw: Arc<Gateway>, socket_id: Sid, mut queue: mpsc::Receiver<
     tokio::spawn(async move {
         while let Some(command) = queue.recv().await {
             let subject = gw.subjects.inbound(command.conversation_id);
-            // The work queue drops a second command with the same id within its duplicate
-            // window; the database's unique key catches the rest.
-            let dedup_id = format!("{}:{}", command.sender_id, command.dedup_key());
-            if let Err(e) = gw.bus.enqueue(&subject, &dedup_id, chat_proto::encode(&command)).await {
+            // Deduplicated by the attempt's request id, not the client's id: a client's retry
+            // must reach the persister, which answers it with the message stored the first
+            // time (the database's unique key makes the retry idempotent).
+            if let Err(e) = gw.bus.enqueue(&subject, &command.request_id, chat_proto::encode(&command)).await {
                 tracing::error!(error = %e, "putting a send on the bus failed");
                 if let Some(socket) = gw.chat_socket(socket_id) {
                     emit(&socket, "message-error", &json!({ "error": SEND_FAILED }));
