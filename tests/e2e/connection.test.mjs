@@ -1,8 +1,7 @@
 // Handshake validation on the /chat namespace and unknown events.
 
-import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useServer, USERID_ERROR, recordEvents } from './harness.mjs';
+import { test, useServer, USERID_ERROR, recordEvents } from './harness.mjs';
 
 const srv = useServer();
 

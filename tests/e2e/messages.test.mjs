@@ -1,8 +1,7 @@
 // send-message: success payloads, fan-out to conversation rooms, ordering, validation errors.
 
-import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useServer } from './harness.mjs';
+import { test, useServer } from './harness.mjs';
 
 const srv = useServer();
 

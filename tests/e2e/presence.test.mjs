@@ -1,8 +1,7 @@
 // Presence: user:online / user:offline go to the user's contacts only (via their user:{id} rooms).
 
-import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useServer } from './harness.mjs';
+import { test, useServer } from './harness.mjs';
 
 const srv = useServer();
 

@@ -1,8 +1,7 @@
 // REST API: health, conversations, message history, user conversations, errors.
 
-import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useServer } from './harness.mjs';
+import { test, useServer } from './harness.mjs';
 
 const srv = useServer();
 

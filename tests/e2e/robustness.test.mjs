@@ -1,9 +1,8 @@
 // Hostile input: bursts of malformed payloads to every event, oversized frames.
 
-import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { useServer } from './harness.mjs';
+import { test, useServer } from './harness.mjs';
 
 const srv = useServer();
 

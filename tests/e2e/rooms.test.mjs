@@ -1,8 +1,7 @@
 // join-conversation, leave-conversation and typing.
 
-import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useServer } from './harness.mjs';
+import { test, useServer } from './harness.mjs';
 
 const srv = useServer();
 
