@@ -110,6 +110,14 @@ pub struct Settings {
     #[arg(long, env = "CHAT_MAX_PAYLOAD_BYTES", default_value_t = 1_000_000, global = true)]
     pub max_payload_bytes: u64,
 
+    /// Conversation rooms one socket may be in at once.
+    #[arg(long, env = "CHAT_MAX_ROOMS_PER_SOCKET", default_value_t = 100, global = true)]
+    pub max_rooms_per_socket: usize,
+
+    /// Packets waiting to be written to one socket before it is disconnected as a slow reader.
+    #[arg(long, env = "CHAT_MAX_BUFFERED_PACKETS", default_value_t = 256, global = true)]
+    pub max_buffered_packets: usize,
+
     /// Origins allowed by CORS, comma-separated; unset allows any origin (development).
     #[arg(long, env = "CHAT_CORS_ORIGINS", value_delimiter = ',', global = true)]
     pub cors_origins: Option<Vec<String>>,
@@ -124,6 +132,8 @@ impl Settings {
             max_payload_bytes: self.max_payload_bytes,
             allowed_origins: self.cors_origins.clone(),
             heartbeat_interval: self.heartbeat_interval,
+            max_rooms_per_socket: self.max_rooms_per_socket,
+            max_buffered_packets: self.max_buffered_packets,
             ..defaults
         }
     }

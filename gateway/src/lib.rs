@@ -45,6 +45,11 @@ pub struct GatewayConfig {
     pub query_timeout: Duration,
     /// Sends a socket may have waiting for the bus before further ones are refused.
     pub max_pending_sends: usize,
+    /// Conversation rooms one socket may be in at once.
+    pub max_rooms_per_socket: usize,
+    /// Packets waiting to be written to one socket before it counts as a slow reader and is
+    /// disconnected.
+    pub max_buffered_packets: usize,
     /// Origins allowed by CORS; `None` allows any origin (development only).
     pub allowed_origins: Option<Vec<String>>,
     /// How often presence is told which sockets are open here; presence takes a gateway silent
@@ -60,6 +65,8 @@ impl Default for GatewayConfig {
             max_payload_bytes: 1_000_000,
             query_timeout: Duration::from_secs(5),
             max_pending_sends: 256,
+            max_rooms_per_socket: 100,
+            max_buffered_packets: 256,
             allowed_origins: None,
             heartbeat_interval: Duration::from_secs(5),
         }
@@ -93,6 +100,7 @@ impl Gateway {
         let (layer, io) = SocketIo::builder()
             .max_payload(config.max_payload_bytes)
             .ws_max_message_size(config.max_payload_bytes as usize)
+            .max_buffer_size(config.max_buffered_packets)
             .build_layer();
         let gateway = Arc::new(Gateway {
             interest: Interest::new(bus.clone()),

@@ -25,6 +25,7 @@ use chat_proto::{
 use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::socket::Sid;
+use socketioxide::{SendError, SocketError};
 use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
 
 use crate::rooms::{self, deliver_message, RoomDelivery, SharedRoom};
@@ -69,9 +70,19 @@ pub(crate) fn room_of_conversation(conversation_id: i64) -> String {
     format!("conversation:{conversation_id}")
 }
 
+/// Sends an event to one socket. A socket whose outgoing buffer is full reads too slowly: it
+/// is disconnected rather than allowed to grow server memory or silently miss events; its
+/// client reconnects and recovers what it missed (`lastMessageId`).
 pub(crate) fn emit<T: serde::Serialize + ?Sized>(socket: &SocketRef, event: &str, payload: &T) {
-    if let Err(e) = socket.emit(event, payload) {
-        tracing::debug!(socket = %socket.id, event, error = %e, "emit failed");
+    match socket.emit(event, payload) {
+        Ok(()) => {}
+        Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+            tracing::warn!(socket = %socket.id, event, "slow reader: outgoing buffer full, disconnecting");
+            if let Err(e) = socket.clone().disconnect() {
+                tracing::debug!(socket = %socket.id, error = %e, "disconnecting a slow reader failed");
+            }
+        }
+        Err(e) => tracing::debug!(socket = %socket.id, event, error = %e, "emit failed"),
     }
 }
 
@@ -257,6 +268,12 @@ async fn join(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payloa
     let mut membership = state.membership.lock().await;
     if membership.closed || membership.conversations.contains(&conversation_id) {
         return Ok(conversation_id);
+    }
+    if membership.conversations.len() >= gw.config.max_rooms_per_socket {
+        return Err(format!(
+            "Too many conversations joined on this connection (at most {}); leave one first",
+            gw.config.max_rooms_per_socket
+        ));
     }
     let room = gw.acquire_conversation(conversation_id).await.map_err(|e| {
         tracing::error!(conversation_id, error = %e, "subscribing to the conversation failed");

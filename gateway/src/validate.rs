@@ -47,12 +47,22 @@ pub fn send_message(payload: &Value, max_content_chars: usize) -> Result<SendPay
             errors.push(format!("content must be shorter than or equal to {max_content_chars} characters"));
             None
         }
+        Some(Value::String(text)) if text.chars().any(is_forbidden_control) => {
+            errors.push("content must not contain control characters".into());
+            None
+        }
         Some(Value::String(text)) => Some(text.clone()),
         Some(_) => {
             errors.push("content must be a string".into());
             None
         }
     };
+    // Images and files are references, never inline data: a URL or an attachment id.
+    if let (Some(kind @ ("image" | "file")), Some(reference)) = (message_type, content.as_deref()) {
+        if !is_attachment_reference(reference) {
+            errors.push(format!("content of a {kind} message must be an http(s) URL or attachment:<id>"));
+        }
+    }
     // An extension of the spec's payload: optional, for idempotent retries.
     let client_msg_id = match object.get("client_msg_id") {
         None | Some(Value::Null) => None,
@@ -69,6 +79,26 @@ pub fn send_message(payload: &Value, max_content_chars: usize) -> Result<SendPay
             Ok(SendPayload { sender_id, conversation_id, message_type, content, client_msg_id })
         }
         _ => Err(errors.join(", ")),
+    }
+}
+
+/// Control characters other than tab, line feed and carriage return (C0, DEL and C1): they
+/// have no business in a chat message and can corrupt terminals and logs downstream.
+fn is_forbidden_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
+}
+
+/// An `http`/`https` URL with a host, or `attachment:<id>` (letters, digits, `.`, `_`, `-`, `/`;
+/// up to 200 characters) naming a file stored elsewhere.
+fn is_attachment_reference(reference: &str) -> bool {
+    if let Some(id) = reference.strip_prefix("attachment:") {
+        return !id.is_empty()
+            && id.len() <= 200
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+    }
+    match url::Url::parse(reference) {
+        Ok(url) => matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty()),
+        Err(_) => false,
     }
 }
 
@@ -160,16 +190,15 @@ mod tests {
 
     #[test]
     fn a_valid_send_passes() {
-        let ok =
-            send_message(&json!({"sender_id": 1, "conversation_id": 2, "message_type": "image", "content": "x"}), 10);
+        let payload = json!({"sender_id": 1, "conversation_id": 2, "message_type": "image", "content": "https://x.example/a.png"});
         let expected = SendPayload {
             sender_id: 1,
             conversation_id: 2,
             message_type: "image",
-            content: "x".into(),
+            content: "https://x.example/a.png".into(),
             client_msg_id: None,
         };
-        assert_eq!(ok, Ok(expected));
+        assert_eq!(send_message(&payload, 100), Ok(expected));
     }
 
     #[test]
@@ -234,6 +263,55 @@ mod tests {
         let mut exactly_at_limit = base.clone();
         exactly_at_limit["content"] = json!("éééééééééé"); // 10 characters, 20 bytes
         assert!(send_message(&exactly_at_limit, 10).is_ok());
+    }
+
+    #[test]
+    fn control_characters_are_refused_but_line_breaks_and_tabs_pass() {
+        let base = json!({"sender_id": 1, "conversation_id": 2, "message_type": "text"});
+        for bad in ["nul\u{0}", "bell\u{7}", "esc\u{1b}[31m", "del\u{7f}", "c1\u{85}"] {
+            let mut payload = base.clone();
+            payload["content"] = json!(bad);
+            assert_eq!(
+                send_message(&payload, 100),
+                Err("content must not contain control characters".into()),
+                "{bad:?}"
+            );
+        }
+        let mut fine = base.clone();
+        fine["content"] = json!("line one\nline two\ttab\r\n<b>kept as sent</b> \u{202e}");
+        assert!(send_message(&fine, 100).is_ok());
+    }
+
+    #[test]
+    fn images_and_files_are_urls_or_attachment_references() {
+        let base = json!({"sender_id": 1, "conversation_id": 2});
+        for (kind, content) in [
+            ("image", "https://cdn.example.com/a.png"),
+            ("file", "http://files.example.com/report.pdf?v=2"),
+            ("file", "attachment:2026/11/abc-123.pdf"),
+        ] {
+            let mut payload = base.clone();
+            payload["message_type"] = json!(kind);
+            payload["content"] = json!(content);
+            assert!(send_message(&payload, 200).is_ok(), "{kind}: {content}");
+        }
+        for (kind, content) in [
+            ("image", "a cat"),
+            ("image", "javascript:alert(1)"),
+            ("file", "file:///etc/passwd"),
+            ("file", "attachment:"),
+            ("file", "attachment:../../etc passwd"),
+            ("image", "data:image/png;base64,AAAA"),
+        ] {
+            let mut payload = base.clone();
+            payload["message_type"] = json!(kind);
+            payload["content"] = json!(content);
+            assert_eq!(
+                send_message(&payload, 200),
+                Err(format!("content of a {kind} message must be an http(s) URL or attachment:<id>")),
+                "{kind}: {content}"
+            );
+        }
     }
 
     #[test]

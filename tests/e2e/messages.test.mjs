@@ -60,8 +60,10 @@ test('send-message: message_type image and file are accepted and echoed', async 
   const [a, b] = srv.users(2);
   const conv = await srv.openConversation(a, b);
   const sa = await srv.connect(a);
+  // Images and files are references: an http(s) URL or attachment:<id>.
+  const contents = { text: 'text-content', image: 'https://cdn.example.com/cat.png', file: 'attachment:2026/report-1.pdf' };
   for (const type of ['text', 'image', 'file']) {
-    const content = `${type}-content`;
+    const content = contents[type];
     const sent = await srv.send(sa, a, conv.id, content, type);
     assertMessageShape(sent, { senderId: a, conv, content, messageType: type });
   }
@@ -297,4 +299,31 @@ test('send-message: after an error the same socket can still send successfully',
   const h = await srv.history(conv.id);
   assert.equal(h.total, 1);
   assert.equal(h.data[0].content, 'ok now');
+});
+
+test('send-message: control characters are refused; line breaks, tabs and markup are stored as sent', async () => {
+  const [a, b] = srv.users(2);
+  const conv = await srv.openConversation(a, b);
+  const sa = await srv.connect(a);
+  for (const bad of ['nul\u0000', 'escape \u001b[31m', 'del\u007f', 'c1\u0085']) {
+    const err = srv.once(sa, 'message-error');
+    sa.emit('send-message', { sender_id: a, conversation_id: conv.id, message_type: 'text', content: bad });
+    assert.deepEqual(await err, { error: 'content must not contain control characters' }, JSON.stringify(bad));
+  }
+  const kept = 'line one\nline two\ttab <b>bold</b> & "quotes"';
+  const sent = await srv.send(sa, a, conv.id, kept);
+  assert.equal(sent.content, kept, 'no HTML mangling');
+  assert.equal((await srv.history(conv.id)).total, 1);
+});
+
+test('send-message: image and file content must be an http(s) URL or attachment:<id>', async () => {
+  const [a, b] = srv.users(2);
+  const conv = await srv.openConversation(a, b);
+  const sa = await srv.connect(a);
+  for (const [type, content] of [['image', 'a cat'], ['image', 'javascript:alert(1)'], ['file', 'file:///etc/passwd'], ['file', 'attachment:']]) {
+    const err = srv.once(sa, 'message-error');
+    sa.emit('send-message', { sender_id: a, conversation_id: conv.id, message_type: type, content });
+    assert.deepEqual(await err, { error: `content of a ${type} message must be an http(s) URL or attachment:<id>` }, content);
+  }
+  assert.equal((await srv.history(conv.id)).total, 0);
 });

@@ -136,7 +136,8 @@ async function conversationWithMessages(n) {
   const sent = [];
   for (let i = 0; i < n; i++) {
     const from = i % 3 === 2 ? [sb, b] : [sa, a];
-    sent.push(await srv.send(from[0], from[1], conv.id, `m${i}`, i % 5 === 4 ? 'image' : 'text'));
+    const image = i % 5 === 4;
+    sent.push(await srv.send(from[0], from[1], conv.id, image ? `https://img.example.com/m${i}.png` : `m${i}`, image ? 'image' : 'text'));
   }
   return { conv, sent, a, b };
 }
@@ -190,7 +191,7 @@ test('GET messages: explicit page and limit paginate through all messages', asyn
   assert.equal(beyond.page, 4);
 
   const one = await srv.history(conv.id, '?page=7&limit=3');
-  assert.deepEqual(one.data.map((m) => m.content), ['m18', 'm19', 'm20']);
+  assert.deepEqual(one.data.map((m) => m.content), ['m18', 'https://img.example.com/m19.png', 'm20']);
 });
 
 test('GET messages: only page given → limit defaults to 20; only limit given → page defaults to 1', async () => {

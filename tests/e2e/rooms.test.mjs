@@ -353,3 +353,21 @@ for (const [name, build, message] of badTyping) {
     assert.equal(sa.connected, true);
   });
 }
+
+test('join-conversation: a socket may be in at most 100 conversations at once', async () => {
+  const [a, ...others] = srv.users(102);
+  const sa = await srv.connect(a);
+  const convs = [];
+  for (const other of others) convs.push(await srv.openConversation(a, other));
+  for (const conv of convs.slice(0, 100)) await srv.join(sa, conv.id);
+  const extra = convs[100].id;
+  const ack = await sa.timeout(3000).emitWithAck('join-conversation', { conversationId: extra });
+  assert.deepEqual(ack, {
+    success: false,
+    conversationId: extra,
+    error: 'Too many conversations joined on this connection (at most 100); leave one first',
+  });
+  // Events run concurrently on the server: wait for the leave before joining again.
+  await sa.timeout(3000).emitWithAck('leave-conversation', { conversationId: convs[0].id });
+  await srv.join(sa, extra);
+});
