@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chat_gateway::limits::{LimitsConfig, Rate};
 use chat_gateway::GatewayConfig;
 use chat_persister::PersisterConfig;
 use chat_presence::PresenceConfig;
@@ -118,6 +119,34 @@ pub struct Settings {
     #[arg(long, env = "CHAT_MAX_BUFFERED_PACKETS", default_value_t = 256, global = true)]
     pub max_buffered_packets: usize,
 
+    /// Messages a user may send per second, per gateway (token bucket refill rate).
+    #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 20, global = true)]
+    pub send_rate: u32,
+
+    /// Messages a user may send in a burst, per gateway.
+    #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 40, global = true)]
+    pub send_burst: u32,
+
+    /// Typing events a user may send per second (burst: twice that), per gateway.
+    #[arg(long, env = "CHAT_TYPING_RATE", default_value_t = 10, global = true)]
+    pub typing_rate: u32,
+
+    /// Joins a user may make per second (burst: 100), per gateway.
+    #[arg(long, env = "CHAT_JOIN_RATE", default_value_t = 20, global = true)]
+    pub join_rate: u32,
+
+    /// Open connections one user may have on one gateway.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_USER", default_value_t = 20, global = true)]
+    pub max_connections_per_user: usize,
+
+    /// Open connections one client address may have on one gateway.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 200, global = true)]
+    pub max_connections_per_address: usize,
+
+    /// Take the client address from X-Forwarded-For (only behind a load balancer you trust).
+    #[arg(long, env = "CHAT_TRUST_FORWARDED_FOR", default_value_t = false, global = true)]
+    pub trust_forwarded_for: bool,
+
     /// Origins allowed by CORS, comma-separated; unset allows any origin (development).
     #[arg(long, env = "CHAT_CORS_ORIGINS", value_delimiter = ',', global = true)]
     pub cors_origins: Option<Vec<String>>,
@@ -134,6 +163,14 @@ impl Settings {
             heartbeat_interval: self.heartbeat_interval,
             max_rooms_per_socket: self.max_rooms_per_socket,
             max_buffered_packets: self.max_buffered_packets,
+            limits: LimitsConfig {
+                sends: Rate { per_second: self.send_rate, burst: self.send_burst },
+                typing: Rate { per_second: self.typing_rate, burst: self.typing_rate.saturating_mul(2) },
+                joins: Rate { per_second: self.join_rate, burst: 100 },
+                max_connections_per_user: self.max_connections_per_user,
+                max_connections_per_address: self.max_connections_per_address,
+            },
+            trust_forwarded_for: self.trust_forwarded_for,
             ..defaults
         }
     }

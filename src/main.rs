@@ -140,7 +140,9 @@ async fn serve_gateway(
         }
     };
     tokio::select! {
-        served = axum::serve(listener, app).with_graceful_shutdown(shutdown) => served.context("HTTP server failed")?,
+        // With the peer address in each request: the per-address connection limit needs it.
+        served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(shutdown) => served.context("HTTP server failed")?,
         stopped = first_stopped(roles) => return Err(stopped),
     }
     tracing::info!("shut down");

@@ -9,11 +9,13 @@
 //! - [`sockets`]: the `/chat` namespace and its events;
 //! - [`rest`]: the HTTP API;
 //! - [`interest`]: which subjects this gateway listens to, and why;
+//! - [`limits`]: rate and connection limits;
 //! - `rooms`: delivery into conversation rooms, and the replay of missed messages;
 //! - [`validate`]: payload rules and error texts;
 //! - [`wire`]: the JSON the clients see.
 
 pub mod interest;
+pub mod limits;
 mod queries;
 pub mod rest;
 mod rooms;
@@ -30,6 +32,7 @@ use chat_proto::{Conversation, Subjects};
 use socketioxide::SocketIo;
 
 use crate::interest::Interest;
+use crate::limits::{Limits, LimitsConfig};
 
 /// Settings of a gateway; the defaults suit a local run.
 #[derive(Clone, Debug)]
@@ -52,6 +55,11 @@ pub struct GatewayConfig {
     pub max_buffered_packets: usize,
     /// Origins allowed by CORS; `None` allows any origin (development only).
     pub allowed_origins: Option<Vec<String>>,
+    /// Rate limits per user and connection limits per user and address.
+    pub limits: LimitsConfig,
+    /// Take the client address from the first `X-Forwarded-For` entry (behind a trusted load
+    /// balancer) rather than from the TCP peer.
+    pub trust_forwarded_for: bool,
     /// How often presence is told which sockets are open here; presence takes a gateway silent
     /// for several intervals for dead.
     pub heartbeat_interval: Duration,
@@ -68,6 +76,8 @@ impl Default for GatewayConfig {
             max_rooms_per_socket: 100,
             max_buffered_packets: 256,
             allowed_origins: None,
+            limits: LimitsConfig::default(),
+            trust_forwarded_for: false,
             heartbeat_interval: Duration::from_secs(5),
         }
     }
@@ -85,6 +95,7 @@ pub struct Gateway {
     pub(crate) room_messages: Interest<rooms::SharedRoom>,
     /// Conversations never change once created, so the ones seen are kept (bounded).
     pub(crate) conversations: quick_cache::sync::Cache<i64, Conversation>,
+    pub(crate) limits: Limits,
     /// Sockets open here (socket id → user id), as reported to presence.
     pub(crate) local_sockets: tokio::sync::Mutex<HashMap<String, i64>>,
 }
@@ -107,15 +118,17 @@ impl Gateway {
             room_messages: Interest::new(bus.clone()),
             bus,
             subjects,
-            config,
             io: io.clone(),
             conversations: quick_cache::sync::Cache::new(100_000),
             local_sockets: tokio::sync::Mutex::new(HashMap::new()),
+            limits: Limits::new(config.limits.clone()),
+            config,
         });
         gateway.listen_for_send_outcomes().await?;
         sockets::register(&gateway);
         tokio::spawn(heartbeat(gateway.clone()));
         tokio::spawn(resync_after_reconnections(gateway.clone()));
+        tokio::spawn(forget_idle_users(gateway.clone()));
         let cors = cors_layer(gateway.config.allowed_origins.as_deref());
         // The CORS layer wraps the Socket.IO one too: browsers poll across origins.
         let app = rest::router(gateway.clone()).layer(layer).layer(cors);
@@ -139,6 +152,14 @@ async fn resync_after_reconnections(gateway: Arc<Gateway>) {
         let rooms = gateway.room_messages.attachments().await;
         tracing::info!(rooms = rooms.len(), "reconnected to the bus: resynchronising rooms");
         rooms::resync_rooms(&gateway, rooms).await;
+    }
+}
+
+async fn forget_idle_users(gateway: Arc<Gateway>) {
+    let mut ticks = tokio::time::interval(limits::FORGET_INTERVAL);
+    loop {
+        ticks.tick().await;
+        gateway.limits.forget_idle_users();
     }
 }
 

@@ -28,6 +28,7 @@ use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError};
 use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
 
+use crate::limits::{Action, ConnectionTicket};
 use crate::rooms::{self, deliver_message, RoomDelivery, SharedRoom};
 use crate::validate;
 use crate::wire::MessageJson;
@@ -44,6 +45,8 @@ struct SocketState {
     membership: Arc<Mutex<Membership>>,
     /// Validated sends, waiting to be put on the bus in order.
     sends: mpsc::Sender<SendMessage>,
+    /// The socket's place in the connection limits, freed when the socket is gone.
+    _ticket: ConnectionTicket,
 }
 
 /// The subscriptions a socket holds; see the module doc for the locking rule.
@@ -93,27 +96,50 @@ fn emit_error(socket: &SocketRef, message: &str) {
 /// The connect handler. Its synchronous part (everything before the returned future) runs
 /// before any event of the socket is handled.
 fn on_connect(gw: Arc<Gateway>, socket: SocketRef) -> impl Future<Output = ()> {
-    let user_id = validate::user_id_from_query(socket.req_parts().uri.query());
-    let setup = user_id.map(|user_id| {
+    let admitted = validate::user_id_from_query(socket.req_parts().uri.query())
+        .ok_or_else(|| INVALID_USER.to_owned())
+        .and_then(|user_id| {
+            let address = client_address(&socket, gw.config.trust_forwarded_for);
+            gw.limits.open_connection(user_id, address).map(|ticket| (user_id, ticket))
+        });
+    let setup = admitted.map(|(user_id, ticket)| {
         let membership = Arc::new(Mutex::new(Membership::default()));
         let guard = membership.clone().try_lock_owned().expect("a new lock is free");
         let (sends, queue) = mpsc::channel(gw.config.max_pending_sends);
-        let state = Arc::new(SocketState { user_id, membership, sends });
+        let state = Arc::new(SocketState { user_id, membership, sends, _ticket: ticket });
         socket.join(room_of_user(user_id));
         register_events(&gw, &state, &socket);
         spawn_send_queue(gw.clone(), socket.id, queue);
         (state, guard)
     });
     async move {
-        let Some((state, guard)) = setup else {
-            emit_error(&socket, INVALID_USER);
-            if let Err(e) = socket.disconnect() {
-                tracing::debug!(error = %e, "disconnecting a refused socket failed");
+        let (state, guard) = match setup {
+            Ok(setup) => setup,
+            Err(refusal) => {
+                emit_error(&socket, &refusal);
+                if let Err(e) = socket.disconnect() {
+                    tracing::debug!(error = %e, "disconnecting a refused socket failed");
+                }
+                return;
             }
-            return;
         };
         set_up(&gw, &state, &socket, guard).await;
     }
+}
+
+/// The client's address: the TCP peer, or the first `X-Forwarded-For` entry when the gateway
+/// sits behind a load balancer it trusts.
+fn client_address(socket: &SocketRef, trust_forwarded_for: bool) -> Option<std::net::IpAddr> {
+    let parts = socket.req_parts();
+    if trust_forwarded_for {
+        let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        if let Some(first) = forwarded.and_then(|v| v.split(',').next()) {
+            if let Ok(address) = first.trim().parse() {
+                return Some(address);
+            }
+        }
+    }
+    parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0.ip())
 }
 
 async fn set_up(
@@ -211,6 +237,9 @@ fn on_send(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: Value
     if send.sender_id != state.user_id {
         return emit(socket, "message-error", &json!({ "error": "Unauthorized to send as another user" }));
     }
+    if !gw.limits.allow(state.user_id, Action::Send) {
+        return emit(socket, "message-error", &json!({ "error": "Rate limit exceeded: too many messages, slow down" }));
+    }
     let command = SendMessage {
         request_id: uuid::Uuid::now_v7().to_string(),
         gateway_id: gw.config.gateway_id.clone(),
@@ -252,6 +281,9 @@ fn spawn_send_queue(gw: Arc<Gateway>, socket_id: Sid, mut queue: mpsc::Receiver<
 async fn join(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payload: &Value) -> Result<i64, String> {
     let conversation_id = validate::conversation_id(payload)?;
     let last_seen = validate::last_message_id(payload)?;
+    if !gw.limits.allow(state.user_id, Action::Join) {
+        return Err("Rate limit exceeded: too many joins, slow down".into());
+    }
     if !validate::claimed_user_matches(payload, state.user_id) {
         return Err("Unauthorized to join this conversation".into());
     }
@@ -295,6 +327,9 @@ async fn leave(gw: &Gateway, state: &SocketState, socket: &SocketRef, conversati
 /// `typing`: to the room's other sockets here at once, and to other gateways over the bus.
 async fn typing(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: &Value) -> Result<(), String> {
     let (conversation_id, is_typing) = validate::typing(payload)?;
+    if !gw.limits.allow(state.user_id, Action::Typing) {
+        return Err("Rate limit exceeded: too many typing events, slow down".into());
+    }
     if !state.membership.lock().await.conversations.contains(&conversation_id) {
         return Err("Join the conversation before typing in it".into());
     }

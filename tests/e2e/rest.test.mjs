@@ -3,6 +3,11 @@
 import assert from 'node:assert/strict';
 import { test, useServer } from './harness.mjs';
 
+// History tests fill conversations with 100+ messages as fast as they can: lift the per-user
+// send limit for this file's server (limits.test.mjs tests the limit itself).
+process.env.CHAT_SEND_RATE = '10000';
+process.env.CHAT_SEND_BURST = '10000';
+
 const srv = useServer();
 
 const SID = 'sender_id must be a positive integer';
