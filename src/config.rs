@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chat_gateway::auth::{AuthConfig, JwtConfig};
 use chat_gateway::limits::{LimitsConfig, Rate};
 use chat_gateway::GatewayConfig;
 use chat_persister::PersisterConfig;
@@ -41,6 +42,12 @@ pub enum Command {
     Presence,
     /// Applies the database migrations and exits.
     Migrate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    Development,
+    Jwt,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -119,6 +126,39 @@ pub struct Settings {
     #[arg(long, env = "CHAT_MAX_BUFFERED_PACKETS", default_value_t = 256, global = true)]
     pub max_buffered_packets: usize,
 
+    /// How clients prove who they are: `development` trusts the `userId` query (anyone can be
+    /// anyone); `jwt` requires a signed token.
+    #[arg(long, env = "CHAT_AUTH", value_enum, default_value_t = AuthMode::Development, global = true)]
+    pub auth: AuthMode,
+
+    /// JWT: HS256 shared secret.
+    #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+
+    /// JWT: PEM file with an RSA (RS256) or EC P-256 (ES256) public key.
+    #[arg(long, env = "CHAT_JWT_PUBLIC_KEY_FILE", global = true)]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// JWT: JWKS file; keys are chosen by the token's `kid`.
+    #[arg(long, env = "CHAT_JWT_JWKS_FILE", global = true)]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// JWT: the claim holding the user id.
+    #[arg(long, env = "CHAT_JWT_USER_CLAIM", default_value = "sub", global = true)]
+    pub jwt_user_claim: String,
+
+    /// JWT: accepted audiences, comma-separated (unset: not checked).
+    #[arg(long, env = "CHAT_JWT_AUDIENCE", value_delimiter = ',', global = true)]
+    pub jwt_audience: Option<Vec<String>>,
+
+    /// JWT: required issuer (unset: not checked).
+    #[arg(long, env = "CHAT_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// JWT: clock-skew allowance for expiry and not-before.
+    #[arg(long, env = "CHAT_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub jwt_leeway: Duration,
+
     /// Messages a user may send per second, per gateway (token bucket refill rate).
     #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 20, global = true)]
     pub send_rate: u32,
@@ -171,6 +211,18 @@ impl Settings {
                 max_connections_per_address: self.max_connections_per_address,
             },
             trust_forwarded_for: self.trust_forwarded_for,
+            auth: match self.auth {
+                AuthMode::Development => AuthConfig::Development,
+                AuthMode::Jwt => AuthConfig::Jwt(JwtConfig {
+                    hs256_secret: self.jwt_secret.clone(),
+                    public_key_file: self.jwt_public_key_file.clone(),
+                    jwks_file: self.jwt_jwks_file.clone(),
+                    user_claim: self.jwt_user_claim.clone(),
+                    audience: self.jwt_audience.clone(),
+                    issuer: self.jwt_issuer.clone(),
+                    leeway_seconds: self.jwt_leeway.as_secs(),
+                }),
+            },
             ..defaults
         }
     }

@@ -8,12 +8,14 @@
 //!
 //! - [`sockets`]: the `/chat` namespace and its events;
 //! - [`rest`]: the HTTP API;
+//! - [`auth`]: who a client is (development mode or JWT);
 //! - [`interest`]: which subjects this gateway listens to, and why;
 //! - [`limits`]: rate and connection limits;
 //! - `rooms`: delivery into conversation rooms, and the replay of missed messages;
 //! - [`validate`]: payload rules and error texts;
 //! - [`wire`]: the JSON the clients see.
 
+pub mod auth;
 pub mod interest;
 pub mod limits;
 mod queries;
@@ -31,6 +33,7 @@ use chat_bus::{Bus, BusError};
 use chat_proto::{Conversation, Subjects};
 use socketioxide::SocketIo;
 
+use crate::auth::{AuthConfig, AuthSetupError, Authenticator};
 use crate::interest::Interest;
 use crate::limits::{Limits, LimitsConfig};
 
@@ -55,6 +58,8 @@ pub struct GatewayConfig {
     pub max_buffered_packets: usize,
     /// Origins allowed by CORS; `None` allows any origin (development only).
     pub allowed_origins: Option<Vec<String>>,
+    /// How clients prove who they are.
+    pub auth: AuthConfig,
     /// Rate limits per user and connection limits per user and address.
     pub limits: LimitsConfig,
     /// Take the client address from the first `X-Forwarded-For` entry (behind a trusted load
@@ -76,11 +81,20 @@ impl Default for GatewayConfig {
             max_rooms_per_socket: 100,
             max_buffered_packets: 256,
             allowed_origins: None,
+            auth: AuthConfig::Development,
             limits: LimitsConfig::default(),
             trust_forwarded_for: false,
             heartbeat_interval: Duration::from_secs(5),
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("bus: {0}")]
+    Bus(#[from] BusError),
+    #[error("authentication: {0}")]
+    Auth(#[from] AuthSetupError),
 }
 
 /// One gateway: shared by every socket and request it serves.
@@ -96,6 +110,7 @@ pub struct Gateway {
     /// Conversations never change once created, so the ones seen are kept (bounded).
     pub(crate) conversations: quick_cache::sync::Cache<i64, Conversation>,
     pub(crate) limits: Limits,
+    pub(crate) auth: Authenticator,
     /// Sockets open here (socket id → user id), as reported to presence.
     pub(crate) local_sockets: tokio::sync::Mutex<HashMap<String, i64>>,
 }
@@ -107,7 +122,7 @@ impl Gateway {
         bus: Arc<dyn Bus>,
         subjects: Subjects,
         config: GatewayConfig,
-    ) -> Result<(Arc<Gateway>, axum::Router), BusError> {
+    ) -> Result<(Arc<Gateway>, axum::Router), GatewayError> {
         let (layer, io) = SocketIo::builder()
             .max_payload(config.max_payload_bytes)
             .ws_max_message_size(config.max_payload_bytes as usize)
@@ -122,6 +137,7 @@ impl Gateway {
             conversations: quick_cache::sync::Cache::new(100_000),
             local_sockets: tokio::sync::Mutex::new(HashMap::new()),
             limits: Limits::new(config.limits.clone()),
+            auth: Authenticator::new(&config.auth)?,
             config,
         });
         gateway.listen_for_send_outcomes().await?;
@@ -129,7 +145,7 @@ impl Gateway {
         tokio::spawn(heartbeat(gateway.clone()));
         tokio::spawn(resync_after_reconnections(gateway.clone()));
         tokio::spawn(forget_idle_users(gateway.clone()));
-        let cors = cors_layer(gateway.config.allowed_origins.as_deref());
+        let cors = cors_layer(gateway.config.allowed_origins.as_deref(), gateway.auth.is_development());
         // The CORS layer wraps the Socket.IO one too: browsers poll across origins.
         let app = rest::router(gateway.clone()).layer(layer).layer(cors);
         Ok((gateway, app))
@@ -171,10 +187,13 @@ async fn heartbeat(gateway: Arc<Gateway>) {
     }
 }
 
-fn cors_layer(allowed_origins: Option<&[String]>) -> tower_http::cors::CorsLayer {
+/// CORS: the configured origins; with none configured, any origin in development mode, and
+/// none (same origin only) otherwise.
+fn cors_layer(allowed_origins: Option<&[String]>, development: bool) -> tower_http::cors::CorsLayer {
     use tower_http::cors::{AllowOrigin, CorsLayer};
     match allowed_origins {
-        None => CorsLayer::permissive(),
+        None if development => CorsLayer::permissive(),
+        None => CorsLayer::new(),
         Some(origins) => {
             let origins = origins.iter().filter_map(|o| o.parse().ok()).collect::<Vec<_>>();
             CorsLayer::new()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,6 +18,7 @@ use chat_proto::{
 };
 use serde_json::{json, Value};
 
+use crate::auth::Credentials;
 use crate::queries::QueryFailure;
 use crate::wire::{ConversationJson, MessageJson};
 use crate::Gateway;
@@ -84,6 +85,27 @@ impl From<QueryFailure> for ApiError {
     }
 }
 
+/// The `Authorization: Bearer` token of a request, if any.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Who calls, in JWT mode (`None` in development mode, where the REST API is open as the spec
+/// has it).
+fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    if gw.auth.is_development() {
+        return Ok(None);
+    }
+    let credentials = Credentials { token: bearer_token(headers), claimed_user: None };
+    gw.auth.authenticate(&credentials).map(Some).map_err(|reason| ApiError::new(StatusCode::UNAUTHORIZED, reason))
+}
+
+fn forbidden(message: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, message)
+}
+
 async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
@@ -94,7 +116,12 @@ async fn not_found() -> ApiError {
 
 /// `POST /api/chats/conversations {sender_id, receiver_id}`: 201 with the new conversation, or
 /// 200 with the pair's existing one.
-async fn open_conversation(State(gw): State<Arc<Gateway>>, body: Bytes) -> Result<Response, ApiError> {
+async fn open_conversation(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = caller(&gw, &headers)?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body is not valid JSON: {e}")))?;
     let Some(fields) = body.as_object() else {
@@ -115,6 +142,9 @@ async fn open_conversation(State(gw): State<Arc<Gateway>>, body: Bytes) -> Resul
     if sender_id == receiver_id {
         return Err(ApiError::invalid(vec!["receiver_id must differ from sender_id".into()]));
     }
+    if caller.is_some_and(|caller| caller != sender_id && caller != receiver_id) {
+        return Err(forbidden("You can only open conversations you take part in"));
+    }
     let reply: ConversationReply =
         gw.query(RPC_OPEN_CONVERSATION, &OpenConversation { sender_id, receiver_id }).await?;
     let Some(conversation_reply::Result::Conversation(conversation)) = reply.result else {
@@ -129,6 +159,7 @@ async fn open_conversation(State(gw): State<Arc<Gateway>>, body: Bytes) -> Resul
 /// `?before=<id>&limit=` for those before it; `after=0` starts at the beginning).
 async fn list_messages(
     State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -144,6 +175,12 @@ async fn list_messages(
     let Some(conversation_id) = conversation_id.filter(|_| problems.is_empty()) else {
         return Err(ApiError::invalid(problems));
     };
+    if let Some(caller) = caller(&gw, &headers)? {
+        let conversation = gw.conversation(conversation_id).await?;
+        if !conversation.has_participant(caller) {
+            return Err(forbidden("Unauthorized to read this conversation"));
+        }
+    }
     let page = u32::try_from(page).unwrap_or(u32::MAX);
     let limit = u32::try_from(limit).unwrap_or(u32::MAX).min(MAX_PAGE_SIZE);
     let query = ListMessages { conversation_id, page, limit, after_id, before_id };
@@ -159,11 +196,19 @@ async fn list_messages(
 }
 
 /// `GET /api/chats/users/{id}/conversations`: newest first.
-async fn list_conversations(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn list_conversations(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = caller(&gw, &headers)?;
     let mut problems = Vec::new();
     let Some(user_id) = parse_integer(Some(&id), "user id", 1, &mut problems) else {
         return Err(ApiError::invalid(problems));
     };
+    if caller.is_some_and(|caller| caller != user_id) {
+        return Err(forbidden("You can only list your own conversations"));
+    }
     let reply: ConversationList = gw.query(RPC_LIST_CONVERSATIONS, &ListConversations { user_id }).await?;
     let data: Vec<ConversationJson> = reply.conversations.into_iter().map(ConversationJson::from).collect();
     Ok(Json(json!({ "data": data })))

@@ -28,6 +28,7 @@ use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError};
 use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
 
+use crate::auth::Credentials;
 use crate::limits::{Action, ConnectionTicket};
 use crate::rooms::{self, deliver_message, RoomDelivery, SharedRoom};
 use crate::validate;
@@ -36,7 +37,7 @@ use crate::Gateway;
 use chat_proto::ErrorKind;
 
 pub const NAMESPACE: &str = "/chat";
-const INVALID_USER: &str = "userId query parameter is required and must be a positive integer";
+pub(crate) const INVALID_USER: &str = "userId query parameter is required and must be a positive integer";
 const SEND_FAILED: &str = "Failed to send message";
 
 /// What the gateway keeps per connected socket.
@@ -62,7 +63,9 @@ struct Membership {
 
 pub(crate) fn register(gateway: &Arc<Gateway>) {
     let gw = gateway.clone();
-    gateway.io.ns(NAMESPACE, move |socket: SocketRef| on_connect(gw.clone(), socket));
+    gateway.io.ns(NAMESPACE, move |socket: SocketRef, TryData(auth): TryData<Value>| {
+        on_connect(gw.clone(), socket, auth.unwrap_or(Value::Null))
+    });
 }
 
 fn room_of_user(user_id: i64) -> String {
@@ -95,13 +98,11 @@ fn emit_error(socket: &SocketRef, message: &str) {
 
 /// The connect handler. Its synchronous part (everything before the returned future) runs
 /// before any event of the socket is handled.
-fn on_connect(gw: Arc<Gateway>, socket: SocketRef) -> impl Future<Output = ()> {
-    let admitted = validate::user_id_from_query(socket.req_parts().uri.query())
-        .ok_or_else(|| INVALID_USER.to_owned())
-        .and_then(|user_id| {
-            let address = client_address(&socket, gw.config.trust_forwarded_for);
-            gw.limits.open_connection(user_id, address).map(|ticket| (user_id, ticket))
-        });
+fn on_connect(gw: Arc<Gateway>, socket: SocketRef, auth: Value) -> impl Future<Output = ()> {
+    let admitted = authenticate(&gw, &socket, &auth).and_then(|user_id| {
+        let address = client_address(&socket, gw.config.trust_forwarded_for);
+        gw.limits.open_connection(user_id, address).map(|ticket| (user_id, ticket))
+    });
     let setup = admitted.map(|(user_id, ticket)| {
         let membership = Arc::new(Mutex::new(Membership::default()));
         let guard = membership.clone().try_lock_owned().expect("a new lock is free");
@@ -125,6 +126,22 @@ fn on_connect(gw: Arc<Gateway>, socket: SocketRef) -> impl Future<Output = ()> {
         };
         set_up(&gw, &state, &socket, guard).await;
     }
+}
+
+/// The socket's user. The token may come in the Socket.IO `auth` payload (`{token}`), the
+/// handshake query (`token`), or an `Authorization: Bearer` header.
+fn authenticate(gw: &Gateway, socket: &SocketRef, auth: &Value) -> Result<i64, String> {
+    let parts = socket.req_parts();
+    let query = parts.uri.query();
+    let from_query = validate::query_param(query, "token");
+    let token = auth
+        .get("token")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or(from_query)
+        .or_else(|| crate::rest::bearer_token(&parts.headers).map(str::to_owned));
+    let claimed_user = validate::query_param(query, "userId");
+    gw.auth.authenticate(&Credentials { token: token.as_deref(), claimed_user: claimed_user.as_deref() })
 }
 
 /// The client's address: the TCP peer, or the first `X-Forwarded-For` entry when the gateway

@@ -168,15 +168,24 @@ pub fn typing(payload: &Value) -> Result<(i64, bool), String> {
     Ok((conversation_id, is_typing))
 }
 
-/// The `userId` of the handshake query: a positive integer, or nothing.
-pub fn user_id_from_query(query: Option<&str>) -> Option<i64> {
+/// A parameter of a query string (percent-decoded), if present.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or("")).ok()?;
-    let (_, raw) = pairs.into_iter().find(|(key, _)| key == "userId")?;
-    // Only plain decimal digits: "1.5", "+1", " 1" and "0x1" are not user ids.
+    pairs.into_iter().find(|(key, _)| key == name).map(|(_, value)| value)
+}
+
+/// A user id as text: a positive decimal integer, nothing else ("1.5", "+1", " 1" and "0x1"
+/// are not user ids).
+pub fn user_id(raw: &str) -> Option<i64> {
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     raw.parse::<i64>().ok().filter(|id| *id > 0)
+}
+
+/// The `userId` of the handshake query: a positive integer, or nothing.
+pub fn user_id_from_query(query: Option<&str>) -> Option<i64> {
+    user_id(&query_param(query, "userId")?)
 }
 
 #[cfg(test)]
