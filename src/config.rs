@@ -187,6 +187,11 @@ pub struct Settings {
     #[arg(long, env = "CHAT_TRUST_FORWARDED_FOR", default_value_t = false, global = true)]
     pub trust_forwarded_for: bool,
 
+    /// A connection whose peer accepts no data for this long is closed (a reader that never
+    /// reads cannot hold server resources).
+    #[arg(long, env = "CHAT_WRITE_STALL_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration, global = true)]
+    pub write_stall_timeout: Duration,
+
     /// Origins allowed by CORS, comma-separated; unset allows any origin (development).
     #[arg(long, env = "CHAT_CORS_ORIGINS", value_delimiter = ',', global = true)]
     pub cors_origins: Option<Vec<String>>,

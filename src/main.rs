@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chat_bus::{Bus, MemoryBus, NatsBus, WorkQueueSettings};
+use chat_gateway::listener::{ClientAddr, GuardedListener};
 use chat_gateway::Gateway;
 use chat_persister::{Persister, Store};
 use chat_presence::Presence;
@@ -141,7 +142,10 @@ async fn serve_gateway(
     };
     tokio::select! {
         // With the peer address in each request: the per-address connection limit needs it.
-        served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        served = axum::serve(
+            GuardedListener::new(listener, settings.write_stall_timeout),
+            app.into_make_service_with_connect_info::<ClientAddr>(),
+        )
             .with_graceful_shutdown(shutdown) => served.context("HTTP server failed")?,
         stopped = first_stopped(roles) => return Err(stopped),
     }

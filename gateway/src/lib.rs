@@ -11,6 +11,7 @@
 //! - [`auth`]: who a client is (development mode or JWT);
 //! - [`interest`]: which subjects this gateway listens to, and why;
 //! - [`limits`]: rate and connection limits;
+//! - [`listener`]: the TCP listener that drops peers which stop reading;
 //! - `rooms`: delivery into conversation rooms, and the replay of missed messages;
 //! - [`validate`]: payload rules and error texts;
 //! - [`wire`]: the JSON the clients see.
@@ -18,6 +19,7 @@
 pub mod auth;
 pub mod interest;
 pub mod limits;
+pub mod listener;
 mod queries;
 pub mod rest;
 mod rooms;

@@ -156,7 +156,7 @@ fn client_address(socket: &SocketRef, trust_forwarded_for: bool) -> Option<std::
             }
         }
     }
-    parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0.ip())
+    parts.extensions.get::<axum::extract::ConnectInfo<crate::listener::ClientAddr>>().map(|info| info.0 .0.ip())
 }
 
 async fn set_up(

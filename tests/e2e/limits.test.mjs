@@ -59,3 +59,15 @@ test('a user may hold at most 20 connections on a gateway', async () => {
   await new Promise((r) => setTimeout(r, 200));
   await srv.connect(a, { gateway: 0 }); // a closed connection frees its place
 });
+
+test('a join flood is cut at the burst with a clear error', async () => {
+  const [a, b] = srv.users(2);
+  const conv = await srv.openConversation(a, b);
+  const sa = await srv.connect(a);
+  const acks = await Promise.all(
+    Array.from({ length: 160 }, () => sa.timeout(5000).emitWithAck('join-conversation', { conversationId: conv.id })),
+  );
+  const refused = acks.filter((ack) => !ack.success);
+  assert.ok(refused.length >= 40, `the burst (100) and a little refill pass: ${160 - refused.length}`);
+  assert.ok(refused.every((ack) => ack.error === 'Rate limit exceeded: too many joins, slow down'));
+});
