@@ -60,7 +60,8 @@ pub fn send_message(payload: &Value, max_content_chars: usize) -> Result<SendPay
     // Images and files are references, never inline data: a URL or an attachment id.
     if let (Some(kind @ ("image" | "file")), Some(reference)) = (message_type, content.as_deref()) {
         if !is_attachment_reference(reference) {
-            errors.push(format!("content of a {kind} message must be an http(s) URL or attachment:<id>"));
+            let article = if kind == "image" { "an" } else { "a" };
+            errors.push(format!("content of {article} {kind} message must be an http(s) URL or attachment:<id>"));
         }
     }
     // An extension of the spec's payload: optional, for idempotent retries.
@@ -317,7 +318,10 @@ mod tests {
             payload["content"] = json!(content);
             assert_eq!(
                 send_message(&payload, 200),
-                Err(format!("content of a {kind} message must be an http(s) URL or attachment:<id>")),
+                Err(format!(
+                    "content of {} {kind} message must be an http(s) URL or attachment:<id>",
+                    if kind == "image" { "an" } else { "a" }
+                )),
                 "{kind}: {content}"
             );
         }

@@ -323,7 +323,8 @@ test('send-message: image and file content must be an http(s) URL or attachment:
   for (const [type, content] of [['image', 'a cat'], ['image', 'javascript:alert(1)'], ['file', 'file:///etc/passwd'], ['file', 'attachment:']]) {
     const err = srv.once(sa, 'message-error');
     sa.emit('send-message', { sender_id: a, conversation_id: conv.id, message_type: type, content });
-    assert.deepEqual(await err, { error: `content of a ${type} message must be an http(s) URL or attachment:<id>` }, content);
+    const article = type === 'image' ? 'an' : 'a';
+    assert.deepEqual(await err, { error: `content of ${article} ${type} message must be an http(s) URL or attachment:<id>` }, content);
   }
   assert.equal((await srv.history(conv.id)).total, 0);
 });
