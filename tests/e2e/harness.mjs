@@ -29,9 +29,35 @@
 // mode). Cluster-only helpers: `killGateway(i)`, `restartGateway(i)`, `killRole(role)`,
 // `restartRole(role)` with role 'persister' | 'presence' | 'gwa' | 'gwb'.
 //
+// Cluster-only options of useServer(), for fault-injection tests (all off by default):
+//   ownNats: true  the cluster runs on a `nats-server` of its own (`nats-server -a 127.0.0.1
+//                  -p <free port> -js -sd <temp dir>`, binary from PATH or $NATS_SERVER_BIN)
+//                  instead of the shared one on 4222, so it may be stopped:
+//                  `srv.restartNats({ signal, downMs })` stops it (SIGTERM or SIGKILL), waits
+//                  `downMs`, starts it again on the same port with the same store directory and
+//                  waits until it accepts connections with JetStream (or in two steps:
+//                  `srv.stopNats(signal)`, `srv.startNats()`). `srv.natsUrl` is its URL.
+//                  The store directory is removed at the end.
+//   pgProxy: true  the roles reach Postgres through a TCP proxy in this process (their
+//                  DATABASE_URL names the proxy's port, with sslmode=disable; `psql()` still
+//                  uses the real port);
+//                  `srv.pgOutage(ms)` cuts every proxied connection and refuses new ones
+//                  (accepts and resets them) for `ms`, then serves again; with
+//                  `{ atCommit: true }` it begins just after a COMMIT has reached Postgres,
+//                  holding back the answer (the client cannot know it was committed);
+//                  `srv.pgHoldNextCommit()` holds back the answer to the next COMMIT until
+//                  its `release()` (a role caught mid-transaction, its data committed).
+//   natsProxy: true each gateway reaches NATS through a TCP proxy of its own in this process;
+//                  `srv.natsPartition(i, ms)` cuts gateway i off from NATS for `ms` (its
+//                  connection reset, reconnections refused), the other roles unaffected.
+//   flags: [...]   extra command-line flags for every cluster role, after the harness's own
+//                  (e.g. ['--store-timeout', '4s']; every setting is a global flag).
+// The server output is printed when a test of the file fails, or always with E2E_SHOW_LOG=1;
+// the server processes log at RUST_LOG=warn, or at $E2E_RUST_LOG (e.g. chat_gateway=info,warn).
+//
 // Skipping: a file's tests are skipped (shown as "# SKIP <reason>" by the runner) when
-//   - E2E_MODE=cluster and NATS or Postgres is not reachable (unless CI=true: then the
-//     file fails loudly instead), or
+//   - E2E_MODE=cluster and NATS or Postgres is not reachable (with ownNats: Postgres or the
+//     nats-server binary) (unless CI=true: then the file fails loudly instead), or
 //   - the file asked for one mode only, `useServer({ only: 'cluster' })`, and runs in the other.
 // node:test cannot skip a test from a hook, so the decision is made when the file calls
 // useServer() (NATS and Postgres are checked when this module loads, in cluster mode only) and
@@ -41,7 +67,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -276,7 +302,7 @@ class ServerProcess {
     const err = lineSplitter(`[${this.role}] `, this.log);
     proc.stdout.on('data', (c) => out.write(c));
     proc.stderr.on('data', (c) => err.write(c));
-    this.log(`[harness] ${this.role}: started pid ${proc.pid}: chat ${this.args.join(' ')}\n`);
+    this.log(`[harness] ${this.role}: started pid ${proc.pid}: ${path.basename(this.bin)} ${this.args.join(' ')}\n`);
     this.exitPromise = new Promise((resolve) => {
       const onGone = (exited) => {
         if (this.proc !== proc || this.exited !== null) return resolve();
@@ -383,13 +409,13 @@ export function psql(sql, { database = 'postgres', timeoutMs = 15_000 } = {}) {
   });
 }
 
-/** Null when a JetStream-enabled NATS answers at NATS_HOST:NATS_PORT, else the problem. */
-function natsProblem(timeoutMs = 3000) {
+/** Null when a JetStream-enabled NATS answers at host:port (default: the shared one), else the problem. */
+function natsProblem(timeoutMs = 3000, host = NATS_HOST, port = NATS_PORT) {
   return new Promise((resolve) => {
-    const where = `NATS at ${NATS_HOST}:${NATS_PORT}`;
+    const where = `NATS at ${host}:${port}`;
     let buf = '';
     let done = false;
-    const s = net.connect({ host: NATS_HOST, port: NATS_PORT });
+    const s = net.connect({ host, port });
     const finish = (problem) => {
       if (done) return;
       done = true;
@@ -412,18 +438,164 @@ function natsProblem(timeoutMs = 3000) {
   });
 }
 
-/** Problems that prevent cluster mode (empty when NATS and Postgres both answer). */
+/** What keeps cluster mode from running: `{ nats, postgres }`, each null when it answers. */
 async function clusterDependencyProblems() {
   const [nats, pg] = await Promise.all([
     natsProblem(),
     psql('select 1', { timeoutMs: 10_000 }),
   ]);
-  const problems = [];
-  if (nats) problems.push(nats);
-  if (!pg.ok) {
-    problems.push(`Postgres at ${PG_HOST}:${PG_PORT} (psql -U ${PG_USER} -c 'select 1'): ${pg.stderr.trim().replace(/\s+/g, ' ') || `exit ${pg.code}`}`);
+  const postgres = pg.ok
+    ? null
+    : `Postgres at ${PG_HOST}:${PG_PORT} (psql -U ${PG_USER} -c 'select 1'): ${pg.stderr.trim().replace(/\s+/g, ' ') || `exit ${pg.code}`}`;
+  return { nats, postgres };
+}
+
+/** The `nats-server` binary that `useServer({ ownNats: true })` runs. */
+export function natsServerBinary() {
+  return process.env.NATS_SERVER_BIN || 'nats-server';
+}
+
+/** Null when the nats-server binary runs, else the problem. */
+function natsServerProblem() {
+  const bin = natsServerBinary();
+  const r = spawnSync(bin, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+  if (r.error) return `${bin} cannot run (${r.error.code ?? r.error.message}); install nats-server or set NATS_SERVER_BIN`;
+  if (r.status !== 0) return `${bin} --version exited ${r.status}: ${(r.stderr || r.stdout).trim()}`;
+  return null;
+}
+
+/** Polls until a JetStream-enabled NATS answers on 127.0.0.1:port; fails early if `proc` exits. */
+async function waitNatsReady(port, timeoutMs, proc) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (proc && !proc.alive) throw new Error(`nats-server exited during startup (${JSON.stringify(proc.exited)})`);
+    const problem = await natsProblem(1000, '127.0.0.1', port);
+    if (problem === null) return;
+    if (Date.now() > deadline) throw new Error(`nats-server on port ${port} not ready within ${timeoutMs} ms (last: ${problem})`);
+    await sleep(100);
   }
-  return problems;
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 to `host:port` (for Postgres faults): `outage(ms)` resets every
+ * proxied connection and, for `ms`, accepts and resets new ones (the listening port stays
+ * ours); then it proxies again. `holdNextCommit()` waits for a client to send a `COMMIT`,
+ * lets it reach the server and holds back the server's answers on that connection until
+ * `release()`. With `{ atCommit: true }` the outage begins 100 ms after such a COMMIT: the
+ * client cannot know whether its transaction was committed (it was).
+ */
+async function startTcpProxy(host, port) {
+  const pairs = new Set();
+  let refusing = false;
+  let outages = 0;
+  let onCommit = null; // armed by holdNextCommit()
+  const reset = (s) => {
+    if (typeof s.resetAndDestroy === 'function') s.resetAndDestroy();
+    else s.destroy();
+  };
+  const server = net.createServer((client) => {
+    client.on('error', () => {});
+    if (refusing) {
+      reset(client);
+      return;
+    }
+    const upstream = net.connect({ host, port });
+    const pair = { client, upstream, held: null }; // held: answers kept back, while holding
+    pairs.add(pair);
+    const close = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    upstream.on('error', close);
+    client.on('error', close);
+    client.on('close', close);
+    upstream.on('close', close);
+    client.on('data', (chunk) => {
+      if (!upstream.write(chunk)) client.pause();
+      if (onCommit !== null && chunk.includes('COMMIT')) {
+        pair.held = [];
+        onCommit(pair);
+      }
+    });
+    upstream.on('drain', () => client.resume());
+    upstream.on('data', (chunk) => {
+      if (pair.held !== null) {
+        pair.held.push(chunk);
+        return;
+      }
+      if (!client.write(chunk)) upstream.pause();
+    });
+    client.on('drain', () => upstream.resume());
+    client.on('end', () => upstream.end());
+    upstream.on('end', () => client.end());
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  return {
+    port: server.address().port,
+    get refusing() { return refusing; },
+    get outages() { return outages; },
+    /** Connections proxied now. */
+    get connections() { return pairs.size; },
+    /**
+     * Resolves once a client's COMMIT has been forwarded to the server, with `{ held: true,
+     * release }`: that connection's answers are kept back until release(); or with
+     * `{ held: false }` when none came within `timeoutMs`.
+     */
+    holdNextCommit(timeoutMs = 5000) {
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          onCommit = null;
+          resolve({ held: false, release: () => {} });
+        }, timeoutMs);
+        onCommit = (pair) => {
+          clearTimeout(timer);
+          onCommit = null;
+          resolve({
+            held: true,
+            release: () => {
+              const chunks = pair.held ?? [];
+              pair.held = null;
+              for (const c of chunks) if (!pair.client.destroyed) pair.client.write(c);
+            },
+          });
+        };
+      });
+    },
+    /** Resolves when the outage is over; `{ atCommit }`: whether it began at a COMMIT. */
+    async outage(ms, { atCommit = false } = {}) {
+      outages++;
+      let committed = false;
+      if (atCommit) {
+        committed = (await this.holdNextCommit()).held;
+        if (committed) await sleep(100); // the server applies the COMMIT; its answer stays here
+      }
+      refusing = true;
+      for (const pair of [...pairs]) {
+        pairs.delete(pair);
+        reset(pair.client);
+        reset(pair.upstream);
+      }
+      try {
+        await sleep(ms);
+      } finally {
+        refusing = false;
+      }
+      return { atCommit: committed };
+    },
+    close() {
+      refusing = true;
+      for (const pair of pairs) {
+        pair.client.destroy();
+        pair.upstream.destroy();
+      }
+      pairs.clear();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
 }
 
 /** Deletes the JetStream streams of a test run's subject prefix (stream, KV, object buckets). */
@@ -459,21 +631,35 @@ async function deleteStreams(prefix) {
 /**
  * Starts the server (one process, or a cluster: see the header) for the current test file
  * and returns a helper object. Registers node:test `before`, `afterEach` and `after` hooks.
- * `only: 'single' | 'cluster'` skips the file's tests in the other mode.
+ * `only: 'single' | 'cluster'` skips the file's tests in the other mode. `ownNats` and
+ * `pgProxy` (cluster mode only, so use them with `only: 'cluster'`): see the header.
  */
-export function useServer({ only } = {}) {
+export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = false, flags = [] } = {}) {
   if (only !== undefined && only !== 'single' && only !== 'cluster') {
     throw new Error(`useServer({ only }) must be 'single' or 'cluster', not ${JSON.stringify(only)}`);
   }
+  if ((ownNats || pgProxy || natsProxy || flags.length > 0) && only !== 'cluster') {
+    throw new Error("useServer({ ownNats, pgProxy, natsProxy, flags }) are cluster options: add only: 'cluster'");
+  }
+  const roleFlags = [...CLUSTER_FLAGS, ...flags];
+  // With a NATS server of its own, the shared one is not needed, but the nats-server binary is.
+  const problems = MODE !== 'cluster' || (only !== undefined && only !== MODE)
+    ? []
+    : ownNats
+      ? [clusterDeps.postgres, natsServerProblem()].filter(Boolean)
+      : clusterProblems;
+  const needs = ownNats ? 'Postgres and the nats-server binary' : 'NATS (JetStream) and Postgres';
   if (only !== undefined && only !== MODE) {
     skipFile(`${only}-only tests; this run is E2E_MODE=${MODE} (run with E2E_MODE=${only})`);
-  } else if (MODE === 'cluster' && clusterProblems.length > 0 && process.env.CI !== 'true') {
-    skipFile(`SKIPPING cluster e2e: NATS/Postgres not reachable (${clusterProblems.join('; ')})`);
+  } else if (problems.length > 0 && process.env.CI !== 'true') {
+    skipFile(ownNats
+      ? `SKIPPING cluster e2e: Postgres or nats-server not available (${problems.join('; ')})`
+      : `SKIPPING cluster e2e: NATS/Postgres not reachable (${problems.join('; ')})`);
     const bar = '!'.repeat(78);
     process.stderr.write(
       `\n${bar}\n!!! ${skipReason}\n` +
       `!!! every test of ${path.basename(process.argv[1] ?? 'this file')} is skipped; ` +
-      `start NATS (JetStream) and Postgres, or set CI=true to fail instead\n${bar}\n\n`,
+      `${ownNats ? 'provide' : 'start'} ${needs}, or set CI=true to fail instead\n${bar}\n\n`,
     );
   }
 
@@ -492,6 +678,11 @@ export function useServer({ only } = {}) {
     failed: false,
     nextUser: 1000,
     rr: 0,
+    natsUrl: '', // cluster: the NATS server the roles use
+    nats: null, // ownNats: the nats-server process
+    natsDir: '', // ownNats: its JetStream store directory
+    pgProxy: null, // pgProxy: the proxy in front of Postgres
+    natsProxies: [], // natsProxy: per gateway, the proxy between it and NATS
   };
   let dbCreated = false;
   let streamsPending = false;
@@ -503,7 +694,8 @@ export function useServer({ only } = {}) {
 
   function where() {
     return MODE === 'cluster'
-      ? `cluster; ${Object.values(h.procs).map((p) => `${p.role} :${p.port}`).join(', ')}; database ${h.dbName}, prefix ${h.prefix}`
+      ? `cluster; ${Object.values(h.procs).map((p) => `${p.role} :${p.port}`).join(', ')}; database ${h.dbName}, prefix ${h.prefix}` +
+        `${h.nats ? `; own nats-server :${h.nats.port}` : ''}${h.pgProxy ? `; Postgres proxy :${h.pgProxy.port}` : ''}`
       : `port ${h.port}, data dir ${h.dataDir}`;
   }
 
@@ -527,6 +719,8 @@ export function useServer({ only } = {}) {
 
   const killOnExit = () => {
     for (const p of procList()) p.killNow();
+    h.nats?.killNow();
+    if (h.natsDir) rmSync(h.natsDir, { recursive: true, force: true });
     if (dbCreated) {
       spawnSync('psql', ['-h', PG_HOST, '-p', String(PG_PORT), '-U', PG_USER, '-d', 'postgres', '-X', '-q',
         '-c', `drop database if exists ${h.dbName} with (force)`], { stdio: 'ignore', timeout: 5000 });
@@ -534,7 +728,7 @@ export function useServer({ only } = {}) {
   };
 
   function childEnv(extra) {
-    const env = { ...process.env, RUST_LOG: 'warn', NO_COLOR: '1', ...extra };
+    const env = { ...process.env, RUST_LOG: process.env.E2E_RUST_LOG || 'warn', NO_COLOR: '1', ...extra };
     // The all-in-one mode must not pick up a cluster configuration from the environment.
     if (MODE === 'single') {
       for (const k of ['NATS_URL', 'DATABASE_URL', 'CHAT_SUBJECT_PREFIX', 'CHAT_GATEWAY_ID']) delete env[k];
@@ -563,6 +757,24 @@ export function useServer({ only } = {}) {
     await waitHealthy([p], HEALTH_TIMEOUT_MS);
   }
 
+  /** ownNats: a nats-server with JetStream on a free port, its store in a temp directory. */
+  async function startOwnNats() {
+    h.natsDir = await mkdtemp(path.join(os.tmpdir(), 'chat-e2e-nats-'));
+    const [port] = await distinctPorts(1);
+    h.natsUrl = `nats://127.0.0.1:${port}`;
+    h.nats = new ServerProcess({
+      role: 'nats',
+      bin: natsServerBinary(),
+      args: ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', h.natsDir],
+      env: process.env,
+      port,
+      log: appendLog,
+      onUnexpectedExit,
+    });
+    h.nats.start();
+    await waitNatsReady(port, CLUSTER_HEALTH_TIMEOUT_MS, h.nats);
+  }
+
   async function startCluster(bin) {
     const rand = randomBytes(4).toString('hex');
     h.dbName = `chat_e2e_${rand}`;
@@ -570,17 +782,30 @@ export function useServer({ only } = {}) {
     const created = await psql(`create database ${h.dbName}`);
     if (!created.ok) throw new Error(`cannot create database ${h.dbName}: ${created.stderr.trim()}`);
     dbCreated = true;
-    streamsPending = true;
+    if (ownNats) await startOwnNats();
+    else {
+      h.natsUrl = `nats://${NATS_HOST}:${NATS_PORT}`;
+      streamsPending = true;
+    }
+    if (pgProxy) h.pgProxy = await startTcpProxy(PG_HOST, PG_PORT);
+    if (natsProxy) {
+      const target = ownNats ? ['127.0.0.1', h.nats.port] : [NATS_HOST, NATS_PORT];
+      for (let i = 0; i < GATEWAY_IDS.length; i++) h.natsProxies.push(await startTcpProxy(...target));
+    }
     const env = childEnv({
-      NATS_URL: `nats://${NATS_HOST}:${NATS_PORT}`,
-      DATABASE_URL: `postgres://${PG_USER}@${PG_HOST}:${PG_PORT}/${h.dbName}`,
+      NATS_URL: h.natsUrl,
+      // Through the proxy without TLS, so that it sees the protocol (pgOutage's atCommit).
+      DATABASE_URL: h.pgProxy
+        ? `postgres://${PG_USER}@127.0.0.1:${h.pgProxy.port}/${h.dbName}?sslmode=disable`
+        : `postgres://${PG_USER}@${PG_HOST}:${PG_PORT}/${h.dbName}`,
       CHAT_SUBJECT_PREFIX: h.prefix,
     });
     const [pPers, pPres, pA, pB] = await distinctPorts(4);
-    const persister = addProc('persister', bin, ['persister', '--port', String(pPers), ...CLUSTER_FLAGS], env, pPers);
-    const presence = addProc('presence', bin, ['presence', '--port', String(pPres), ...CLUSTER_FLAGS], env, pPres);
-    const gws = [[GATEWAY_IDS[0], pA], [GATEWAY_IDS[1], pB]].map(([id, port]) => addProc(
-      id, bin, ['gateway', '--port', String(port), '--gateway-id', id, ...CLUSTER_FLAGS], env, port,
+    const persister = addProc('persister', bin, ['persister', '--port', String(pPers), ...roleFlags], env, pPers);
+    const presence = addProc('presence', bin, ['presence', '--port', String(pPres), ...roleFlags], env, pPres);
+    const gws = [[GATEWAY_IDS[0], pA], [GATEWAY_IDS[1], pB]].map(([id, port], i) => addProc(
+      id, bin, ['gateway', '--port', String(port), '--gateway-id', id, ...roleFlags],
+      natsProxy ? { ...env, NATS_URL: `nats://127.0.0.1:${h.natsProxies[i].port}` } : env, port,
     ));
     h.gateways = gws.map((g) => g.baseUrl);
     h.port = pA;
@@ -597,6 +822,13 @@ export function useServer({ only } = {}) {
   async function teardown() {
     const graceMs = MODE === 'cluster' ? 3000 : 5000;
     await Promise.all(procList().map((p) => p.stop(graceMs)));
+    if (h.nats) await h.nats.stop(graceMs);
+    if (h.natsDir) {
+      await rm(h.natsDir, { recursive: true, force: true });
+      h.natsDir = '';
+    }
+    if (h.pgProxy) await h.pgProxy.close();
+    for (const p of h.natsProxies.splice(0)) await p.close();
     if (dbCreated) {
       const dropped = await psql(`drop database if exists ${h.dbName} with (force)`);
       if (dropped.ok) dbCreated = false;
@@ -622,10 +854,10 @@ export function useServer({ only } = {}) {
         '(set CARGO_TARGET_DIR or CHAT_BIN to point elsewhere)',
       );
     }
-    if (MODE === 'cluster' && clusterProblems.length > 0) {
+    if (MODE === 'cluster' && problems.length > 0) {
       // Not skipped above, so CI=true: fail loudly.
       throw new Error(
-        `cluster e2e cannot run: NATS/Postgres not reachable (${clusterProblems.join('; ')}). ` +
+        `cluster e2e cannot run: ${ownNats ? `${needs} not available` : 'NATS/Postgres not reachable'} (${problems.join('; ')}). ` +
         'CI=true, so this fails instead of skipping.',
       );
     }
@@ -660,6 +892,7 @@ export function useServer({ only } = {}) {
     await teardown();
     process.off('exit', killOnExit);
     if (h.failed && h.log !== '') dumpLog('a test in this file failed');
+    else if (process.env.E2E_SHOW_LOG === '1' && h.log !== '') dumpLog('E2E_SHOW_LOG=1');
   });
 
   function ensureStarted() {
@@ -836,6 +1069,79 @@ export function useServer({ only } = {}) {
     }
   };
 
+  /**
+   * ownNats: stops the cluster's nats-server with `signal` ('SIGTERM': waits up to 5 s for
+   * it to exit, then SIGKILL; 'SIGKILL': at once), waits `downMs`, starts it again on the same
+   * port with the same JetStream store, and waits until it accepts connections.
+   */
+  const restartNats = async ({ signal = 'SIGTERM', downMs = 0 } = {}) => {
+    await stopNats(signal);
+    if (downMs > 0) await sleep(downMs);
+    await startNats();
+  };
+
+  /** ownNats: stops the nats-server (see restartNats) and leaves it stopped. */
+  const stopNats = async (signal = 'SIGTERM') => {
+    requireCluster('stopNats');
+    if (!h.nats) throw new Error("stopNats needs useServer({ only: 'cluster', ownNats: true })");
+    if (signal === 'SIGTERM') await h.nats.stop(5000);
+    else await h.nats.kill(signal);
+  };
+
+  /** ownNats: starts the stopped nats-server again (same port, same store); waits until ready. */
+  const startNats = async () => {
+    requireCluster('startNats');
+    if (!h.nats) throw new Error("startNats needs useServer({ only: 'cluster', ownNats: true })");
+    if (h.nats.alive) return;
+    h.nats.start();
+    try {
+      await waitNatsReady(h.nats.port, CLUSTER_HEALTH_TIMEOUT_MS, h.nats);
+    } catch (err) {
+      dumpLog(`restart of nats-server failed: ${err.message}`);
+      throw err;
+    }
+  };
+
+  /**
+   * pgProxy: resolves once a role's COMMIT has reached Postgres, whose answer is held back
+   * until `release()` (so the role is mid-transaction, its data committed): `{ held, release }`,
+   * `held` false when no COMMIT came within `timeoutMs`.
+   */
+  const pgHoldNextCommit = async (timeoutMs = 5000) => {
+    requireCluster('pgHoldNextCommit');
+    if (!h.pgProxy) throw new Error("pgHoldNextCommit needs useServer({ only: 'cluster', pgProxy: true })");
+    const hold = await h.pgProxy.holdNextCommit(timeoutMs);
+    appendLog(`[harness] Postgres proxy: ${hold.held ? 'a COMMIT reached Postgres; its answer is held back' : `no COMMIT within ${timeoutMs} ms`}\n`);
+    return hold;
+  };
+
+  /**
+   * pgProxy: Postgres unreachable for the roles for `ms` (see the header); resolves after, with
+   * `{ atCommit }`. `{ atCommit: true }`: the outage begins right after a COMMIT has reached
+   * Postgres, whose answer never gets back (waits up to 5 s for one; else begins anyway).
+   */
+  /**
+   * natsProxy: gateway `i` (0 = A, 1 = B) cut off from NATS for `ms`: its connection is reset
+   * and new ones refused meanwhile (the other roles keep theirs); resolves after.
+   */
+  const natsPartition = async (i, ms) => {
+    requireCluster('natsPartition');
+    const proxy = h.natsProxies[i];
+    if (!proxy) throw new Error(`natsPartition needs useServer({ only: 'cluster', natsProxy: true }) and a gateway index 0 or 1, not ${JSON.stringify(i)}`);
+    appendLog(`[harness] ${GATEWAY_IDS[i]} cut off from NATS for ${ms} ms\n`);
+    await proxy.outage(ms);
+    appendLog(`[harness] ${GATEWAY_IDS[i]} may reach NATS again\n`);
+  };
+
+  const pgOutage = async (ms, { atCommit = false } = {}) => {
+    requireCluster('pgOutage');
+    if (!h.pgProxy) throw new Error("pgOutage needs useServer({ only: 'cluster', pgProxy: true })");
+    appendLog(`[harness] Postgres proxy: outage of ${ms} ms ${atCommit ? 'at the next COMMIT ' : ''}begins (${h.pgProxy.connections} connections)\n`);
+    const outcome = await h.pgProxy.outage(ms, { atCommit });
+    appendLog(`[harness] Postgres proxy: outage over${atCommit ? ` (began ${outcome.atCommit ? 'just after a COMMIT' : 'without a COMMIT seen in 5 s'})` : ''}\n`);
+    return outcome;
+  };
+
   Object.assign(h, {
     api, socket, connect, users, openConversation, join, send, history,
     once, collect, expectNone, recordEvents,
@@ -845,6 +1151,14 @@ export function useServer({ only } = {}) {
     isAlive: () => procList().length > 0 && procList().every((p) => p.alive),
     killRole,
     restartRole,
+    restartNats,
+    stopNats,
+    startNats,
+    pgOutage,
+    pgHoldNextCommit,
+    natsPartition,
+    /** Appends a line to the server output shown on failure (marks what a test did when). */
+    note: (text) => appendLog(`[test] ${new Date().toISOString()} ${text}\n`),
     /** Cluster: SIGKILLs gateway `i` (0 = A, 1 = B). */
     killGateway: (i) => killRole(GATEWAY_IDS[i] ?? `gateway ${i}`, 'SIGKILL'),
     /** Cluster: restarts gateway `i` on the same port with the same id; waits for health. */
@@ -861,4 +1175,5 @@ export function useServer({ only } = {}) {
 }
 
 /** What keeps cluster mode from running here (checked once per test file, in cluster mode). */
-const clusterProblems = MODE === 'cluster' ? await clusterDependencyProblems() : [];
+const clusterDeps = MODE === 'cluster' ? await clusterDependencyProblems() : { nats: null, postgres: null };
+const clusterProblems = [clusterDeps.nats, clusterDeps.postgres].filter(Boolean);
