@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command: Rust unit and integration tests, then the end-to-end suite
-# (the official socket.io-client from npm against the real `chat` binary).
+# The project's test command: Rust unit and integration tests, then the end-to-end suite (the
+# official socket.io-client from npm against the real `chat` binary, all-in-one and as a
+# cluster on NATS and Postgres), then the fault-injection group.
 # Needs: a Rust toolchain, Node.js >= 18 with npm. Installs the npm packages itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,5 +12,7 @@ echo "== cargo build (release)"
 cargo build --release --workspace --locked
 echo "== cargo test"
 cargo test --release --workspace --locked
-echo "== end-to-end suite (socket.io-client)"
+echo "== end-to-end suite (socket.io-client), all-in-one and cluster"
 CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/e2e/run.sh
+echo "== fault injection and fuzz (cluster under load)"
+CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/e2e/run-faults.sh

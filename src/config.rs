@@ -123,7 +123,7 @@ pub struct Settings {
     pub max_rooms_per_socket: usize,
 
     /// Packets waiting to be written to one socket before it is disconnected as a slow reader.
-    #[arg(long, env = "CHAT_MAX_BUFFERED_PACKETS", default_value_t = 256, global = true)]
+    #[arg(long, env = "CHAT_MAX_BUFFERED_PACKETS", default_value_t = 1024, global = true)]
     pub max_buffered_packets: usize,
 
     /// How clients prove who they are: `development` trusts the `userId` query (anyone can be

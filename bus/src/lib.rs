@@ -118,12 +118,19 @@ pub trait Bus: Send + Sync + 'static {
     /// with the same name share the jobs.
     async fn work_queue(&self, consumer: &str) -> Result<WorkQueue, BusError>;
 
-    /// Counts the reconnections to the bus: core messages published while disconnected are
-    /// lost, so subscribers that cannot afford a gap resynchronise when this changes.
-    fn reconnections(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// The connection's losses and restorations, in order: core messages published while
+    /// disconnected are lost, so subscribers that cannot afford a gap resynchronise.
+    fn connection_events(&self) -> tokio::sync::broadcast::Receiver<ConnectionEvent>;
 
     /// Opens (creating if needed) the key-value bucket `bucket`.
     async fn key_value(&self, bucket: &str) -> Result<Arc<dyn KeyValue>, BusError>;
+}
+
+/// A change of the bus connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    Lost,
+    Restored,
 }
 
 /// A small durable map: what survives a restart of the process that writes it.

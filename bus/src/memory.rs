@@ -19,7 +19,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::subject::{has_wildcard, subject_matches};
-use crate::{Acker, Bus, BusError, Job, KeyValue, Message, Subscription, WorkQueue};
+use crate::{Acker, Bus, BusError, ConnectionEvent, Job, KeyValue, Message, Subscription, WorkQueue};
 
 /// How many messages a subscription may hold before new ones are dropped.
 const SUBSCRIPTION_CAPACITY: usize = 65_536;
@@ -38,8 +38,8 @@ struct Inner {
     jobs_tx: mpsc::Sender<(String, Bytes)>,
     jobs_rx: Mutex<Option<mpsc::Receiver<(String, Bytes)>>>,
     buckets: Mutex<HashMap<String, Arc<MemoryKeyValue>>>,
-    /// Never changes: the in-process bus cannot disconnect.
-    reconnections: tokio::sync::watch::Sender<u64>,
+    /// Never sends: the in-process bus cannot disconnect.
+    connection_events: tokio::sync::broadcast::Sender<ConnectionEvent>,
 }
 
 #[derive(Default)]
@@ -73,7 +73,7 @@ impl MemoryBus {
                 jobs_tx,
                 jobs_rx: Mutex::new(Some(jobs_rx)),
                 buckets: Mutex::new(HashMap::new()),
-                reconnections: tokio::sync::watch::Sender::new(0),
+                connection_events: tokio::sync::broadcast::Sender::new(1),
             }),
         }
     }
@@ -195,8 +195,8 @@ impl Bus for MemoryBus {
         Ok(Box::pin(jobs))
     }
 
-    fn reconnections(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.reconnections.subscribe()
+    fn connection_events(&self) -> tokio::sync::broadcast::Receiver<ConnectionEvent> {
+        self.inner.connection_events.subscribe()
     }
 
     async fn key_value(&self, bucket: &str) -> Result<Arc<dyn KeyValue>, BusError> {

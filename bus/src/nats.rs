@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::{Acker, Bus, BusError, Job, KeyValue, Message, Subscription, WorkQueue};
+use crate::{Acker, Bus, BusError, ConnectionEvent, Job, KeyValue, Message, Subscription, WorkQueue};
 
 /// The durable work queue's stream: its name, what it holds, and its limits.
 #[derive(Clone, Debug)]
@@ -73,30 +73,33 @@ pub struct NatsBus {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     work_queue: Arc<WorkQueueSettings>,
-    reconnections: tokio::sync::watch::Receiver<u64>,
+    connection_events: tokio::sync::broadcast::Sender<ConnectionEvent>,
 }
 
 impl NatsBus {
     /// Connects once (no retry here: the caller decides how long to keep trying) and makes
     /// sure the work queue's stream exists with `settings`.
     pub async fn connect(url: &str, client_name: &str, settings: WorkQueueSettings) -> Result<Self, BusError> {
-        // Counts connections after the first: each is a reconnection.
-        let (connections, reconnections) = tokio::sync::watch::channel(0u64);
-        let connections = Arc::new(connections);
+        // Losses and restorations after the first connection, for subscribers that resync.
+        let connection_events = tokio::sync::broadcast::Sender::new(64);
+        let events = connection_events.clone();
         let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let client = async_nats::ConnectOptions::new()
             .name(client_name)
             .connection_timeout(Duration::from_secs(5))
             .event_callback(move |event| {
-                let (connections, first) = (connections.clone(), first.clone());
+                let (events, first) = (events.clone(), first.clone());
                 async move {
                     match event {
                         async_nats::Event::Connected if first.swap(false, std::sync::atomic::Ordering::SeqCst) => {}
                         async_nats::Event::Connected => {
                             tracing::info!("NATS connection re-established");
-                            connections.send_modify(|count| *count += 1);
+                            let _ = events.send(ConnectionEvent::Restored); // no subscriber: nothing to do
                         }
-                        async_nats::Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("NATS connection lost; reconnecting");
+                            let _ = events.send(ConnectionEvent::Lost);
+                        }
                         other => tracing::warn!(event = %other, "NATS event"),
                     }
                 }
@@ -109,7 +112,7 @@ impl NatsBus {
             .create_or_update_stream(settings.stream_config())
             .await
             .map_err(|e| BusError::Connection(format!("cannot create or update stream {}: {e}", settings.stream)))?;
-        Ok(Self { client, jetstream, work_queue: Arc::new(settings), reconnections })
+        Ok(Self { client, jetstream, work_queue: Arc::new(settings), connection_events })
     }
 
     /// Deletes a JetStream stream (a work queue, or `KV_<bucket>` for a bucket) with all it
@@ -235,8 +238,8 @@ impl Bus for NatsBus {
         Ok(Box::pin(jobs))
     }
 
-    fn reconnections(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.reconnections.clone()
+    fn connection_events(&self) -> tokio::sync::broadcast::Receiver<ConnectionEvent> {
+        self.connection_events.subscribe()
     }
 
     async fn key_value(&self, bucket: &str) -> Result<Arc<dyn KeyValue>, BusError> {

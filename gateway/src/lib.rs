@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_bus::{Bus, BusError};
+use chat_bus::{Bus, BusError, ConnectionEvent};
 use chat_proto::{Conversation, Subjects};
 use socketioxide::SocketIo;
 
@@ -81,7 +81,7 @@ impl Default for GatewayConfig {
             query_timeout: Duration::from_secs(5),
             max_pending_sends: 256,
             max_rooms_per_socket: 100,
-            max_buffered_packets: 256,
+            max_buffered_packets: 1024,
             allowed_origins: None,
             auth: AuthConfig::Development,
             limits: LimitsConfig::default(),
@@ -162,14 +162,23 @@ impl Gateway {
     }
 }
 
-/// Core messages published while this gateway was cut off from the bus are lost: after each
-/// reconnection, every room here reads what it missed (see `rooms`).
+/// Core messages published while this gateway was cut off from the bus are lost: when the
+/// connection goes, every room notes where it stood; when it is back, each reads what it
+/// missed (see `rooms`).
 async fn resync_after_reconnections(gateway: Arc<Gateway>) {
-    let mut reconnections = gateway.bus.reconnections();
-    while reconnections.changed().await.is_ok() {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = gateway.bus.connection_events();
+    loop {
+        let event = events.recv().await;
         let rooms = gateway.room_messages.attachments().await;
-        tracing::info!(rooms = rooms.len(), "reconnected to the bus: resynchronising rooms");
-        rooms::resync_rooms(&gateway, rooms).await;
+        match event {
+            Ok(ConnectionEvent::Lost) => rooms::mark_lost(&rooms),
+            Ok(ConnectionEvent::Restored) | Err(RecvError::Lagged(_)) => {
+                tracing::info!(rooms = rooms.len(), "reconnected to the bus: resynchronising rooms");
+                rooms::resync_rooms(&gateway, rooms).await;
+            }
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 

@@ -28,13 +28,34 @@ pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE_SIZE: u32 = 100;
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
+    let body_limit = usize::try_from(gateway.config.max_payload_bytes).unwrap_or(usize::MAX);
     Router::new()
         .route("/healthz", get(health))
         .route("/api/chats/conversations", post(open_conversation))
         .route("/api/chats/conversations/{id}/messages", get(list_messages))
         .route("/api/chats/users/{id}/conversations", get(list_conversations))
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(gateway)
+}
+
+/// Every error is JSON in the same shape, also those axum answers by itself (a body over the
+/// limit, a path that is not UTF-8, a method the route does not take).
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_owned();
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("Error").to_owned() } else { text };
+    ApiError::new(status, message).into_response()
 }
 
 /// An error response.

@@ -18,12 +18,15 @@
 //! recognisable by its id, and ids never go backwards.
 //!
 //! The room as a whole can miss messages too: core NATS messages published while the gateway
-//! was disconnected from NATS are gone. Each room therefore remembers the last id it
-//! delivered, and after a reconnection [`resync_rooms`] reads what came after it, the same way
-//! (live messages are kept meanwhile, and delivered after). Live delivery skips ids at or
-//! below the last delivered one, which also drops redelivered duplicates.
+//! was disconnected from NATS are gone. When the connection is lost, every room notes the last
+//! id it delivered and starts keeping live messages ([`mark_lost`]); once it is back,
+//! [`resync_rooms`] reads what came after the noted id and delivers it, then what was kept.
+//! Live delivery skips the ids a room delivered lately, which drops redelivered duplicates and
+//! messages read twice, while a message that arrives late (stored before others but published
+//! after them, e.g. when a persister gave up on a commit that had in fact succeeded) is still
+//! delivered rather than lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_bus::Message;
@@ -44,8 +47,16 @@ const REPLAY_PAGE: u32 = 100;
 /// the joins that replay into it.
 pub type SharedRoom = Arc<Mutex<RoomDelivery>>;
 
+/// How many delivered ids a room remembers to recognise duplicates.
+const RECENT_IDS: usize = 4_096;
+
 pub struct RoomDelivery {
     conversation_id: i64,
+    /// The ids delivered lately, oldest first, and the same as a set.
+    recent: VecDeque<i64>,
+    recent_set: HashSet<i64>,
+    /// Where the room stood when the bus connection was lost: the resync reads from here.
+    resync_since: Option<i64>,
     /// Sockets replaying missed messages, with the live messages that arrived meanwhile.
     recovering: HashMap<Sid, Vec<StoredMessage>>,
     /// The highest message id delivered to the room (0: none yet).
@@ -56,16 +67,30 @@ pub struct RoomDelivery {
 
 impl RoomDelivery {
     pub fn shared(conversation_id: i64) -> SharedRoom {
-        Arc::new(Mutex::new(Self { conversation_id, recovering: HashMap::new(), last_delivered: 0, resyncing: None }))
+        Arc::new(Mutex::new(Self {
+            conversation_id,
+            recovering: HashMap::new(),
+            last_delivered: 0,
+            resyncing: None,
+            recent: VecDeque::new(),
+            recent_set: HashSet::new(),
+            resync_since: None,
+        }))
     }
 
     /// Delivers one message to the room's members here (read under the lock: a socket ending
     /// its replay joins under it), and keeps it for the sockets still replaying.
     fn deliver(&mut self, gw: &Gateway, conversation_id: i64, stored: StoredMessage) {
-        if stored.id <= self.last_delivered {
+        if !self.recent_set.insert(stored.id) {
             return; // delivered already: a redelivery, or read again by a resync
         }
-        self.last_delivered = stored.id;
+        self.recent.push_back(stored.id);
+        if self.recent.len() > RECENT_IDS {
+            if let Some(oldest) = self.recent.pop_front() {
+                self.recent_set.remove(&oldest);
+            }
+        }
+        self.last_delivered = self.last_delivered.max(stored.id);
         for kept in self.recovering.values_mut() {
             kept.push(stored.clone());
         }
@@ -138,27 +163,49 @@ async fn set_baseline(gw: &Gateway, conversation_id: i64, room: &SharedRoom) {
     }
 }
 
-/// After a reconnection to the bus: every room here reads what it may have missed.
+/// The bus connection is lost: every room notes where it stands and keeps live messages.
+pub(crate) fn mark_lost(rooms: &[SharedRoom]) {
+    for room in rooms {
+        let mut delivery = lock(room);
+        if delivery.resyncing.is_none() {
+            delivery.resyncing = Some(Vec::new());
+            delivery.resync_since = Some(delivery.last_delivered);
+        }
+    }
+}
+
+/// How long a room keeps trying to read what it missed (the persister may reconnect later
+/// than this gateway) before it gives up and says so in the logs.
+const RESYNC_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// After a reconnection to the bus: every room here reads what it missed since the loss.
 pub(crate) async fn resync_rooms(gw: &Gateway, rooms: Vec<SharedRoom>) {
+    mark_lost(&rooms); // rooms opened while disconnected
     for room in rooms {
         let (conversation_id, since) = {
-            let mut delivery = lock(&room);
-            if delivery.resyncing.is_some() {
-                continue;
-            }
-            delivery.resyncing = Some(Vec::new());
-            (delivery.conversation_id, delivery.last_delivered)
+            let delivery = lock(&room);
+            (delivery.conversation_id, delivery.resync_since.unwrap_or(delivery.last_delivered))
         };
-        let missed = read_after(gw, conversation_id, since, MAX_REPLAY).await;
+        let deadline = tokio::time::Instant::now() + RESYNC_PATIENCE;
+        let mut delay = std::time::Duration::from_millis(250);
+        let missed = loop {
+            match read_after(gw, conversation_id, since, MAX_REPLAY).await {
+                Ok(found) => break Some(found),
+                Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                    tracing::debug!(conversation_id, error = %e, "room resync: history not available yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::warn!(conversation_id, error = %e, "room resync failed; messages may be missing");
+                    break None;
+                }
+            }
+        };
         let mut delivery = lock(&room);
         let kept = delivery.resyncing.take().unwrap_or_default();
-        let (missed, complete) = match missed {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::warn!(conversation_id, error = %e, "room resync failed; messages may be missing");
-                (Vec::new(), true)
-            }
-        };
+        delivery.resync_since = None;
+        let (missed, complete) = missed.unwrap_or((Vec::new(), true));
         if !complete {
             tracing::warn!(conversation_id, "room resync stopped at {MAX_REPLAY} messages");
         }

@@ -82,14 +82,33 @@ pub(crate) fn room_of_conversation(conversation_id: i64) -> String {
 pub(crate) fn emit<T: serde::Serialize + ?Sized>(socket: &SocketRef, event: &str, payload: &T) {
     match socket.emit(event, payload) {
         Ok(()) => {}
-        Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-            tracing::warn!(socket = %socket.id, event, "slow reader: outgoing buffer full, disconnecting");
-            if let Err(e) = socket.clone().disconnect() {
-                tracing::debug!(socket = %socket.id, error = %e, "disconnecting a slow reader failed");
-            }
-        }
+        Err(SendError::Socket(SocketError::InternalChannelFull)) => disconnect_slow_reader(socket, event),
         Err(e) => tracing::debug!(socket = %socket.id, event, error = %e, "emit failed"),
     }
+}
+
+/// Marks a socket whose buffer overflowed; set once per socket at connection.
+#[derive(Clone, Default)]
+struct Overflowed(Arc<std::sync::atomic::AtomicBool>);
+
+/// Disconnects a socket whose outgoing buffer is full. socketioxide refuses to disconnect while
+/// the buffer is full (the disconnect packet would not fit), so this keeps trying as the buffer
+/// drains; a peer that does not read at all is cut by the listener's write-stall guard.
+fn disconnect_slow_reader(socket: &SocketRef, event: &str) {
+    let Some(Overflowed(flag)) = socket.extensions.get::<Overflowed>() else { return };
+    if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return; // already on its way out
+    }
+    tracing::warn!(socket = %socket.id, event, "slow reader: outgoing buffer full, disconnecting");
+    let socket = socket.clone();
+    tokio::spawn(async move {
+        while socket.connected() {
+            match socket.clone().disconnect() {
+                Err(SocketError::InternalChannelFull) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                _ => return,
+            }
+        }
+    });
 }
 
 fn emit_error(socket: &SocketRef, message: &str) {
@@ -108,6 +127,7 @@ fn on_connect(gw: Arc<Gateway>, socket: SocketRef, auth: Value) -> impl Future<O
         let guard = membership.clone().try_lock_owned().expect("a new lock is free");
         let (sends, queue) = mpsc::channel(gw.config.max_pending_sends);
         let state = Arc::new(SocketState { user_id, membership, sends, _ticket: ticket });
+        socket.extensions.insert(Overflowed::default());
         socket.join(room_of_user(user_id));
         register_events(&gw, &state, &socket);
         spawn_send_queue(gw.clone(), socket.id, queue);
@@ -213,12 +233,17 @@ fn register_events(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketR
     socket.on(
         "leave-conversation",
         move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| async move {
-            match validate::conversation_id(&payload.unwrap_or(Value::Null)) {
+            let payload = payload.unwrap_or(Value::Null);
+            match validate::conversation_id(&payload) {
                 Ok(conversation_id) => {
                     leave(&g, &s, &socket, conversation_id).await;
                     send_ack(ack, &json!({ "success": true, "conversationId": conversation_id }));
                 }
-                Err(message) => emit_error(&socket, &message),
+                Err(message) => {
+                    emit_error(&socket, &message);
+                    let conversation_id = payload.get("conversationId").cloned().unwrap_or(Value::Null);
+                    send_ack(ack, &json!({ "success": false, "conversationId": conversation_id, "error": message }));
+                }
             }
         },
     );

@@ -49,11 +49,21 @@ pub struct Persister {
     pub(crate) store: Store,
     pub(crate) conversations: Arc<ConversationCache>,
     config: PersisterConfig,
+    /// When a batch last gave up on the database: while that is recent and the database still
+    /// fails, later batches give up at once instead of each waiting the full store timeout.
+    gave_up_at: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl Persister {
     pub fn new(bus: Arc<dyn Bus>, subjects: Subjects, store: Store, config: PersisterConfig) -> Self {
-        Self { bus, subjects, store, conversations: Arc::new(ConversationCache::new(100_000)), config }
+        Self {
+            bus,
+            subjects,
+            store,
+            conversations: Arc::new(ConversationCache::new(100_000)),
+            config,
+            gave_up_at: Arc::default(),
+        }
     }
 
     /// Runs until the bus connection ends. Subscribes before it returns control, so that a
@@ -92,12 +102,30 @@ impl Persister {
                 Err(e) => tracing::error!(subject = %job.subject, error = %e, "dropping undecodable send command"),
             }
         }
-        let deadline = Instant::now() + self.config.store_timeout;
+        let recently_gave_up = self
+            .gave_up_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some_and(|at| at.elapsed() < self.config.store_timeout);
+        let deadline = if recently_gave_up { Instant::now() } else { Instant::now() + self.config.store_timeout };
         let mut delay = Duration::from_millis(250);
+        // After a commit with an unknown outcome the batch may be stored already: giving up
+        // would tell senders "failed" about messages that exist. So the batch is then retried
+        // until the database answers (the retry finds the rows by their dedup keys), and the
+        // partition waits meanwhile, which keeps later messages behind it.
+        let mut outcome_unknown = false;
         let outcomes = loop {
             match self.store_batch(&commands).await {
-                Ok(outcomes) => break outcomes,
-                Err(e) if Instant::now() + delay < deadline => {
+                Ok(outcomes) => {
+                    *self.gave_up_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+                    break outcomes;
+                }
+                Err(e)
+                    if outcome_unknown
+                        || matches!(e, StoreError::CommitUnknown(_))
+                        || Instant::now() + delay < deadline =>
+                {
+                    outcome_unknown |= matches!(e, StoreError::CommitUnknown(_));
                     tracing::warn!(error = %e, retry_in = ?delay, "storing a batch failed; retrying");
                     // Tell the queue we are still at it, so it does not hand the jobs to
                     // another persister meanwhile.
@@ -111,6 +139,7 @@ impl Persister {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, messages = commands.len(), "storing a batch failed; giving up");
+                    *self.gave_up_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
                     let error =
                         format!("Failed to send message: storage unavailable for {:?}", self.config.store_timeout);
                     break commands.iter().map(|c| (c, send_outcome::Result::Error(error.clone()))).collect();

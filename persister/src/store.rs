@@ -23,6 +23,8 @@ pub enum StoreError {
     Migrate(DbErr),
     #[error("database error: {0}")]
     Query(#[from] DbErr),
+    #[error("the commit's outcome is unknown: {0}")]
+    CommitUnknown(DbErr),
 }
 
 /// A message accepted for storage; the store gives it its id and timestamp.
@@ -177,7 +179,9 @@ impl Store {
             };
             stored.push(model);
         }
-        txn.commit().await?;
+        // A commit whose answer is lost may or may not have happened: say so, the caller must
+        // not report failure before it knows.
+        txn.commit().await.map_err(StoreError::CommitUnknown)?;
         Ok(stored)
     }
 

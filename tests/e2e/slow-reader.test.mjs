@@ -6,9 +6,10 @@
 import assert from 'node:assert/strict';
 import { test, useServer } from './harness.mjs';
 
-// A small buffer and a short stall timeout keep the test short; a high send limit lets one
+// A smaller buffer and a short stall timeout keep the test short (the writer, which reads,
+// must not overflow its own buffer with confirmations); a high send limit lets one
 // sender fill the buffer quickly.
-Object.assign(process.env, { CHAT_MAX_BUFFERED_PACKETS: '16', CHAT_WRITE_STALL_TIMEOUT: '3s', CHAT_SEND_RATE: '100000', CHAT_SEND_BURST: '100000' });
+Object.assign(process.env, { CHAT_MAX_BUFFERED_PACKETS: '256', CHAT_WRITE_STALL_TIMEOUT: '3s', CHAT_SEND_RATE: '100000', CHAT_SEND_BURST: '100000' });
 
 const srv = useServer();
 

@@ -291,7 +291,10 @@ function rawRequest(base, req) {
     try {
       // Spaces and non-ASCII go out percent-encoded (as a browser would send them); the rest as written.
       const wirePath = req.path.replace(/[^\x21-\x7e]/gu, (ch) => encodeURIComponent(ch));
-      r = http.request({ host: url.hostname, port: url.port, method: req.method, path: wirePath, headers, timeout: 15_000 }, (res) => {
+      // A connection of its own per request (agent: false): the server closes a connection after
+      // answering early a request whose body it did not read, and a kept-alive connection reused
+      // for the next request would then fail with EPIPE on the client side.
+      r = http.request({ host: url.hostname, port: url.port, method: req.method, path: wirePath, headers, timeout: 15_000, agent: false }, (res) => {
         const chunks = [];
         res.on('data', (c) => chunks.push(c));
         res.on('end', () => finish({ status: res.statusCode, text: Buffer.concat(chunks).toString() }));
