@@ -110,6 +110,15 @@ pub struct Settings {
     #[arg(long, env = "CHAT_STORE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub store_timeout: Duration,
 
+    /// Most send commands the persister stores in one transaction.
+    #[arg(long, env = "CHAT_BATCH_MAX", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096), global = true)]
+    pub batch_max: u32,
+
+    /// How long a persister batch waits for more commands after its first (commands already
+    /// waiting are always taken). Zero adds no latency when idle.
+    #[arg(long, env = "CHAT_BATCH_LINGER", default_value = "0ms", value_parser = humantime::parse_duration, global = true)]
+    pub batch_linger: Duration,
+
     /// Longest message `content` accepted, in characters.
     #[arg(long, env = "CHAT_MAX_CONTENT_CHARS", default_value_t = 10_000, global = true)]
     pub max_content_chars: usize,
@@ -233,7 +242,11 @@ impl Settings {
     }
 
     pub fn persister_config(&self) -> PersisterConfig {
-        PersisterConfig { store_timeout: self.store_timeout }
+        PersisterConfig {
+            store_timeout: self.store_timeout,
+            max_batch: self.batch_max as usize,
+            batch_linger: self.batch_linger,
+        }
     }
 
     pub fn presence_config(&self) -> PresenceConfig {

@@ -23,6 +23,9 @@ use futures::FutureExt;
 
 use crate::config::{Cli, Command, LogFormat, Settings};
 use crate::startup::{retry, shutdown_signal};
+use futures::future::try_join_all;
+use std::future::IntoFuture;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -43,26 +46,32 @@ async fn main() -> anyhow::Result<()> {
                 None => Arc::new(MemoryBus::new()),
             };
             let store = open_store(settings).await?;
-            let persister =
-                Persister::new(bus.clone(), subjects.clone(), store, settings.persister_config()).start().await?;
+            let stop = stop_on_signal();
+            let persister = Persister::new(bus.clone(), subjects.clone(), store, settings.persister_config())
+                .start(stop.clone())
+                .await?;
             let presence = Presence::new(bus.clone(), subjects.clone(), settings.presence_config()).start().await?;
-            let roles = vec![role_task("persister", persister), role_task("presence", presence)];
-            serve_gateway(settings, bus, subjects, roles).await
+            let roles =
+                vec![role_task("persister", persister, &stop), stateless_role_task("presence", presence, &stop)];
+            serve_gateway(settings, bus, subjects, roles, stop).await
         }
         Command::Gateway => {
             let bus = connect_nats(settings, &subjects, "chat-gateway").await?;
-            serve_gateway(settings, bus, subjects, Vec::new()).await
+            serve_gateway(settings, bus, subjects, Vec::new(), stop_on_signal()).await
         }
         Command::Persister => {
             let bus = connect_nats(settings, &subjects, "chat-persister").await?;
             let store = open_store(settings).await?;
-            let persister = Persister::new(bus, subjects, store, settings.persister_config()).start().await?;
-            serve_health(settings, "persister", vec![role_task("persister", persister)]).await
+            let stop = stop_on_signal();
+            let persister =
+                Persister::new(bus, subjects, store, settings.persister_config()).start(stop.clone()).await?;
+            serve_health(settings, "persister", vec![role_task("persister", persister, &stop)], stop).await
         }
         Command::Presence => {
             let bus = connect_nats(settings, &subjects, "chat-presence").await?;
             let presence = Presence::new(bus, subjects, settings.presence_config()).start().await?;
-            serve_health(settings, "presence", vec![role_task("presence", presence)]).await
+            let stop = stop_on_signal();
+            serve_health(settings, "presence", vec![stateless_role_task("presence", presence, &stop)], stop).await
         }
     }
 }
@@ -97,79 +106,109 @@ async fn connect_nats(settings: &Settings, subjects: &Subjects, client_name: &st
     Ok(Arc::new(bus))
 }
 
-/// A role's main task, as a future that resolves only if the role stops.
+/// Cancelled by SIGTERM or Ctrl-C: every role then stops taking work and finishes what it has.
+fn stop_on_signal() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal: finishing work in hand");
+        on_signal.cancel();
+    });
+    stop
+}
+
+/// A role's main task, as a future that resolves when the role ends: `Ok` only when it ended
+/// because `stop` asked it to.
 fn role_task<E: std::fmt::Debug + Send + 'static>(
     name: &'static str,
     task: tokio::task::JoinHandle<Result<(), E>>,
-) -> BoxFuture<'static, anyhow::Error> {
+    stop: &CancellationToken,
+) -> BoxFuture<'static, anyhow::Result<()>> {
+    let stop = stop.clone();
     async move {
         match task.await {
-            Ok(Ok(())) => anyhow::anyhow!("{name} stopped"),
-            Ok(Err(e)) => anyhow::anyhow!("{name} stopped: {e:?}"),
-            Err(e) => anyhow::anyhow!("{name} crashed: {e}"),
+            Ok(Ok(())) if stop.is_cancelled() => Ok(()),
+            Ok(Ok(())) => Err(anyhow::anyhow!("{name} stopped")),
+            Ok(Err(e)) => Err(anyhow::anyhow!("{name} stopped: {e:?}")),
+            Err(e) => Err(anyhow::anyhow!("{name} crashed: {e}")),
         }
     }
     .boxed()
 }
 
-/// Resolves with the first role that stops, or never when there is none.
-async fn first_stopped(roles: Vec<BoxFuture<'static, anyhow::Error>>) -> anyhow::Error {
-    if roles.is_empty() {
-        return std::future::pending().await;
+/// Like [`role_task`], for a role with no work in hand to finish: it ends as soon as `stop`
+/// says so.
+fn stateless_role_task<E: std::fmt::Debug + Send + 'static>(
+    name: &'static str,
+    task: tokio::task::JoinHandle<Result<(), E>>,
+    stop: &CancellationToken,
+) -> BoxFuture<'static, anyhow::Result<()>> {
+    let stop = stop.clone();
+    let task = role_task(name, task, &stop);
+    async move {
+        tokio::select! {
+            ended = task => ended,
+            () = stop.cancelled() => Ok(()),
+        }
     }
-    futures::future::select_all(roles).await.0
+    .boxed()
 }
 
-/// Serves the gateway's HTTP and Socket.IO until a shutdown signal, or until one of the
-/// in-process `roles` stops (a process that lost a role must not look healthy).
+/// Runs the HTTP server and the in-process roles together: returns once all of them have
+/// finished after `stop`, or at the first failure (a process that lost a role must not look
+/// healthy).
+async fn run_until_stopped(
+    server: impl std::future::Future<Output = std::io::Result<()>>,
+    what: &'static str,
+    roles: Vec<BoxFuture<'static, anyhow::Result<()>>>,
+) -> anyhow::Result<()> {
+    tokio::try_join!(async { server.await.with_context(|| format!("{what} failed")) }, try_join_all(roles))?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// Serves the gateway's HTTP and Socket.IO until `stop`, then closes every socket and waits
+/// for the in-process `roles` to finish their work.
 async fn serve_gateway(
     settings: &Settings,
     bus: Arc<dyn Bus>,
     subjects: Subjects,
-    roles: Vec<BoxFuture<'static, anyhow::Error>>,
+    roles: Vec<BoxFuture<'static, anyhow::Result<()>>>,
+    stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = settings.gateway_config();
     let gateway_id = config.gateway_id.clone();
     let (gateway, app) = Gateway::start(bus, subjects, config).await?;
     let listener = bind(settings).await?;
     tracing::info!(address = %settings_address(settings), %gateway_id, "gateway listening");
-    let shutdown = {
-        let gateway = gateway.clone();
-        async move {
-            shutdown_signal().await;
-            gateway.shut_down().await;
-        }
+    let shutdown = async move {
+        stop.cancelled().await;
+        gateway.shut_down().await;
     };
-    tokio::select! {
-        // With the peer address in each request: the per-address connection limit needs it.
-        served = axum::serve(
-            GuardedListener::new(listener, settings.write_stall_timeout),
-            app.into_make_service_with_connect_info::<ClientAddr>(),
-        )
-            .with_graceful_shutdown(shutdown) => served.context("HTTP server failed")?,
-        stopped = first_stopped(roles) => return Err(stopped),
-    }
-    tracing::info!("shut down");
-    Ok(())
+    // With the peer address in each request: the per-address connection limit needs it.
+    let server = axum::serve(
+        GuardedListener::new(listener, settings.write_stall_timeout),
+        app.into_make_service_with_connect_info::<ClientAddr>(),
+    )
+    .with_graceful_shutdown(shutdown);
+    run_until_stopped(server.into_future(), "HTTP server", roles).await
 }
 
-/// Serves `/healthz` for a role without an HTTP API of its own, until a shutdown signal or
-/// until the role stops.
+/// Serves `/healthz` for a role without an HTTP API of its own, until `stop` and the role has
+/// finished its work.
 async fn serve_health(
     settings: &Settings,
     role: &str,
-    roles: Vec<BoxFuture<'static, anyhow::Error>>,
+    roles: Vec<BoxFuture<'static, anyhow::Result<()>>>,
+    stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }));
     let listener = bind(settings).await?;
     tracing::info!(address = %settings_address(settings), %role, "health endpoint listening");
-    tokio::select! {
-        served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()) => served.context("health server failed")?,
-        stopped = first_stopped(roles) => return Err(stopped),
-    }
-    tracing::info!("shut down");
-    Ok(())
+    let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+    run_until_stopped(server.into_future(), "health server", roles).await
 }
 
 fn settings_address(settings: &Settings) -> std::net::SocketAddr {

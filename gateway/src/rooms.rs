@@ -96,8 +96,12 @@ impl RoomDelivery {
         }
         let Some(namespace) = gw.io.of(NAMESPACE) else { return };
         let members = namespace.to(room_of_conversation(conversation_id)).sockets();
-        // Sent one socket at a time, synchronously, under the lock: see the module doc.
-        let json = MessageJson::from(stored);
+        // Serialized once for all the members, then sent one socket at a time, synchronously,
+        // under the lock: see the module doc.
+        let json = match serde_json::value::to_raw_value(&MessageJson::from(stored)) {
+            Ok(json) => json,
+            Err(e) => return tracing::error!(error = %e, "cannot serialize a stored message"),
+        };
         for socket in members {
             emit(&socket, "receive-message", &json);
         }

@@ -5,14 +5,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use chat_bus::{Bus, BusError, Job};
+use chat_bus::{Bus, BusError, Job, WorkQueue};
 use chat_proto::{send_outcome, Conversation, SendMessage, SendOutcome, Subjects};
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::store::{NewMessage, Store, StoreError};
 
-/// Most send commands stored in one transaction: bounds the latency a batch adds.
-const MAX_BATCH: usize = 256;
 /// Name of the durable consumer that all persister replicas share.
 pub const CONSUMER_NAME: &str = "persister";
 
@@ -34,11 +33,17 @@ pub struct PersisterConfig {
     /// How long a batch is retried while the database is unavailable before its senders get
     /// `message-error`. Meanwhile the jobs stay on the queue, marked as in progress.
     pub store_timeout: Duration,
+    /// Most send commands stored in one transaction: bounds the latency a batch adds.
+    pub max_batch: usize,
+    /// How long a batch waits for more commands after its first one. Whatever is already
+    /// waiting is always taken (up to `max_batch`); zero adds no latency when idle, a little
+    /// makes batches, hence commits per message, better under moderate load.
+    pub batch_linger: Duration,
 }
 
 impl Default for PersisterConfig {
     fn default() -> Self {
-        Self { store_timeout: Duration::from_secs(30) }
+        Self { store_timeout: Duration::from_secs(30), max_batch: 256, batch_linger: Duration::ZERO }
     }
 }
 
@@ -66,20 +71,50 @@ impl Persister {
         }
     }
 
-    /// Runs until the bus connection ends. Subscribes before it returns control, so that a
-    /// gateway started after `start` finds someone listening.
-    pub async fn start(self) -> Result<tokio::task::JoinHandle<Result<(), PersisterError>>, PersisterError> {
+    /// Runs until the bus connection ends, or until `shutdown` is cancelled: then it takes no
+    /// new batch, finishes the one in hand (stored, confirmed, acknowledged), and returns
+    /// `Ok`. Subscribes before it returns control, so that a gateway started after `start`
+    /// finds someone listening.
+    pub async fn start(
+        self,
+        shutdown: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<Result<(), PersisterError>>, PersisterError> {
         let mut jobs = self.bus.work_queue(CONSUMER_NAME).await?;
         self.start_query_responders().await?;
         Ok(tokio::spawn(async move {
-            // Whatever is already waiting is taken at once, up to MAX_BATCH: under load the
-            // batches grow and the commits per message shrink; when idle a batch is one message.
-            let mut batches = (&mut jobs).ready_chunks(MAX_BATCH);
-            while let Some(batch) = batches.next().await {
+            loop {
+                let first = tokio::select! {
+                    // Waiting for the first job of a batch is the one safe place to stop:
+                    // nothing has been taken from the queue yet.
+                    () = shutdown.cancelled() => {
+                        tracing::info!("persister stopping: no batch in hand");
+                        return Ok(());
+                    }
+                    first = jobs.next() => first,
+                };
+                let Some(first) = first else { return Err(PersisterError::QueueEnded) };
+                let batch = self.fill_batch(first, &mut jobs).await;
                 self.handle_batch(batch).await;
             }
-            Err(PersisterError::QueueEnded)
         }))
+    }
+
+    /// A batch: `first`, then whatever the queue hands out within the linger time, up to the
+    /// batch size. Not cancelled half-way (jobs taken must be handled), so it never waits
+    /// longer than the linger time.
+    async fn fill_batch(&self, first: Job, jobs: &mut WorkQueue) -> Vec<Job> {
+        let mut batch = Vec::with_capacity(self.config.max_batch.min(64));
+        batch.push(first);
+        let deadline = Instant::now() + self.config.batch_linger;
+        while batch.len() < self.config.max_batch {
+            // `timeout_at` polls the queue before the clock, so jobs already waiting are taken
+            // even with no linger at all.
+            match tokio::time::timeout_at(deadline, jobs.next()).await {
+                Ok(Some(job)) => batch.push(job),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        batch
     }
 
     pub(crate) async fn conversation(&self, id: i64) -> Result<Option<Conversation>, StoreError> {

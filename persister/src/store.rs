@@ -1,5 +1,6 @@
 //! Database access: every query the chat service makes, in one place.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use chat_proto::Conversation;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait, TryInsertResult,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 use crate::entity::{conversation, message};
@@ -139,46 +140,66 @@ impl Store {
         Ok(contacts)
     }
 
-    /// Stores a batch of messages in one transaction: all of them or none. A message whose
-    /// sender already stored one under the same dedup key is not stored again: the one stored
-    /// first takes its place in the result, so a retried send gets the original back.
+    /// Stores a batch of messages in one transaction, with one multi-row `INSERT`: all of them
+    /// or none. A message whose sender already stored one under the same dedup key is not
+    /// stored again: the one stored first takes its place in the result, so a retried send
+    /// gets the original back. The result is in the order of `batch`.
     pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<message::Model>, StoreError> {
-        let txn = self.db.begin().await?;
-        let mut stored = Vec::with_capacity(batch.len());
-        let now = chrono::Utc::now();
-        for new in batch {
-            let row = message::ActiveModel {
-                conversation_id: Set(new.conversation_id),
-                sender_id: Set(new.sender_id),
-                message_type: Set(new.message_type.clone()),
-                content: Set(new.content.clone()),
-                created_at: Set(now),
-                dedup_key: Set(Some(new.dedup_key.clone())),
-                ..Default::default()
-            };
-            let inserted = message::Entity::insert(row)
-                .on_conflict(
-                    OnConflict::columns([message::Column::SenderId, message::Column::DedupKey]).do_nothing().to_owned(),
-                )
-                .do_nothing()
-                .exec_with_returning(&txn)
-                .await;
-            let model = match inserted {
-                Ok(TryInsertResult::Inserted(model)) => model,
-                // A conflict: on Postgres `RETURNING` then yields no row, which sea-orm reports
-                // as "not found" rather than as `Conflicted`.
-                Ok(TryInsertResult::Conflicted | TryInsertResult::Empty) | Err(DbErr::RecordNotFound(_)) => {
-                    message::Entity::find()
-                        .filter(message::Column::SenderId.eq(new.sender_id))
-                        .filter(message::Column::DedupKey.eq(new.dedup_key.as_str()))
-                        .one(&txn)
-                        .await?
-                        .ok_or_else(|| DbErr::RecordNotFound(format!("message with dedup key {}", new.dedup_key)))?
-                }
-                Err(e) => return Err(e.into()),
-            };
-            stored.push(model);
+        if batch.is_empty() {
+            return Ok(Vec::new());
         }
+        let now = chrono::Utc::now();
+        let rows = batch.iter().map(|new| message::ActiveModel {
+            conversation_id: Set(new.conversation_id),
+            sender_id: Set(new.sender_id),
+            message_type: Set(new.message_type.clone()),
+            content: Set(new.content.clone()),
+            created_at: Set(now),
+            dedup_key: Set(Some(new.dedup_key.clone())),
+            ..Default::default()
+        });
+        let txn = self.db.begin().await?;
+        let inserted = message::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([message::Column::SenderId, message::Column::DedupKey]).do_nothing().to_owned(),
+            )
+            .exec_with_returning_many(&txn)
+            .await;
+        let inserted = match inserted {
+            Ok(models) => models,
+            // Every row conflicted: nothing new. (Backends differ in how they say so.)
+            Err(DbErr::RecordNotInserted | DbErr::RecordNotFound(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut by_key: HashMap<(i64, String), message::Model> =
+            inserted.into_iter().filter_map(|m| Some(((m.sender_id, m.dedup_key.clone()?), m))).collect();
+        // Rows skipped as duplicates were stored earlier: fetch the originals in one query.
+        let missing: Vec<&NewMessage> =
+            batch.iter().filter(|new| !by_key.contains_key(&(new.sender_id, new.dedup_key.clone()))).collect();
+        if !missing.is_empty() {
+            let mut originals = sea_orm::Condition::any();
+            for new in &missing {
+                originals = originals.add(
+                    sea_orm::Condition::all()
+                        .add(message::Column::SenderId.eq(new.sender_id))
+                        .add(message::Column::DedupKey.eq(new.dedup_key.as_str())),
+                );
+            }
+            for model in message::Entity::find().filter(originals).all(&txn).await? {
+                if let Some(key) = model.dedup_key.clone() {
+                    by_key.insert((model.sender_id, key), model);
+                }
+            }
+        }
+        let stored = batch
+            .iter()
+            .map(|new| {
+                by_key
+                    .get(&(new.sender_id, new.dedup_key.clone()))
+                    .cloned()
+                    .ok_or_else(|| DbErr::RecordNotFound(format!("message with dedup key {}", new.dedup_key)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         // A commit whose answer is lost may or may not have happened: say so, the caller must
         // not report failure before it knows.
         txn.commit().await.map_err(StoreError::CommitUnknown)?;
