@@ -71,6 +71,28 @@ if "$helm" template chat "$chart" --set gateway.shutdownGraceSeconds=30 >/dev/nu
   exit 1
 fi
 
+echo "== chart values table"
+"$python" - "$chart/values.yaml" "$chart/README.md" <<'EOF'
+import re, sys, yaml
+values, readme = yaml.safe_load(open(sys.argv[1])), open(sys.argv[2]).read()
+def leaves(node, prefix=""):
+    if isinstance(node, dict) and node:
+        for k, v in node.items():
+            yield from leaves(v, f"{prefix}{k}.")
+    else:
+        yield prefix[:-1]
+# Names in the table's first column; `a.b`, `.c` stands for a.b and a.c.
+documented = set()
+for cell in re.findall(r"^\| (`[^|]*`) \|", readme, re.M):
+    names = re.findall(r"`([^`]+)`", cell)
+    parent = names[0].rsplit(".", 1)[0]
+    documented |= {parent + n if n.startswith(".") else n for n in names}
+missing = [k for k in leaves(values) if not any(k == d or k.startswith(d + ".") for d in documented)]
+if missing:
+    sys.exit(f"{sys.argv[2]}: values without a row in the values table: {', '.join(missing)}")
+print(f"{sys.argv[2]}: all {sum(1 for _ in leaves(values))} values documented")
+EOF
+
 echo "== Dockerfile"
 user=$(awk 'toupper($1) == "USER" { u = $2 } END { print u }' Dockerfile)
 case "${user%%:*}" in
