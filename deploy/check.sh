@@ -27,11 +27,25 @@ if [[ ! -x $helm ]]; then
 fi
 
 kubeval_cache="${KUBEVAL_CACHE_DIR:-$HOME/.cache/chat-kubeval}"
+kubeval_package='kubernetes-validate==1.37.0'
 python="$kubeval_cache/bin/python"
+if [[ -d $kubeval_cache/site ]]; then
+  # Installed without a virtual environment (see below).
+  python=python3
+  export PYTHONPATH="$kubeval_cache/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 if ! "$python" -c 'import kubernetes_validate' 2>/dev/null; then
   rm -rf "$kubeval_cache"
-  python3 -m venv "$kubeval_cache"
-  "$python" -m pip install --quiet --disable-pip-version-check 'kubernetes-validate==1.37.0'
+  if python3 -m venv "$kubeval_cache" 2>/dev/null; then
+    python="$kubeval_cache/bin/python"
+    "$python" -m pip install --quiet --disable-pip-version-check "$kubeval_package"
+  else
+    # Debian without python3-venv: a plain target directory on PYTHONPATH.
+    rm -rf "$kubeval_cache"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$kubeval_cache/site" "$kubeval_package"
+    python=python3
+    export PYTHONPATH="$kubeval_cache/site${PYTHONPATH:+:$PYTHONPATH}"
+  fi
 fi
 
 out=$(mktemp -d)
