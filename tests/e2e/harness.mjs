@@ -27,7 +27,8 @@
 // with `opts.gateway` 0 or 1), and `api()` alternates between the gateways on every call.
 // `srv.mode` is 'single' or 'cluster', `srv.gateways` the gateway base URLs (one in single
 // mode). Cluster-only helpers: `killGateway(i)`, `restartGateway(i)`, `killRole(role)`,
-// `restartRole(role)` with role 'persister' | 'presence' | 'gwa' | 'gwb'.
+// `restartRole(role)` with role 'persister' | 'presence' | 'gwa' | 'gwb', and `roleUrl(role)`,
+// the base URL of a role's own port (its /healthz, /metrics).
 //
 // Cluster-only options of useServer(), for fault-injection tests (all off by default):
 //   ownNats: true  the cluster runs on a `nats-server` of its own (`nats-server -a 127.0.0.1
@@ -1151,6 +1152,11 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
     isAlive: () => procList().length > 0 && procList().every((p) => p.alive),
     killRole,
     restartRole,
+    /** Cluster: the base URL of a role's port ('persister' | 'presence' | 'gwa' | 'gwb'). */
+    roleUrl: (role) => {
+      requireCluster('roleUrl');
+      return roleProc(role).baseUrl;
+    },
     restartNats,
     stopNats,
     startNats,
