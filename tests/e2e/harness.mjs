@@ -1048,9 +1048,12 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
   };
 
   /** Cluster: sends `signal` (default SIGKILL) to a role's process and waits for it to exit. */
+  /** Cluster: sends `signal` to a role and waits for its exit; returns `{code, signal}`. */
   const killRole = async (role, signal = 'SIGKILL') => {
     requireCluster('killRole');
-    await roleProc(role).kill(signal);
+    const p = roleProc(role);
+    await p.kill(signal);
+    return p.exited;
   };
 
   /**

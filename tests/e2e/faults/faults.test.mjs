@@ -58,6 +58,20 @@ test('fault 1: the persister is killed (SIGKILL) mid-batch and started again: no
   assert.equal(load.clients.reduce((n, c) => n + c.disconnects.length, 0), 0, 'no client lost its connection');
 });
 
+test('fault 1b: the persister is stopped (SIGTERM) mid-load: it finishes its batch and exits cleanly; restarted, nothing is lost', async () => {
+  const { info } = await runFault('persister SIGTERM', async () => {
+    const started = Date.now();
+    const exited = await srv.killRole('persister', 'SIGTERM');
+    const stopMs = Date.now() - started;
+    await sleep(500);
+    await srv.restartRole('persister');
+    return { exited, stopMs };
+  });
+  assert.deepEqual(info.exited, { code: 0, signal: null }, 'a stopped persister exits with status 0');
+  assert.ok(info.stopMs < 5000, `it stops within a batch's time, not a timeout: ${info.stopMs} ms`);
+  assert.ok(srv.isAlive(), 'every role runs');
+});
+
 test('fault 2: a gateway is killed (SIGKILL): its clients reconnect to the other gateway and recover what they missed', async () => {
   try {
     const { load } = await runFault('gateway SIGKILL', async (l) => {
