@@ -27,6 +27,12 @@ use futures::future::try_join_all;
 use std::future::IntoFuture;
 use tokio_util::sync::CancellationToken;
 
+// Every message allocates on its way through (frames, JSON, protobuf, bus buffers) across
+// threads; with mimalloc's per-thread heaps the servers spent about 10% fewer CPU seconds per
+// message than with the system malloc in the closed-loop load test (deploy/bench).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
