@@ -149,6 +149,7 @@ impl Persister {
         // until the database answers (the retry finds the rows by their dedup keys), and the
         // partition waits meanwhile, which keeps later messages behind it.
         let mut outcome_unknown = false;
+        let started = Instant::now();
         let outcomes = loop {
             match self.store_batch(&commands).await {
                 Ok(outcomes) => {
@@ -187,11 +188,14 @@ impl Persister {
             }
             self.send_outcome(command, outcome).await;
         }
+        let stored_in = started.elapsed();
+        let size = jobs.len();
         for job in jobs {
             if let Err(e) = job.ack().await {
                 tracing::warn!(error = %e, "acknowledging a send command failed; it will be redelivered and deduplicated");
             }
         }
+        tracing::debug!(size, ?stored_in, total = ?started.elapsed(), "batch done");
     }
 
     /// Checks and stores the commands of a batch in one transaction; the outcome of each, in
