@@ -1,4 +1,4 @@
-//! The gateway's TCP listener, with one guard: a connection whose peer stops reading cannot
+//! The gateway's TCP listener: no Nagle delay on its connections, and one guard: a connection whose peer stops reading cannot
 //! hold a write, and with it the connection's buffers and tasks, forever.
 //!
 //! A client that never reads fills the kernel's send buffer; the server's next write then
@@ -37,6 +37,12 @@ impl Listener for GuardedListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, address) = Listener::accept(&mut self.inner).await;
+        // Socket.IO writes small frames, often two in a row (a sender's own `receive-message`,
+        // then its `message-sent`): with Nagle's algorithm the second waits for the peer's
+        // delayed ACK, tens of milliseconds.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%address, error = %e, "cannot set TCP_NODELAY");
+        }
         (StallGuard::new(stream, self.write_stall), address)
     }
 
