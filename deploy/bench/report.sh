@@ -67,7 +67,7 @@ echo "| configuration | max sustained (delivered msg/s, p99 < ${P99_LIMIT:-100} 
 echo "|---|---|---|---|---|---|---|---|---|"
 for l in "${labels[@]}"; do
   sustained=$(get "$l-summary" 'select(.sustained > 0) | .sustained')
-  echo "| $l | $sustained | $(num "$l-sustained" .delivery_latency_ms.p99 1) | $(num "$l-max" .throughput_delivered_per_s 0) | $(num "$l-moderate" .delivery_latency_ms.p50 2) / $(num "$l-moderate" .delivery_latency_ms.p99 2) / $(num "$l-moderate" .delivery_latency_ms.p999 2) | $(num "$l-moderate" .ack_latency_ms.p50 2) / $(num "$l-moderate" .ack_latency_ms.p99 2) / $(num "$l-moderate" .ack_latency_ms.p999 2) | $(num "$l-moderate" .server_cpu_s_per_1000_msgs 3) | $(num "$l-idle" .bytes_per_connection 0) | $(problems "$l") |"
+  echo "| $l | $sustained | $(num "$l-sustained" .delivery_latency_ms.p99 1) | $(num "$l-max" .throughput_delivered_per_s 0) | $(num "$l-moderate" .delivery_latency_ms.p50 2) / $(num "$l-moderate" .delivery_latency_ms.p99 2) / $(num "$l-moderate" .delivery_latency_ms.p999 2) | $(num "$l-moderate" .ack_latency_ms.p50 2) / $(num "$l-moderate" .ack_latency_ms.p99 2) / $(num "$l-moderate" .ack_latency_ms.p999 2) | $(num "$l-moderate" .server_cpu_s_per_1000_msgs 3) | $(num "$l-idle" .bytes_per_connection 0)$(jq -r 'if .settled == false then " (not settled)" else "" end' "$RAW/$l-idle.json" 2>/dev/null || true) | $(problems "$l") |"
 done
 
 if [[ -e $RAW/peer-1x-summary.json ]]; then
@@ -94,7 +94,7 @@ cat <<EOF
 
 - **max sustained**: a closed-loop run (\`chat-loadgen max\`) finds the most the configuration
   delivers; open-loop runs (\`chat-loadgen rate\`) then start at 90 % of that and step down by
-  20 % until one delivers at least 95 % of its target rate with p99 delivery under
+  30 % until one delivers at least 95 % of its target rate with p99 delivery under
   ${P99_LIMIT:-100} ms and nothing lost, duplicated or reordered; the column is that run's
   delivered messages per second ("–": no step passed). Every message is stored before it is
   acknowledged or delivered, so delivered messages are persisted ones.
@@ -107,7 +107,8 @@ cat <<EOF
   for the peer its node processes and their Postgres backends.
 - **memory per idle connection**: resident memory of the gateways (the peer's node processes)
   after ${IDLE:-?} connections were opened and joined to a conversation and traffic settled,
-  minus before, divided by the connections.
+  minus before, divided by the connections ("not settled": frames were still arriving when it
+  was measured, e.g. a server announcing every connection to every socket).
 - **lost / dup / out of order / errors**: summed over every run of the configuration; errors
   include \`message-error\`, \`error\` events, disconnections and sends never answered.
 

@@ -37,7 +37,7 @@ done
 if ((quick)); then
   warmup=1s duration=3s idle_connections=2000 verify_tries=2 pg_seconds=3 js_messages=20000
 else
-  warmup=3s duration=10s idle_connections=10000 verify_tries=3 pg_seconds=10 js_messages=200000
+  warmup=3s duration=10s idle_connections=10000 verify_tries=4 pg_seconds=10 js_messages=200000
 fi
 users=500          # simulated users in throughput and latency runs (250 conversations)
 window=8           # unanswered sends per user in the closed-loop run
@@ -109,7 +109,7 @@ measure() {
   local common=(--users "$users" --warmup "$warmup" --duration "$duration")
 
   # Maximum sustained throughput: the closed-loop maximum, then open-loop runs from 90 % of
-  # it, stepping down by 20 %, until one keeps p99 delivery under the limit without loss.
+  # it, stepping down by 30 %, until one keeps p99 delivery under the limit without loss.
   loadgen "$label-max" max "${url_args[@]}" "${common[@]}" --window "$window" || true
   local closed rate sustained=0 sustained_rate=0 try
   closed=$(jq -r '.throughput_delivered_per_s // 0' "$raw/$label-max.json" 2>/dev/null || echo 0)
@@ -125,7 +125,7 @@ measure() {
         break
       fi
     fi
-    rate=$(jq -n "$rate * 0.8 | floor")
+    rate=$(jq -n "$rate * 0.7 | floor")
   done
 
   # Latency at a moderate rate, with the CPU time of every server process.
@@ -134,8 +134,8 @@ measure() {
   # Memory per idle connection.
   loadgen "$label-idle" idle "${url_args[@]}" --users "$idle_connections" --settle-max 180s "${pid_args[@]}" || true
 
-  jq -n --arg label "$label" --argjson closed "${closed:-0}" --argjson sustained "$sustained" \
-    --argjson rate "$sustained_rate" '{label: $label, closed_loop: $closed, sustained: $sustained, sustained_rate: $rate}' \
+  jq -n --arg name "$label" --argjson closed "${closed:-0}" --argjson sustained "$sustained" \
+    --argjson rate "$sustained_rate" '{"label": $name, closed_loop: $closed, sustained: $sustained, sustained_rate: $rate}' \
     >"$raw/$label-summary.json"
 }
 

@@ -32,6 +32,9 @@ pub struct IdleReport {
     pub rss_after: u64,
     pub bytes_per_connection: f64,
     pub servers: Vec<ServerMemory>,
+    /// False when frames were still arriving at `--settle-max` (the servers' output buffers
+    /// may then be part of the measurement).
+    pub settled: bool,
     pub errors: u64,
     pub error_samples: Vec<String>,
     pub ok: bool,
@@ -45,14 +48,17 @@ pub async fn run(common: &Common, settle_max: Duration, hold: Duration) -> anyho
     // Settled: no frame (presence announcements, join echoes) for a while, or settle_max.
     let give_up = Instant::now() + settle_max;
     let mut frames = metrics.frames.get();
-    loop {
+    let settled = loop {
         tokio::time::sleep(QUIET).await;
         let now = metrics.frames.get();
-        if now == frames || Instant::now() >= give_up {
-            break;
+        if now == frames {
+            break true;
+        }
+        if Instant::now() >= give_up {
+            break false;
         }
         frames = now;
-    }
+    };
     let after = server_pids.iter().map(|&pid| rss_bytes(pid)).collect::<anyhow::Result<Vec<_>>>()?;
     tokio::time::sleep(hold).await;
     crowd.stop().await;
@@ -74,6 +80,7 @@ pub async fn run(common: &Common, settle_max: Duration, hold: Duration) -> anyho
         rss_after,
         bytes_per_connection: (rss_after as f64 - rss_before as f64) / crowd.users as f64,
         servers,
+        settled,
         errors,
         error_samples: metrics.error_samples(),
         ok: errors == 0,
@@ -88,6 +95,9 @@ impl IdleReport {
             println!("{:<10}{:>13} kB{:>13} kB", s.pid, s.rss_before / 1024, s.rss_after / 1024);
         }
         println!("memory per connection: {:.0} bytes", self.bytes_per_connection);
+        if !self.settled {
+            println!("(measured while frames were still arriving: not settled)");
+        }
         for sample in &self.error_samples {
             println!("  e.g. {sample}");
         }

@@ -105,7 +105,8 @@ pub struct Common {
     /// Measured sending time.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
-    /// After sending stops, longest wait for outstanding answers and deliveries.
+    /// After sending stops, outstanding answers and deliveries are awaited until none has
+    /// arrived for this long.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain: Duration,
     /// Limit for each step of opening a connection (TCP, WebSocket, namespace, join).

@@ -90,14 +90,19 @@ pub async fn run(common: &Common, pace: Pace) -> anyhow::Result<TrafficReport> {
     tokio::time::sleep_until(stop_sending).await;
     let cpu_after = server_cpu(&common.server_pid);
 
-    // Drain: wait until every send is answered and every answer delivered, or give up.
-    let give_up = Instant::now() + common.drain;
-    while Instant::now() < give_up {
+    // Drain: wait until every send is answered and every answer delivered, or until nothing
+    // has moved for `--drain` (a closed loop ends with thousands in flight on a slow server).
+    let progress = || metrics.acked.get() + metrics.message_errors.get() + metrics.delivered.get();
+    let (mut last_progress, mut last_change) = (progress(), Instant::now());
+    while last_change.elapsed() < common.drain {
         let answered = metrics.acked.get() + metrics.message_errors.get();
         if answered >= metrics.sent.get() && metrics.delivered.get() >= metrics.acked.get() {
             break;
         }
         tokio::time::sleep(DRAIN_POLL).await;
+        if progress() != last_progress {
+            (last_progress, last_change) = (progress(), Instant::now());
+        }
     }
     let outcomes = crowd.stop().await;
     let (lost, duplicated, out_of_order) = delivery_check(&outcomes);
