@@ -18,9 +18,9 @@ num() {
   v=$(jq -r "($2) // empty | . * pow(10; $3) | round / pow(10; $3)" "$RAW/$1.json" 2>/dev/null || true)
   echo "${v:-–}"
 }
-# ratio A B: A / B to two decimals, or "–".
+# ratio A B: A / B to two decimals, or "–" (also when either is not positive).
 ratio() {
-  if [[ $1 == – || $2 == – ]] || ! jq -en "$2 != 0" >/dev/null; then echo "–"; else jq -rn "$1 / $2 * 100 | round / 100"; fi
+  if [[ $1 == – || $2 == – ]] || ! jq -en "$1 > 0 and $2 > 0" >/dev/null; then echo "–"; else jq -rn "$1 / $2 * 100 | round / 100"; fi
 }
 # problems LABEL: lost / duplicated / out of order / errors over every run of a configuration.
 problems() {

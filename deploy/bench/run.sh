@@ -126,6 +126,15 @@ measure() {
   for p in "${cpu_pids[@]}"; do cpu_args+=(--server-pid "$p"); done
   local common=(--users "$users" --warmup "$warmup" --duration "$duration")
 
+  # Memory per idle connection, first, while the processes hold no garbage of earlier runs.
+  # Not for the second peer configuration: the peer announces every connection to every
+  # socket, so 10,000 connections cost it minutes, and one instance's figure is the one
+  # compared. Connections may wait long for a busy server.
+  if [[ $idle ]]; then
+    loadgen "$label-idle" idle "${url_args[@]}" --users "$idle_connections" --setup-timeout 120s --settle-max 120s \
+      "${pid_args[@]}" || true
+  fi
+
   # Maximum sustained throughput: the closed-loop maximum, then open-loop runs from 90 % of
   # it, stepping down by 30 %, until one keeps p99 delivery under the limit without loss.
   loadgen "$label-max" max "${url_args[@]}" "${common[@]}" --window "$window" || true
@@ -148,14 +157,6 @@ measure() {
 
   # Latency at a moderate rate, with the CPU time of every server process.
   loadgen "$label-moderate" rate "${url_args[@]}" "${common[@]}" --rate "$moderate_rate" "${cpu_args[@]}" || true
-
-  # Memory per idle connection (not for the second peer configuration: the peer announces
-  # every connection to every socket, so 10,000 connections cost it minutes, and one
-  # instance's figure is the one compared). Connections may wait long for a busy server.
-  if [[ $idle ]]; then
-    loadgen "$label-idle" idle "${url_args[@]}" --users "$idle_connections" --setup-timeout 120s --settle-max 120s \
-      "${pid_args[@]}" || true
-  fi
 
   jq -n --arg name "$label" --argjson closed "${closed:-0}" --argjson sustained "$sustained" \
     --argjson rate "$sustained_rate" '{"label": $name, closed_loop: $closed, sustained: $sustained, sustained_rate: $rate}' \

@@ -11,7 +11,7 @@ use crate::procfs::rss_bytes;
 use crate::user::Load;
 use crate::Common;
 
-/// The connections have settled when no frame arrived for this long.
+/// The connections have settled when no frame but pings arrived for this long.
 const QUIET: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Serialize)]

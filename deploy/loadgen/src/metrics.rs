@@ -49,7 +49,7 @@ pub struct Metrics {
     pub foreign: Counter,
     /// Times an open-loop sender was due to send but had `max_in_flight` sends unanswered.
     pub cap_hits: Counter,
-    /// Frames received (to tell when idle connections have settled).
+    /// Frames received other than pings (to tell when idle connections have settled).
     pub frames: Counter,
     error_samples: Mutex<Vec<String>>,
 }

@@ -161,7 +161,6 @@ impl User {
                             return;
                         }
                     };
-                    self.metrics.frames.add(1);
                     match self.handle(&text) {
                         Reply::Nothing => None,
                         Reply::Pong => Some(sio::PONG.to_owned()),
@@ -254,7 +253,12 @@ impl User {
     }
 
     fn handle(&mut self, text: &str) -> Reply {
-        match sio::parse(text) {
+        let frame = sio::parse(text);
+        // Pings keep coming while connections idle; only other traffic says they have not settled.
+        if frame != Inbound::Ping {
+            self.metrics.frames.add(1);
+        }
+        match frame {
             Inbound::Ping => Reply::Pong,
             Inbound::Disconnected => {
                 self.metrics.error(format!("user {}: disconnected by the server", self.plan.user_id));
