@@ -22,14 +22,24 @@ pub struct Crowd {
     pub metrics: Arc<Metrics>,
     pub users: usize,
     pub setup_time: Duration,
+    /// Users that could not connect and join (only with `Setup::Tolerant`).
+    pub setup_failures: usize,
     phase: watch::Sender<Phase>,
     tasks: Vec<JoinHandle<Outcome>>,
 }
 
+/// What a user that cannot connect and join means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// The run cannot be made (its partner's messages would be lost).
+    Strict,
+    /// Counted as an error (and in the error samples); the others go on (idle connections).
+    Tolerant,
+}
+
 impl Crowd {
-    /// Opens the conversations, connects every user and joins it to its conversation; fails
-    /// if any user could not.
-    pub async fn assemble(common: &Common, load: impl Fn(usize) -> Load) -> anyhow::Result<Self> {
+    /// Opens the conversations, connects every user and joins it to its conversation.
+    pub async fn assemble(common: &Common, setup: Setup, load: impl Fn(usize) -> Load) -> anyhow::Result<Self> {
         let started = Instant::now();
         let users = common.users;
         if users < 2 || users % 2 != 0 || users as u64 >= USERS_PER_RUN {
@@ -71,7 +81,7 @@ impl Crowd {
             })
             .collect();
         drop(ready_tx);
-        let mut crowd = Self { metrics, users, setup_time: Duration::ZERO, phase, tasks };
+        let mut crowd = Self { metrics, users, setup_time: Duration::ZERO, setup_failures: 0, phase, tasks };
         let mut failures = Vec::new();
         for _ in 0..users {
             match ready.recv().await {
@@ -80,7 +90,12 @@ impl Crowd {
                 None => failures.push("a user task ended before it was ready".to_owned()),
             }
         }
-        if !failures.is_empty() {
+        crowd.setup_failures = failures.len();
+        if setup == Setup::Tolerant {
+            for why in failures {
+                crowd.metrics.error(why);
+            }
+        } else if !failures.is_empty() {
             crowd.stop().await;
             let first: Vec<_> = failures.iter().take(5).cloned().collect();
             bail!("{} of {users} users could not connect and join, e.g.: {}", failures.len(), first.join("; "));

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::crowd::Crowd;
+use crate::crowd::{Crowd, Setup};
 use crate::procfs::rss_bytes;
 use crate::user::Load;
 use crate::Common;
@@ -25,7 +25,9 @@ pub struct ServerMemory {
 pub struct IdleReport {
     pub mode: &'static str,
     pub urls: Vec<String>,
+    /// Connections opened and joined (those that failed are errors).
     pub connections: usize,
+    pub connect_failures: usize,
     pub setup_s: f64,
     /// Sum over the server processes, in bytes.
     pub rss_before: u64,
@@ -43,7 +45,7 @@ pub struct IdleReport {
 pub async fn run(common: &Common, settle_max: Duration, hold: Duration) -> anyhow::Result<IdleReport> {
     let server_pids = &common.server_pid;
     let before = server_pids.iter().map(|&pid| rss_bytes(pid)).collect::<anyhow::Result<Vec<_>>>()?;
-    let mut crowd = Crowd::assemble(common, |_| Load::Idle).await?;
+    let mut crowd = Crowd::assemble(common, Setup::Tolerant, |_| Load::Idle).await?;
     let metrics = crowd.metrics.clone();
     // Settled: no frame (presence announcements, join echoes) for a while, or settle_max.
     let give_up = Instant::now() + settle_max;
@@ -71,14 +73,16 @@ pub async fn run(common: &Common, settle_max: Duration, hold: Duration) -> anyho
     let rss_before: u64 = before.iter().sum();
     let rss_after: u64 = after.iter().sum();
     let errors = metrics.errors.get();
+    let connections = crowd.users - crowd.setup_failures;
     Ok(IdleReport {
         mode: "idle",
         urls: common.url.clone(),
-        connections: crowd.users,
+        connections,
+        connect_failures: crowd.setup_failures,
         setup_s: crowd.setup_time.as_secs_f64(),
         rss_before,
         rss_after,
-        bytes_per_connection: (rss_after as f64 - rss_before as f64) / crowd.users as f64,
+        bytes_per_connection: (rss_after as f64 - rss_before as f64) / connections.max(1) as f64,
         servers,
         settled,
         errors,
@@ -89,7 +93,13 @@ pub async fn run(common: &Common, settle_max: Duration, hold: Duration) -> anyho
 
 impl IdleReport {
     pub fn print_table(&self) {
-        println!("{} idle connections on {} (set up in {:.1} s)", self.connections, self.urls.join(", "), self.setup_s);
+        println!(
+            "{} idle connections on {} (set up in {:.1} s; {} failed)",
+            self.connections,
+            self.urls.join(", "),
+            self.setup_s,
+            self.connect_failures
+        );
         println!("{:<10}{:>16}{:>16}", "server", "RSS before", "RSS after");
         for s in &self.servers {
             println!("{:<10}{:>13} kB{:>13} kB", s.pid, s.rss_before / 1024, s.rss_after / 1024);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::crowd::Crowd;
+use crate::crowd::{Crowd, Setup};
 use crate::metrics::Percentiles;
 use crate::user::{Load, Outcome};
 use crate::{procfs, Common};
@@ -77,7 +77,7 @@ pub async fn run(common: &Common, pace: Pace) -> anyhow::Result<TrafficReport> {
         }
         Pace::Max { window } => Load::Closed { window },
     };
-    let mut crowd = Crowd::assemble(common, load).await?;
+    let mut crowd = Crowd::assemble(common, Setup::Strict, load).await?;
     let metrics = crowd.metrics.clone();
 
     let start = Instant::now() + Duration::from_millis(100);
