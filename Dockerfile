@@ -18,10 +18,13 @@ COPY migrations/Cargo.toml migrations/
 COPY persister/Cargo.toml persister/
 COPY presence/Cargo.toml presence/
 COPY gateway/Cargo.toml gateway/
+# The load generator is a workspace member too: cargo needs its manifest, never its code here.
+COPY deploy/loadgen/Cargo.toml deploy/loadgen/
 RUN for crate in proto bus migrations persister presence gateway; do \
       mkdir -p "$crate/src" && : > "$crate/src/lib.rs"; \
     done \
- && mkdir -p src && echo 'fn main() {}' > src/main.rs \
+ && mkdir -p src deploy/loadgen/src && echo 'fn main() {}' > src/main.rs \
+ && echo 'fn main() {}' > deploy/loadgen/src/main.rs \
  && cargo build --release --locked -p chat \
  && rm -rf src */src
 

@@ -112,6 +112,11 @@ user=$(awk 'toupper($1) == "USER" { u = $2 } END { print u }' Dockerfile)
 case "${user%%:*}" in
   "" | 0 | root) echo "Dockerfile: the last USER must be a non-root user, not '${user}'" >&2; exit 1 ;;
 esac
+# Cargo reads every workspace member's manifest even to build one package: the dependency
+# layer must copy each of them, or the image build fails.
+for member in $(sed -n 's/^members = \[\(.*\)\]/\1/p' Cargo.toml | tr -d '",'); do
+  grep -q "^COPY ${member}/Cargo.toml " Dockerfile || { echo "Dockerfile: workspace member ${member} has no COPY of its Cargo.toml" >&2; exit 1; }
+done
 grep -q '^ENTRYPOINT \["/usr/local/bin/chat"\]' Dockerfile || { echo "Dockerfile: ENTRYPOINT must be the chat binary" >&2; exit 1; }
 
 echo "== Grafana dashboards"

@@ -16,3 +16,4 @@ echo "== end-to-end suite (socket.io-client), all-in-one and cluster"
 CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/e2e/run.sh
 echo "== fault injection and fuzz (cluster under load)"
 CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/e2e/run-faults.sh
+bash deploy/bench/smoke.sh # load generator smoke (seconds): all-in-one server, rate and idle modes

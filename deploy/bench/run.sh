@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# The benchmark: our cluster (NATS JetStream + Postgres, 1, 2 and 4 gateways) and the peer
+# (a conventional Node.js server of the same API; 1 instance, and 2 on Redis when Redis
+# answers) under the same load from `chat-loadgen`, on this machine, in one run, next to the
+# machine's raw limits (JetStream publishes, batched Postgres inserts). Writes RESULTS.md and
+# the raw JSON of every step (raw/) to the output directory. See README.md here.
+#
+# Usage: deploy/bench/run.sh [--quick] [--out DIR] [PEER_DIR]
+#   PEER_DIR (or env PEER_DIR): the peer's directory (its run.sh starts it); without one the
+#            peer columns are left out.
+#   --quick  seconds per step and 2,000 idle connections instead of 10,000: for trying the
+#            script, not for numbers.
+#   --out    where RESULTS.md and raw/ go (default: this directory).
+# Env: PG_URL (default postgres://postgres@127.0.0.1:5432; fresh databases are created and
+#      dropped there), NATS_SERVER_BIN (default: nats-server from PATH or /usr/sbin),
+#      REDIS_URL (default redis://127.0.0.1:6379), CARGO_TARGET_DIR.
+# Needs: cargo, node, curl, jq, psql, pgbench, nats-server.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+source "$here/lib.sh"
+
+quick=0
+out=$here
+peer_dir=${PEER_DIR:-}
+while (($#)); do
+  case $1 in
+    --quick) quick=1 ;;
+    --out) out=$2; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "unknown option $1" >&2; exit 2 ;;
+    *) peer_dir=$1 ;;
+  esac
+  shift
+done
+
+if ((quick)); then
+  warmup=1s duration=3s idle_connections=2000 verify_tries=2 pg_seconds=3 js_messages=20000
+else
+  warmup=3s duration=10s idle_connections=10000 verify_tries=4 pg_seconds=10 js_messages=200000
+fi
+users=500          # simulated users in throughput and latency runs (250 conversations)
+window=8           # unanswered sends per user in the closed-loop run
+moderate_rate=1000 # msg/s of the latency run
+p99_limit_ms=100   # "sustained": p99 delivery under this
+
+pg=${PG_URL:-postgres://postgres@127.0.0.1:5432}
+redis_url=${REDIS_URL:-redis://127.0.0.1:6379}
+nats_server=${NATS_SERVER_BIN:-$(command -v nats-server || echo /usr/sbin/nats-server)}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/chat-target}
+chat=$CARGO_TARGET_DIR/release/chat
+loadgen=$CARGO_TARGET_DIR/release/chat-loadgen
+
+# 10,000 connections need as many descriptors in the servers (they inherit this limit).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+nofile=$(ulimit -n)
+if [[ $nofile != unlimited ]] && ((nofile < idle_connections + 1000)); then
+  echo "warning: open files limit $nofile is too low for $idle_connections idle connections" >&2
+fi
+
+tmp=$(mktemp -d)
+tag=bench_$(date +%s)_$$
+raw=$out/raw
+mkdir -p "$raw"
+rm -f "$raw"/*.json "$raw/commands.txt"
+echo "deploy/bench/run.sh $( ((quick)) && echo '--quick ')${peer_dir:+<peer dir>}" >"$raw/commands.txt"
+started=() # processes of the current configuration
+nats_pid=
+databases=()
+block=$(( ($(date +%s) % 1000000) * 100 )) # see next_base
+blocks=()
+
+cleanup() {
+  if ((${#started[@]})); then stop_pids "${started[@]}"; fi
+  if [[ -n $nats_pid ]]; then stop_pids "$nats_pid"; fi
+  if ((${#blocks[@]})) && redis-cli -u "$redis_url" ping >/dev/null 2>&1; then
+    for b in "${blocks[@]}"; do
+      redis-cli -u "$redis_url" --scan --pattern "chatpeer:online:${b}??????" | xargs -r redis-cli -u "$redis_url" del >/dev/null || true
+    done
+  fi
+  for db in "${databases[@]}"; do psql "$pg/postgres" -qc "drop database if exists $db with (force)" >/dev/null 2>&1 || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+log() { echo "== $(date -u +%H:%M:%S) $*" >&2; }
+
+new_database() { # new_database SUFFIX: creates it, name in $db (no subshell: cleanup needs the list)
+  db=${tag}_$1
+  psql "$pg/postgres" -qc "create database $db" >/dev/null
+  databases+=("$db")
+}
+
+# Every simulated crowd gets its own block of user ids (ids block*1e6 + i), recorded so that
+# cleanup can remove what the peer leaves in the shared Redis under those ids.
+next_base() {
+  block=$((block + 1))
+  blocks+=("$block")
+  base=$((block * 1000000))
+}
+
+# The Postgres backends serving database $1 (their CPU is part of a server's cost).
+backends() { psql "$pg/postgres" -Atc "select pid from pg_stat_activity where datname = '$1'"; }
+
+# loadgen NAME ARGS...: one loadgen run, its JSON kept as raw/NAME.json; the table on stderr.
+# A failed check does not stop the benchmark: the JSON records it and RESULTS.md shows it.
+loadgen() {
+  local name=$1
+  shift
+  case $1 in
+    rate | max | idle) next_base; set -- "$@" --user-base "$base" ;;
+  esac
+  log "loadgen $name: $*"
+  echo "chat-loadgen $* --json raw/$name.json" >>"$raw/commands.txt"
+  "$loadgen" "$@" --json "$raw/$name.json" >&2 || log "loadgen $name: exit $? (see raw/$name.json)"
+  [[ -s $raw/$name.json ]]
+}
+
+# measure LABEL URLS MEMORY_PIDS CPU_PIDS [IDLE]: the benchmark of one running configuration.
+# URLS: comma-separated base URLs; pids: space-separated; IDLE: "no-idle" skips the idle step.
+measure() {
+  local label=$1 urls=() mem_pids=($3) cpu_pids=($4) url_args=() pid_args=() cpu_args=() idle=yes
+  if [[ ${5:-} == no-idle ]]; then idle=; fi
+  IFS=, read -r -a urls <<<"$2"
+  for u in "${urls[@]}"; do url_args+=(--url "$u"); done
+  for p in "${mem_pids[@]}"; do pid_args+=(--server-pid "$p"); done
+  for p in "${cpu_pids[@]}"; do cpu_args+=(--server-pid "$p"); done
+  local common=(--users "$users" --warmup "$warmup" --duration "$duration")
+
+  # Memory per idle connection, first, while the processes hold no garbage of earlier runs.
+  # Not for the second peer configuration: the peer announces every connection to every
+  # socket, so 10,000 connections cost it minutes, and one instance's figure is the one
+  # compared. Connections may wait long for a busy server.
+  if [[ $idle ]]; then
+    loadgen "$label-idle" idle "${url_args[@]}" --users "$idle_connections" --setup-timeout 120s --settle-max 120s \
+      "${pid_args[@]}" || true
+  fi
+
+  # Maximum sustained throughput: the closed-loop maximum, then open-loop runs from 90 % of
+  # it, stepping down by 30 %, until one keeps p99 delivery under the limit without loss.
+  loadgen "$label-max" max "${url_args[@]}" "${common[@]}" --window "$window" || true
+  local closed rate sustained=0 sustained_rate=0 try
+  closed=$(jq -r '.throughput_delivered_per_s // 0' "$raw/$label-max.json" 2>/dev/null || echo 0)
+  rate=$(jq -n "$closed * 0.9 | floor")
+  for ((try = 1; try <= verify_tries; try++)); do
+    ((rate >= 100)) || break
+    if loadgen "$label-sustained-$try" rate "${url_args[@]}" "${common[@]}" --rate "$rate"; then
+      local f=$raw/$label-sustained-$try.json
+      if jq -e ".ok and .delivery_latency_ms.p99 < $p99_limit_ms and .throughput_delivered_per_s >= 0.95 * .rate_target" "$f" >/dev/null; then
+        sustained=$(jq '.throughput_delivered_per_s | floor' "$f")
+        sustained_rate=$rate
+        cp "$f" "$raw/$label-sustained.json"
+        break
+      fi
+    fi
+    rate=$(jq -n "$rate * 0.7 | floor")
+  done
+
+  # Latency at a moderate rate, with the CPU time of every server process.
+  loadgen "$label-moderate" rate "${url_args[@]}" "${common[@]}" --rate "$moderate_rate" "${cpu_args[@]}" || true
+
+  jq -n --arg name "$label" --argjson closed "${closed:-0}" --argjson sustained "$sustained" \
+    --argjson rate "$sustained_rate" '{"label": $name, closed_loop: $closed, sustained: $sustained, sustained_rate: $rate}' \
+    >"$raw/$label-summary.json"
+}
+
+start() { # start NAME CMD...: a background process of the current configuration; pid in $last
+  local name=$1
+  shift
+  "$@" >"$tmp/$name.log" 2>&1 &
+  last=$!
+  started+=("$last")
+}
+
+stop_configuration() {
+  if ((${#started[@]})); then stop_pids "${started[@]}"; fi
+  started=()
+}
+
+# ---- build
+log "build"
+(cd "$repo" && cargo build --release --locked -p chat -p chat-loadgen)
+
+# ---- our NATS server (the shared one is left alone)
+nats_port=$(free_port)
+mkdir -p "$tmp/nats"
+"$nats_server" -a 127.0.0.1 -p "$nats_port" -js -sd "$tmp/nats" >"$tmp/nats.log" 2>&1 &
+nats_pid=$!
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break; sleep 0.2; done
+nats_url=nats://127.0.0.1:$nats_port
+
+# ---- the box's limits
+log "box limits: JetStream publishes"
+loadgen box-jetstream jetstream-bench --nats-url "$nats_url" --stream "${tag}_js" --messages "$js_messages" || true
+log "box limits: batched Postgres inserts (256 rows per statement)"
+new_database pglimit
+pgdb=$db
+env DATABASE_URL="$pg/$pgdb" "$chat" migrate >"$tmp/migrate-pglimit.log" 2>&1
+psql "$pg/$pgdb" -qc "create table bench_messages (like messages including all)"
+cat >"$tmp/insert.sql" <<'SQL'
+insert into bench_messages (conversation_id, sender_id, message_type, content, created_at)
+select 1 + (random() * 1000)::bigint, 1, 'text', '1234567:123:456789:1234567890123', now() from generate_series(1, 256);
+SQL
+echo "pgbench -n -c 2 -j 2 -T $pg_seconds -f insert.sql <database>   # insert.sql: $(tr '\n' ' ' <"$tmp/insert.sql")" >>"$raw/commands.txt"
+pgbench -n -c 2 -j 2 -T "$pg_seconds" -f "$tmp/insert.sql" "$pg/$pgdb" >"$tmp/pgbench.log" 2>&1 || cat "$tmp/pgbench.log" >&2
+pg_tps=$(awk '/^tps = / { print $3; exit }' "$tmp/pgbench.log")
+jq -n --argjson tps "${pg_tps:-0}" '{statements_per_s: $tps, rows_per_statement: 256, rows_per_s: ($tps * 256)}' >"$raw/box-postgres.json"
+
+# ---- our cluster, 1, 2 and 4 gateways
+for gateways in 1 2 4; do
+  label=chat-${gateways}gw
+  log "configuration $label"
+  new_database "g$gateways"
+  export NATS_URL=$nats_url DATABASE_URL=$pg/$db CHAT_SUBJECT_PREFIX=${tag}_g$gateways RUST_LOG=warn
+  "$chat" migrate >"$tmp/migrate-$label.log" 2>&1
+  persister_port=$(free_port) presence_port=$(free_port)
+  start "$label-persister" "$chat" persister --host 127.0.0.1 --port "$persister_port"
+  roles=("$last")
+  start "$label-presence" "$chat" presence --host 127.0.0.1 --port "$presence_port"
+  roles+=("$last")
+  gateway_pids=() urls=()
+  for ((g = 0; g < gateways; g++)); do
+    port=$(free_port)
+    start "$label-gw$g" env "${LOAD_LIMITS[@]}" "$chat" gateway --host 127.0.0.1 --port "$port" --gateway-id "gw$g"
+    gateway_pids+=("$last")
+    urls+=("http://127.0.0.1:$port")
+  done
+  for p in "$persister_port" "$presence_port"; do wait_http "http://127.0.0.1:$p/healthz" 60; done
+  for u in "${urls[@]}"; do wait_http "$u/healthz" 60; done
+  unset NATS_URL DATABASE_URL CHAT_SUBJECT_PREFIX RUST_LOG
+  # warm the database pools, so that the backends exist when their pids are taken
+  next_base
+  "$loadgen" rate --url "${urls[0]}" --users 20 --rate 200 --warmup 0s --duration 1s --user-base "$base" >/dev/null 2>&1 || true
+  measure "$label" "$(IFS=,; echo "${urls[*]}")" "${gateway_pids[*]}" \
+    "${gateway_pids[*]} ${roles[*]} $nats_pid $(backends "$db" | tr '\n' ' ')"
+  stop_configuration
+done
+
+# ---- the peer, 1 instance and (with Redis) 2
+peer_configs=()
+if [[ -n $peer_dir ]]; then
+  peer_configs=(1)
+  if redis-cli -u "$redis_url" ping >/dev/null 2>&1; then peer_configs+=(2); fi
+fi
+for instances in "${peer_configs[@]}"; do
+  label=peer-${instances}x
+  log "configuration $label"
+  new_database "peer$instances"
+  peer_env=(DATABASE_URL="$pg/$db")
+  if ((instances > 1)); then peer_env+=(REDIS_URL="$redis_url"); fi
+  peer_pids=() urls=()
+  for ((i = 0; i < instances; i++)); do
+    port=$(free_port)
+    start "$label-$i" env "${peer_env[@]}" bash "$peer_dir/run.sh" "$port"
+    peer_pids+=("$last")
+    urls+=("http://127.0.0.1:$port")
+  done
+  for u in "${urls[@]}"; do wait_http "$u/healthz" 120; done
+  next_base
+  "$loadgen" rate --url "${urls[0]}" --users 20 --rate 200 --warmup 0s --duration 1s --user-base "$base" >/dev/null 2>&1 || true
+  # run.sh ends by exec'ing node, so these pids are the node processes
+  measure "$label" "$(IFS=,; echo "${urls[*]}")" "${peer_pids[*]}" "${peer_pids[*]} $(backends "$db" | tr '\n' ' ')" \
+    "$( ((instances > 1)) && echo no-idle)"
+  stop_configuration
+done
+
+log "writing $out/RESULTS.md"
+QUICK=$quick RAW=$raw REPO=$repo MODERATE_RATE=$moderate_rate USERS=$users WINDOW=$window \
+  WARMUP=$warmup DURATION=$duration IDLE=$idle_connections P99_LIMIT=$p99_limit_ms \
+  bash "$here/report.sh" >"$out/RESULTS.md"
+cat "$out/RESULTS.md"

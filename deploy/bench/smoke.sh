@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# CI smoke of the load generator (seconds, not a benchmark): starts the all-in-one `chat` on a
+# free port with a fresh data directory, runs `chat-loadgen rate` for 3 s at a low rate and
+# `chat-loadgen idle` with 50 connections, and fails if either reports a lost, duplicated or
+# out-of-order message or any error.
+# Binaries: $CHAT_BIN (default $CARGO_TARGET_DIR/release/chat) and $LOADGEN_BIN (default
+# $CARGO_TARGET_DIR/release/chat-loadgen); build them first (`cargo build --release`).
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/lib.sh"
+target=${CARGO_TARGET_DIR:-$HOME/.cache/chat-target}
+chat=${CHAT_BIN:-$target/release/chat}
+loadgen=${LOADGEN_BIN:-$target/release/chat-loadgen}
+
+tmp=$(mktemp -d)
+server=
+cleanup() {
+  if [[ -n $server ]]; then stop_pids "$server"; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+port=$(free_port)
+env "${LOAD_LIMITS[@]}" RUST_LOG=warn "$chat" --host 127.0.0.1 --port "$port" --data-dir "$tmp/data" >"$tmp/chat.log" 2>&1 &
+server=$!
+if ! wait_http "http://127.0.0.1:$port/healthz" 30; then
+  cat "$tmp/chat.log" >&2
+  exit 1
+fi
+url=http://127.0.0.1:$port
+status=0
+echo "== loadgen smoke: rate"
+"$loadgen" rate --url "$url" --users 20 --rate 200 --warmup 1s --duration 3s --drain 5s || status=1
+echo "== loadgen smoke: idle"
+"$loadgen" idle --url "$url" --users 50 --server-pid "$server" --settle-max 5s || status=1
+if ((status != 0)); then
+  echo "== loadgen smoke FAILED; server log:" >&2
+  cat "$tmp/chat.log" >&2
+fi
+exit "$status"

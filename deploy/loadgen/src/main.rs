@@ -1,0 +1,190 @@
+//! `chat-loadgen`: simulated users against the chat Socket.IO API (ours or any server speaking
+//! it), measuring acknowledgement and delivery latency, throughput, delivery guarantees and
+//! memory per idle connection. A table on stdout for people, `--json FILE` for machines; the
+//! exit status is 1 when a check failed (lost, duplicated, out-of-order messages, errors) and 2
+//! when the run could not be made.
+
+mod check;
+mod crowd;
+mod idle;
+mod jetstream;
+mod metrics;
+mod procfs;
+mod rest;
+mod sio;
+mod traffic;
+mod user;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+#[derive(Debug, Parser)]
+#[command(name = "chat-loadgen", version, about = "Load generator for the chat Socket.IO API")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+
+    /// Worker threads of the load generator (it shares the machine with what it measures).
+    #[arg(long, default_value_t = 2, global = true)]
+    threads: usize,
+
+    /// Also write the report as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Open loop: a total target rate, paced per user; latency from the scheduled send time,
+    /// so a slow server cannot hide its queueing (no coordinated omission).
+    Rate {
+        #[command(flatten)]
+        common: Common,
+        /// Messages per second, over all users.
+        #[arg(long)]
+        rate: f64,
+        /// Unanswered sends a user may have; when due with that many, it waits (counted).
+        #[arg(long, default_value_t = 64)]
+        max_in_flight: u32,
+    },
+    /// Closed loop: every user keeps `--window` sends unanswered; finds the maximum throughput.
+    Max {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 8)]
+        window: u32,
+    },
+    /// Idle connections (each joined to a conversation): the servers' memory per connection.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        /// Longest wait for the connections to settle (no frames for 2 s) before measuring.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        settle_max: Duration,
+        /// How long to keep the connections open after measuring.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        hold: Duration,
+    },
+    /// The box's raw JetStream publish rate (file storage, acknowledged publishes).
+    JetstreamBench {
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// Stream to create (and delete afterwards); default: one named after this process.
+        #[arg(long)]
+        stream: Option<String>,
+        #[arg(long, default_value_t = 200_000)]
+        messages: u64,
+        /// Payload size in bytes.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        /// Publishes awaiting their acknowledgement.
+        #[arg(long, default_value_t = 256)]
+        in_flight: usize,
+    },
+}
+
+/// Settings of every mode that simulates users.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Server base URL (`http://host:port`); repeat for several gateways: user i connects to
+    /// URL i mod M, so the two users of a conversation are on different gateways.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    pub url: Vec<String>,
+    /// Simulated users (even: they come in pairs, one conversation per pair).
+    #[arg(long, default_value_t = 200)]
+    pub users: usize,
+    /// Sending before measuring starts (not counted in latencies and throughput).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Measured sending time.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// After sending stops, outstanding answers and deliveries are awaited until none has
+    /// arrived for this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain: Duration,
+    /// Limit for each step of opening a connection (TCP, WebSocket, namespace, join).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub setup_timeout: Duration,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 100)]
+    pub connect_concurrency: usize,
+    /// Parallel HTTP connections that open the conversations.
+    #[arg(long, default_value_t = 8)]
+    pub rest_parallel: usize,
+    /// Local address to connect from (repeatable; users take them in turn), for more
+    /// ephemeral ports than one address has.
+    #[arg(long)]
+    pub source_ip: Vec<IpAddr>,
+    /// A server process to measure (repeatable; summed): its resident memory in `idle`, its
+    /// CPU time during the measured window in `rate` and `max`.
+    #[arg(long)]
+    pub server_pid: Vec<u32>,
+    /// First user id (default: derived from the clock, so runs do not share users).
+    #[arg(long)]
+    pub user_base: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("chat-loadgen: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the mode; true when its checks passed.
+fn run(cli: Cli) -> anyhow::Result<bool> {
+    // Thousands of sockets need more descriptors than the usual soft limit of 1024.
+    rlimit::increase_nofile_limit(u64::MAX).context("raising the open files limit")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.max(1))
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        match cli.mode {
+            Mode::Rate { common, rate, max_in_flight } => {
+                anyhow::ensure!(rate > 0.0, "--rate must be positive");
+                let report =
+                    traffic::run(&common, traffic::Pace::Rate { rate, max_in_flight: max_in_flight.max(1) }).await?;
+                report.print_table();
+                finish(cli.json, &report, report.ok)
+            }
+            Mode::Max { common, window } => {
+                let report = traffic::run(&common, traffic::Pace::Max { window: window.max(1) }).await?;
+                report.print_table();
+                finish(cli.json, &report, report.ok)
+            }
+            Mode::Idle { common, settle_max, hold } => {
+                let report = idle::run(&common, settle_max, hold).await?;
+                report.print_table();
+                finish(cli.json, &report, report.ok)
+            }
+            Mode::JetstreamBench { nats_url, stream, messages, size, in_flight } => {
+                let stream = stream.unwrap_or_else(|| format!("loadgen_bench_{}", std::process::id()));
+                let report = jetstream::run(&nats_url, &stream, messages, size, in_flight).await?;
+                report.print_table();
+                finish(cli.json, &report, report.ok)
+            }
+        }
+    })
+}
+
+fn finish(json: Option<PathBuf>, report: &impl Serialize, ok: bool) -> anyhow::Result<bool> {
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(report)?;
+        std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ok)
+}

@@ -1,0 +1,202 @@
+//! Counters and latency histograms shared by every simulated user of a run.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// Error texts kept for the report (the count has them all).
+const ERROR_SAMPLES: usize = 10;
+
+/// Latencies are recorded in microseconds, up to an hour, to three significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+pub struct Metrics {
+    /// Time zero of every stamp and of the measurement window.
+    pub epoch: Instant,
+    /// Start and end of the measurement window (ns since `epoch`); empty until set.
+    window_start: AtomicU64,
+    window_end: AtomicU64,
+    ack_latency: Mutex<Histogram<u64>>,
+    delivery_latency: Mutex<Histogram<u64>>,
+    pub sent: Counter,
+    pub acked: Counter,
+    pub delivered: Counter,
+    pub acked_in_window: Counter,
+    pub delivered_in_window: Counter,
+    /// `message-error` answers (each ends one send).
+    pub message_errors: Counter,
+    /// Other errors: `error` events, protocol surprises, disconnections.
+    pub errors: Counter,
+    /// Messages whose content was not a stamp of this run and sender.
+    pub foreign: Counter,
+    /// Times an open-loop sender was due to send but had `max_in_flight` sends unanswered.
+    pub cap_hits: Counter,
+    /// Frames received other than pings (to tell when idle connections have settled).
+    pub frames: Counter,
+    error_samples: Mutex<Vec<String>>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            window_start: AtomicU64::new(u64::MAX),
+            window_end: AtomicU64::new(u64::MAX),
+            ack_latency: Mutex::new(histogram()),
+            delivery_latency: Mutex::new(histogram()),
+            sent: Counter::default(),
+            acked: Counter::default(),
+            delivered: Counter::default(),
+            acked_in_window: Counter::default(),
+            delivered_in_window: Counter::default(),
+            message_errors: Counter::default(),
+            errors: Counter::default(),
+            foreign: Counter::default(),
+            cap_hits: Counter::default(),
+            frames: Counter::default(),
+            error_samples: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.ns(Instant::now())
+    }
+
+    pub fn ns(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    /// Sets the measurement window: latencies of messages sent in it and acks and deliveries
+    /// that arrive in it count; the warm-up before and the drain after do not.
+    pub fn set_window(&self, start: Instant, end: Instant) {
+        self.window_end.store(self.ns(end), Ordering::Relaxed);
+        self.window_start.store(self.ns(start), Ordering::Relaxed);
+    }
+
+    fn in_window(&self, ns: u64) -> bool {
+        (self.window_start.load(Ordering::Relaxed)..self.window_end.load(Ordering::Relaxed)).contains(&ns)
+    }
+
+    pub fn record_ack(&self, sent_ns: u64, now_ns: u64) {
+        self.acked.add(1);
+        if self.in_window(now_ns) {
+            self.acked_in_window.add(1);
+        }
+        if self.in_window(sent_ns) {
+            lock(&self.ack_latency).saturating_record(now_ns.saturating_sub(sent_ns) / 1000);
+        }
+    }
+
+    pub fn record_delivery(&self, sent_ns: u64, now_ns: u64) {
+        self.delivered.add(1);
+        if self.in_window(now_ns) {
+            self.delivered_in_window.add(1);
+        }
+        if self.in_window(sent_ns) {
+            lock(&self.delivery_latency).saturating_record(now_ns.saturating_sub(sent_ns) / 1000);
+        }
+    }
+
+    pub fn error(&self, what: impl Into<String>) {
+        self.errors.add(1);
+        self.sample(what.into());
+    }
+
+    pub fn message_error(&self, what: impl Into<String>) {
+        self.message_errors.add(1);
+        self.sample(what.into());
+    }
+
+    fn sample(&self, what: String) {
+        let mut samples = lock(&self.error_samples);
+        if samples.len() < ERROR_SAMPLES {
+            samples.push(what);
+        }
+    }
+
+    pub fn error_samples(&self) -> Vec<String> {
+        lock(&self.error_samples).clone()
+    }
+
+    pub fn ack_latency(&self) -> Percentiles {
+        Percentiles::of(&lock(&self.ack_latency))
+    }
+
+    pub fn delivery_latency(&self) -> Percentiles {
+        Percentiles::of(&lock(&self.delivery_latency))
+    }
+}
+
+/// A poisoned lock only means another user task panicked; its counts are still good.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| Duration::from_micros(us).as_secs_f64() * 1000.0;
+        Self {
+            count: h.len(),
+            mean: h.mean() / 1000.0,
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_window_counts() {
+        let metrics = Metrics::new();
+        let start = metrics.epoch + Duration::from_secs(1);
+        metrics.set_window(start, start + Duration::from_secs(1));
+        let at = |ms: u64| metrics.ns(metrics.epoch + Duration::from_millis(ms));
+        metrics.record_ack(at(500), at(900)); // warm-up: counted, not measured
+        metrics.record_ack(at(1100), at(1102)); // in the window, 2 ms
+        metrics.record_ack(at(1900), at(2100)); // sent in the window, answered after it: 200 ms
+        metrics.record_delivery(at(2100), at(2200)); // drain
+        assert_eq!((metrics.acked.get(), metrics.acked_in_window.get()), (3, 1));
+        assert_eq!((metrics.delivered.get(), metrics.delivered_in_window.get()), (1, 0));
+        let acks = metrics.ack_latency();
+        assert_eq!(acks.count, 2);
+        assert!((acks.p50 - 2.0).abs() < 0.01, "{acks:?}");
+        assert!((acks.max - 200.0).abs() < 0.5, "{acks:?}");
+        assert_eq!(metrics.delivery_latency().count, 0);
+    }
+}

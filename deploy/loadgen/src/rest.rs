@@ -1,0 +1,89 @@
+//! Opening conversations over REST (`POST /api/chats/conversations`), on keep-alive HTTP/1.1
+//! connections, several in parallel.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+
+use crate::sio::Endpoint;
+
+#[derive(Deserialize)]
+struct Conversation {
+    id: u64,
+}
+
+/// Opens one conversation per pair of user ids, with `parallel` connections spread over the
+/// endpoints; returns the conversation ids in the order of `pairs`.
+pub async fn open_conversations(
+    endpoints: &[Arc<Endpoint>],
+    pairs: &[(u64, u64)],
+    parallel: usize,
+) -> anyhow::Result<Vec<u64>> {
+    let pairs: Arc<[(u64, u64)]> = pairs.into();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..parallel.clamp(1, pairs.len().max(1)) {
+        let endpoint = Arc::clone(&endpoints[worker % endpoints.len()]);
+        let (pairs, next) = (Arc::clone(&pairs), Arc::clone(&next));
+        workers.push(tokio::spawn(async move {
+            let mut client = Client::connect(&endpoint).await?;
+            let mut opened = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(a, b)) = pairs.get(i) else { return anyhow::Ok(opened) };
+                opened.push((i, client.open_conversation(a, b).await?));
+            }
+        }));
+    }
+    let mut ids = vec![0; pairs.len()];
+    for worker in workers {
+        for (i, id) in worker.await.context("conversation worker panicked")?? {
+            ids[i] = id;
+        }
+    }
+    Ok(ids)
+}
+
+struct Client {
+    authority: String,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    async fn connect(endpoint: &Endpoint) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(endpoint.addr)
+            .await
+            .with_context(|| format!("REST connection to {}", endpoint.authority))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        // The connection future drives the socket; it ends when `sender` is dropped.
+        tokio::spawn(connection);
+        Ok(Self { authority: endpoint.authority.clone(), sender })
+    }
+
+    async fn open_conversation(&mut self, sender_id: u64, receiver_id: u64) -> anyhow::Result<u64> {
+        let body = format!("{{\"sender_id\":{sender_id},\"receiver_id\":{receiver_id}}}");
+        let request = hyper::Request::post("/api/chats/conversations")
+            .header(hyper::header::HOST, &self.authority)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))?;
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!(
+                "POST /api/chats/conversations for {sender_id} and {receiver_id}: {status} {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let conversation: Conversation =
+            serde_json::from_slice(&body).context("POST /api/chats/conversations: unexpected answer")?;
+        Ok(conversation.id)
+    }
+}

@@ -1,0 +1,259 @@
+//! The `rate` (open loop) and `max` (closed loop) modes: messages between partners, timed,
+//! counted and checked.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::crowd::{Crowd, Setup};
+use crate::metrics::Percentiles;
+use crate::user::{Load, Outcome};
+use crate::{procfs, Common};
+
+/// How often the drain checks whether every send has been answered and delivered.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// Open loop: `rate` messages per second in total, spread evenly over the users.
+    Rate { rate: f64, max_in_flight: u32 },
+    /// Closed loop: every user keeps `window` sends unanswered.
+    Max { window: u32 },
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrafficReport {
+    pub mode: &'static str,
+    pub urls: Vec<String>,
+    pub users: usize,
+    /// Open loop: the target in messages per second.
+    pub rate_target: Option<f64>,
+    /// Closed loop: unanswered sends per user.
+    pub window: Option<u32>,
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    pub setup_s: f64,
+    /// Totals over the whole run (warm-up and drain included).
+    pub sent: u64,
+    pub acked: u64,
+    pub delivered: u64,
+    /// Acks and deliveries that arrived in the measurement window, per second.
+    pub throughput_acked_per_s: f64,
+    pub throughput_delivered_per_s: f64,
+    /// Send (scheduled, in open loop) to `message-sent`, messages sent in the window.
+    pub ack_latency_ms: Percentiles,
+    /// Send (scheduled, in open loop) to `receive-message` at the partner.
+    pub delivery_latency_ms: Percentiles,
+    /// `message-error` answers.
+    pub message_errors: u64,
+    /// Other errors: `error` events, disconnections, messages of another conversation.
+    pub errors: u64,
+    pub error_samples: Vec<String>,
+    /// Acknowledged, never delivered to the partner.
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    /// Sent, answered by neither `message-sent` nor `message-error`.
+    pub unanswered: u64,
+    /// Open loop: times a user was due to send with `max_in_flight` sends unanswered.
+    pub cap_hits: u64,
+    /// Messages with content this run did not write.
+    pub foreign: u64,
+    /// CPU time of the `--server-pid` processes during the measured window.
+    pub server_cpu_s: Option<f64>,
+    /// The same per 1,000 messages acknowledged in the window.
+    pub server_cpu_s_per_1000_msgs: Option<f64>,
+    /// Every message acknowledged was delivered exactly once and in order, without errors.
+    pub ok: bool,
+}
+
+pub async fn run(common: &Common, pace: Pace) -> anyhow::Result<TrafficReport> {
+    let users = common.users;
+    let load = |index: usize| match pace {
+        Pace::Rate { rate, max_in_flight } => {
+            let interval = Duration::from_secs_f64(users as f64 / rate);
+            Load::Paced { interval, offset: interval.mul_f64(index as f64 / users as f64), max_in_flight }
+        }
+        Pace::Max { window } => Load::Closed { window },
+    };
+    let mut crowd = Crowd::assemble(common, Setup::Strict, load).await?;
+    let metrics = crowd.metrics.clone();
+
+    let start = Instant::now() + Duration::from_millis(100);
+    let window_start = start + common.warmup;
+    let stop_sending = window_start + common.duration;
+    metrics.set_window(window_start, stop_sending);
+    crowd.start(start, stop_sending);
+    tokio::time::sleep_until(window_start).await;
+    let cpu_before = server_cpu(&common.server_pid);
+    tokio::time::sleep_until(stop_sending).await;
+    let cpu_after = server_cpu(&common.server_pid);
+
+    // Drain: wait until every send is answered and every answer delivered, or until nothing
+    // has moved for `--drain` (a closed loop ends with thousands in flight on a slow server).
+    let progress = || metrics.acked.get() + metrics.message_errors.get() + metrics.delivered.get();
+    let (mut last_progress, mut last_change) = (progress(), Instant::now());
+    while last_change.elapsed() < common.drain {
+        let answered = metrics.acked.get() + metrics.message_errors.get();
+        if answered >= metrics.sent.get() && metrics.delivered.get() >= metrics.acked.get() {
+            break;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+        if progress() != last_progress {
+            (last_progress, last_change) = (progress(), Instant::now());
+        }
+    }
+    let outcomes = crowd.stop().await;
+    let (lost, duplicated, out_of_order) = delivery_check(&outcomes);
+    let sent = metrics.sent.get();
+    let answered = metrics.acked.get() + metrics.message_errors.get();
+    let seconds = common.duration.as_secs_f64();
+    let mut report = TrafficReport {
+        mode: match pace {
+            Pace::Rate { .. } => "rate",
+            Pace::Max { .. } => "max",
+        },
+        urls: common.url.clone(),
+        users,
+        rate_target: match pace {
+            Pace::Rate { rate, .. } => Some(rate),
+            Pace::Max { .. } => None,
+        },
+        window: match pace {
+            Pace::Rate { .. } => None,
+            Pace::Max { window } => Some(window),
+        },
+        warmup_s: common.warmup.as_secs_f64(),
+        duration_s: seconds,
+        setup_s: crowd.setup_time.as_secs_f64(),
+        sent,
+        acked: metrics.acked.get(),
+        delivered: metrics.delivered.get(),
+        throughput_acked_per_s: metrics.acked_in_window.get() as f64 / seconds,
+        throughput_delivered_per_s: metrics.delivered_in_window.get() as f64 / seconds,
+        ack_latency_ms: metrics.ack_latency(),
+        delivery_latency_ms: metrics.delivery_latency(),
+        message_errors: metrics.message_errors.get(),
+        errors: metrics.errors.get(),
+        error_samples: metrics.error_samples(),
+        lost,
+        duplicated,
+        out_of_order,
+        unanswered: sent.saturating_sub(answered),
+        cap_hits: metrics.cap_hits.get(),
+        foreign: metrics.foreign.get(),
+        server_cpu_s: None,
+        server_cpu_s_per_1000_msgs: None,
+        ok: false,
+    };
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        let used = after - before;
+        let acked = metrics.acked_in_window.get();
+        report.server_cpu_s = Some(used);
+        report.server_cpu_s_per_1000_msgs = (acked > 0).then(|| used / (acked as f64 / 1000.0));
+    }
+    report.ok = report.lost == 0
+        && report.duplicated == 0
+        && report.out_of_order == 0
+        && report.unanswered == 0
+        && report.message_errors == 0
+        && report.errors == 0
+        && report.foreign == 0;
+    Ok(report)
+}
+
+/// CPU seconds used so far by the processes (those that exist); `None` without any.
+fn server_cpu(pids: &[u32]) -> Option<f64> {
+    let times: Vec<f64> = pids.iter().filter_map(|&pid| procfs::cpu_seconds(pid)).collect();
+    (!times.is_empty()).then(|| times.iter().sum())
+}
+
+/// Lost (acknowledged to the sender, never received by its partner), duplicated and
+/// out-of-order deliveries over all users; `outcomes` is indexed by user.
+pub fn delivery_check(outcomes: &[Outcome]) -> (u64, u64, u64) {
+    let mut totals = (0, 0, 0);
+    for sender in outcomes {
+        let receiver = outcomes.get(sender.partner).filter(|r| r.index == sender.partner);
+        totals.0 += match receiver {
+            Some(receiver) => sender.acked.missing_from(&receiver.inbox.received),
+            None => sender.acked.len(),
+        };
+        totals.1 += sender.inbox.duplicates;
+        totals.2 += sender.inbox.out_of_order;
+    }
+    totals
+}
+
+impl TrafficReport {
+    pub fn print_table(&self) {
+        let target = match (self.rate_target, self.window) {
+            (Some(rate), _) => format!("open loop at {rate:.0} msg/s"),
+            (_, Some(window)) => format!("closed loop, {window} unanswered per user"),
+            _ => String::new(),
+        };
+        println!("{} users on {}; {target}", self.users, self.urls.join(", "));
+        println!("set-up {:.1} s, warm-up {:.0} s, measured {:.0} s", self.setup_s, self.warmup_s, self.duration_s);
+        println!(
+            "throughput: {:.0} acked/s, {:.0} delivered/s   (totals: sent {}, acked {}, delivered {})",
+            self.throughput_acked_per_s, self.throughput_delivered_per_s, self.sent, self.acked, self.delivered
+        );
+        println!(
+            "{:<18}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>10}",
+            "latency (ms)", "p50", "p90", "p99", "p99.9", "max", "mean", "count"
+        );
+        for (name, p) in [("ack", &self.ack_latency_ms), ("delivery", &self.delivery_latency_ms)] {
+            println!(
+                "{name:<18}{:>9.2}{:>9.2}{:>9.2}{:>9.2}{:>9.2}{:>9.2}{:>10}",
+                p.p50, p.p90, p.p99, p.p999, p.max, p.mean, p.count
+            );
+        }
+        println!(
+            "lost {}, duplicated {}, out of order {}, unanswered {}, message-error {}, errors {}, foreign {}, in-flight cap hits {}",
+            self.lost,
+            self.duplicated,
+            self.out_of_order,
+            self.unanswered,
+            self.message_errors,
+            self.errors,
+            self.foreign,
+            self.cap_hits
+        );
+        if let (Some(cpu), Some(per_1000)) = (self.server_cpu_s, self.server_cpu_s_per_1000_msgs) {
+            println!("server CPU in the window: {cpu:.2} s, {per_1000:.3} s per 1,000 messages");
+        }
+        for sample in &self.error_samples {
+            println!("  e.g. {sample}");
+        }
+        println!("{}", if self.ok { "OK" } else { "FAILED" });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(index: usize, acked: &[u64], received: &[(u64, i64)]) -> Outcome {
+        let mut outcome = Outcome { index, partner: index ^ 1, connected: true, ..Outcome::default() };
+        for &seq in acked {
+            outcome.acked.insert(seq);
+        }
+        for &(seq, id) in received {
+            outcome.inbox.record(seq, id);
+        }
+        outcome
+    }
+
+    #[test]
+    fn counts_what_the_partner_never_got_or_got_twice() {
+        let outcomes = [
+            user(0, &[0, 1, 2, 3], &[(0, 11), (1, 13)]),
+            // got 0, 2 (twice) and 3 of user 0's four: 1 is lost
+            user(1, &[0, 1], &[(0, 10), (2, 14), (2, 14), (3, 15)]),
+        ];
+        assert_eq!(delivery_check(&outcomes), (1, 1, 0));
+        let reordered = [user(0, &[0, 1], &[]), user(1, &[], &[(1, 5), (0, 4)])];
+        // user 1's acked nothing; user 0's two arrived in the wrong order
+        assert_eq!(delivery_check(&reordered), (0, 0, 1));
+    }
+}

@@ -1,0 +1,328 @@
+//! One simulated user: a socket on one gateway, joined to the conversation it shares with its
+//! partner, sending stamped messages and checking what its partner sends.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::check::{Arrival, Inbox, SeqSet, Stamp};
+use crate::metrics::Metrics;
+use crate::sio::{self, Endpoint, Inbound};
+
+/// Who a user is and where it connects.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub index: usize,
+    pub user_id: u64,
+    pub partner: usize,
+    pub partner_id: u64,
+    pub conversation: u64,
+    pub endpoint: Arc<Endpoint>,
+    pub bind: Option<IpAddr>,
+}
+
+/// How a user sends.
+#[derive(Debug, Clone, Copy)]
+pub enum Load {
+    /// Connected and joined; sends nothing.
+    Idle,
+    /// Open loop: one send every `interval`, the first at `offset` after the start; sends are
+    /// timed from their schedule. At most `max_in_flight` unanswered; past that, sends wait
+    /// (and are late, which the latency shows).
+    Paced { interval: Duration, offset: Duration, max_in_flight: u32 },
+    /// Closed loop: `window` sends unanswered at all times.
+    Closed { window: u32 },
+}
+
+/// What the run asks of every user, through a watch channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Setup,
+    Run { start: Instant, stop_sending: Instant },
+    Stop,
+}
+
+/// Settings shared by every user of a run.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub run: u64,
+    pub setup_timeout: Duration,
+    /// Bounds the connections being opened at once.
+    pub connecting: Semaphore,
+}
+
+/// What one user saw, for the delivery check at the end.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub index: usize,
+    pub partner: usize,
+    pub connected: bool,
+    pub sent: u64,
+    pub acked: SeqSet,
+    pub inbox: Inbox,
+}
+
+/// The fields of a stored message that the checks need.
+#[derive(Deserialize)]
+struct StoredMessage<'a> {
+    id: i64,
+    sender_id: u64,
+    #[serde(borrow)]
+    content: Cow<'a, str>,
+}
+
+/// What the session loop has to do after a frame.
+enum Reply {
+    Nothing,
+    Pong,
+    /// A send was answered (`message-sent` or `message-error`).
+    Answered,
+    Closed,
+}
+
+pub async fn run(
+    plan: Plan,
+    load: Load,
+    shared: Arc<Shared>,
+    ready: mpsc::UnboundedSender<Result<(), String>>,
+    phase: watch::Receiver<Phase>,
+) -> Outcome {
+    let mut user = User {
+        outcome: Outcome { index: plan.index, partner: plan.partner, ..Outcome::default() },
+        content: String::new(),
+        metrics: Arc::clone(&shared.metrics),
+        run: shared.run,
+        plan,
+    };
+    let opened = {
+        let _permit = shared.connecting.acquire().await;
+        user.open(shared.setup_timeout).await
+    };
+    let ws = match opened {
+        Ok(ws) => ws,
+        Err(e) => {
+            let _ = ready.send(Err(format!("user {}: {e}", user.plan.user_id)));
+            return user.outcome;
+        }
+    };
+    user.outcome.connected = true;
+    let _ = ready.send(Ok(()));
+    user.session(ws, load, phase).await;
+    user.outcome
+}
+
+struct User {
+    plan: Plan,
+    run: u64,
+    metrics: Arc<Metrics>,
+    outcome: Outcome,
+    /// Reused buffer for the stamp of the next message.
+    content: String,
+}
+
+impl User {
+    async fn open(&self, limit: Duration) -> Result<sio::Ws, sio::SioError> {
+        let mut ws = sio::connect(&self.plan.endpoint, self.plan.user_id, self.plan.bind, limit).await?;
+        sio::join(&mut ws, self.plan.conversation, self.plan.user_id, limit).await?;
+        Ok(ws)
+    }
+
+    async fn session(&mut self, ws: sio::Ws, load: Load, mut phase: watch::Receiver<Phase>) {
+        let (mut tx, mut rx) = ws.split();
+        let mut sending = false;
+        let mut stop_sending = Instant::now();
+        let mut in_flight: u32 = 0;
+        let mut next_send = Instant::now();
+        let timer = tokio::time::sleep_until(next_send);
+        tokio::pin!(timer);
+        loop {
+            let can_send = match load {
+                Load::Paced { max_in_flight, .. } => sending && in_flight < max_in_flight,
+                Load::Idle | Load::Closed { .. } => false,
+            };
+            let outgoing = tokio::select! {
+                frame = rx.next() => {
+                    let text = match frame {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Close(_))) | None => {
+                            self.metrics.error(format!("user {}: the server closed the connection", self.plan.user_id));
+                            return;
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => {
+                            self.metrics.error(format!("user {}: {e}", self.plan.user_id));
+                            return;
+                        }
+                    };
+                    match self.handle(&text) {
+                        Reply::Nothing => None,
+                        Reply::Pong => Some(sio::PONG.to_owned()),
+                        Reply::Closed => return,
+                        Reply::Answered => {
+                            let now = Instant::now();
+                            match load {
+                                Load::Paced { max_in_flight, .. } if in_flight == max_in_flight && sending && next_send <= now => {
+                                    self.metrics.cap_hits.add(1);
+                                }
+                                _ => {}
+                            }
+                            in_flight = in_flight.saturating_sub(1);
+                            match load {
+                                Load::Closed { .. } if sending && now < stop_sending => {
+                                    in_flight += 1;
+                                    Some(self.next_message(self.metrics.ns(now)))
+                                }
+                                _ => None,
+                            }
+                        }
+                    }
+                }
+                () = &mut timer, if can_send => {
+                    let Load::Paced { interval, .. } = load else { continue };
+                    let message = self.next_message(self.metrics.ns(next_send));
+                    in_flight += 1;
+                    next_send += interval;
+                    sending = next_send < stop_sending;
+                    timer.as_mut().reset(next_send);
+                    Some(message)
+                }
+                changed = phase.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let current = *phase.borrow_and_update();
+                    match current {
+                        Phase::Setup => None,
+                        Phase::Stop => return,
+                        Phase::Run { start, stop_sending: until } => {
+                            stop_sending = until;
+                            sending = true;
+                            match load {
+                                Load::Idle => None,
+                                Load::Paced { offset, .. } => {
+                                    next_send = start + offset;
+                                    timer.as_mut().reset(next_send);
+                                    None
+                                }
+                                Load::Closed { window } => {
+                                    tokio::time::sleep_until(start).await;
+                                    let mut burst = Vec::new();
+                                    for _ in 0..window {
+                                        burst.push(Message::text(self.next_message(self.metrics.now_ns())));
+                                    }
+                                    in_flight = window;
+                                    let mut burst = futures::stream::iter(burst.into_iter().map(Ok));
+                                    if let Err(e) = tx.send_all(&mut burst).await {
+                                        self.metrics.error(format!("user {}: {e}", self.plan.user_id));
+                                        return;
+                                    }
+                                    None
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            if let Some(text) = outgoing {
+                if let Err(e) = tx.send(Message::text(text)).await {
+                    self.metrics.error(format!("user {}: {e}", self.plan.user_id));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The `send-message` packet of the next message, stamped `at_ns`.
+    fn next_message(&mut self, at_ns: u64) -> String {
+        let stamp = Stamp { run: self.run, sender: self.plan.index, seq: self.outcome.sent, at_ns };
+        stamp.encode(&mut self.content);
+        self.outcome.sent += 1;
+        self.metrics.sent.add(1);
+        let payload = format!(
+            "{{\"sender_id\":{},\"conversation_id\":{},\"message_type\":\"text\",\"content\":\"{}\"}}",
+            self.plan.user_id, self.plan.conversation, self.content
+        );
+        sio::event("send-message", &payload, None)
+    }
+
+    fn handle(&mut self, text: &str) -> Reply {
+        let frame = sio::parse(text);
+        // Pings keep coming while connections idle; only other traffic says they have not settled.
+        if frame != Inbound::Ping {
+            self.metrics.frames.add(1);
+        }
+        match frame {
+            Inbound::Ping => Reply::Pong,
+            Inbound::Disconnected => {
+                self.metrics.error(format!("user {}: disconnected by the server", self.plan.user_id));
+                Reply::Closed
+            }
+            Inbound::Event { name: "message-sent", payload } => match self.stamp_of(payload, "message-sent") {
+                Some((stamp, _)) if stamp.sender == self.plan.index => {
+                    if self.outcome.acked.insert(stamp.seq) {
+                        self.metrics.record_ack(stamp.at_ns, self.metrics.now_ns());
+                    } else {
+                        self.metrics.error(format!("user {}: message-sent twice for {}", self.plan.user_id, stamp.seq));
+                    }
+                    Reply::Answered
+                }
+                Some(_) => {
+                    self.metrics.error(format!("user {}: message-sent for its partner's message", self.plan.user_id));
+                    Reply::Nothing
+                }
+                None => Reply::Nothing,
+            },
+            Inbound::Event { name: "receive-message", payload } => {
+                if let Some((stamp, id)) = self.stamp_of(payload, "receive-message") {
+                    if stamp.sender == self.plan.partner
+                        && self.outcome.inbox.record(stamp.seq, id) != Arrival::Duplicate
+                    {
+                        self.metrics.record_delivery(stamp.at_ns, self.metrics.now_ns());
+                    }
+                }
+                Reply::Nothing
+            }
+            Inbound::Event { name: "message-error", payload } => {
+                self.metrics.message_error(format!("user {}: message-error {}", self.plan.user_id, payload));
+                Reply::Answered
+            }
+            Inbound::Event { name: "error", payload } => {
+                self.metrics.error(format!("user {}: error {}", self.plan.user_id, payload));
+                Reply::Nothing
+            }
+            _ => Reply::Nothing,
+        }
+    }
+
+    /// The stamp and id of a stored message of this run (own echoes included); `None`, counted
+    /// as foreign, for anything else.
+    fn stamp_of(&self, payload: &str, event: &str) -> Option<(Stamp, i64)> {
+        let found = serde_json::from_str::<StoredMessage>(payload)
+            .ok()
+            .and_then(|m| Stamp::decode(&m.content).map(|s| (s, m.id, m.sender_id)));
+        match found {
+            Some((stamp, id, sender_id)) if stamp.run == self.run => {
+                let from_me = stamp.sender == self.plan.index && sender_id == self.plan.user_id;
+                let from_partner = stamp.sender == self.plan.partner && sender_id == self.plan.partner_id;
+                if from_me || from_partner {
+                    Some((stamp, id))
+                } else {
+                    let user = self.plan.user_id;
+                    self.metrics.error(format!("user {user}: {event} from sender {sender_id} of another conversation"));
+                    None
+                }
+            }
+            _ => {
+                self.metrics.foreign.add(1);
+                None
+            }
+        }
+    }
+}
