@@ -16,3 +16,5 @@ echo "== end-to-end suite (socket.io-client), all-in-one and cluster"
 CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/e2e/run.sh
 echo "== fault injection and fuzz (cluster under load)"
 CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/e2e/run-faults.sh
+echo "== browser tests (headless Chromium): the test client page and the API docs"
+CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/browser/run.sh
