@@ -60,12 +60,15 @@
     return t;
   }
 
-  /** Examples of a media type or parameter: `example`, then every named one of `examples`. */
+  /** Examples of a media type or schema: `[title, value]` of `example`, then of each of `examples`. */
   function examplesOf(holder) {
     const found = [];
-    if (holder.example !== undefined) found.push(['example', holder.example]);
-    for (const [name, ex] of Object.entries(holder.examples ?? {})) {
-      found.push([ex.summary ?? name, ex.value]);
+    if (holder.example !== undefined) found.push(['Example', holder.example]);
+    const examples = holder.examples ?? {};
+    for (const [name, ex] of Object.entries(examples)) {
+      // A schema's `examples` is a list of values; a media type's, named example objects.
+      if (Array.isArray(examples)) found.push(['Example', ex]);
+      else found.push([`Example: ${ex.summary ?? name}`, ex.value]);
     }
     return found;
   }
@@ -75,9 +78,7 @@
       const line = element('p');
       line.append(code(mediaType), document.createTextNode(`: ${typeText(media.schema)}`));
       container.append(line);
-      for (const [name, value] of examplesOf(media)) {
-        container.append(element('p', '', `Example: ${name}`), pre(value));
-      }
+      for (const [title, value] of examplesOf(media)) container.append(element('p', '', title), pre(value));
     }
   }
 
@@ -90,8 +91,11 @@
     if (op.summary) box.append(element('p', '', op.summary));
     if (op.description) box.append(element('p', '', op.description));
     if (op.security?.length) {
+      // An empty requirement makes the others optional: here, none in development mode.
       const schemes = op.security.flatMap((s) => Object.keys(s));
-      box.append(element('p', '', `Authentication: ${schemes.length ? schemes.join(', ') : 'none'} (see above)`));
+      const optional = op.security.some((s) => Object.keys(s).length === 0);
+      const text = `Authentication: ${schemes.join(' or ') || 'none'}${optional && schemes.length ? ' (in JWT mode; none in development mode)' : ''}`;
+      box.append(element('p', '', text));
     }
     if (op.parameters?.length) {
       box.append(element('h4', '', 'Parameters'));
@@ -132,7 +136,7 @@
     } else {
       box.append(element('p', '', typeText(schema)));
     }
-    for (const [label, value] of examplesOf(schema)) box.append(element('p', '', `Example: ${label}`), pre(value));
+    for (const [title, value] of examplesOf(schema)) box.append(element('p', '', title), pre(value));
     return box;
   }
 
