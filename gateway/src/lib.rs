@@ -152,7 +152,11 @@ impl Gateway {
         tokio::spawn(forget_idle_users(gateway.clone()));
         let cors = cors_layer(gateway.config.allowed_origins.as_deref(), gateway.auth.is_development());
         // The CORS layer wraps the Socket.IO one too: browsers poll across origins.
-        let app = rest::router(gateway.clone()).merge(web::router()).layer(layer).layer(cors);
+        let app = rest::router(gateway.clone())
+            .merge(web::router())
+            .layer(axum::middleware::map_response(rest::json_errors))
+            .layer(layer)
+            .layer(cors);
         Ok((gateway, app))
     }
 

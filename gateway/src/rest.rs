@@ -42,13 +42,13 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/chats/users/{id}/conversations", get(list_conversations))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::map_response(json_errors))
         .with_state(gateway)
 }
 
 /// Every error is JSON in the same shape, also those axum answers by itself (a body over the
-/// limit, a path that is not UTF-8, a method the route does not take).
-async fn json_errors(response: Response) -> Response {
+/// limit, a path that is not UTF-8, a method the route does not take). A layer over the whole
+/// HTTP application (`Gateway::start`), the static files' routes included.
+pub(crate) async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()

@@ -195,6 +195,12 @@ test('the page and its scripts come from the server: CSP, no inline script, the 
   assert.deepEqual(scripts.map((s) => [/src="([^"]+)"/.exec(s[1])?.[1], s[2].trim()]),
     [['/assets/socket.io.min.js', ''], ['/assets/client.js', '']]);
 
+  // Their errors are the API's JSON errors too.
+  const wrongMethod = await srv.api('POST', '/', {});
+  assert.deepEqual([wrongMethod.status, wrongMethod.body?.statusCode], [405, 405]);
+  const missing = await srv.api('GET', '/assets/missing.js');
+  assert.deepEqual([missing.status, missing.body?.message], [404, 'Not found']);
+
   const client = await srv.api('GET', '/assets/socket.io.min.js');
   assert.equal(client.status, 200);
   assert.match(client.headers.get('content-type'), /javascript/);
