@@ -14,13 +14,18 @@ const browser = useBrowser();
 const gatewayA = () => srv.gateways[0];
 const gatewayB = () => srv.gateways[srv.gateways.length - 1];
 
-test('two users connect, open a conversation, type, talk, and see each other leave', async () => {
+/** Two new users, each on a page of their own: A creates their conversation, B joins it by id. */
+async function twoUsersTalking() {
   const [a, b] = srv.users(2);
   const pageA = await openClient(browser(), gatewayA(), { userId: a });
   const pageB = await openClient(browser(), gatewayB(), { userId: b });
-
   const conversationId = await createConversation(pageA.page, b);
   await joinConversation(pageB.page, conversationId);
+  return { a, b, pageA, pageB, conversationId };
+}
+
+test('two users connect, open a conversation, type, talk, and see each other leave', async () => {
+  const { a, b, pageA, pageB } = await twoUsersTalking();
 
   // A types: B sees the indicator, which goes once A has been idle for a while.
   await typeMessage(pageA.page, 'Hello B', 30);
@@ -58,11 +63,7 @@ test('two users connect, open a conversation, type, talk, and see each other lea
 });
 
 test('a message with HTML in it shows as text, on both pages and in the history', async () => {
-  const [a, b] = srv.users(2);
-  const pageA = await openClient(browser(), gatewayA(), { userId: a });
-  const pageB = await openClient(browser(), gatewayB(), { userId: b });
-  const conversationId = await createConversation(pageA.page, b);
-  await joinConversation(pageB.page, conversationId);
+  const { b, pageA, pageB, conversationId } = await twoUsersTalking();
 
   const attack = '<img src=x onerror="window.__injected = 1"><b>bold</b> & <script>window.__injected = 2</script>';
   await pageA.page.fill('#message', attack);
