@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { before, after } from 'node:test';
+import { after } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -24,34 +24,35 @@ export function chromiumBinary() {
 }
 
 /**
- * Launches one Chromium for the test file (node:test hooks); `browser()` returns it. Call at the
- * top level of a test file, after useServer().
+ * One Chromium for the test file: `browser()` resolves with it, launching it on first use (in a
+ * test, not a hook: when the server's start-up hook fails no test runs, and no browser is left
+ * running to keep the process alive); closed after the file. Call at the top level of a test
+ * file.
  */
 export function useBrowser() {
-  let instance = null;
-  before(async () => {
-    const bin = chromiumBinary();
-    assert.ok(existsSync(bin), `Chromium not found at ${bin} (run tests/browser/run.sh, which installs it)`);
-    // --no-sandbox: the tests run as root in CI, where Chromium's sandbox refuses to start.
-    instance = await chromium.launch({ executablePath: bin, args: ['--no-sandbox'] });
-  });
+  let launched = null;
   after(async () => {
-    await instance?.close();
+    if (launched) await (await launched).close();
   });
   return () => {
-    assert.ok(instance, 'the browser is not running');
-    return instance;
+    if (!launched) {
+      const bin = chromiumBinary();
+      assert.ok(existsSync(bin), `Chromium not found at ${bin} (run tests/browser/run.sh, which installs it)`);
+      // --no-sandbox: the tests run as root in CI, where Chromium's sandbox refuses to start.
+      launched = chromium.launch({ executablePath: bin, args: ['--no-sandbox'] });
+    }
+    return launched;
   };
 }
 
 /**
- * A new browser context (its own cookies and storage: one user) with one page at `url`,
- * offline but for `url`'s origin. `problems` collects what went wrong in the page; `check()`
+ * A new context of `browser` (a Browser or a promise of one; its own cookies and storage: one
+ * user) with one page at `url`, offline but for `url`'s origin. `problems` collects what went wrong in the page; `check()`
  * asserts there was nothing.
  */
 export async function openPage(browser, url, { ignore = [] } = {}) {
   const origin = new URL(url).origin;
-  const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const context = await (await browser).newContext({ viewport: { width: 1200, height: 900 } });
   const problems = [];
   await context.route('**/*', (route) => {
     const target = route.request().url();
