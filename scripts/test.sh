@@ -16,4 +16,7 @@ echo "== end-to-end suite (socket.io-client), all-in-one and cluster"
 CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/e2e/run.sh
 echo "== fault injection and fuzz (cluster under load)"
 CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/e2e/run-faults.sh
-bash deploy/bench/smoke.sh # load generator smoke (seconds): all-in-one server, rate and idle modes
+echo "== load generator smoke (seconds): all-in-one server, rate and idle modes"
+bash deploy/bench/smoke.sh
+echo "== browser tests (headless Chromium): the test client page and the API docs"
+CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/browser/run.sh

@@ -7,7 +7,8 @@
 //! keeps no state that outlives a connection, so any number of gateways can run side by side.
 //!
 //! - [`sockets`]: the `/chat` namespace and its events;
-//! - [`rest`]: the HTTP API;
+//! - [`rest`]: the HTTP API, and [`openapi`]: its OpenAPI document;
+//! - [`web`]: the browser test client and the API docs page (embedded static files);
 //! - [`auth`]: who a client is (development mode or JWT);
 //! - [`interest`]: which subjects this gateway listens to, and why;
 //! - [`limits`]: rate and connection limits;
@@ -20,11 +21,13 @@ pub mod auth;
 pub mod interest;
 pub mod limits;
 pub mod listener;
+pub mod openapi;
 mod queries;
 pub mod rest;
 mod rooms;
 pub mod sockets;
 pub mod validate;
+pub mod web;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -149,7 +152,11 @@ impl Gateway {
         tokio::spawn(forget_idle_users(gateway.clone()));
         let cors = cors_layer(gateway.config.allowed_origins.as_deref(), gateway.auth.is_development());
         // The CORS layer wraps the Socket.IO one too: browsers poll across origins.
-        let app = rest::router(gateway.clone()).layer(layer).layer(cors);
+        let app = rest::router(gateway.clone())
+            .merge(web::router())
+            .layer(axum::middleware::map_response(rest::json_errors))
+            .layer(layer)
+            .layer(cors);
         Ok((gateway, app))
     }
 

@@ -2,6 +2,10 @@
 //!
 //! Errors are JSON in the shape NestJS clients know: `{statusCode, error, message}`, where
 //! `message` lists every validation problem.
+//!
+//! Each handler's `#[utoipa::path]` describes it in the OpenAPI document (`openapi`, which adds
+//! the errors every `/api/` route may give: 401 and 503); a test there checks that every route
+//! of [`router`] is described.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,11 +20,13 @@ use chat_proto::{
     conversation_reply, ConversationList, ConversationReply, ErrorKind, ListConversations, ListMessages, MessagePage,
     OpenConversation, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::auth::Credentials;
 use crate::queries::QueryFailure;
-use crate::wire::{ConversationJson, MessageJson};
+use crate::wire::{
+    ConversationJson, ConversationListJson, ErrorJson, ErrorMessage, HealthJson, MessageJson, MessagePageJson,
+};
 use crate::Gateway;
 
 /// Page size when the request names none, and the most a page may hold.
@@ -36,13 +42,13 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/chats/users/{id}/conversations", get(list_conversations))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::map_response(json_errors))
         .with_state(gateway)
 }
 
 /// Every error is JSON in the same shape, also those axum answers by itself (a body over the
-/// limit, a path that is not UTF-8, a method the route does not take).
-async fn json_errors(response: Response) -> Response {
+/// limit, a path that is not UTF-8, a method the route does not take). A layer over the whole
+/// HTTP application (`Gateway::start`), the static files' routes included.
+pub(crate) async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
@@ -62,26 +68,26 @@ async fn json_errors(response: Response) -> Response {
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    message: Value,
+    message: ErrorMessage,
 }
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: Value::String(message.into()) }
+        Self { status, message: ErrorMessage::One(message.into()) }
     }
 
     fn invalid(problems: Vec<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, message: json!(problems) }
+        Self { status: StatusCode::BAD_REQUEST, message: ErrorMessage::Problems(problems) }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "statusCode": self.status.as_u16(),
-            "error": self.status.canonical_reason().unwrap_or("Error"),
-            "message": self.message,
-        });
+        let body = ErrorJson {
+            status_code: self.status.as_u16(),
+            error: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            message: self.message,
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -127,8 +133,17 @@ fn forbidden(message: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, message)
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// `GET /healthz`.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    summary = "Health check",
+    description = "200 while the gateway serves requests (it does not wait for the persister).",
+    responses((status = 200, description = "The gateway is up", body = HealthJson, example = json!({"status": "ok"}))),
+)]
+pub async fn health() -> Json<HealthJson> {
+    Json(HealthJson { status: "ok".into() })
 }
 
 async fn not_found() -> ApiError {
@@ -137,7 +152,33 @@ async fn not_found() -> ApiError {
 
 /// `POST /api/chats/conversations {sender_id, receiver_id}`: 201 with the new conversation, or
 /// 200 with the pair's existing one.
-async fn open_conversation(
+#[utoipa::path(
+    post,
+    path = "/api/chats/conversations",
+    tag = "conversations",
+    summary = "Open a conversation between two users",
+    description = "Creates the conversation of a pair of users, or returns the one the pair (in either order) \
+                   already has. With JWT authentication the caller must be one of the two.",
+    request_body(content = crate::wire::OpenConversationJson, content_type = "application/json",
+        example = json!({"sender_id": 1, "receiver_id": 2})),
+    security((), ("bearer_jwt" = [])),
+    responses(
+        (status = 201, description = "Created", body = ConversationJson,
+            example = json!({"id": 7, "sender_id": 1, "receiver_id": 2, "created_at": "2026-11-25T19:51:58.530Z"})),
+        (status = 200, description = "The pair's existing conversation", body = ConversationJson,
+            example = json!({"id": 7, "sender_id": 1, "receiver_id": 2, "created_at": "2026-11-25T19:51:58.530Z"})),
+        (status = 400, description = "Bad ids, equal ids, or a body that is not a JSON object", body = ErrorJson,
+            example = json!({"statusCode": 400, "error": "Bad Request",
+                             "message": ["receiver_id must be a positive integer"]})),
+        (status = 403, description = "JWT mode: the caller is neither user", body = ErrorJson,
+            example = json!({"statusCode": 403, "error": "Forbidden",
+                             "message": "You can only open conversations you take part in"})),
+        (status = 413, description = "Body over the maximum payload size", body = ErrorJson,
+            example = json!({"statusCode": 413, "error": "Payload Too Large", 
+                             "message": "Failed to buffer the request body: length limit exceeded"})),
+    ),
+)]
+pub async fn open_conversation(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     body: Bytes,
@@ -178,12 +219,55 @@ async fn open_conversation(
 /// `GET /api/chats/conversations/{id}/messages`: oldest first, by page
 /// (`?page=1&limit=20`) or by cursor (`?after=<id>&limit=` for the messages after a message,
 /// `?before=<id>&limit=` for those before it; `after=0` starts at the beginning).
-async fn list_messages(
+#[utoipa::path(
+    get,
+    path = "/api/chats/conversations/{id}/messages",
+    tag = "conversations",
+    summary = "A conversation's message history",
+    description = "Oldest first (ascending id). By page (`page`, `limit`), or by cursor: `after` gives the `limit` \
+                   messages after a message id (`after=0` starts at the beginning), `before` the `limit` messages \
+                   just before one (a `before` above every id gives the newest page). With JWT authentication \
+                   only the conversation's two users may read it.",
+    params(
+        ("id" = i64, Path, description = "Conversation id", minimum = 1, example = 7),
+        ("page" = Option<u32>, Query, description = "Page number, from 1 (ignored with a cursor)", minimum = 1,
+            example = 1),
+        ("limit" = Option<u32>, Query, description = "Messages per page: default 20, at most 100 (larger is capped)",
+            minimum = 1, example = 20),
+        ("after" = Option<i64>, Query, description = "Cursor: the messages after this id", minimum = 0,
+            example = 40),
+        ("before" = Option<i64>, Query, description = "Cursor: the messages before this id (not with `after`)",
+            minimum = 1, example = 43),
+    ),
+    security((), ("bearer_jwt" = [])),
+    responses(
+        (status = 200, description = "A page of messages", body = MessagePageJson, examples(
+            ("page" = (summary = "?page=1&limit=20", value = json!({
+                "data": [{"id": 42, "sender_id": 1, "conversation_id": 7, "timestamp": "2026-11-25T19:51:58.530Z",
+                          "message_type": "text", "content": "Hello!"}],
+                "limit": 20, "total": 1, "page": 1}))),
+            ("before" = (summary = "?before=43&limit=2", value = json!({
+                "data": [
+                    {"id": 41, "sender_id": 2, "conversation_id": 7, "timestamp": "2026-11-25T19:51:57.102Z",
+                     "message_type": "text", "content": "Hi"},
+                    {"id": 42, "sender_id": 1, "conversation_id": 7, "timestamp": "2026-11-25T19:51:58.530Z",
+                     "message_type": "text", "content": "Hello!"}],
+                "limit": 2, "total": 3, "before": 43}))),
+        )),
+        (status = 400, description = "Bad id, page, limit or cursor", body = ErrorJson,
+            example = json!({"statusCode": 400, "error": "Bad Request", "message": ["limit must be a positive integer"]})),
+        (status = 403, description = "JWT mode: the caller is not in the conversation", body = ErrorJson,
+            example = json!({"statusCode": 403, "error": "Forbidden", "message": "Unauthorized to read this conversation"})),
+        (status = 404, description = "No such conversation", body = ErrorJson,
+            example = json!({"statusCode": 404, "error": "Not Found", "message": "Conversation not found"})),
+    ),
+)]
+pub async fn list_messages(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MessagePageJson>, ApiError> {
     let mut problems = Vec::new();
     let conversation_id = parse_integer(Some(&id), "conversation id", 1, &mut problems);
     let page = parse_integer(params.get("page"), "page", 1, &mut problems).unwrap_or(1);
@@ -207,21 +291,35 @@ async fn list_messages(
     let query = ListMessages { conversation_id, page, limit, after_id, before_id };
     let reply: MessagePage = gw.query(RPC_LIST_MESSAGES, &query).await?;
     let data: Vec<MessageJson> = reply.messages.into_iter().map(MessageJson::from).collect();
-    let mut body = json!({ "data": data, "limit": limit, "total": reply.total });
-    match (after_id, before_id) {
-        (Some(after), _) => body["after"] = json!(after),
-        (_, Some(before)) => body["before"] = json!(before),
-        _ => body["page"] = json!(page),
-    }
-    Ok(Json(body))
+    let cursor = after_id.is_some() || before_id.is_some();
+    let page = (!cursor).then_some(page);
+    Ok(Json(MessagePageJson { data, limit, total: reply.total, page, after: after_id, before: before_id }))
 }
 
 /// `GET /api/chats/users/{id}/conversations`: newest first.
-async fn list_conversations(
+#[utoipa::path(
+    get,
+    path = "/api/chats/users/{id}/conversations",
+    tag = "conversations",
+    summary = "A user's conversations",
+    description = "Newest first. With JWT authentication a caller lists only their own.",
+    params(("id" = i64, Path, description = "User id", minimum = 1, example = 1)),
+    security((), ("bearer_jwt" = [])),
+    responses(
+        (status = 200, description = "The user's conversations", body = ConversationListJson,
+            example = json!({"data": [{"id": 7, "sender_id": 1, "receiver_id": 2,
+                                       "created_at": "2026-11-25T19:51:58.530Z"}]})),
+        (status = 400, description = "Bad user id", body = ErrorJson,
+            example = json!({"statusCode": 400, "error": "Bad Request", "message": ["user id must be a positive integer"]})),
+        (status = 403, description = "JWT mode: another user's list", body = ErrorJson,
+            example = json!({"statusCode": 403, "error": "Forbidden", "message": "You can only list your own conversations"})),
+    ),
+)]
+pub async fn list_conversations(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConversationListJson>, ApiError> {
     let caller = caller(&gw, &headers)?;
     let mut problems = Vec::new();
     let Some(user_id) = parse_integer(Some(&id), "user id", 1, &mut problems) else {
@@ -232,7 +330,7 @@ async fn list_conversations(
     }
     let reply: ConversationList = gw.query(RPC_LIST_CONVERSATIONS, &ListConversations { user_id }).await?;
     let data: Vec<ConversationJson> = reply.conversations.into_iter().map(ConversationJson::from).collect();
-    Ok(Json(json!({ "data": data })))
+    Ok(Json(ConversationListJson { data }))
 }
 
 /// An integer of at least `min` from a path or query parameter; `None` when absent (no
