@@ -37,6 +37,8 @@ COPY migrations/src migrations/src
 COPY persister/src persister/src
 COPY presence/src presence/src
 COPY gateway/src gateway/src
+# The test client page, the API docs and the vendored Socket.IO client, compiled into the binary.
+COPY gateway/assets gateway/assets
 # Stripped: the release profile's line tables make the binary about six times larger (120 MB).
 RUN find src */src -name '*.rs' -exec touch {} + \
  && cargo build --release --locked -p chat \
