@@ -6,9 +6,12 @@
 //! and the database differ. See ARCHITECTURE.md.
 
 mod config;
+mod ops;
 mod startup;
 
+use std::future::IntoFuture;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use chat_bus::{Bus, MemoryBus, NatsBus, WorkQueueSettings};
@@ -17,64 +20,99 @@ use chat_gateway::Gateway;
 use chat_persister::{Persister, Store};
 use chat_presence::Presence;
 use chat_proto::Subjects;
+use chat_telemetry::prometheus::Metrics;
 use clap::Parser;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use crate::config::{Cli, Command, LogFormat, Settings};
+use crate::ops::{Dependency, Ops};
 use crate::startup::{retry, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
-    let settings = &cli.settings;
     let command = cli.command.unwrap_or(Command::All);
+    let tracing = chat_telemetry::init(command.role(), matches!(cli.log_format, LogFormat::Json))?;
+    let result = run(&cli.settings, command).await;
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "stopped");
+    }
+    // Sends the spans still buffered; blocking, so off the async workers.
+    if let Err(e) = tokio::task::spawn_blocking(move || tracing.shutdown()).await {
+        tracing::warn!(error = %e, "flushing spans at exit failed");
+    }
+    result
+}
+
+async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
     let subjects = Subjects::new(settings.subject_prefix.clone()).with_partitions(settings.partitions);
+    if command == Command::Migrate {
+        open_store(settings).await?;
+        tracing::info!("migrations applied");
+        return Ok(());
+    }
+    let metrics = install_metrics(command)?;
     match command {
-        Command::Migrate => {
-            open_store(settings).await?;
-            tracing::info!("migrations applied");
-            Ok(())
-        }
+        Command::Migrate => Ok(()),
         Command::All => {
-            let bus: Arc<dyn Bus> = match &settings.nats_url {
-                Some(_) => connect_nats(settings, &subjects, "chat-all").await?,
-                None => Arc::new(MemoryBus::new()),
+            let (bus, mut dependencies): (Arc<dyn Bus>, _) = match &settings.nats_url {
+                Some(_) => {
+                    let bus = connect_nats(settings, &subjects, "chat-all").await?;
+                    (bus.clone(), vec![Dependency::Nats(bus)])
+                }
+                None => (Arc::new(MemoryBus::new()), Vec::new()),
             };
             let store = open_store(settings).await?;
+            dependencies.push(Dependency::Database(store.clone()));
             let persister =
                 Persister::new(bus.clone(), subjects.clone(), store, settings.persister_config()).start().await?;
+            chat_persister::metrics::spawn_pending_gauge(bus.clone());
             let presence = Presence::new(bus.clone(), subjects.clone(), settings.presence_config()).start().await?;
             let roles = vec![role_task("persister", persister), role_task("presence", presence)];
-            serve_gateway(settings, bus, subjects, roles).await
+            serve_gateway(settings, bus, subjects, Ops { metrics, dependencies }, roles).await
         }
         Command::Gateway => {
             let bus = connect_nats(settings, &subjects, "chat-gateway").await?;
-            serve_gateway(settings, bus, subjects, Vec::new()).await
+            let ops = Ops { metrics, dependencies: vec![Dependency::Nats(bus.clone())] };
+            serve_gateway(settings, bus, subjects, ops, Vec::new()).await
         }
         Command::Persister => {
             let bus = connect_nats(settings, &subjects, "chat-persister").await?;
             let store = open_store(settings).await?;
-            let persister = Persister::new(bus, subjects, store, settings.persister_config()).start().await?;
-            serve_health(settings, "persister", vec![role_task("persister", persister)]).await
+            let dependencies = vec![Dependency::Nats(bus.clone()), Dependency::Database(store.clone())];
+            let persister = Persister::new(bus.clone(), subjects, store, settings.persister_config()).start().await?;
+            chat_persister::metrics::spawn_pending_gauge(bus);
+            serve_health(settings, "persister", Ops { metrics, dependencies }, vec![role_task("persister", persister)])
+                .await
         }
         Command::Presence => {
             let bus = connect_nats(settings, &subjects, "chat-presence").await?;
+            let dependencies = vec![Dependency::Nats(bus.clone())];
             let presence = Presence::new(bus, subjects, settings.presence_config()).start().await?;
-            serve_health(settings, "presence", vec![role_task("presence", presence)]).await
+            serve_health(settings, "presence", Ops { metrics, dependencies }, vec![role_task("presence", presence)])
+                .await
         }
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// Installs the Prometheus recorder and shows the metrics of the roles this process runs, at
+/// zero, before any traffic.
+fn install_metrics(command: Command) -> anyhow::Result<Metrics> {
+    let metrics = Metrics::install().context("cannot install the metrics recorder")?;
+    metrics::describe_gauge!("chat_build_info", "Always 1: the role this process runs and its version");
+    metrics::gauge!("chat_build_info", "role" => command.role(), "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    chat_bus::describe_metrics();
+    if matches!(command, Command::All | Command::Gateway) {
+        chat_gateway::metrics::describe();
     }
+    if matches!(command, Command::All | Command::Persister) {
+        chat_persister::metrics::describe();
+    }
+    if matches!(command, Command::All | Command::Presence) {
+        chat_presence::metrics::describe();
+    }
+    Ok(metrics)
 }
 
 /// The database: `--database-url`, else SQLite in the data directory. Retried until the
@@ -120,48 +158,65 @@ async fn first_stopped(roles: Vec<BoxFuture<'static, anyhow::Error>>) -> anyhow:
     futures::future::select_all(roles).await.0
 }
 
-/// Serves the gateway's HTTP and Socket.IO until a shutdown signal, or until one of the
-/// in-process `roles` stops (a process that lost a role must not look healthy).
+/// Serves the gateway's HTTP and Socket.IO, and the operations endpoints, until a shutdown
+/// signal, or until one of the in-process `roles` stops (a process that lost a role must not
+/// look healthy).
+///
+/// On SIGTERM or Ctrl-C the gateway stops accepting connections and is no longer ready, then
+/// drains ([`Gateway::shut_down`]) within `--shutdown-grace`; past that the process exits
+/// anyway.
 async fn serve_gateway(
     settings: &Settings,
     bus: Arc<dyn Bus>,
     subjects: Subjects,
+    mut ops: Ops,
     roles: Vec<BoxFuture<'static, anyhow::Error>>,
 ) -> anyhow::Result<()> {
     let config = settings.gateway_config();
     let gateway_id = config.gateway_id.clone();
     let (gateway, app) = Gateway::start(bus, subjects, config).await?;
+    ops.dependencies.push(Dependency::Gateway(gateway.clone()));
+    let app = app.merge(ops::router(ops));
     let listener = bind(settings).await?;
     tracing::info!(address = %settings_address(settings), %gateway_id, "gateway listening");
-    let shutdown = {
-        let gateway = gateway.clone();
-        async move {
-            shutdown_signal().await;
-            gateway.shut_down().await;
-        }
-    };
+    let grace = settings.shutdown_grace;
+    let (stop_accepting, stop_accepting_rx) = tokio::sync::oneshot::channel::<()>();
+    // With the peer address in each request: the per-address connection limit needs it.
+    let serving = axum::serve(
+        GuardedListener::new(listener, settings.write_stall_timeout),
+        app.into_make_service_with_connect_info::<ClientAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop_accepting_rx.await; // dropped sender: stop as well
+    })
+    .into_future();
+    tokio::pin!(serving);
     tokio::select! {
-        // With the peer address in each request: the per-address connection limit needs it.
-        served = axum::serve(
-            GuardedListener::new(listener, settings.write_stall_timeout),
-            app.into_make_service_with_connect_info::<ClientAddr>(),
-        )
-            .with_graceful_shutdown(shutdown) => served.context("HTTP server failed")?,
+        served = &mut serving => return served.context("HTTP server failed"),
         stopped = first_stopped(roles) => return Err(stopped),
+        () = shutdown_signal() => {}
+    }
+    // The server stops accepting connections while the gateway drains; upgraded connections
+    // (WebSockets) are not the server's to wait for, so the drain is what bounds the end.
+    let _ = stop_accepting.send(());
+    let drain = async { tokio::join!(gateway.shut_down(grace), &mut serving).1 };
+    match tokio::time::timeout(grace + Duration::from_secs(2), drain).await {
+        Ok(served) => served.context("HTTP server failed")?,
+        Err(_) => tracing::warn!(?grace, "connections still open after the grace period; exiting"),
     }
     tracing::info!("shut down");
     Ok(())
 }
 
-/// Serves `/healthz` for a role without an HTTP API of its own, until a shutdown signal or
-/// until the role stops.
+/// Serves the operations endpoints for a role without an HTTP API of its own, until a
+/// shutdown signal or until the role stops.
 async fn serve_health(
     settings: &Settings,
     role: &str,
+    ops: Ops,
     roles: Vec<BoxFuture<'static, anyhow::Error>>,
 ) -> anyhow::Result<()> {
-    let app = axum::Router::new()
-        .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }));
+    let app = ops::router(ops);
     let listener = bind(settings).await?;
     tracing::info!(address = %settings_address(settings), %role, "health endpoint listening");
     tokio::select! {

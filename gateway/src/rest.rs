@@ -1,4 +1,5 @@
-//! The HTTP API: conversations and their history, and a health check.
+//! The HTTP API: conversations and their history. (Health and metrics endpoints are served
+//! beside it by the binary, for every role alike.)
 //!
 //! Errors are JSON in the shape NestJS clients know: `{statusCode, error, message}`, where
 //! `message` lists every validation problem.
@@ -30,7 +31,6 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let body_limit = usize::try_from(gateway.config.max_payload_bytes).unwrap_or(usize::MAX);
     Router::new()
-        .route("/healthz", get(health))
         .route("/api/chats/conversations", post(open_conversation))
         .route("/api/chats/conversations/{id}/messages", get(list_messages))
         .route("/api/chats/users/{id}/conversations", get(list_conversations))
@@ -125,10 +125,6 @@ fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 
 fn forbidden(message: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, message)
-}
-
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
 }
 
 async fn not_found() -> ApiError {
