@@ -65,6 +65,8 @@ pub fn router(ops: Ops) -> Router {
         .route("/healthz", get(liveness))
         .route("/readyz", get(readiness))
         .route("/metrics", get(metrics))
+        // Errors (a wrong method, say) in the REST API's JSON shape, on every role alike.
+        .layer(axum::middleware::map_response(chat_gateway::rest::json_errors))
         .with_state(Arc::new(ops))
 }
 

@@ -102,6 +102,8 @@ pub fn describe() {
     );
     metrics::gauge!(CONNECTIONS).set(0.0);
     metrics::gauge!(ROOMS).set(0.0);
+    // Registering a histogram shows its buckets, empty, before the first observation.
+    let _ = metrics::histogram!(SEND_ACK_SECONDS);
     for event in EVENTS_IN_NAMES {
         metrics::counter!(EVENTS_IN, "event" => event).absolute(0);
     }

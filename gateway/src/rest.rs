@@ -42,7 +42,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 
 /// Every error is JSON in the same shape, also those axum answers by itself (a body over the
 /// limit, a path that is not UTF-8, a method the route does not take).
-async fn json_errors(response: Response) -> Response {
+pub async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()

@@ -27,6 +27,9 @@ pub fn describe() {
         "Send commands waiting in the work queue for the persisters, handed out but unacknowledged included"
     );
     metrics::counter!(MESSAGES_STORED).absolute(0);
+    // Registering a histogram shows its buckets, empty, before the first observation.
+    let _ = metrics::histogram!(BATCH_SIZE);
+    let _ = metrics::histogram!(INSERT_SECONDS);
     metrics::gauge!(CONSUMER_PENDING).set(0.0);
 }
 

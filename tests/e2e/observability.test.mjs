@@ -11,8 +11,9 @@ const srv = useServer();
 
 const COMMON = ['chat_build_info', 'chat_nats_reconnects_total', 'process_resident_memory_bytes', 'process_cpu_seconds_total'];
 const GATEWAY = ['chat_gateway_connections', 'chat_gateway_rooms', 'chat_gateway_events_in_total',
-  'chat_gateway_events_out_total', 'chat_gateway_errors_total'];
-const PERSISTER = ['chat_persister_messages_stored_total', 'chat_persister_consumer_pending'];
+  'chat_gateway_events_out_total', 'chat_gateway_errors_total', 'chat_gateway_send_ack_seconds_bucket'];
+const PERSISTER = ['chat_persister_messages_stored_total', 'chat_persister_consumer_pending',
+  'chat_persister_batch_size_bucket', 'chat_persister_insert_seconds_bucket'];
 const PRESENCE = ['chat_presence_online_users', 'chat_presence_sockets'];
 
 /** Base URL of each role's operations endpoints, with the metrics it must show. */

@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after } from 'node:test';
 import { io } from 'socket.io-client';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { test, useServer, collect, once } from './harness.mjs';
+import { scrape, value } from './metrics.mjs';
 
 const srv = useServer({ only: 'cluster', flags: ['--shutdown-grace', '5s'] });
 
@@ -70,10 +72,19 @@ test('SIGTERM: a gateway answers its sends, tells its clients to go, and they re
     const gone = once(client, 'disconnect', 10_000);
     // Awaited in turn below; a failure of one while another is awaited must not go unhandled.
     for (const p of [acks, deliveries, notice, gone]) p.catch(() => {});
+    const received = async () => value((await scrape(srv.gateways[0])).series, 'chat_gateway_events_in_total',
+      { event: 'send-message' });
+    const baseline = await received();
     for (let i = 0; i < N; i++) {
       client.emit('send-message', { sender_id: a, conversation_id: conv.id, message_type: 'text', content: `before ${i}` });
     }
-    // The sends are on their way; the balancer sends new connections to B from now on.
+    // Every send has reached gateway A (it counted them) before it is told to stop.
+    const deadline = Date.now() + 5000;
+    while (await received() < baseline + N) {
+      assert.ok(Date.now() < deadline, 'gateway A did not receive the sends');
+      await sleep(5);
+    }
+    // The balancer sends new connections to B from now on.
     balancer.pointAt(srv.procs.gwb.port);
     const stopped = srv.killRole('gwa', 'SIGTERM');
 
