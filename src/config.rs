@@ -44,6 +44,19 @@ pub enum Command {
     Migrate,
 }
 
+impl Command {
+    /// The role's name, in metrics and in the default trace service name (`chat-<role>`).
+    pub fn role(self) -> &'static str {
+        match self {
+            Command::All => "all",
+            Command::Gateway => "gateway",
+            Command::Persister => "persister",
+            Command::Presence => "presence",
+            Command::Migrate => "migrate",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthMode {
     Development,
@@ -201,6 +214,11 @@ pub struct Settings {
     #[arg(long, env = "CHAT_WRITE_STALL_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration, global = true)]
     pub write_stall_timeout: Duration,
 
+    /// How long a gateway that got SIGTERM may take to drain: answer the sends in flight, tell
+    /// its clients to reconnect elsewhere, close their connections.
+    #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub shutdown_grace: Duration,
+
     /// Origins allowed by CORS, comma-separated; unset allows any origin (development).
     #[arg(long, env = "CHAT_CORS_ORIGINS", value_delimiter = ',', global = true)]
     pub cors_origins: Option<Vec<String>>,
@@ -290,6 +308,8 @@ mod tests {
         assert!(cli.settings.database_url.is_none());
         assert!(cli.settings.nats_url.is_none());
         assert_eq!(cli.settings.nats_url(), DEFAULT_NATS_URL);
+        assert_eq!(cli.settings.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(Command::All.role(), "all");
     }
 
     #[test]
@@ -305,6 +325,8 @@ mod tests {
             "t1.chat",
             "--heartbeat-interval",
             "2s",
+            "--shutdown-grace",
+            "3s",
             "--cors-origins",
             "https://a.example,https://b.example",
         ])
@@ -314,6 +336,7 @@ mod tests {
         let gateway = cli.settings.gateway_config();
         assert_eq!(gateway.gateway_id, "gw-1");
         assert_eq!(gateway.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(cli.settings.shutdown_grace, Duration::from_secs(3));
         assert_eq!(gateway.allowed_origins.map(|o| o.len()), Some(2));
     }
 

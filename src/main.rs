@@ -6,9 +6,12 @@
 //! and the database differ. See ARCHITECTURE.md.
 
 mod config;
+mod ops;
 mod startup;
 
+use std::future::IntoFuture;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use chat_bus::{Bus, MemoryBus, NatsBus, WorkQueueSettings};
@@ -17,15 +20,15 @@ use chat_gateway::Gateway;
 use chat_persister::{Persister, Store};
 use chat_presence::Presence;
 use chat_proto::Subjects;
+use chat_telemetry::prometheus::Metrics;
 use clap::Parser;
-use futures::future::BoxFuture;
+use futures::future::{try_join_all, BoxFuture};
 use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Cli, Command, LogFormat, Settings};
+use crate::ops::{Dependency, Ops};
 use crate::startup::{retry, shutdown_signal};
-use futures::future::try_join_all;
-use std::future::IntoFuture;
-use tokio_util::sync::CancellationToken;
 
 // Every message allocates on its way through (frames, JSON, protobuf, bus buffers) across
 // threads; with mimalloc's per-thread heaps the servers spent about 10% fewer CPU seconds per
@@ -36,60 +39,93 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
-    let settings = &cli.settings;
     let command = cli.command.unwrap_or(Command::All);
+    let tracing = chat_telemetry::init(command.role(), matches!(cli.log_format, LogFormat::Json))?;
+    let result = run(&cli.settings, command).await;
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "stopped");
+    }
+    // Sends the spans still buffered; blocking, so off the async workers.
+    if let Err(e) = tokio::task::spawn_blocking(move || tracing.shutdown()).await {
+        tracing::warn!(error = %e, "flushing spans at exit failed");
+    }
+    result
+}
+
+async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
     let subjects = Subjects::new(settings.subject_prefix.clone()).with_partitions(settings.partitions);
+    if command == Command::Migrate {
+        open_store(settings).await?;
+        tracing::info!("migrations applied");
+        return Ok(());
+    }
+    let metrics = install_metrics(command)?;
     match command {
-        Command::Migrate => {
-            open_store(settings).await?;
-            tracing::info!("migrations applied");
-            Ok(())
-        }
+        Command::Migrate => Ok(()),
         Command::All => {
-            let bus: Arc<dyn Bus> = match &settings.nats_url {
-                Some(_) => connect_nats(settings, &subjects, "chat-all").await?,
-                None => Arc::new(MemoryBus::new()),
+            let (bus, mut dependencies): (Arc<dyn Bus>, _) = match &settings.nats_url {
+                Some(_) => {
+                    let bus = connect_nats(settings, &subjects, "chat-all").await?;
+                    (bus.clone(), vec![Dependency::Nats(bus)])
+                }
+                None => (Arc::new(MemoryBus::new()), Vec::new()),
             };
             let store = open_store(settings).await?;
+            dependencies.push(Dependency::Database(store.clone()));
             let stop = stop_on_signal();
             let persister = Persister::new(bus.clone(), subjects.clone(), store, settings.persister_config())
                 .start(stop.clone())
                 .await?;
+            chat_persister::metrics::spawn_pending_gauge(bus.clone());
             let presence = Presence::new(bus.clone(), subjects.clone(), settings.presence_config()).start().await?;
             let roles =
                 vec![role_task("persister", persister, &stop), stateless_role_task("presence", presence, &stop)];
-            serve_gateway(settings, bus, subjects, roles, stop).await
+            serve_gateway(settings, bus, subjects, Ops { metrics, dependencies }, roles, stop).await
         }
         Command::Gateway => {
             let bus = connect_nats(settings, &subjects, "chat-gateway").await?;
-            serve_gateway(settings, bus, subjects, Vec::new(), stop_on_signal()).await
+            let ops = Ops { metrics, dependencies: vec![Dependency::Nats(bus.clone())] };
+            serve_gateway(settings, bus, subjects, ops, Vec::new(), stop_on_signal()).await
         }
         Command::Persister => {
             let bus = connect_nats(settings, &subjects, "chat-persister").await?;
             let store = open_store(settings).await?;
+            let dependencies = vec![Dependency::Nats(bus.clone()), Dependency::Database(store.clone())];
             let stop = stop_on_signal();
             let persister =
-                Persister::new(bus, subjects, store, settings.persister_config()).start(stop.clone()).await?;
-            serve_health(settings, "persister", vec![role_task("persister", persister, &stop)], stop).await
+                Persister::new(bus.clone(), subjects, store, settings.persister_config()).start(stop.clone()).await?;
+            chat_persister::metrics::spawn_pending_gauge(bus);
+            let roles = vec![role_task("persister", persister, &stop)];
+            serve_health(settings, "persister", Ops { metrics, dependencies }, roles, stop).await
         }
         Command::Presence => {
             let bus = connect_nats(settings, &subjects, "chat-presence").await?;
+            let dependencies = vec![Dependency::Nats(bus.clone())];
             let presence = Presence::new(bus, subjects, settings.presence_config()).start().await?;
             let stop = stop_on_signal();
-            serve_health(settings, "presence", vec![stateless_role_task("presence", presence, &stop)], stop).await
+            let roles = vec![stateless_role_task("presence", presence, &stop)];
+            serve_health(settings, "presence", Ops { metrics, dependencies }, roles, stop).await
         }
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// Installs the Prometheus recorder and shows the metrics of the roles this process runs, at
+/// zero, before any traffic.
+fn install_metrics(command: Command) -> anyhow::Result<Metrics> {
+    let metrics = Metrics::install().context("cannot install the metrics recorder")?;
+    metrics::describe_gauge!("chat_build_info", "Always 1: the role this process runs and its version");
+    metrics::gauge!("chat_build_info", "role" => command.role(), "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    chat_bus::describe_metrics();
+    if matches!(command, Command::All | Command::Gateway) {
+        chat_gateway::metrics::describe();
     }
+    if matches!(command, Command::All | Command::Persister) {
+        chat_persister::metrics::describe();
+    }
+    if matches!(command, Command::All | Command::Presence) {
+        chat_presence::metrics::describe();
+    }
+    Ok(metrics)
 }
 
 /// The database: `--database-url`, else SQLite in the data directory. Retried until the
@@ -118,19 +154,22 @@ fn stop_on_signal() -> CancellationToken {
     let on_signal = stop.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!("shutdown signal: finishing work in hand");
+        tracing::info!("shutdown signal: finishing the work in hand");
         on_signal.cancel();
     });
     stop
 }
 
-/// A role's main task, as a future that resolves when the role ends: `Ok` only when it ended
-/// because `stop` asked it to.
+/// A role running in this process, as a future that resolves when the role ends: `Ok` only
+/// when it ended because `stop` asked it to.
+type RoleTask = BoxFuture<'static, anyhow::Result<()>>;
+
+/// The [`RoleTask`] of a role that finishes its work in hand once `stop` is cancelled.
 fn role_task<E: std::fmt::Debug + Send + 'static>(
     name: &'static str,
     task: tokio::task::JoinHandle<Result<(), E>>,
     stop: &CancellationToken,
-) -> BoxFuture<'static, anyhow::Result<()>> {
+) -> RoleTask {
     let stop = stop.clone();
     async move {
         match task.await {
@@ -143,13 +182,13 @@ fn role_task<E: std::fmt::Debug + Send + 'static>(
     .boxed()
 }
 
-/// Like [`role_task`], for a role with no work in hand to finish: it ends as soon as `stop`
-/// says so.
+/// The [`RoleTask`] of a role with no work in hand to finish: it ends as soon as `stop` says
+/// so.
 fn stateless_role_task<E: std::fmt::Debug + Send + 'static>(
     name: &'static str,
     task: tokio::task::JoinHandle<Result<(), E>>,
     stop: &CancellationToken,
-) -> BoxFuture<'static, anyhow::Result<()>> {
+) -> RoleTask {
     let stop = stop.clone();
     let task = role_task(name, task, &stop);
     async move {
@@ -161,60 +200,105 @@ fn stateless_role_task<E: std::fmt::Debug + Send + 'static>(
     .boxed()
 }
 
-/// Runs the HTTP server and the in-process roles together: returns once all of them have
-/// finished after `stop`, or at the first failure (a process that lost a role must not look
-/// healthy).
-async fn run_until_stopped(
-    server: impl std::future::Future<Output = std::io::Result<()>>,
-    what: &'static str,
-    roles: Vec<BoxFuture<'static, anyhow::Result<()>>>,
-) -> anyhow::Result<()> {
-    tokio::try_join!(async { server.await.with_context(|| format!("{what} failed")) }, try_join_all(roles))?;
-    tracing::info!("shut down");
-    Ok(())
+/// Resolves when the first role ends, or never when there is none. Before `stop` a role never
+/// ends of its own accord: if one does, the process must not go on looking healthy.
+async fn first_ended(roles: &mut [RoleTask]) -> anyhow::Error {
+    if roles.is_empty() {
+        return std::future::pending().await;
+    }
+    match futures::future::select_all(roles.iter_mut()).await.0 {
+        Ok(()) => anyhow::anyhow!("a role ended before shutdown"),
+        Err(e) => e,
+    }
 }
 
-/// Serves the gateway's HTTP and Socket.IO until `stop`, then closes every socket and waits
-/// for the in-process `roles` to finish their work.
+/// After `stop`: waits for the roles to finish their work in hand, for at most `grace`.
+async fn finish_roles(roles: Vec<RoleTask>, grace: Duration) -> anyhow::Result<()> {
+    match tokio::time::timeout(grace, try_join_all(roles)).await {
+        Ok(finished) => finished.map(|_| ()),
+        Err(_) => {
+            tracing::warn!(?grace, "roles still busy after the grace period; exiting");
+            Ok(())
+        }
+    }
+}
+
+/// Serves the gateway's HTTP and Socket.IO, and the operations endpoints, until a shutdown
+/// signal, or until one of the in-process `roles` stops (a process that lost a role must not
+/// look healthy).
+///
+/// On SIGTERM or Ctrl-C the gateway stops accepting connections and is no longer ready, then
+/// drains ([`Gateway::shut_down`]) within `--shutdown-grace`; past that the process exits
+/// anyway.
 async fn serve_gateway(
     settings: &Settings,
     bus: Arc<dyn Bus>,
     subjects: Subjects,
-    roles: Vec<BoxFuture<'static, anyhow::Result<()>>>,
+    mut ops: Ops,
+    mut roles: Vec<RoleTask>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = settings.gateway_config();
     let gateway_id = config.gateway_id.clone();
     let (gateway, app) = Gateway::start(bus, subjects, config).await?;
+    ops.dependencies.push(Dependency::Gateway(gateway.clone()));
+    let app = app.merge(ops::router(ops));
     let listener = bind(settings).await?;
     tracing::info!(address = %settings_address(settings), %gateway_id, "gateway listening");
-    let shutdown = async move {
-        stop.cancelled().await;
-        gateway.shut_down().await;
-    };
+    let grace = settings.shutdown_grace;
+    let (stop_accepting, stop_accepting_rx) = tokio::sync::oneshot::channel::<()>();
     // With the peer address in each request: the per-address connection limit needs it.
-    let server = axum::serve(
+    let serving = axum::serve(
         GuardedListener::new(listener, settings.write_stall_timeout),
         app.into_make_service_with_connect_info::<ClientAddr>(),
     )
-    .with_graceful_shutdown(shutdown);
-    run_until_stopped(server.into_future(), "HTTP server", roles).await
+    .with_graceful_shutdown(async move {
+        let _ = stop_accepting_rx.await; // dropped sender: stop as well
+    })
+    .into_future();
+    tokio::pin!(serving);
+    tokio::select! {
+        served = &mut serving => return served.context("HTTP server failed"),
+        failed = first_ended(&mut roles) => return Err(failed),
+        () = stop.cancelled() => {}
+    }
+    // The server stops accepting connections while the gateway drains; upgraded connections
+    // (WebSockets) are not the server's to wait for, so the drain is what bounds the end.
+    let _ = stop_accepting.send(());
+    let drain = async { tokio::join!(gateway.shut_down(grace), &mut serving).1 };
+    match tokio::time::timeout(grace + Duration::from_secs(2), drain).await {
+        Ok(served) => served.context("HTTP server failed")?,
+        Err(_) => tracing::warn!(?grace, "connections still open after the grace period; exiting"),
+    }
+    // No sends arrive any more: the in-process persister finishes its batch.
+    finish_roles(roles, grace).await?;
+    tracing::info!("shut down");
+    Ok(())
 }
 
-/// Serves `/healthz` for a role without an HTTP API of its own, until `stop` and the role has
-/// finished its work.
+/// Serves the operations endpoints for a role without an HTTP API of its own, until `stop`
+/// and the role has finished its work in hand, or until the role fails.
 async fn serve_health(
     settings: &Settings,
     role: &str,
-    roles: Vec<BoxFuture<'static, anyhow::Result<()>>>,
+    ops: Ops,
+    mut roles: Vec<RoleTask>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = axum::Router::new()
-        .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }));
+    let app = ops::router(ops);
     let listener = bind(settings).await?;
     tracing::info!(address = %settings_address(settings), %role, "health endpoint listening");
-    let server = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-    run_until_stopped(server.into_future(), "health server", roles).await
+    let serving = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let working = async {
+        tokio::select! {
+            failed = first_ended(&mut roles) => return Err(failed),
+            () = stop.cancelled() => {}
+        }
+        finish_roles(roles, settings.shutdown_grace).await
+    };
+    tokio::try_join!(async { serving.await.context("health server failed") }, working)?;
+    tracing::info!("shut down");
+    Ok(())
 }
 
 fn settings_address(settings: &Settings) -> std::net::SocketAddr {

@@ -9,6 +9,9 @@
 //! - a **durable work queue** ([`Bus::enqueue`], [`Bus::work_queue`]): a message accepted by
 //!   `enqueue` stays until a consumer acknowledges it.
 //!
+//! Messages and jobs may carry [`Headers`] beside their payload: name/value pairs the services
+//! do not interpret, such as the W3C trace context that makes one message's journey one trace.
+//!
 //! It also offers small **key-value buckets** ([`Bus::key_value`]) for state that must outlive
 //! a process.
 //!
@@ -29,8 +32,51 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use memory::MemoryBus;
-pub use nats::{NatsBus, WorkQueueSettings};
+pub use nats::{NatsBus, WorkQueueSettings, RECONNECTS_METRIC};
 pub use subject::subject_matches;
+
+/// Name/value pairs that travel beside a payload (NATS message headers), e.g. `traceparent`.
+/// Names are compared without regard to case, as in HTTP and NATS; a name holds one value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `name` to `value`, replacing a value it had.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let (name, value) = (name.into(), value.into());
+        match self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+            Some(entry) => entry.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(n, _)| n.as_str())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Describes the bus's metrics to the installed recorder and shows them at zero before any
+/// event (a dashboard then finds the series even when nothing happened yet).
+pub fn describe_metrics() {
+    metrics::describe_counter!(RECONNECTS_METRIC, "Reconnections to NATS after a lost connection");
+    metrics::counter!(RECONNECTS_METRIC).absolute(0);
+}
 
 /// A message on a core subject.
 #[derive(Clone, Debug)]
@@ -38,6 +84,7 @@ pub struct Message {
     pub subject: String,
     /// Where the publisher waits for an answer (request-reply), if it does.
     pub reply: Option<String>,
+    pub headers: Headers,
     pub payload: Bytes,
 }
 
@@ -48,13 +95,14 @@ pub type Subscription = Pin<Box<dyn Stream<Item = Message> + Send>>;
 /// it out again (after a restart of the consumer, say), so consumers must be idempotent.
 pub struct Job {
     pub subject: String,
+    pub headers: Headers,
     pub payload: Bytes,
     acker: Box<dyn Acker>,
 }
 
 impl Job {
-    pub fn new(subject: String, payload: Bytes, acker: Box<dyn Acker>) -> Self {
-        Self { subject, payload, acker }
+    pub fn new(subject: String, headers: Headers, payload: Bytes, acker: Box<dyn Acker>) -> Self {
+        Self { subject, headers, payload, acker }
     }
 
     /// Marks the job done: the queue will not hand it out again.
@@ -96,10 +144,16 @@ pub enum BusError {
     Connection(String),
 }
 
+/// The bus. The methods without headers are the ones with empty [`Headers`].
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Publishes on a core subject; subscribers that are not listening now never see it.
-    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError>;
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+        self.publish_with_headers(subject, Headers::new(), payload).await
+    }
+
+    /// [`Bus::publish`] with headers, which subscribers find in [`Message::headers`].
+    async fn publish_with_headers(&self, subject: &str, headers: Headers, payload: Bytes) -> Result<(), BusError>;
 
     /// Receives every message published on subjects matching `subject` from now on.
     async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError>;
@@ -108,11 +162,40 @@ pub trait Bus: Send + Sync + 'static {
     async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription, BusError>;
 
     /// Publishes with a reply subject and waits for the first answer.
-    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError>;
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+        self.request_with_headers(subject, Headers::new(), payload, timeout).await
+    }
+
+    /// [`Bus::request`] with headers on the request.
+    async fn request_with_headers(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError>;
 
     /// Puts a message on the durable work queue; returns once the queue holds it. `dedup_id`
     /// identifies the message: the queue may drop a second message with the same id.
-    async fn enqueue(&self, subject: &str, dedup_id: &str, payload: Bytes) -> Result<(), BusError>;
+    async fn enqueue(&self, subject: &str, dedup_id: &str, payload: Bytes) -> Result<(), BusError> {
+        self.enqueue_with_headers(subject, dedup_id, Headers::new(), payload).await
+    }
+
+    /// [`Bus::enqueue`] with headers, which the consumer finds in [`Job::headers`].
+    async fn enqueue_with_headers(
+        &self,
+        subject: &str,
+        dedup_id: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError>;
+
+    /// How many jobs wait in the work queue for the consumers named `consumer` (handed out
+    /// but not yet acknowledged included): the consumers' lag.
+    async fn work_queue_pending(&self, consumer: &str) -> Result<u64, BusError>;
+
+    /// Whether the bus connection is up now (always, in process).
+    fn is_connected(&self) -> bool;
 
     /// Joins the consumers of the work queue under the durable name `consumer`: consumers
     /// with the same name share the jobs.

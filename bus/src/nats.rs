@@ -15,7 +15,28 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::{Acker, Bus, BusError, ConnectionEvent, Job, KeyValue, Message, Subscription, WorkQueue};
+use crate::{Acker, Bus, BusError, ConnectionEvent, Headers, Job, KeyValue, Message, Subscription, WorkQueue};
+
+/// Reconnections of this process's NATS clients, for the dashboards.
+pub const RECONNECTS_METRIC: &str = "chat_nats_reconnects_total";
+
+fn to_nats_headers(headers: &Headers) -> async_nats::HeaderMap {
+    let mut map = async_nats::HeaderMap::new();
+    for (name, value) in headers.iter() {
+        map.insert(name, value);
+    }
+    map
+}
+
+fn from_nats_headers(headers: Option<&async_nats::HeaderMap>) -> Headers {
+    let mut out = Headers::new();
+    for (name, values) in headers.into_iter().flat_map(|map| map.iter()) {
+        if let Some(value) = values.first() {
+            out.insert(name.as_ref() as &str, value.as_str());
+        }
+    }
+    out
+}
 
 /// The durable work queue's stream: its name, what it holds, and its limits.
 #[derive(Clone, Debug)]
@@ -94,6 +115,7 @@ impl NatsBus {
                         async_nats::Event::Connected if first.swap(false, std::sync::atomic::Ordering::SeqCst) => {}
                         async_nats::Event::Connected => {
                             tracing::info!("NATS connection re-established");
+                            metrics::counter!(RECONNECTS_METRIC).increment(1);
                             let _ = events.send(ConnectionEvent::Restored); // no subscriber: nothing to do
                         }
                         async_nats::Event::Disconnected => {
@@ -129,6 +151,7 @@ impl NatsBus {
         Box::pin(subscriber.map(|m| Message {
             subject: m.subject.to_string(),
             reply: m.reply.map(|r| r.to_string()),
+            headers: from_nats_headers(m.headers.as_ref()),
             payload: m.payload,
         }))
     }
@@ -142,11 +165,13 @@ impl NatsBus {
 
 #[async_trait]
 impl Bus for NatsBus {
-    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
-        self.client
-            .publish(subject.to_owned(), payload)
-            .await
-            .map_err(|e| BusError::Connection(format!("publish on {subject}: {e}")))
+    async fn publish_with_headers(&self, subject: &str, headers: Headers, payload: Bytes) -> Result<(), BusError> {
+        let published = if headers.is_empty() {
+            self.client.publish(subject.to_owned(), payload).await
+        } else {
+            self.client.publish_with_headers(subject.to_owned(), to_nats_headers(&headers), payload).await
+        };
+        published.map_err(|e| BusError::Connection(format!("publish on {subject}: {e}")))
     }
 
     async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {
@@ -169,8 +194,17 @@ impl Bus for NatsBus {
         Ok(Self::into_subscription(subscriber))
     }
 
-    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
-        let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+    async fn request_with_headers(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
+        let mut request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+        if !headers.is_empty() {
+            request = request.headers(to_nats_headers(&headers));
+        }
         match self.client.send_request(subject.to_owned(), request).await {
             Ok(answer) => Ok(answer.payload),
             Err(e) => Err(match e.kind() {
@@ -181,8 +215,15 @@ impl Bus for NatsBus {
         }
     }
 
-    async fn enqueue(&self, subject: &str, dedup_id: &str, payload: Bytes) -> Result<(), BusError> {
-        let publish = PublishMessage::build().payload(payload).message_id(dedup_id);
+    async fn enqueue_with_headers(
+        &self,
+        subject: &str,
+        dedup_id: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        // The message id travels as a header too (`Nats-Msg-Id`): set after ours.
+        let publish = PublishMessage::build().headers(to_nats_headers(&headers)).payload(payload).message_id(dedup_id);
         let ack = self
             .jetstream
             .send_publish(subject.to_owned(), publish)
@@ -225,8 +266,9 @@ impl Bus for NatsBus {
             match next {
                 Ok(message) => {
                     let subject = message.subject.to_string();
+                    let headers = from_nats_headers(message.headers.as_ref());
                     let payload = message.payload.clone();
-                    Some(Job::new(subject, payload, Box::new(JetStreamAcker(message))))
+                    Some(Job::new(subject, headers, payload, Box::new(JetStreamAcker(message))))
                 }
                 Err(e) => {
                     // Missed heartbeats and reconnects surface here; the stream resumes by itself.
@@ -236,6 +278,23 @@ impl Bus for NatsBus {
             }
         });
         Ok(Box::pin(jobs))
+    }
+
+    async fn work_queue_pending(&self, _consumer: &str) -> Result<u64, BusError> {
+        // Work-queue retention deletes a message once acknowledged, so what the stream holds
+        // is exactly what its partition consumers have still to hand out or see acknowledged
+        // (one stream query rather than one per partition consumer).
+        let stream = &self.work_queue.stream;
+        let info = self
+            .jetstream
+            .get_stream(stream)
+            .await
+            .map_err(|e| BusError::Connection(format!("stream {stream}: {e}")))?;
+        Ok(info.cached_info().state.messages)
+    }
+
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
     }
 
     fn connection_events(&self) -> tokio::sync::broadcast::Receiver<ConnectionEvent> {

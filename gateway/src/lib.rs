@@ -13,6 +13,7 @@
 //! - [`interest`]: which subjects this gateway listens to, and why;
 //! - [`limits`]: rate and connection limits;
 //! - [`listener`]: the TCP listener that drops peers which stop reading;
+//! - [`metrics`]: the gateway's Prometheus metrics;
 //! - `rooms`: delivery into conversation rooms, and the replay of missed messages;
 //! - [`validate`]: payload rules and error texts;
 //! - [`wire`]: the JSON the clients see.
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod interest;
 pub mod limits;
 pub mod listener;
+pub mod metrics;
 pub mod openapi;
 mod queries;
 pub mod rest;
@@ -31,8 +33,9 @@ pub mod web;
 pub mod wire;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chat_bus::{Bus, BusError, ConnectionEvent};
 use chat_proto::{Conversation, Subjects};
@@ -118,7 +121,18 @@ pub struct Gateway {
     pub(crate) auth: Authenticator,
     /// Sockets open here (socket id → user id), as reported to presence.
     pub(crate) local_sockets: tokio::sync::Mutex<HashMap<String, i64>>,
+    /// Sends queued or on the bus whose outcome has not come back yet (request id → when the
+    /// client sent it): for the send-to-ack latency, and for the drain at shutdown. Bounded:
+    /// an outcome lost on the way cannot make it grow for ever.
+    pub(crate) sends_in_flight: quick_cache::sync::Cache<String, Instant>,
+    /// Set once shutdown has begun: the gateway is no longer ready for new clients.
+    draining: AtomicBool,
 }
+
+/// Event that tells every client of a gateway that is shutting down to reconnect (an
+/// extension of the API; the transport is closed right after, and socket.io clients reconnect
+/// by themselves).
+pub const SHUTDOWN_EVENT: &str = "server-shutdown";
 
 impl Gateway {
     /// Builds the gateway and its HTTP application (REST routes and the Socket.IO endpoint),
@@ -141,6 +155,8 @@ impl Gateway {
             io: io.clone(),
             conversations: quick_cache::sync::Cache::new(100_000),
             local_sockets: tokio::sync::Mutex::new(HashMap::new()),
+            sends_in_flight: quick_cache::sync::Cache::new(100_000),
+            draining: AtomicBool::new(false),
             limits: Limits::new(config.limits.clone()),
             auth: Authenticator::new(&config.auth)?,
             config,
@@ -160,12 +176,45 @@ impl Gateway {
         Ok((gateway, app))
     }
 
-    /// Closes every socket, telling presence first that they are all gone, so that their users
-    /// go offline now rather than after the heartbeat timeout. Call on shutdown: open
-    /// WebSockets would otherwise keep the HTTP server's graceful shutdown waiting.
-    pub async fn shut_down(&self) {
+    /// Whether shutdown has begun (the gateway is then not ready).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Shuts the gateway down within `grace`: marks it draining (not ready), tells every client
+    /// `server-shutdown {reconnect: true}`, waits for the outcomes of the sends in flight so that
+    /// their senders get `message-sent`, tells presence all its sockets are gone (their users go
+    /// offline now rather than after the heartbeat timeout), and closes every connection's
+    /// transport. socket.io clients take that as a "transport close" and reconnect by
+    /// themselves (through the load balancer, to another gateway); a namespace disconnect
+    /// would tell them not to. Open WebSockets would otherwise keep the HTTP server's graceful
+    /// shutdown waiting.
+    pub async fn shut_down(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        self.draining.store(true, Ordering::SeqCst);
+        let sockets = self.local_sockets.lock().await.len();
+        tracing::info!(sockets, sends_in_flight = self.sends_in_flight.len(), ?grace, "shutting down: draining");
+        let reached = self.io.of(sockets::NAMESPACE).map_or(0, |everyone| everyone.sockets().len() as u64);
+        if let Some(everyone) = self.io.of(sockets::NAMESPACE) {
+            match everyone.emit(SHUTDOWN_EVENT, &serde_json::json!({ "reconnect": true })).await {
+                Ok(()) => metrics::events_out(SHUTDOWN_EVENT, reached),
+                Err(e) => tracing::debug!(error = %e, "shutdown broadcast failed"),
+            }
+        }
+        while !self.sends_in_flight.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !self.sends_in_flight.is_empty() {
+            tracing::warn!(sends = self.sends_in_flight.len(), "grace period over with sends unanswered");
+        }
         self.send_heartbeat(true).await;
-        self.io.close().await;
+        let closing = tokio::time::timeout_at(
+            deadline.max(tokio::time::Instant::now() + Duration::from_secs(1)),
+            self.io.close(),
+        );
+        if closing.await.is_err() {
+            tracing::warn!("closing the connections outlasted the grace period");
+        }
     }
 }
 

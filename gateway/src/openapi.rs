@@ -8,8 +8,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::rest;
 use crate::wire::{
-    ConversationJson, ConversationListJson, ConversationRef, ErrorJson, ErrorMessage, HealthJson, MessageJson,
-    MessagePageJson, OpenConversationJson,
+    ConversationJson, ConversationListJson, ConversationRef, ErrorJson, ErrorMessage, MessageJson, MessagePageJson,
+    OpenConversationJson,
 };
 
 /// Name of the bearer-token security scheme.
@@ -23,14 +23,13 @@ pub const BEARER_SCHEME: &str = "bearer_jwt";
                        (see the README). Errors are JSON `{statusCode, error, message}`, where `message` is a text \
                        or, for a request that fails validation, the list of every problem.",
     ),
-    paths(rest::open_conversation, rest::list_messages, rest::list_conversations, rest::health),
+    paths(rest::open_conversation, rest::list_messages, rest::list_conversations),
     components(schemas(
         ConversationJson,
         ConversationListJson,
         ConversationRef,
         ErrorJson,
         ErrorMessage,
-        HealthJson,
         MessageJson,
         MessagePageJson,
         OpenConversationJson,
@@ -38,7 +37,6 @@ pub const BEARER_SCHEME: &str = "bearer_jwt";
     modifiers(&BearerAuth, &CommonErrors),
     tags(
         (name = "conversations", description = "Open conversations and read their messages"),
-        (name = "health", description = "Liveness of the gateway"),
     ),
 )]
 struct ApiDoc;

@@ -1,4 +1,5 @@
-//! The HTTP API: conversations and their history, and a health check.
+//! The HTTP API: conversations and their history. (Health and metrics endpoints are served
+//! beside it by the binary, for every role alike.)
 //!
 //! Errors are JSON in the shape NestJS clients know: `{statusCode, error, message}`, where
 //! `message` lists every validation problem.
@@ -24,9 +25,7 @@ use serde_json::Value;
 
 use crate::auth::Credentials;
 use crate::queries::QueryFailure;
-use crate::wire::{
-    ConversationJson, ConversationListJson, ErrorJson, ErrorMessage, HealthJson, MessageJson, MessagePageJson,
-};
+use crate::wire::{ConversationJson, ConversationListJson, ErrorJson, ErrorMessage, MessageJson, MessagePageJson};
 use crate::Gateway;
 
 /// Page size when the request names none, and the most a page may hold.
@@ -36,7 +35,6 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let body_limit = usize::try_from(gateway.config.max_payload_bytes).unwrap_or(usize::MAX);
     Router::new()
-        .route("/healthz", get(health))
         .route("/api/chats/conversations", post(open_conversation))
         .route("/api/chats/conversations/{id}/messages", get(list_messages))
         .route("/api/chats/users/{id}/conversations", get(list_conversations))
@@ -48,7 +46,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 /// Every error is JSON in the same shape, also those axum answers by itself (a body over the
 /// limit, a path that is not UTF-8, a method the route does not take). A layer over the whole
 /// HTTP application (`Gateway::start`), the static files' routes included.
-pub(crate) async fn json_errors(response: Response) -> Response {
+pub async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
@@ -131,19 +129,6 @@ fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 
 fn forbidden(message: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, message)
-}
-
-/// `GET /healthz`.
-#[utoipa::path(
-    get,
-    path = "/healthz",
-    tag = "health",
-    summary = "Health check",
-    description = "200 while the gateway serves requests (it does not wait for the persister).",
-    responses((status = 200, description = "The gateway is up", body = HealthJson, example = json!({"status": "ok"}))),
-)]
-pub async fn health() -> Json<HealthJson> {
-    Json(HealthJson { status: "ok".into() })
 }
 
 async fn not_found() -> ApiError {

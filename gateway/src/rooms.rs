@@ -115,7 +115,11 @@ fn lock(room: &SharedRoom) -> MutexGuard<'_, RoomDelivery> {
 }
 
 /// Live delivery of one stored message to the room's sockets on this gateway.
+/// Its span is a child of the persister's publication of the message.
 pub(crate) async fn deliver_message(gw: Arc<Gateway>, conversation_id: i64, room: SharedRoom, message: Message) {
+    let span = tracing::info_span!("receive-message", otel.kind = "consumer", conversation_id);
+    chat_telemetry::set_remote_parent(&span, &message.headers);
+    let _entered = span.enter();
     let stored: StoredMessage = match chat_proto::decode(&message.payload) {
         Ok(stored) => stored,
         Err(e) => return tracing::warn!(error = %e, "ignoring undecodable stored message"),

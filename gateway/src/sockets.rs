@@ -27,9 +27,11 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError};
 use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
+use tracing::{Instrument, Span};
 
 use crate::auth::Credentials;
 use crate::limits::{Action, ConnectionTicket};
+use crate::metrics::{self, Failure, OpenConnection};
 use crate::rooms::{self, deliver_message, RoomDelivery, SharedRoom};
 use crate::validate;
 use crate::wire::MessageJson;
@@ -44,10 +46,12 @@ const SEND_FAILED: &str = "Failed to send message";
 struct SocketState {
     user_id: i64,
     membership: Arc<Mutex<Membership>>,
-    /// Validated sends, waiting to be put on the bus in order.
-    sends: mpsc::Sender<SendMessage>,
+    /// Validated sends, waiting to be put on the bus in order, each with its trace span.
+    sends: mpsc::Sender<(SendMessage, Span)>,
     /// The socket's place in the connection limits, freed when the socket is gone.
     _ticket: ConnectionTicket,
+    /// The socket's place in the connections gauge, likewise.
+    _open: OpenConnection,
 }
 
 /// The subscriptions a socket holds; see the module doc for the locking rule.
@@ -81,7 +85,7 @@ pub(crate) fn room_of_conversation(conversation_id: i64) -> String {
 /// client reconnects and recovers what it missed (`lastMessageId`).
 pub(crate) fn emit<T: serde::Serialize + ?Sized>(socket: &SocketRef, event: &str, payload: &T) {
     match socket.emit(event, payload) {
-        Ok(()) => {}
+        Ok(()) => metrics::events_out(event, 1),
         Err(SendError::Socket(SocketError::InternalChannelFull)) => disconnect_slow_reader(socket, event),
         Err(e) => tracing::debug!(socket = %socket.id, event, error = %e, "emit failed"),
     }
@@ -112,7 +116,14 @@ fn disconnect_slow_reader(socket: &SocketRef, event: &str) {
 }
 
 fn emit_error(socket: &SocketRef, message: &str) {
+    metrics::error(Failure::of_message(message));
     emit(socket, "error", &json!({ "message": message }));
+}
+
+/// `message-error` to the sender of a message, counted as an error of `kind`.
+fn emit_message_error(socket: &SocketRef, kind: Failure, message: &str) {
+    metrics::error(kind);
+    emit(socket, "message-error", &json!({ "error": message }));
 }
 
 /// The connect handler. Its synchronous part (everything before the returned future) runs
@@ -126,7 +137,7 @@ fn on_connect(gw: Arc<Gateway>, socket: SocketRef, auth: Value) -> impl Future<O
         let membership = Arc::new(Mutex::new(Membership::default()));
         let guard = membership.clone().try_lock_owned().expect("a new lock is free");
         let (sends, queue) = mpsc::channel(gw.config.max_pending_sends);
-        let state = Arc::new(SocketState { user_id, membership, sends, _ticket: ticket });
+        let state = Arc::new(SocketState { user_id, membership, sends, _ticket: ticket, _open: OpenConnection::new() });
         socket.extensions.insert(Overflowed::default());
         socket.join(room_of_user(user_id));
         register_events(&gw, &state, &socket);
@@ -202,6 +213,7 @@ async fn set_up(
 fn register_events(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketRef) {
     let (g, s) = (gw.clone(), state.clone());
     socket.on("send-message", move |socket: SocketRef, TryData(payload): TryData<Value>| {
+        metrics::event_in("send-message");
         on_send(&g, &s, &socket, payload.unwrap_or(Value::Null));
         std::future::ready(())
     });
@@ -210,6 +222,7 @@ fn register_events(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketR
     socket.on(
         "join-conversation",
         move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| async move {
+            metrics::event_in("join-conversation");
             let payload = payload.unwrap_or(Value::Null);
             match join(&g, &s, &socket, &payload).await {
                 Ok(conversation_id) => {
@@ -233,6 +246,7 @@ fn register_events(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketR
     socket.on(
         "leave-conversation",
         move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| async move {
+            metrics::event_in("leave-conversation");
             let payload = payload.unwrap_or(Value::Null);
             match validate::conversation_id(&payload) {
                 Ok(conversation_id) => {
@@ -250,12 +264,14 @@ fn register_events(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketR
 
     let (g, s) = (gw.clone(), state.clone());
     socket.on("typing", move |socket: SocketRef, TryData(payload): TryData<Value>| async move {
+        metrics::event_in("typing");
         if let Err(message) = typing(&g, &s, &socket, &payload.unwrap_or(Value::Null)).await {
             emit_error(&socket, &message);
         }
     });
 
     socket.on_fallback(async |socket: SocketRef, Event(event): Event| {
+        metrics::event_in("other");
         let shown: String = event.chars().take(64).collect();
         emit_error(&socket, &format!("Unknown event: {shown}"));
     });
@@ -271,16 +287,26 @@ fn send_ack(ack: AckSender, payload: &Value) {
 }
 
 /// `send-message`: validate, then queue for the bus (synchronously, to keep the socket's order).
+/// Its span, the root of the message's trace, lasts until the command is on the work queue.
 fn on_send(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: Value) {
+    let span = tracing::info_span!(
+        parent: None,
+        "send-message",
+        otel.kind = "server",
+        user_id = state.user_id,
+        conversation_id = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+    );
+    let _entered = span.enter();
     let send = match validate::send_message(&payload, gw.config.max_content_chars) {
         Ok(send) => send,
-        Err(message) => return emit(socket, "message-error", &json!({ "error": message })),
+        Err(message) => return emit_message_error(socket, Failure::Validation, &message),
     };
     if send.sender_id != state.user_id {
-        return emit(socket, "message-error", &json!({ "error": "Unauthorized to send as another user" }));
+        return emit_message_error(socket, Failure::Unauthorized, "Unauthorized to send as another user");
     }
     if !gw.limits.allow(state.user_id, Action::Send) {
-        return emit(socket, "message-error", &json!({ "error": "Rate limit exceeded: too many messages, slow down" }));
+        return emit_message_error(socket, Failure::RateLimited, "Rate limit exceeded: too many messages, slow down");
     }
     let command = SendMessage {
         request_id: uuid::Uuid::now_v7().to_string(),
@@ -292,27 +318,46 @@ fn on_send(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: Value
         content: send.content,
         client_msg_id: send.client_msg_id.unwrap_or_default(),
     };
-    match state.sends.try_send(command) {
-        Ok(()) => {}
+    span.record("conversation_id", command.conversation_id);
+    span.record("request_id", command.request_id.as_str());
+    let request_id = command.request_id.clone();
+    match state.sends.try_send((command, span.clone())) {
+        Ok(()) => gw.sends_in_flight.insert(request_id, std::time::Instant::now()),
         Err(mpsc::error::TrySendError::Full(_)) => {
-            emit(socket, "message-error", &json!({ "error": "Too many messages waiting to be sent; slow down" }));
+            emit_message_error(socket, Failure::Limit, "Too many messages waiting to be sent; slow down");
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {}
     }
 }
 
 /// Drains one socket's send queue onto the bus, in order.
-fn spawn_send_queue(gw: Arc<Gateway>, socket_id: Sid, mut queue: mpsc::Receiver<SendMessage>) {
+fn spawn_send_queue(gw: Arc<Gateway>, socket_id: Sid, mut queue: mpsc::Receiver<(SendMessage, Span)>) {
     tokio::spawn(async move {
-        while let Some(command) = queue.recv().await {
+        while let Some((command, send_span)) = queue.recv().await {
             let subject = gw.subjects.inbound(command.conversation_id);
+            let span = tracing::info_span!(
+                parent: &send_span,
+                "enqueue",
+                otel.kind = "producer",
+                messaging.system = "nats",
+                messaging.destination.name = %subject,
+            );
+            // The persister's span of this message becomes a child of this one.
+            let headers = chat_telemetry::inject_context(&span);
             // Deduplicated by the attempt's request id, not the client's id: a client's retry
             // must reach the persister, which answers it with the message stored the first
             // time (the database's unique key makes the retry idempotent).
-            if let Err(e) = gw.bus.enqueue(&subject, &command.request_id, chat_proto::encode(&command)).await {
+            let enqueued = gw
+                .bus
+                .enqueue_with_headers(&subject, &command.request_id, headers, chat_proto::encode(&command))
+                .instrument(span)
+                .await;
+            if let Err(e) = enqueued {
+                let _entered = send_span.enter();
                 tracing::error!(error = %e, "putting a send on the bus failed");
+                gw.sends_in_flight.remove(&command.request_id);
                 if let Some(socket) = gw.chat_socket(socket_id) {
-                    emit(&socket, "message-error", &json!({ "error": SEND_FAILED }));
+                    emit_message_error(&socket, Failure::Bus, SEND_FAILED);
                 }
             }
         }
@@ -376,8 +421,11 @@ async fn typing(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: 
         return Err("Join the conversation before typing in it".into());
     }
     let event = json!({ "conversationId": conversation_id, "userId": state.user_id, "isTyping": is_typing });
-    if let Err(e) = socket.to(room_of_conversation(conversation_id)).emit("user-typing", &event).await {
-        tracing::debug!(error = %e, "local typing broadcast failed");
+    let room = room_of_conversation(conversation_id);
+    let reached = socket.to(room.clone()).sockets().len() as u64;
+    match socket.to(room).emit("user-typing", &event).await {
+        Ok(()) => metrics::events_out("user-typing", reached),
+        Err(e) => tracing::debug!(error = %e, "local typing broadcast failed"),
     }
     let relayed =
         Typing { conversation_id, user_id: state.user_id, is_typing, origin_gateway_id: gw.config.gateway_id.clone() };
@@ -433,8 +481,10 @@ impl Gateway {
         let Some(namespace) = self.io.of(NAMESPACE) else {
             return;
         };
-        if let Err(e) = namespace.to(room.to_owned()).emit(event, payload).await {
-            tracing::debug!(room, event, error = %e, "room broadcast failed");
+        let reached = self.io.of(NAMESPACE).map_or(0, |ns| ns.to(room.to_owned()).sockets().len() as u64);
+        match namespace.to(room.to_owned()).emit(event, payload).await {
+            Ok(()) => metrics::events_out(event, reached),
+            Err(e) => tracing::debug!(room, event, error = %e, "room broadcast failed"),
         }
     }
 
@@ -458,12 +508,14 @@ impl Gateway {
             self.room_messages.release(&self.subjects.conversation_messages(conversation_id)).await;
             return Err(e);
         }
+        metrics::set_rooms(self.room_messages.subject_count().await);
         Ok(room)
     }
 
     async fn release_conversation(&self, conversation_id: i64) {
         self.room_messages.release(&self.subjects.conversation_messages(conversation_id)).await;
         self.interest.release(&self.subjects.typing(conversation_id)).await;
+        metrics::set_rooms(self.room_messages.subject_count().await);
     }
 
     /// Records a socket opening or closing here, and tells presence. The registry lock is
@@ -516,17 +568,30 @@ impl Gateway {
                         continue;
                     }
                 };
+                let started = gw.sends_in_flight.remove(&outcome.request_id).map(|(_, at)| at);
                 let Some(socket) = outcome.socket_id.parse().ok().and_then(|sid| gw.chat_socket(sid)) else {
                     continue; // the sender has gone
                 };
+                // A child of the persister's publication of this outcome.
+                let span = match &outcome.result {
+                    Some(chat_proto::send_outcome::Result::Stored(stored)) => {
+                        tracing::info_span!("message-sent", otel.kind = "consumer", message_id = stored.id)
+                    }
+                    _ => tracing::info_span!("message-error", otel.kind = "consumer"),
+                };
+                chat_telemetry::set_remote_parent(&span, &message.headers);
+                let _entered = span.enter();
                 match outcome.result {
                     Some(chat_proto::send_outcome::Result::Stored(stored)) => {
                         emit(&socket, "message-sent", &MessageJson::from(stored));
+                        if let Some(started) = started {
+                            metrics::send_acknowledged(started.elapsed());
+                        }
                     }
                     Some(chat_proto::send_outcome::Result::Error(error)) => {
-                        emit(&socket, "message-error", &json!({ "error": error }));
+                        emit_message_error(&socket, Failure::of_message(&error), &error);
                     }
-                    None => emit(&socket, "message-error", &json!({ "error": SEND_FAILED })),
+                    None => emit_message_error(&socket, Failure::Storage, SEND_FAILED),
                 }
             }
             tracing::error!("send outcome subscription ended");

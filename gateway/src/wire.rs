@@ -93,13 +93,6 @@ pub struct ConversationListJson {
     pub data: Vec<ConversationJson>,
 }
 
-/// The health check's answer.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"status": "ok"}))]
-pub struct HealthJson {
-    pub status: String,
-}
-
 /// Every REST error: the HTTP status, its reason phrase, and what went wrong.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -7,9 +7,11 @@
 //! of presence over request-reply. See `service` for the loops and `store` for the SQL.
 
 pub mod entity;
+pub mod metrics;
 mod queries;
 mod service;
 pub mod store;
+mod trace;
 
 pub use service::{Persister, PersisterConfig, PersisterError};
 pub use store::{HistoryWindow, NewMessage, Store, StoreError};

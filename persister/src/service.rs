@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::{Instrument, Span};
 
 use chat_bus::{Bus, BusError, Job, WorkQueue};
 use chat_proto::{send_outcome, Conversation, SendMessage, SendOutcome, Subjects};
@@ -11,6 +12,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{NewMessage, Store, StoreError};
+use crate::trace::{batch_span, CommandSpans};
 
 /// Name of the durable consumer that all persister replicas share.
 pub const CONSUMER_NAME: &str = "persister";
@@ -84,6 +86,7 @@ impl Persister {
         Ok(tokio::spawn(async move {
             loop {
                 let first = tokio::select! {
+                    biased;
                     // Waiting for the first job of a batch is the one safe place to stop:
                     // nothing has been taken from the queue yet.
                     () = shutdown.cancelled() => {
@@ -129,10 +132,20 @@ impl Persister {
     }
 
     async fn handle_batch(&self, jobs: Vec<Job>) {
+        crate::metrics::batch(jobs.len());
+        let span = batch_span(&jobs);
+        self.store_and_answer(jobs).instrument(span).await
+    }
+
+    async fn store_and_answer(&self, jobs: Vec<Job>) {
         let mut commands = Vec::with_capacity(jobs.len());
+        let mut spans = CommandSpans::default();
         for job in &jobs {
             match chat_proto::decode::<SendMessage>(&job.payload) {
-                Ok(command) => commands.push(command),
+                Ok(command) => {
+                    spans.open(job, &command);
+                    commands.push(command);
+                }
                 // Only our gateways publish here; an undecodable command has nobody to answer.
                 Err(e) => tracing::error!(subject = %job.subject, error = %e, "dropping undecodable send command"),
             }
@@ -183,10 +196,13 @@ impl Persister {
             }
         };
         for (command, outcome) in outcomes {
+            let span = spans.of(command);
             if let send_outcome::Result::Stored(message) = &outcome {
-                self.publish(&self.subjects.conversation_messages(message.conversation_id), message).await;
+                let publish = tracing::info_span!(parent: &span, "publish-message", otel.kind = "producer");
+                self.publish_traced(&self.subjects.conversation_messages(message.conversation_id), message, publish)
+                    .await;
             }
-            self.send_outcome(command, outcome).await;
+            self.send_outcome(command, outcome, &span).await;
         }
         let stored_in = started.elapsed();
         let size = jobs.len();
@@ -225,7 +241,15 @@ impl Persister {
                 dedup_key: c.dedup_key(),
             })
             .collect();
-        let stored = if batch.is_empty() { Vec::new() } else { self.store.insert_messages(&batch).await? };
+        let stored = if batch.is_empty() {
+            Vec::new()
+        } else {
+            let started = Instant::now();
+            let span = tracing::info_span!("insert-messages", messages = batch.len());
+            let stored = self.store.insert_messages(&batch).instrument(span).await?;
+            crate::metrics::inserted(started.elapsed(), stored.len());
+            stored
+        };
         let mut results: Vec<(&SendMessage, send_outcome::Result)> = accepted
             .into_iter()
             .zip(stored)
@@ -239,17 +263,22 @@ impl Persister {
         Ok(results)
     }
 
-    async fn send_outcome(&self, command: &SendMessage, result: send_outcome::Result) {
+    async fn send_outcome(&self, command: &SendMessage, result: send_outcome::Result, span: &Span) {
         let outcome = SendOutcome {
             request_id: command.request_id.clone(),
             socket_id: command.socket_id.clone(),
             result: Some(result),
         };
-        self.publish(&self.subjects.send_outcomes(&command.gateway_id), &outcome).await;
+        let publish = tracing::info_span!(parent: span, "publish-outcome", otel.kind = "producer");
+        self.publish_traced(&self.subjects.send_outcomes(&command.gateway_id), &outcome, publish).await;
     }
 
-    async fn publish<M: prost::Message>(&self, subject: &str, message: &M) {
-        if let Err(e) = self.bus.publish(subject, chat_proto::encode(message)).await {
+    /// Publishes within `span`, whose context the message carries to its subscribers.
+    async fn publish_traced<M: prost::Message>(&self, subject: &str, message: &M, span: Span) {
+        let headers = chat_telemetry::inject_context(&span);
+        let published =
+            self.bus.publish_with_headers(subject, headers, chat_proto::encode(message)).instrument(span).await;
+        if let Err(e) = published {
             tracing::warn!(%subject, error = %e, "publish failed");
         }
     }

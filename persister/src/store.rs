@@ -75,6 +75,11 @@ impl Store {
         Ok(Self { db })
     }
 
+    /// Whether the database answers now (a trivial round trip): for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        Ok(self.db.ping().await?)
+    }
+
     pub async fn conversation(&self, id: i64) -> Result<Option<Conversation>, StoreError> {
         Ok(conversation::Entity::find_by_id(id).one(&self.db).await?.map(Into::into))
     }

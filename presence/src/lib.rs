@@ -8,6 +8,7 @@
 //! them, on their personal subjects: never to every socket of the cluster, which would cost
 //! O(N²) as users arrive.
 
+pub mod metrics;
 mod service;
 mod state;
 

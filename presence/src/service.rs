@@ -77,6 +77,7 @@ impl Presence {
         let last_heard = state.gateways().into_iter().map(|gw| (gw, now)).collect();
         let mut reports = self.bus.subscribe(&self.subjects.presence_reports()).await?;
         let (changes, pending) = mpsc::unbounded_channel();
+        crate::metrics::observe(&state);
         let mut tracker = Tracker { state, sockets, last_heard, changes };
         let presence = Arc::new(self);
         tokio::spawn(presence.clone().announce(pending));
@@ -95,6 +96,7 @@ impl Presence {
                     }
                     _ = sweep.tick() => tracker.expire_silent_gateways(timeout).await,
                 }
+                crate::metrics::observe(&tracker.state);
             }
             Err(PresenceError::SubscriptionEnded)
         }))

@@ -14,6 +14,16 @@ pub struct PresenceState {
 }
 
 impl PresenceState {
+    /// How many users have at least one open socket.
+    pub fn online_users(&self) -> usize {
+        self.open_per_user.len()
+    }
+
+    /// How many sockets are open, on every gateway.
+    pub fn open_sockets(&self) -> usize {
+        self.sockets.len()
+    }
+
     /// Records an open socket; `true` when it is the user's first, i.e. the user came online.
     /// A socket reported twice counts once.
     pub fn socket_opened(&mut self, gateway_id: &str, socket_id: &str, user_id: i64) -> bool {
@@ -113,6 +123,17 @@ mod tests {
         assert!(state.is_online(7));
         assert_eq!(state.socket_closed("gw-b", "s1"), Some(7));
         assert!(!state.is_online(7));
+    }
+
+    #[test]
+    fn counts_users_and_sockets_for_the_gauges() {
+        let mut state = PresenceState::default();
+        state.socket_opened("gw-a", "s1", 7);
+        state.socket_opened("gw-b", "s1", 7);
+        state.socket_opened("gw-a", "s2", 8);
+        assert_eq!((state.online_users(), state.open_sockets()), (2, 3));
+        state.gateway_lost("gw-a");
+        assert_eq!((state.online_users(), state.open_sockets()), (1, 1));
     }
 
     #[test]

@@ -53,6 +53,8 @@
 //                  connection reset, reconnections refused), the other roles unaffected.
 //   flags: [...]   extra command-line flags for every cluster role, after the harness's own
 //                  (e.g. ['--store-timeout', '4s']; every setting is a global flag).
+//   env: {...}     extra environment variables for every cluster role (e.g. the OTEL_* ones
+//                  of span export).
 // The server output is printed when a test of the file fails, or always with E2E_SHOW_LOG=1;
 // the server processes log at RUST_LOG=warn, or at $E2E_RUST_LOG (e.g. chat_gateway=info,warn).
 //
@@ -635,12 +637,12 @@ async function deleteStreams(prefix) {
  * `only: 'single' | 'cluster'` skips the file's tests in the other mode. `ownNats` and
  * `pgProxy` (cluster mode only, so use them with `only: 'cluster'`): see the header.
  */
-export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = false, flags = [] } = {}) {
+export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = false, flags = [], env: extraEnv = {} } = {}) {
   if (only !== undefined && only !== 'single' && only !== 'cluster') {
     throw new Error(`useServer({ only }) must be 'single' or 'cluster', not ${JSON.stringify(only)}`);
   }
-  if ((ownNats || pgProxy || natsProxy || flags.length > 0) && only !== 'cluster') {
-    throw new Error("useServer({ ownNats, pgProxy, natsProxy, flags }) are cluster options: add only: 'cluster'");
+  if ((ownNats || pgProxy || natsProxy || flags.length > 0 || Object.keys(extraEnv).length > 0) && only !== 'cluster') {
+    throw new Error("useServer({ ownNats, pgProxy, natsProxy, flags, env }) are cluster options: add only: 'cluster'");
   }
   const roleFlags = [...CLUSTER_FLAGS, ...flags];
   // With a NATS server of its own, the shared one is not needed, but the nats-server binary is.
@@ -800,6 +802,7 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
         ? `postgres://${PG_USER}@127.0.0.1:${h.pgProxy.port}/${h.dbName}?sslmode=disable`
         : `postgres://${PG_USER}@${PG_HOST}:${PG_PORT}/${h.dbName}`,
       CHAT_SUBJECT_PREFIX: h.prefix,
+      ...extraEnv,
     });
     const [pPers, pPres, pA, pB] = await distinctPorts(4);
     const persister = addProc('persister', bin, ['persister', '--port', String(pPers), ...roleFlags], env, pPers);

@@ -1,0 +1,177 @@
+//! The gateway's metrics: their names (the contract with the dashboards) and how they are
+//! recorded. Labels come from fixed sets, so the number of series stays bounded.
+
+use std::time::Duration;
+
+pub const CONNECTIONS: &str = "chat_gateway_connections";
+pub const ROOMS: &str = "chat_gateway_rooms";
+pub const EVENTS_IN: &str = "chat_gateway_events_in_total";
+pub const EVENTS_OUT: &str = "chat_gateway_events_out_total";
+pub const ERRORS: &str = "chat_gateway_errors_total";
+pub const SEND_ACK_SECONDS: &str = "chat_gateway_send_ack_seconds";
+
+/// Client events counted by name; any other is counted as `other`.
+pub const EVENTS_IN_NAMES: [&str; 5] = ["send-message", "join-conversation", "leave-conversation", "typing", "other"];
+/// Events sent to clients.
+pub const EVENTS_OUT_NAMES: [&str; 10] = [
+    "receive-message",
+    "message-sent",
+    "message-error",
+    "user-typing",
+    "user:online",
+    "user:offline",
+    "joined-conversation",
+    "error",
+    "server-shutdown",
+    "other",
+];
+
+/// Why a client's request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// A payload that breaks the rules (missing field, bad type, too long, unknown event).
+    Validation,
+    /// Not authenticated, or not allowed (another user's id, another's conversation).
+    Unauthorized,
+    RateLimited,
+    /// An unknown conversation.
+    NotFound,
+    /// The persister could not store or read (its answer was an error, or none came).
+    Storage,
+    /// The bus refused or lost a command.
+    Bus,
+    /// Resource limits of a connection (rooms per socket, queued sends, slow reader).
+    Limit,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 7] = [
+        Failure::Validation,
+        Failure::Unauthorized,
+        Failure::RateLimited,
+        Failure::NotFound,
+        Failure::Storage,
+        Failure::Bus,
+        Failure::Limit,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Failure::Validation => "validation",
+            Failure::Unauthorized => "unauthorized",
+            Failure::RateLimited => "rate_limited",
+            Failure::NotFound => "not_found",
+            Failure::Storage => "storage",
+            Failure::Bus => "bus",
+            Failure::Limit => "limit",
+        }
+    }
+
+    /// The kind of an error text the gateway sends to a client (`message-error`, `error`).
+    pub fn of_message(message: &str) -> Failure {
+        if message.starts_with("Rate limit") {
+            Failure::RateLimited
+        } else if message.starts_with("Unauthorized") || message.starts_with("Invalid token") {
+            Failure::Unauthorized
+        } else if message.contains("not found") {
+            Failure::NotFound
+        } else if message.starts_with("Too many") {
+            Failure::Limit
+        } else if message.starts_with("Failed to send message: storage")
+            || message.starts_with("Failed to join")
+            || message.starts_with("Could not replay")
+        {
+            Failure::Storage
+        } else {
+            Failure::Validation
+        }
+    }
+}
+
+/// Describes the gateway's metrics and shows each series at zero before any traffic.
+pub fn describe() {
+    metrics::describe_gauge!(CONNECTIONS, "Socket.IO connections open on this gateway");
+    metrics::describe_gauge!(ROOMS, "Conversation rooms with at least one member on this gateway");
+    metrics::describe_counter!(EVENTS_IN, "Events received from clients, by event");
+    metrics::describe_counter!(EVENTS_OUT, "Events sent to clients, by event (one per socket reached)");
+    metrics::describe_counter!(ERRORS, "Errors answered to clients, by kind");
+    metrics::describe_histogram!(
+        SEND_ACK_SECONDS,
+        metrics::Unit::Seconds,
+        "From a send-message received to its message-sent emitted"
+    );
+    metrics::gauge!(CONNECTIONS).set(0.0);
+    metrics::gauge!(ROOMS).set(0.0);
+    // Registering a histogram shows its buckets, empty, before the first observation.
+    let _ = metrics::histogram!(SEND_ACK_SECONDS);
+    for event in EVENTS_IN_NAMES {
+        metrics::counter!(EVENTS_IN, "event" => event).absolute(0);
+    }
+    for event in EVENTS_OUT_NAMES {
+        metrics::counter!(EVENTS_OUT, "event" => event).absolute(0);
+    }
+    for kind in Failure::ALL {
+        metrics::counter!(ERRORS, "kind" => kind.label()).absolute(0);
+    }
+}
+
+pub(crate) fn event_in(event: &str) {
+    let label = EVENTS_IN_NAMES.into_iter().find(|known| *known == event).unwrap_or("other");
+    metrics::counter!(EVENTS_IN, "event" => label).increment(1);
+}
+
+pub(crate) fn events_out(event: &str, sockets: u64) {
+    let label = EVENTS_OUT_NAMES.into_iter().find(|known| *known == event).unwrap_or("other");
+    metrics::counter!(EVENTS_OUT, "event" => label).increment(sockets);
+}
+
+pub(crate) fn error(kind: Failure) {
+    metrics::counter!(ERRORS, "kind" => kind.label()).increment(1);
+}
+
+pub(crate) fn send_acknowledged(elapsed: Duration) {
+    metrics::histogram!(SEND_ACK_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn set_rooms(rooms: usize) {
+    metrics::gauge!(ROOMS).set(rooms as f64);
+}
+
+/// Counts a connection open from creation to drop: held by the socket's state, so every way a
+/// socket goes away (disconnect, server close) takes it off the gauge.
+pub(crate) struct OpenConnection;
+
+impl OpenConnection {
+    pub(crate) fn new() -> Self {
+        metrics::gauge!(CONNECTIONS).increment(1.0);
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(CONNECTIONS).decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_texts_map_to_their_kind() {
+        let cases = [
+            ("Rate limit exceeded: too many messages, slow down", Failure::RateLimited),
+            ("Unauthorized to send as another user", Failure::Unauthorized),
+            ("Invalid token: expired", Failure::Unauthorized),
+            ("Conversation not found", Failure::NotFound),
+            ("Too many messages waiting to be sent; slow down", Failure::Limit),
+            ("Failed to send message: storage unavailable for 30s", Failure::Storage),
+            ("content should not be empty", Failure::Validation),
+            ("Unknown event: foo", Failure::Validation),
+        ];
+        for (text, kind) in cases {
+            assert_eq!(Failure::of_message(text), kind, "{text}");
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The persister's metrics: their names (the contract with the dashboards) and how they are
+//! recorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_bus::Bus;
+
+pub const BATCH_SIZE: &str = "chat_persister_batch_size";
+pub const INSERT_SECONDS: &str = "chat_persister_insert_seconds";
+pub const MESSAGES_STORED: &str = "chat_persister_messages_stored_total";
+pub const CONSUMER_PENDING: &str = "chat_persister_consumer_pending";
+
+/// How often the work queue's backlog is read.
+pub const PENDING_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Describes the persister's metrics and shows them at zero before any batch.
+pub fn describe() {
+    metrics::describe_histogram!(BATCH_SIZE, metrics::Unit::Count, "Send commands per batch");
+    metrics::describe_histogram!(INSERT_SECONDS, metrics::Unit::Seconds, "One batch's database transaction");
+    metrics::describe_counter!(
+        MESSAGES_STORED,
+        "Messages stored by batch transactions (a retried send found stored already counts again)"
+    );
+    metrics::describe_gauge!(
+        CONSUMER_PENDING,
+        "Send commands waiting in the work queue for the persisters, handed out but unacknowledged included"
+    );
+    metrics::counter!(MESSAGES_STORED).absolute(0);
+    // Registering a histogram shows its buckets, empty, before the first observation.
+    let _ = metrics::histogram!(BATCH_SIZE);
+    let _ = metrics::histogram!(INSERT_SECONDS);
+    metrics::gauge!(CONSUMER_PENDING).set(0.0);
+}
+
+pub(crate) fn batch(size: usize) {
+    metrics::histogram!(BATCH_SIZE).record(size as f64);
+}
+
+pub(crate) fn inserted(elapsed: Duration, stored: usize) {
+    metrics::histogram!(INSERT_SECONDS).record(elapsed.as_secs_f64());
+    metrics::counter!(MESSAGES_STORED).increment(stored as u64);
+}
+
+/// Reads the work queue's backlog every [`PENDING_POLL_INTERVAL`] into the pending gauge,
+/// for as long as the process runs.
+pub fn spawn_pending_gauge(bus: Arc<dyn Bus>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(PENDING_POLL_INTERVAL);
+        loop {
+            ticks.tick().await;
+            match bus.work_queue_pending(crate::service::CONSUMER_NAME).await {
+                Ok(pending) => metrics::gauge!(CONSUMER_PENDING).set(pending as f64),
+                Err(e) => tracing::debug!(error = %e, "reading the work queue's backlog failed"),
+            }
+        }
+    })
+}
