@@ -18,9 +18,10 @@ COPY migrations/Cargo.toml migrations/
 COPY persister/Cargo.toml persister/
 COPY presence/Cargo.toml presence/
 COPY gateway/Cargo.toml gateway/
+COPY telemetry/Cargo.toml telemetry/
 # The load generator is a workspace member too: cargo needs its manifest, never its code here.
 COPY deploy/loadgen/Cargo.toml deploy/loadgen/
-RUN for crate in proto bus migrations persister presence gateway; do \
+RUN for crate in proto bus migrations persister presence gateway telemetry; do \
       mkdir -p "$crate/src" && : > "$crate/src/lib.rs"; \
     done \
  && mkdir -p src deploy/loadgen/src && echo 'fn main() {}' > src/main.rs \
@@ -37,6 +38,7 @@ COPY migrations/src migrations/src
 COPY persister/src persister/src
 COPY presence/src presence/src
 COPY gateway/src gateway/src
+COPY telemetry/src telemetry/src
 # The test client page, the API docs and the vendored Socket.IO client, compiled into the binary.
 COPY gateway/assets gateway/assets
 # Stripped: the release profile's line tables make the binary about six times larger (120 MB).
