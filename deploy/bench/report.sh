@@ -52,7 +52,7 @@ echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $commit"
 echo "- machine: $(nproc) CPUs ($cpu_model), $mem_gib GiB memory, $(uname -sr)"
 echo "- software: $(nats-server --version 2>/dev/null || echo nats-server), Postgres $(psql "${PG_URL:-postgres://postgres@127.0.0.1:5432}/postgres" -Atc 'show server_version' 2>/dev/null || echo '?'), Node.js $(node --version 2>/dev/null || echo '?')"
-echo "- load: ${USERS:-?} users (pairs sharing a conversation, user i on gateway i mod M), warm-up ${WARMUP:-?}, measured ${DURATION:-?} per step; idle: ${IDLE:-?} connections"
+echo "- load: ${USERS:-?} users (pairs sharing a conversation, user i on gateway i mod M), warm-up ${WARMUP:-?}, measured ${DURATION:-?} per step; idle: ${IDLE:-?} connections (the peer: ${PEER_IDLE:-?})"
 echo
 echo "## The machine's raw limits (same run)"
 echo
@@ -106,7 +106,8 @@ cat <<EOF
   gateways, persister, presence, our nats-server and the Postgres backends of the database;
   for the peer its node processes and their Postgres backends.
 - **memory per idle connection**: resident memory of the gateways (the peer's node processes)
-  after ${IDLE:-?} connections were opened and joined to a conversation and traffic settled,
+  after ${IDLE:-?} connections (the peer: ${PEER_IDLE:-?}, see run.sh) were opened and joined
+  to a conversation and traffic settled,
   minus before, divided by the connections ("not settled": frames were still arriving when it
   was measured, e.g. a server announcing every connection to every socket).
 - **lost / dup / out of order / errors**: summed over every run of the configuration; errors

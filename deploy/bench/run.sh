@@ -39,6 +39,10 @@ if ((quick)); then
 else
   warmup=3s duration=10s idle_connections=10000 verify_tries=4 pg_seconds=10 js_messages=200000
 fi
+# The peer announces every connection to every socket (user:online), so opening N idle
+# connections costs it O(N^2) frames: 2,000 took it over two minutes here. Its memory per idle
+# connection is measured at this many.
+peer_idle_connections=2000
 users=500          # simulated users in throughput and latency runs (250 conversations)
 window=8           # unanswered sends per user in the closed-loop run
 moderate_rate=1000 # msg/s of the latency run
@@ -205,12 +209,15 @@ pgbench -n -c 2 -j 2 -T "$pg_seconds" -f "$tmp/insert.sql" "$pg/$pgdb" >"$tmp/pg
 pg_tps=$(awk '/^tps = / { print $3; exit }' "$tmp/pgbench.log")
 jq -n --argjson tps "${pg_tps:-0}" '{statements_per_s: $tps, rows_per_statement: 256, rows_per_s: ($tps * 256)}' >"$raw/box-postgres.json"
 
+ours_idle_connections=$idle_connections
+
 # ---- our cluster, 1, 2 and 4 gateways
 for gateways in 1 2 4; do
   label=chat-${gateways}gw
   log "configuration $label"
   new_database "g$gateways"
-  export NATS_URL=$nats_url DATABASE_URL=$pg/$db CHAT_SUBJECT_PREFIX=${tag}_g$gateways RUST_LOG=warn
+  # No TLS to the local Postgres, like the peer (node-postgres does not use it by default).
+  export NATS_URL=$nats_url DATABASE_URL=$pg/$db?sslmode=disable CHAT_SUBJECT_PREFIX=${tag}_g$gateways RUST_LOG=warn
   "$chat" migrate >"$tmp/migrate-$label.log" 2>&1
   persister_port=$(free_port) presence_port=$(free_port)
   start "$label-persister" "$chat" persister --host 127.0.0.1 --port "$persister_port"
@@ -241,6 +248,7 @@ if [[ -n $peer_dir ]]; then
   peer_configs=(1)
   if redis-cli -u "$redis_url" ping >/dev/null 2>&1; then peer_configs+=(2); fi
 fi
+if ((peer_idle_connections < idle_connections)); then idle_connections=$peer_idle_connections; fi
 for instances in "${peer_configs[@]}"; do
   label=peer-${instances}x
   log "configuration $label"
@@ -265,6 +273,6 @@ done
 
 log "writing $out/RESULTS.md"
 QUICK=$quick RAW=$raw REPO=$repo MODERATE_RATE=$moderate_rate USERS=$users WINDOW=$window \
-  WARMUP=$warmup DURATION=$duration IDLE=$idle_connections P99_LIMIT=$p99_limit_ms \
+  WARMUP=$warmup DURATION=$duration IDLE=$ours_idle_connections PEER_IDLE=$idle_connections P99_LIMIT=$p99_limit_ms \
   bash "$here/report.sh" >"$out/RESULTS.md"
 cat "$out/RESULTS.md"
