@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn every_rest_route_is_documented_and_nothing_else() {
         let routes = routes_in(include_str!("rest.rs"));
-        assert!(routes.len() >= 4, "the scan of rest.rs found too few routes: {routes:?}");
+        assert!(routes.len() >= 3, "the scan of rest.rs found too few routes: {routes:?}");
         assert_eq!(documented_routes(), routes);
     }
 
