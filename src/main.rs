@@ -30,12 +30,6 @@ use crate::config::{Cli, Command, LogFormat, Settings};
 use crate::ops::{Dependency, Ops};
 use crate::startup::{retry, shutdown_signal};
 
-// Every message allocates on its way through (frames, JSON, protobuf, bus buffers) across
-// threads; with mimalloc's per-thread heaps the servers spent about 10% fewer CPU seconds per
-// message than with the system malloc in the closed-loop load test (deploy/bench).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
