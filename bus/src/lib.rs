@@ -71,6 +71,26 @@ impl Headers {
     }
 }
 
+/// Headers carried inside a payload (a map in a protobuf message, say) rather than beside it.
+impl FromIterator<(String, String)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
+        let mut headers = Self::new();
+        for (name, value) in pairs {
+            headers.insert(name, value);
+        }
+        headers
+    }
+}
+
+impl IntoIterator for Headers {
+    type Item = (String, String);
+    type IntoIter = std::vec::IntoIter<(String, String)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
 /// Describes the bus's metrics to the installed recorder and shows them at zero before any
 /// event (a dashboard then finds the series even when nothing happened yet).
 pub fn describe_metrics() {

@@ -10,7 +10,8 @@
 //! - [`rest`]: the HTTP API, and [`openapi`]: its OpenAPI document;
 //! - [`web`]: the browser test client and the API docs page (embedded static files);
 //! - [`auth`]: who a client is (development mode or JWT);
-//! - [`interest`]: which subjects this gateway listens to, and why;
+//! - `delivery`: what comes back from the bus (stored messages, outcomes, typing, presence) on
+//!   its way to local rooms and sockets;
 //! - [`limits`]: rate and connection limits;
 //! - [`listener`]: the TCP listener that drops peers which stop reading;
 //! - [`metrics`]: the gateway's Prometheus metrics;
@@ -19,7 +20,7 @@
 //! - [`wire`]: the JSON the clients see.
 
 pub mod auth;
-pub mod interest;
+mod delivery;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
@@ -42,14 +43,13 @@ use chat_proto::{Conversation, Subjects};
 use socketioxide::SocketIo;
 
 use crate::auth::{AuthConfig, AuthSetupError, Authenticator};
-use crate::interest::Interest;
 use crate::limits::{Limits, LimitsConfig};
 
 /// Settings of a gateway; the defaults suit a local run.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
-    /// Unique among the gateways of a cluster: outcomes of this gateway's sends come back on
-    /// a subject named after it.
+    /// Unique among the gateways of a cluster: outcomes of sends name the gateway whose socket
+    /// sent them.
     pub gateway_id: String,
     /// Longest accepted message `content`, in characters.
     pub max_content_chars: usize,
@@ -111,10 +111,8 @@ pub struct Gateway {
     pub(crate) subjects: Subjects,
     pub(crate) config: GatewayConfig,
     pub(crate) io: SocketIo,
-    /// Typing and user subjects this gateway listens to.
-    pub(crate) interest: Interest,
-    /// Conversation message subjects, each with its room's delivery state.
-    pub(crate) room_messages: Interest<rooms::SharedRoom>,
+    /// Conversation rooms with a member here, each with its delivery state.
+    pub(crate) rooms: rooms::LocalRooms,
     /// Conversations never change once created, so the ones seen are kept (bounded).
     pub(crate) conversations: quick_cache::sync::Cache<i64, Conversation>,
     pub(crate) limits: Limits,
@@ -136,7 +134,8 @@ pub const SHUTDOWN_EVENT: &str = "server-shutdown";
 
 impl Gateway {
     /// Builds the gateway and its HTTP application (REST routes and the Socket.IO endpoint),
-    /// starts listening for the outcomes of its sends, and starts its presence heartbeat.
+    /// starts listening to the bus (deliveries, typing, presence changes), and starts its
+    /// presence heartbeat.
     pub async fn start(
         bus: Arc<dyn Bus>,
         subjects: Subjects,
@@ -148,8 +147,7 @@ impl Gateway {
             .max_buffer_size(config.max_buffered_packets)
             .build_layer();
         let gateway = Arc::new(Gateway {
-            interest: Interest::new(bus.clone()),
-            room_messages: Interest::new(bus.clone()),
+            rooms: rooms::LocalRooms::default(),
             bus,
             subjects,
             io: io.clone(),
@@ -161,7 +159,7 @@ impl Gateway {
             auth: Authenticator::new(&config.auth)?,
             config,
         });
-        gateway.listen_for_send_outcomes().await?;
+        delivery::listen(&gateway).await?;
         sockets::register(&gateway);
         tokio::spawn(heartbeat(gateway.clone()));
         tokio::spawn(resync_after_reconnections(gateway.clone()));
@@ -226,7 +224,7 @@ async fn resync_after_reconnections(gateway: Arc<Gateway>) {
     let mut events = gateway.bus.connection_events();
     loop {
         let event = events.recv().await;
-        let rooms = gateway.room_messages.attachments().await;
+        let rooms = gateway.rooms.all();
         match event {
             Ok(ConnectionEvent::Lost) => rooms::mark_lost(&rooms),
             Ok(ConnectionEvent::Restored) | Err(RecvError::Lagged(_)) => {

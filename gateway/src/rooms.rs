@@ -29,7 +29,6 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chat_bus::Message;
 use chat_proto::{ListMessages, MessagePage, StoredMessage, RPC_LIST_MESSAGES};
 use serde_json::json;
 use socketioxide::extract::SocketRef;
@@ -80,7 +79,7 @@ impl RoomDelivery {
 
     /// Delivers one message to the room's members here (read under the lock: a socket ending
     /// its replay joins under it), and keeps it for the sockets still replaying.
-    fn deliver(&mut self, gw: &Gateway, conversation_id: i64, stored: StoredMessage) {
+    fn deliver(&mut self, gw: &Gateway, stored: StoredMessage) {
         if !self.recent_set.insert(stored.id) {
             return; // delivered already: a redelivery, or read again by a resync
         }
@@ -95,7 +94,7 @@ impl RoomDelivery {
             kept.push(stored.clone());
         }
         let Some(namespace) = gw.io.of(NAMESPACE) else { return };
-        let members = namespace.to(room_of_conversation(conversation_id)).sockets();
+        let members = namespace.to(room_of_conversation(self.conversation_id)).sockets();
         // Serialized once for all the members, then sent one socket at a time, synchronously,
         // under the lock: see the module doc.
         let json = match serde_json::value::to_raw_value(&MessageJson::from(stored)) {
@@ -114,20 +113,57 @@ fn lock(room: &SharedRoom) -> MutexGuard<'_, RoomDelivery> {
     room.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Live delivery of one stored message to the room's sockets on this gateway.
-/// Its span is a child of the persister's publication of the message.
-pub(crate) async fn deliver_message(gw: Arc<Gateway>, conversation_id: i64, room: SharedRoom, message: Message) {
-    let span = tracing::info_span!("receive-message", otel.kind = "consumer", conversation_id);
-    chat_telemetry::set_remote_parent(&span, &message.headers);
-    let _entered = span.enter();
-    let stored: StoredMessage = match chat_proto::decode(&message.payload) {
-        Ok(stored) => stored,
-        Err(e) => return tracing::warn!(error = %e, "ignoring undecodable stored message"),
-    };
-    let mut delivery = lock(&room);
+/// Live delivery of one stored message to the room's sockets on this gateway (or to the
+/// room's keeping while it resynchronises).
+pub(crate) fn deliver_live(gw: &Gateway, room: &SharedRoom, stored: StoredMessage) {
+    let mut delivery = lock(room);
     match &mut delivery.resyncing {
         Some(kept) => kept.push(stored),
-        None => delivery.deliver(&gw, conversation_id, stored),
+        None => delivery.deliver(gw, stored),
+    }
+}
+
+/// The conversation rooms open on this gateway (those with a local member), each with its
+/// delivery state, and how many sockets hold it.
+#[derive(Default)]
+pub(crate) struct LocalRooms(Mutex<HashMap<i64, (usize, SharedRoom)>>);
+
+impl LocalRooms {
+    /// Adds a holder of the conversation's room, opening it if needed; its delivery state.
+    pub(crate) fn open(&self, conversation_id: i64) -> SharedRoom {
+        let mut rooms = self.lock();
+        let (holders, room) =
+            rooms.entry(conversation_id).or_insert_with(|| (0, RoomDelivery::shared(conversation_id)));
+        *holders += 1;
+        room.clone()
+    }
+
+    /// Removes a holder; the last one closes the room.
+    pub(crate) fn close(&self, conversation_id: i64) {
+        let mut rooms = self.lock();
+        if let Some((holders, _)) = rooms.get_mut(&conversation_id) {
+            *holders -= 1;
+            if *holders == 0 {
+                rooms.remove(&conversation_id);
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, conversation_id: i64) -> Option<SharedRoom> {
+        self.lock().get(&conversation_id).map(|(_, room)| room.clone())
+    }
+
+    pub(crate) fn all(&self) -> Vec<SharedRoom> {
+        self.lock().values().map(|(_, room)| room.clone()).collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<i64, (usize, SharedRoom)>> {
+        // Every update under this lock is one counter change, insert or remove.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -219,7 +255,7 @@ pub(crate) async fn resync_rooms(gw: &Gateway, rooms: Vec<SharedRoom>) {
         }
         tracing::info!(conversation_id, since, missed = missed.len(), "room resynchronised");
         for stored in missed.into_iter().chain(kept) {
-            delivery.deliver(gw, conversation_id, stored);
+            delivery.deliver(gw, stored);
         }
     }
 }

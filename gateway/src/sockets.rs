@@ -1,4 +1,5 @@
-//! The `/chat` namespace: connection, the four client events, and delivery back to sockets.
+//! The `/chat` namespace: connection and the four client events. What comes back from the bus
+//! is in `delivery`.
 //!
 //! Two rules shape this module:
 //!
@@ -7,8 +8,8 @@
 //!   `send-message` handler therefore does its work synchronously (handlers are called in
 //!   arrival order; only the futures they return are spawned) and hands the command to a
 //!   per-socket queue that one task drains in order.
-//! - **Set-up and tear-down of a socket never interleave.** Joining rooms and subscribing is
-//!   asynchronous, and a client may disconnect mid-way. Each socket's [`Membership`] lock is
+//! - **Set-up and tear-down of a socket never interleave.** Set-up and joining rooms are
+//!   asynchronous (presence reports, history reads), and a client may disconnect mid-way. Each socket's [`Membership`] lock is
 //!   taken, before anything else runs, by the connect handler and held until set-up is done;
 //!   joins and the disconnect handler take it too, so tear-down sees a finished set-up and
 //!   releases exactly what was acquired.
@@ -17,11 +18,8 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
-use chat_bus::Message;
 use chat_proto::presence_report::Report;
-use chat_proto::{
-    GatewayHeartbeat, OpenSocket, PresenceChange, PresenceReport, SendMessage, SendOutcome, SocketEvent, Typing,
-};
+use chat_proto::{GatewayHeartbeat, OpenSocket, PresenceReport, SendMessage, SocketEvent, Typing};
 use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::socket::Sid;
@@ -32,15 +30,14 @@ use tracing::{Instrument, Span};
 use crate::auth::Credentials;
 use crate::limits::{Action, ConnectionTicket};
 use crate::metrics::{self, Failure, OpenConnection};
-use crate::rooms::{self, deliver_message, RoomDelivery, SharedRoom};
+use crate::rooms;
 use crate::validate;
-use crate::wire::MessageJson;
 use crate::Gateway;
 use chat_proto::ErrorKind;
 
 pub const NAMESPACE: &str = "/chat";
 pub(crate) const INVALID_USER: &str = "userId query parameter is required and must be a positive integer";
-const SEND_FAILED: &str = "Failed to send message";
+pub(crate) const SEND_FAILED: &str = "Failed to send message";
 
 /// What the gateway keeps per connected socket.
 struct SocketState {
@@ -54,12 +51,10 @@ struct SocketState {
     _open: OpenConnection,
 }
 
-/// The subscriptions a socket holds; see the module doc for the locking rule.
+/// The rooms a socket holds; see the module doc for the locking rule.
 #[derive(Default)]
 struct Membership {
-    /// The socket's user subject is held (set-up got that far).
-    user_subject_held: bool,
-    /// Conversation rooms joined, each holding the conversation's subjects.
+    /// Conversation rooms joined, each holding the gateway's room of the conversation.
     conversations: HashSet<i64>,
     /// Torn down: nothing may be acquired any more.
     closed: bool,
@@ -72,7 +67,7 @@ pub(crate) fn register(gateway: &Arc<Gateway>) {
     });
 }
 
-fn room_of_user(user_id: i64) -> String {
+pub(crate) fn room_of_user(user_id: i64) -> String {
     format!("user:{user_id}")
 }
 
@@ -121,7 +116,7 @@ fn emit_error(socket: &SocketRef, message: &str) {
 }
 
 /// `message-error` to the sender of a message, counted as an error of `kind`.
-fn emit_message_error(socket: &SocketRef, kind: Failure, message: &str) {
+pub(crate) fn emit_message_error(socket: &SocketRef, kind: Failure, message: &str) {
     metrics::error(kind);
     emit(socket, "message-error", &json!({ "error": message }));
 }
@@ -190,24 +185,10 @@ fn client_address(socket: &SocketRef, trust_forwarded_for: bool) -> Option<std::
     parts.extensions.get::<axum::extract::ConnectInfo<crate::listener::ClientAddr>>().map(|info| info.0 .0.ip())
 }
 
-async fn set_up(
-    gw: &Arc<Gateway>,
-    state: &SocketState,
-    socket: &SocketRef,
-    mut membership: OwnedMutexGuard<Membership>,
-) {
-    let user_id = state.user_id;
-    let delivery = gw.clone();
-    let acquired = gw
-        .interest
-        .acquire(gw.subjects.user(user_id), move |message| deliver_to_user(delivery.clone(), user_id, message))
-        .await;
-    match acquired {
-        Ok(()) => membership.user_subject_held = true,
-        Err(e) => tracing::error!(user_id, error = %e, "subscribing to the user's subject failed"),
-    }
-    gw.report_socket(&socket.id, user_id, true).await;
-    tracing::debug!(socket = %socket.id, user_id, "socket connected");
+async fn set_up(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, membership: OwnedMutexGuard<Membership>) {
+    gw.report_socket(&socket.id, state.user_id, true).await;
+    tracing::debug!(socket = %socket.id, user_id = state.user_id, "socket connected");
+    drop(membership);
 }
 
 fn register_events(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketRef) {
@@ -288,7 +269,7 @@ fn send_ack(ack: AckSender, payload: &Value) {
 
 /// `send-message`: validate, then queue for the bus (synchronously, to keep the socket's order).
 /// Its span, the root of the message's trace, lasts until the command is on the work queue.
-fn on_send(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: Value) {
+fn on_send(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payload: Value) {
     let span = tracing::info_span!(
         parent: None,
         "send-message",
@@ -394,10 +375,7 @@ async fn join(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payloa
             gw.config.max_rooms_per_socket
         ));
     }
-    let room = gw.acquire_conversation(conversation_id).await.map_err(|e| {
-        tracing::error!(conversation_id, error = %e, "subscribing to the conversation failed");
-        "Failed to join conversation".to_owned()
-    })?;
+    let room = gw.open_room(conversation_id);
     membership.conversations.insert(conversation_id);
     rooms::join_room(gw, socket, conversation_id, &room, last_seen).await;
     Ok(conversation_id)
@@ -407,7 +385,7 @@ async fn leave(gw: &Gateway, state: &SocketState, socket: &SocketRef, conversati
     let mut membership = state.membership.lock().await;
     if membership.conversations.remove(&conversation_id) {
         socket.leave(room_of_conversation(conversation_id));
-        gw.release_conversation(conversation_id).await;
+        gw.close_room(conversation_id);
     }
 }
 
@@ -429,7 +407,7 @@ async fn typing(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: 
     }
     let relayed =
         Typing { conversation_id, user_id: state.user_id, is_typing, origin_gateway_id: gw.config.gateway_id.clone() };
-    if let Err(e) = gw.bus.publish(&gw.subjects.typing(conversation_id), chat_proto::encode(&relayed)).await {
+    if let Err(e) = gw.bus.publish(&gw.subjects.typing(), chat_proto::encode(&relayed)).await {
         tracing::warn!(error = %e, "relaying typing failed");
     }
     Ok(())
@@ -439,37 +417,10 @@ async fn tear_down(gw: &Gateway, state: &SocketState, socket: &SocketRef) {
     let mut membership = state.membership.lock().await;
     membership.closed = true;
     for conversation_id in std::mem::take(&mut membership.conversations) {
-        gw.release_conversation(conversation_id).await;
-    }
-    if std::mem::take(&mut membership.user_subject_held) {
-        gw.interest.release(&gw.subjects.user(state.user_id)).await;
+        gw.close_room(conversation_id);
     }
     gw.report_socket(&socket.id, state.user_id, false).await;
     tracing::debug!(socket = %socket.id, user_id = state.user_id, "socket disconnected");
-}
-
-// ---- delivery from the bus to local sockets ----
-
-async fn deliver_to_user(gw: Arc<Gateway>, user_id: i64, message: Message) {
-    let change: PresenceChange = match chat_proto::decode(&message.payload) {
-        Ok(change) => change,
-        Err(e) => return tracing::warn!(error = %e, "ignoring undecodable presence change"),
-    };
-    let event = if change.online { "user:online" } else { "user:offline" };
-    gw.emit_to_room(&room_of_user(user_id), event, &json!({ "userId": change.user_id })).await;
-}
-
-async fn deliver_typing(gw: Arc<Gateway>, conversation_id: i64, message: Message) {
-    let typing: Typing = match chat_proto::decode(&message.payload) {
-        Ok(typing) => typing,
-        Err(e) => return tracing::warn!(error = %e, "ignoring undecodable typing"),
-    };
-    if typing.origin_gateway_id == gw.config.gateway_id {
-        return; // delivered locally when it was sent
-    }
-    let event =
-        json!({ "conversationId": typing.conversation_id, "userId": typing.user_id, "isTyping": typing.is_typing });
-    gw.emit_to_room(&room_of_conversation(conversation_id), "user-typing", &event).await;
 }
 
 impl Gateway {
@@ -477,45 +428,33 @@ impl Gateway {
         self.io.of(NAMESPACE)?.get_socket(socket_id)
     }
 
-    async fn emit_to_room<T: serde::Serialize + ?Sized>(&self, room: &str, event: &str, payload: &T) {
-        let Some(namespace) = self.io.of(NAMESPACE) else {
+    /// Sends an event to every socket here in any of `rooms` (once to a socket in several),
+    /// serialized once.
+    pub(crate) fn emit_to_rooms<T: serde::Serialize + ?Sized>(&self, rooms: Vec<String>, event: &str, payload: &T) {
+        let Some(namespace) = self.io.of(NAMESPACE) else { return };
+        let members = namespace.to(rooms).sockets();
+        if members.is_empty() {
             return;
+        }
+        let json = match serde_json::value::to_raw_value(payload) {
+            Ok(json) => json,
+            Err(e) => return tracing::error!(event, error = %e, "cannot serialize an event"),
         };
-        let reached = self.io.of(NAMESPACE).map_or(0, |ns| ns.to(room.to_owned()).sockets().len() as u64);
-        match namespace.to(room.to_owned()).emit(event, payload).await {
-            Ok(()) => metrics::events_out(event, reached),
-            Err(e) => tracing::debug!(room, event, error = %e, "room broadcast failed"),
+        for socket in members {
+            emit(&socket, event, &json);
         }
     }
 
-    /// Starts listening to a conversation's messages and typing; the room's delivery state.
-    async fn acquire_conversation(self: &Arc<Self>, conversation_id: i64) -> Result<SharedRoom, chat_bus::BusError> {
-        let gw = self.clone();
-        let room = self
-            .room_messages
-            .acquire_with(self.subjects.conversation_messages(conversation_id), || {
-                let room = RoomDelivery::shared(conversation_id);
-                let delivery = room.clone();
-                (room, move |m| deliver_message(gw.clone(), conversation_id, delivery.clone(), m))
-            })
-            .await?;
-        let gw = self.clone();
-        let typing = self
-            .interest
-            .acquire(self.subjects.typing(conversation_id), move |m| deliver_typing(gw.clone(), conversation_id, m))
-            .await;
-        if let Err(e) = typing {
-            self.room_messages.release(&self.subjects.conversation_messages(conversation_id)).await;
-            return Err(e);
-        }
-        metrics::set_rooms(self.room_messages.subject_count().await);
-        Ok(room)
+    /// Opens (or holds once more) the conversation's room here; its delivery state.
+    fn open_room(&self, conversation_id: i64) -> rooms::SharedRoom {
+        let room = self.rooms.open(conversation_id);
+        metrics::set_rooms(self.rooms.len());
+        room
     }
 
-    async fn release_conversation(&self, conversation_id: i64) {
-        self.room_messages.release(&self.subjects.conversation_messages(conversation_id)).await;
-        self.interest.release(&self.subjects.typing(conversation_id)).await;
-        metrics::set_rooms(self.room_messages.subject_count().await);
+    fn close_room(&self, conversation_id: i64) {
+        self.rooms.close(conversation_id);
+        metrics::set_rooms(self.rooms.len());
     }
 
     /// Records a socket opening or closing here, and tells presence. The registry lock is
@@ -552,50 +491,5 @@ impl Gateway {
         if let Err(e) = self.bus.publish(&self.subjects.presence_reports(), chat_proto::encode(&report)).await {
             tracing::warn!(error = %e, "presence heartbeat failed");
         }
-    }
-
-    /// Outcomes of this gateway's sends: `message-sent` or `message-error` to the sender.
-    pub(crate) async fn listen_for_send_outcomes(self: &Arc<Self>) -> Result<(), chat_bus::BusError> {
-        use futures::StreamExt;
-        let mut outcomes = self.bus.subscribe(&self.subjects.send_outcomes(&self.config.gateway_id)).await?;
-        let gw = self.clone();
-        tokio::spawn(async move {
-            while let Some(message) = outcomes.next().await {
-                let outcome: SendOutcome = match chat_proto::decode(&message.payload) {
-                    Ok(outcome) => outcome,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "ignoring undecodable send outcome");
-                        continue;
-                    }
-                };
-                let started = gw.sends_in_flight.remove(&outcome.request_id).map(|(_, at)| at);
-                let Some(socket) = outcome.socket_id.parse().ok().and_then(|sid| gw.chat_socket(sid)) else {
-                    continue; // the sender has gone
-                };
-                // A child of the persister's publication of this outcome.
-                let span = match &outcome.result {
-                    Some(chat_proto::send_outcome::Result::Stored(stored)) => {
-                        tracing::info_span!("message-sent", otel.kind = "consumer", message_id = stored.id)
-                    }
-                    _ => tracing::info_span!("message-error", otel.kind = "consumer"),
-                };
-                chat_telemetry::set_remote_parent(&span, &message.headers);
-                let _entered = span.enter();
-                match outcome.result {
-                    Some(chat_proto::send_outcome::Result::Stored(stored)) => {
-                        emit(&socket, "message-sent", &MessageJson::from(stored));
-                        if let Some(started) = started {
-                            metrics::send_acknowledged(started.elapsed());
-                        }
-                    }
-                    Some(chat_proto::send_outcome::Result::Error(error)) => {
-                        emit_message_error(&socket, Failure::of_message(&error), &error);
-                    }
-                    None => emit_message_error(&socket, Failure::Storage, SEND_FAILED),
-                }
-            }
-            tracing::error!("send outcome subscription ended");
-        });
-        Ok(())
     }
 }

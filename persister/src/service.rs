@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{Instrument, Span};
+use tracing::Instrument;
 
 use chat_bus::{Bus, BusError, Job, WorkQueue};
-use chat_proto::{send_outcome, Conversation, SendMessage, SendOutcome, Subjects};
+use chat_proto::{send_outcome, Conversation, DeliveredMessage, Delivery, SendMessage, SendOutcome, Subjects};
 use futures::StreamExt;
+use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{NewMessage, Store, StoreError};
@@ -195,15 +196,7 @@ impl Persister {
                 }
             }
         };
-        for (command, outcome) in outcomes {
-            let span = spans.of(command);
-            if let send_outcome::Result::Stored(message) = &outcome {
-                let publish = tracing::info_span!(parent: &span, "publish-message", otel.kind = "producer");
-                self.publish_traced(&self.subjects.conversation_messages(message.conversation_id), message, publish)
-                    .await;
-            }
-            self.send_outcome(command, outcome, &span).await;
-        }
+        self.publish_deliveries(outcomes, &spans).await;
         let stored_in = started.elapsed();
         let size = jobs.len();
         for job in jobs {
@@ -263,23 +256,120 @@ impl Persister {
         Ok(results)
     }
 
-    async fn send_outcome(&self, command: &SendMessage, result: send_outcome::Result, span: &Span) {
-        let outcome = SendOutcome {
-            request_id: command.request_id.clone(),
-            socket_id: command.socket_id.clone(),
-            result: Some(result),
-        };
-        let publish = tracing::info_span!(parent: span, "publish-outcome", otel.kind = "producer");
-        self.publish_traced(&self.subjects.send_outcomes(&command.gateway_id), &outcome, publish).await;
+    /// Publishes what a batch confirmed, for every gateway: the stored messages and every
+    /// outcome, in as few [`Delivery`] payloads as fit under [`MAX_DELIVERY_BYTES`], in order.
+    /// Each message and outcome carries the trace context of its own publication span, a
+    /// child of its command's `store-message`.
+    async fn publish_deliveries(&self, outcomes: Vec<(&SendMessage, send_outcome::Result)>, spans: &CommandSpans) {
+        let mut chunks = DeliveryChunks::default();
+        for (command, result) in &outcomes {
+            if let send_outcome::Result::Stored(message) = result {
+                let span = tracing::info_span!(parent: &spans.of(command), "publish-message", otel.kind = "producer");
+                let trace = chat_telemetry::inject_context(&span).into_iter().collect();
+                chunks.push_message(DeliveredMessage { message: Some(message.clone()), trace });
+            }
+        }
+        for (command, result) in outcomes {
+            let span = tracing::info_span!(parent: &spans.of(command), "publish-outcome", otel.kind = "producer");
+            chunks.push_outcome(SendOutcome {
+                request_id: command.request_id.clone(),
+                socket_id: command.socket_id.clone(),
+                gateway_id: command.gateway_id.clone(),
+                result: Some(result),
+                trace: chat_telemetry::inject_context(&span).into_iter().collect(),
+            });
+        }
+        let subject = self.subjects.deliveries();
+        for delivery in chunks.finish() {
+            if let Err(e) = self.bus.publish(&subject, chat_proto::encode(&delivery)).await {
+                tracing::warn!(%subject, error = %e, "publishing a delivery failed");
+            }
+        }
+    }
+}
+
+/// Largest [`Delivery`] payload published: well under NATS's default `max_payload` (1 MiB),
+/// with room for a message of the longest content.
+pub(crate) const MAX_DELIVERY_BYTES: usize = 256 * 1024;
+
+/// Splits what a batch confirmed into deliveries of at most [`MAX_DELIVERY_BYTES`] (a single
+/// larger entry goes alone), keeping the order.
+#[derive(Default)]
+struct DeliveryChunks {
+    done: Vec<Delivery>,
+    current: Delivery,
+    current_bytes: usize,
+}
+
+impl DeliveryChunks {
+    fn push_message(&mut self, message: DeliveredMessage) {
+        self.make_room(message.encoded_len());
+        self.current.messages.push(message);
     }
 
-    /// Publishes within `span`, whose context the message carries to its subscribers.
-    async fn publish_traced<M: prost::Message>(&self, subject: &str, message: &M, span: Span) {
-        let headers = chat_telemetry::inject_context(&span);
-        let published =
-            self.bus.publish_with_headers(subject, headers, chat_proto::encode(message)).instrument(span).await;
-        if let Err(e) = published {
-            tracing::warn!(%subject, error = %e, "publish failed");
+    fn push_outcome(&mut self, outcome: SendOutcome) {
+        self.make_room(outcome.encoded_len());
+        self.current.outcomes.push(outcome);
+    }
+
+    /// Starts a new delivery when an entry of `len` bytes would not fit in the current one.
+    fn make_room(&mut self, len: usize) {
+        // Each entry also costs its field tag and length prefix: at most 1 + 10 bytes.
+        let entry = len + 11;
+        if self.current_bytes > 0 && self.current_bytes + entry > MAX_DELIVERY_BYTES {
+            self.done.push(std::mem::take(&mut self.current));
+            self.current_bytes = 0;
         }
+        self.current_bytes += entry;
+    }
+
+    fn finish(mut self) -> Vec<Delivery> {
+        if self.current_bytes > 0 {
+            self.done.push(self.current);
+        }
+        self.done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_proto::StoredMessage;
+
+    fn message(id: i64, content_len: usize) -> DeliveredMessage {
+        let message = StoredMessage { id, content: "x".repeat(content_len), ..Default::default() };
+        DeliveredMessage { message: Some(message), trace: Default::default() }
+    }
+
+    #[test]
+    fn deliveries_stay_under_the_size_limit_and_keep_the_order() {
+        let mut chunks = DeliveryChunks::default();
+        for id in 1..=100 {
+            chunks.push_message(message(id, 10_000));
+        }
+        chunks.push_outcome(SendOutcome { request_id: "r".into(), ..Default::default() });
+        let deliveries = chunks.finish();
+        assert!(deliveries.len() >= 4, "1 MB of messages needs several deliveries, got {}", deliveries.len());
+        for delivery in &deliveries {
+            let len = chat_proto::encode(delivery).len();
+            assert!(len <= MAX_DELIVERY_BYTES, "a delivery of {len} bytes");
+        }
+        let ids: Vec<i64> = deliveries
+            .iter()
+            .flat_map(|d| d.messages.iter().filter_map(|m| m.message.as_ref().map(|m| m.id)))
+            .collect();
+        assert_eq!(ids, (1..=100).collect::<Vec<_>>());
+        assert_eq!(deliveries.last().map(|d| d.outcomes.len()), Some(1), "the outcome comes last");
+    }
+
+    #[test]
+    fn an_oversized_entry_goes_alone_and_nothing_empty_is_published() {
+        let mut chunks = DeliveryChunks::default();
+        assert!(DeliveryChunks::default().finish().is_empty());
+        chunks.push_message(message(1, 10));
+        chunks.push_message(message(2, MAX_DELIVERY_BYTES + 1));
+        chunks.push_message(message(3, 10));
+        let sizes: Vec<usize> = chunks.finish().iter().map(|d| d.messages.len()).collect();
+        assert_eq!(sizes, vec![1, 1, 1]);
     }
 }

@@ -27,6 +27,8 @@ use crate::state::PresenceState;
 const CONTACTS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Contact lookups in flight at once; announcements still go out in transition order.
 const LOOKUPS_IN_FLIGHT: usize = 64;
+/// Most users named in one presence announcement (about 50 KB of ids).
+const NOTIFY_PER_ANNOUNCEMENT: usize = 10_000;
 
 #[derive(Clone, Debug)]
 pub struct PresenceConfig {
@@ -113,11 +115,14 @@ impl Presence {
         })
         .map(|change| async move { (this.contacts_of(change.user_id).await, change) })
         .buffered(LOOKUPS_IN_FLIGHT);
+        let subject = self.subjects.presence_changes();
         while let Some((contacts, change)) = announcements.next().await {
-            let payload = chat_proto::encode(&change);
-            for contact in contacts {
-                if let Err(e) = self.bus.publish(&self.subjects.user(contact), payload.clone()).await {
-                    tracing::warn!(contact, error = %e, "presence announcement failed");
+            // One publication for every gateway, naming whom to tell (in slices, so a user
+            // with very many contacts stays under the bus's largest payload).
+            for notify in contacts.chunks(NOTIFY_PER_ANNOUNCEMENT) {
+                let announcement = PresenceChange { notify: notify.to_vec(), ..change.clone() };
+                if let Err(e) = self.bus.publish(&subject, chat_proto::encode(&announcement)).await {
+                    tracing::warn!(user_id = change.user_id, error = %e, "presence announcement failed");
                 }
             }
         }
@@ -229,7 +234,7 @@ impl Tracker {
 
     fn changed(&self, user_id: i64, online: bool) {
         // The receiver lives as long as the presence service.
-        let _ = self.changes.send(PresenceChange { user_id, online });
+        let _ = self.changes.send(PresenceChange { user_id, online, notify: Vec::new() });
     }
 
     async fn persist_open(&self, key: &str, user_id: i64) {

@@ -86,6 +86,12 @@ pub struct SendOutcome {
     pub socket_id: String,
     #[prost(oneof = "send_outcome::Result", tags = "3, 4")]
     pub result: Option<send_outcome::Result>,
+    /// The gateway of the socket: the only one that acts on the outcome.
+    #[prost(string, tag = "5")]
+    pub gateway_id: String,
+    /// Trace context (W3C `traceparent`/`tracestate`) of the outcome's publication.
+    #[prost(map = "string, string", tag = "6")]
+    pub trace: std::collections::HashMap<String, String>,
 }
 
 pub mod send_outcome {
@@ -98,6 +104,28 @@ pub mod send_outcome {
         #[prost(string, tag = "4")]
         Error(String),
     }
+}
+
+/// What one persister batch confirmed, published once for every gateway: each delivers the
+/// messages of the rooms it has and answers the sends of its own sockets. Several of these
+/// may carry one batch (each stays well under the bus's largest payload).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Delivery {
+    /// In the order they were stored; a conversation's in id order.
+    #[prost(message, repeated, tag = "1")]
+    pub messages: Vec<DeliveredMessage>,
+    #[prost(message, repeated, tag = "2")]
+    pub outcomes: Vec<SendOutcome>,
+}
+
+/// A stored message on its way to the conversation's rooms.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeliveredMessage {
+    #[prost(message, optional, tag = "1")]
+    pub message: Option<StoredMessage>,
+    /// Trace context (W3C `traceparent`/`tracestate`) of the message's publication.
+    #[prost(map = "string, string", tag = "2")]
+    pub trace: std::collections::HashMap<String, String>,
 }
 
 /// A typing indicator, relayed to the other members of a conversation room.
@@ -163,13 +191,16 @@ pub mod presence_report {
     }
 }
 
-/// A user came online or went offline: sent to the personal subject of each of their contacts.
+/// A user came online or went offline: published once for every gateway, each of which tells
+/// the sockets it has of the users in `notify` (the user's contacts).
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct PresenceChange {
     #[prost(int64, tag = "1")]
     pub user_id: i64,
     #[prost(bool, tag = "2")]
     pub online: bool,
+    #[prost(int64, repeated, tag = "3")]
+    pub notify: Vec<i64>,
 }
 
 // ---- request-reply queries, answered by the persister ----
@@ -328,7 +359,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn outcome_round_trips_through_bytes() {
+    fn delivery_round_trips_through_bytes() {
         let outcome = SendOutcome {
             request_id: "r1".into(),
             socket_id: "s1".into(),
@@ -341,10 +372,23 @@ mod tests {
                 content: "héllo".into(),
                 conversation: Some(Conversation { id: 3, sender_id: 1, receiver_id: 2, created_at_ms: 5 }),
             })),
+            gateway_id: "gw-1".into(),
+            trace: [("traceparent".to_owned(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned())]
+                .into(),
         };
-        let bytes = crate::encode(&outcome);
-        let back: SendOutcome = crate::decode(&bytes).expect("decodes");
-        assert_eq!(back, outcome);
+        let delivery = Delivery {
+            messages: vec![DeliveredMessage {
+                message: match &outcome.result {
+                    Some(send_outcome::Result::Stored(stored)) => Some(stored.clone()),
+                    _ => None,
+                },
+                trace: Default::default(),
+            }],
+            outcomes: vec![outcome],
+        };
+        let bytes = crate::encode(&delivery);
+        let back: Delivery = crate::decode(&bytes).expect("decodes");
+        assert_eq!(back, delivery);
     }
 
     #[test]

@@ -54,24 +54,20 @@ impl Subjects {
         format!("{}.in.*", self.prefix)
     }
 
-    /// Confirmed messages of one conversation.
-    pub fn conversation_messages(&self, conversation_id: i64) -> String {
-        format!("{}.msg.{conversation_id}", self.prefix)
+    /// What persisters confirmed ([`crate::Delivery`]): stored messages and the outcomes of
+    /// sends, for every gateway.
+    pub fn deliveries(&self) -> String {
+        format!("{}.deliveries", self.prefix)
     }
 
-    /// Typing indicators of one conversation.
-    pub fn typing(&self, conversation_id: i64) -> String {
-        format!("{}.typing.{conversation_id}", self.prefix)
+    /// Typing indicators relayed between gateways, for every gateway.
+    pub fn typing(&self) -> String {
+        format!("{}.typing", self.prefix)
     }
 
-    /// Outcomes of sends, for the gateway that published them.
-    pub fn send_outcomes(&self, gateway_id: &str) -> String {
-        format!("{}.ack.{gateway_id}", self.prefix)
-    }
-
-    /// Events for a user's personal room `user:{id}`.
-    pub fn user(&self, user_id: i64) -> String {
-        format!("{}.user.{user_id}", self.prefix)
+    /// Users coming online or going offline ([`crate::PresenceChange`]), for every gateway.
+    pub fn presence_changes(&self) -> String {
+        format!("{}.presence.changes", self.prefix)
     }
 
     /// Socket events and heartbeats, from gateways to presence.
