@@ -145,6 +145,9 @@ impl Gateway {
             .max_payload(config.max_payload_bytes)
             .ws_max_message_size(config.max_payload_bytes as usize)
             .max_buffer_size(config.max_buffered_packets)
+            // Chat frames are small; a larger one is read in several chunks. The default
+            // (4 KiB) is memory every idle connection holds.
+            .ws_read_buffer_size(1024)
             .build_layer();
         let gateway = Arc::new(Gateway {
             rooms: rooms::LocalRooms::default(),
@@ -170,6 +173,7 @@ impl Gateway {
             .merge(web::router())
             .layer(axum::middleware::map_response(rest::json_errors))
             .layer(layer)
+            .layer(axum::middleware::map_request(detach_from_read_buffer))
             .layer(cors);
         Ok((gateway, app))
     }
@@ -250,6 +254,40 @@ async fn heartbeat(gateway: Arc<Gateway>) {
         ticks.tick().await;
         gateway.send_heartbeat(false).await;
     }
+}
+
+/// Detaches an Engine.IO request from hyper's read buffer. hyper parses the URI and headers as
+/// slices of that buffer (16 KiB per connection), axum keeps a clone of the URI in the
+/// extensions (`OriginalUri`), and engine.io keeps a WebSocket's request parts for the
+/// connection's whole life: without this, every open connection would keep its whole read
+/// buffer alive. So the URI and headers are copied, and of the extensions only the two the
+/// socket needs are kept: the client's address and the upgrade handle.
+async fn detach_from_read_buffer(mut request: axum::extract::Request) -> axum::extract::Request {
+    if !request.uri().path().starts_with("/socket.io") {
+        return request;
+    }
+    if let Ok(uri) = axum::http::Uri::try_from(request.uri().to_string()) {
+        *request.uri_mut() = uri;
+    }
+    let copied = request
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| {
+            let name = axum::http::HeaderName::from_bytes(name.as_str().as_bytes()).ok()?;
+            let value = axum::http::HeaderValue::from_bytes(value.as_bytes()).ok()?;
+            Some((name, value))
+        })
+        .collect();
+    *request.headers_mut() = copied;
+    let mut kept = axum::http::Extensions::new();
+    if let Some(info) = request.extensions().get::<axum::extract::ConnectInfo<crate::listener::ClientAddr>>() {
+        kept.insert(info.clone());
+    }
+    if let Some(upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() {
+        kept.insert(upgrade);
+    }
+    *request.extensions_mut() = kept;
+    request
 }
 
 /// CORS: the configured origins; with none configured, any origin in development mode, and

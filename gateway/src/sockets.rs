@@ -43,8 +43,9 @@ pub(crate) const SEND_FAILED: &str = "Failed to send message";
 struct SocketState {
     user_id: i64,
     membership: Arc<Mutex<Membership>>,
-    /// Validated sends, waiting to be put on the bus in order, each with its trace span.
-    sends: mpsc::Sender<(SendMessage, Span)>,
+    /// Validated sends, waiting to be put on the bus in order, each with its trace span. Made
+    /// with the socket's first send: its queue costs several KB, and most sockets mostly read.
+    sends: std::sync::OnceLock<mpsc::Sender<(SendMessage, Span)>>,
     /// The socket's place in the connection limits, freed when the socket is gone.
     _ticket: ConnectionTicket,
     /// The socket's place in the connections gauge, likewise.
@@ -131,12 +132,16 @@ fn on_connect(gw: Arc<Gateway>, socket: SocketRef, auth: Value) -> impl Future<O
     let setup = admitted.map(|(user_id, ticket)| {
         let membership = Arc::new(Mutex::new(Membership::default()));
         let guard = membership.clone().try_lock_owned().expect("a new lock is free");
-        let (sends, queue) = mpsc::channel(gw.config.max_pending_sends);
-        let state = Arc::new(SocketState { user_id, membership, sends, _ticket: ticket, _open: OpenConnection::new() });
+        let state = Arc::new(SocketState {
+            user_id,
+            membership,
+            sends: std::sync::OnceLock::new(),
+            _ticket: ticket,
+            _open: OpenConnection::new(),
+        });
         socket.extensions.insert(Overflowed::default());
         socket.join(room_of_user(user_id));
         register_events(&gw, &state, &socket);
-        spawn_send_queue(gw.clone(), socket.id, queue);
         (state, guard)
     });
     async move {
@@ -302,7 +307,12 @@ fn on_send(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payload: 
     span.record("conversation_id", command.conversation_id);
     span.record("request_id", command.request_id.as_str());
     let request_id = command.request_id.clone();
-    match state.sends.try_send((command, span.clone())) {
+    let sends = state.sends.get_or_init(|| {
+        let (sends, queue) = mpsc::channel(gw.config.max_pending_sends);
+        spawn_send_queue(gw.clone(), socket.id, queue);
+        sends
+    });
+    match sends.try_send((command, span.clone())) {
         Ok(()) => gw.sends_in_flight.insert(request_id, std::time::Instant::now()),
         Err(mpsc::error::TrySendError::Full(_)) => {
             emit_message_error(socket, Failure::Limit, "Too many messages waiting to be sent; slow down");
