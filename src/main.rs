@@ -251,10 +251,12 @@ async fn serve_gateway(
     })
     .into_future();
     tokio::pin!(serving);
+    // Stop first: a role that ends because it was told to stop is not a failure.
     tokio::select! {
+        biased;
+        () = stop.cancelled() => {}
         served = &mut serving => return served.context("HTTP server failed"),
         failed = first_ended(&mut roles) => return Err(failed),
-        () = stop.cancelled() => {}
     }
     // The server stops accepting connections while the gateway drains; upgraded connections
     // (WebSockets) are not the server's to wait for, so the drain is what bounds the end.
@@ -284,9 +286,11 @@ async fn serve_health(
     tracing::info!(address = %settings_address(settings), %role, "health endpoint listening");
     let serving = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
     let working = async {
+        // Stop first: a role that ends because it was told to stop is not a failure.
         tokio::select! {
-            failed = first_ended(&mut roles) => return Err(failed),
+            biased;
             () = stop.cancelled() => {}
+            failed = first_ended(&mut roles) => return Err(failed),
         }
         finish_roles(roles, settings.shutdown_grace).await
     };

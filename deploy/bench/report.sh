@@ -63,11 +63,11 @@ echo "| Postgres batched inserts (256-row statements, 2 clients, table shaped li
 echo
 echo "## Results"
 echo
-echo "| configuration | max sustained (delivered msg/s, p99 < ${P99_LIMIT:-100} ms) | its p99 delivery (ms) | closed loop, ${WINDOW:-8} unanswered per user (msg/s) | delivery p50 / p99 / p99.9 at ${MODERATE_RATE:-1000} msg/s (ms) | ack p50 / p99 / p99.9 at ${MODERATE_RATE:-1000} msg/s (ms) | CPU s per 1,000 msgs | memory per idle connection (bytes) | lost / dup / out of order / errors |"
+echo "| configuration | max sustained (delivered msg/s, p99 < ${P99_LIMIT:-100} ms) | its p99 delivery (ms) | closed loop, ${WINDOW:-8} unanswered per user (msg/s) | delivery p50 / p99 / p99.9 at ${MODERATE_RATE:-1000} msg/s (ms) | ack p50 / p99 / p99.9 at ${MODERATE_RATE:-1000} msg/s (ms) | CPU s per 1,000 msgs at ${MODERATE_RATE:-1000} msg/s / at max sustained | memory per idle connection (bytes) | lost / dup / out of order / errors |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for l in "${labels[@]}"; do
   sustained=$(get "$l-summary" 'select(.sustained > 0) | .sustained')
-  echo "| $l | $sustained | $(num "$l-sustained" .delivery_latency_ms.p99 1) | $(num "$l-max" .throughput_delivered_per_s 0) | $(num "$l-moderate" .delivery_latency_ms.p50 2) / $(num "$l-moderate" .delivery_latency_ms.p99 2) / $(num "$l-moderate" .delivery_latency_ms.p999 2) | $(num "$l-moderate" .ack_latency_ms.p50 2) / $(num "$l-moderate" .ack_latency_ms.p99 2) / $(num "$l-moderate" .ack_latency_ms.p999 2) | $(num "$l-moderate" .server_cpu_s_per_1000_msgs 3) | $(num "$l-idle" .bytes_per_connection 0)$(jq -r 'if .settled == false then " (not settled)" else "" end' "$RAW/$l-idle.json" 2>/dev/null || true) | $(problems "$l") |"
+  echo "| $l | $sustained | $(num "$l-sustained" .delivery_latency_ms.p99 1) | $(num "$l-max" .throughput_delivered_per_s 0) | $(num "$l-moderate" .delivery_latency_ms.p50 2) / $(num "$l-moderate" .delivery_latency_ms.p99 2) / $(num "$l-moderate" .delivery_latency_ms.p999 2) | $(num "$l-moderate" .ack_latency_ms.p50 2) / $(num "$l-moderate" .ack_latency_ms.p99 2) / $(num "$l-moderate" .ack_latency_ms.p999 2) | $(num "$l-moderate" .server_cpu_s_per_1000_msgs 3) / $(num "$l-sustained" .server_cpu_s_per_1000_msgs 3) | $(num "$l-idle" .bytes_per_connection 0)$(jq -r 'if .settled == false then " (not settled)" else "" end' "$RAW/$l-idle.json" 2>/dev/null || true) | $(problems "$l") |"
 done
 
 if [[ -e $RAW/peer-1x-summary.json ]]; then
@@ -76,15 +76,16 @@ if [[ -e $RAW/peer-1x-summary.json ]]; then
   echo
   echo "Throughput: ours / peer (higher is better); latency, CPU and memory: ours / peer (lower is better)."
   echo
-  echo "| configuration | max sustained | p99 delivery at ${MODERATE_RATE:-1000} msg/s | CPU per message | memory per idle connection |"
-  echo "|---|---|---|---|---|"
+  echo "| configuration | max sustained | p99 delivery at ${MODERATE_RATE:-1000} msg/s | CPU per message at ${MODERATE_RATE:-1000} msg/s | CPU per message, each at its max sustained | memory per idle connection |"
+  echo "|---|---|---|---|---|---|"
   peer_sustained=$(get peer-1x-summary 'select(.sustained > 0) | .sustained')
   peer_p99=$(get peer-1x-moderate .delivery_latency_ms.p99)
   peer_cpu=$(get peer-1x-moderate .server_cpu_s_per_1000_msgs)
+  peer_cpu_sustained=$(get peer-1x-sustained .server_cpu_s_per_1000_msgs)
   peer_mem=$(get peer-1x-idle .bytes_per_connection)
   for l in "${labels[@]}"; do
     [[ $l == chat-* ]] || continue
-    echo "| $l | $(ratio "$(get "$l-summary" 'select(.sustained > 0) | .sustained')" "$peer_sustained") | $(ratio "$(get "$l-moderate" .delivery_latency_ms.p99)" "$peer_p99") | $(ratio "$(get "$l-moderate" .server_cpu_s_per_1000_msgs)" "$peer_cpu") | $(ratio "$(get "$l-idle" .bytes_per_connection)" "$peer_mem") |"
+    echo "| $l | $(ratio "$(get "$l-summary" 'select(.sustained > 0) | .sustained')" "$peer_sustained") | $(ratio "$(get "$l-moderate" .delivery_latency_ms.p99)" "$peer_p99") | $(ratio "$(get "$l-moderate" .server_cpu_s_per_1000_msgs)" "$peer_cpu") | $(ratio "$(get "$l-sustained" .server_cpu_s_per_1000_msgs)" "$peer_cpu_sustained") | $(ratio "$(get "$l-idle" .bytes_per_connection)" "$peer_mem") |"
   done
 fi
 
@@ -102,7 +103,8 @@ cat <<EOF
   hide its queue) to \`message-sent\` at the sender (ack) and \`receive-message\` at the
   partner (delivery), for messages sent in the measured window.
 - **CPU**: user + system time of every server process during the measured window of the
-  ${MODERATE_RATE:-1000} msg/s run, divided by the messages acknowledged in it: for ours the
+  ${MODERATE_RATE:-1000} msg/s run (and of the max sustained run), divided by the messages
+  acknowledged in it: for ours the
   gateways, persister, presence, our nats-server and the Postgres backends of the database;
   for the peer its node processes and their Postgres backends.
 - **memory per idle connection**: resident memory of the gateways (the peer's node processes)

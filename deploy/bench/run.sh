@@ -147,7 +147,7 @@ measure() {
   rate=$(jq -n "$closed * 0.9 | floor")
   for ((try = 1; try <= verify_tries; try++)); do
     ((rate >= 100)) || break
-    if loadgen "$label-sustained-$try" rate "${url_args[@]}" "${common[@]}" --rate "$rate"; then
+    if loadgen "$label-sustained-$try" rate "${url_args[@]}" "${common[@]}" --rate "$rate" "${cpu_args[@]}"; then
       local f=$raw/$label-sustained-$try.json
       if jq -e ".ok and .delivery_latency_ms.p99 < $p99_limit_ms and .throughput_delivered_per_s >= 0.95 * .rate_target" "$f" >/dev/null; then
         sustained=$(jq '.throughput_delivered_per_s | floor' "$f")

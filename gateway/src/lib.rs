@@ -15,6 +15,7 @@
 //! - [`limits`]: rate and connection limits;
 //! - [`listener`]: the TCP listener that drops peers which stop reading;
 //! - [`metrics`]: the gateway's Prometheus metrics;
+//! - `outbox`: sends on their way to the work queue, batched per partition;
 //! - `rooms`: delivery into conversation rooms, and the replay of missed messages;
 //! - [`validate`]: payload rules and error texts;
 //! - [`wire`]: the JSON the clients see.
@@ -25,6 +26,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod openapi;
+mod outbox;
 mod queries;
 pub mod rest;
 mod rooms;
@@ -113,6 +115,8 @@ pub struct Gateway {
     pub(crate) io: SocketIo,
     /// Conversation rooms with a member here, each with its delivery state.
     pub(crate) rooms: rooms::LocalRooms,
+    /// Sends on their way to the work queue.
+    pub(crate) outbox: outbox::Outbox,
     /// Conversations never change once created, so the ones seen are kept (bounded).
     pub(crate) conversations: quick_cache::sync::Cache<i64, Conversation>,
     pub(crate) limits: Limits,
@@ -149,7 +153,9 @@ impl Gateway {
             // (4 KiB) is memory every idle connection holds.
             .ws_read_buffer_size(1024)
             .build_layer();
+        let (outbox, lanes) = outbox::Outbox::new(subjects.partitions());
         let gateway = Arc::new(Gateway {
+            outbox,
             rooms: rooms::LocalRooms::default(),
             bus,
             subjects,
@@ -163,6 +169,7 @@ impl Gateway {
             config,
         });
         delivery::listen(&gateway).await?;
+        outbox::Outbox::start(&gateway, lanes);
         sockets::register(&gateway);
         tokio::spawn(heartbeat(gateway.clone()));
         tokio::spawn(resync_after_reconnections(gateway.clone()));
@@ -281,7 +288,7 @@ async fn detach_from_read_buffer(mut request: axum::extract::Request) -> axum::e
     *request.headers_mut() = copied;
     let mut kept = axum::http::Extensions::new();
     if let Some(info) = request.extensions().get::<axum::extract::ConnectInfo<crate::listener::ClientAddr>>() {
-        kept.insert(info.clone());
+        kept.insert(*info);
     }
     if let Some(upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() {
         kept.insert(upgrade);

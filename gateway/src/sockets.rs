@@ -6,16 +6,17 @@
 //! - **A socket's sends keep their order.** socketioxide runs each event's handler in a task
 //!   of its own, so two sends of one socket could reach the bus in either order. The
 //!   `send-message` handler therefore does its work synchronously (handlers are called in
-//!   arrival order; only the futures they return are spawned) and hands the command to a
-//!   per-socket queue that one task drains in order.
+//!   arrival order; only the futures they return are spawned) and hands the command to its
+//!   partition's lane in the `outbox`, which puts it on the work queue in that order.
 //! - **Set-up and tear-down of a socket never interleave.** Set-up and joining rooms are
-//!   asynchronous (presence reports, history reads), and a client may disconnect mid-way. Each socket's [`Membership`] lock is
-//!   taken, before anything else runs, by the connect handler and held until set-up is done;
+//!   asynchronous (presence reports, history reads), and a client may disconnect mid-way.
+//!   Each socket's [`Membership`] lock is taken, before anything else runs, by the connect handler and held until set-up is done;
 //!   joins and the disconnect handler take it too, so tear-down sees a finished set-up and
 //!   releases exactly what was acquired.
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chat_proto::presence_report::Report;
@@ -24,12 +25,12 @@ use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError};
-use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
-use tracing::{Instrument, Span};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::auth::Credentials;
 use crate::limits::{Action, ConnectionTicket};
 use crate::metrics::{self, Failure, OpenConnection};
+use crate::outbox::Queued;
 use crate::rooms;
 use crate::validate;
 use crate::Gateway;
@@ -43,9 +44,8 @@ pub(crate) const SEND_FAILED: &str = "Failed to send message";
 struct SocketState {
     user_id: i64,
     membership: Arc<Mutex<Membership>>,
-    /// Validated sends, waiting to be put on the bus in order, each with its trace span. Made
-    /// with the socket's first send: its queue costs several KB, and most sockets mostly read.
-    sends: std::sync::OnceLock<mpsc::Sender<(SendMessage, Span)>>,
+    /// Validated sends of this socket waiting in the outbox, not yet on the bus.
+    pending_sends: Arc<AtomicUsize>,
     /// The socket's place in the connection limits, freed when the socket is gone.
     _ticket: ConnectionTicket,
     /// The socket's place in the connections gauge, likewise.
@@ -135,7 +135,7 @@ fn on_connect(gw: Arc<Gateway>, socket: SocketRef, auth: Value) -> impl Future<O
         let state = Arc::new(SocketState {
             user_id,
             membership,
-            sends: std::sync::OnceLock::new(),
+            pending_sends: Arc::default(),
             _ticket: ticket,
             _open: OpenConnection::new(),
         });
@@ -303,56 +303,17 @@ fn on_send(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payload: 
         message_type: send.message_type.to_owned(),
         content: send.content,
         client_msg_id: send.client_msg_id.unwrap_or_default(),
+        trace: Default::default(), // set when it leaves the outbox
     };
     span.record("conversation_id", command.conversation_id);
     span.record("request_id", command.request_id.as_str());
-    let request_id = command.request_id.clone();
-    let sends = state.sends.get_or_init(|| {
-        let (sends, queue) = mpsc::channel(gw.config.max_pending_sends);
-        spawn_send_queue(gw.clone(), socket.id, queue);
-        sends
-    });
-    match sends.try_send((command, span.clone())) {
-        Ok(()) => gw.sends_in_flight.insert(request_id, std::time::Instant::now()),
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            emit_message_error(socket, Failure::Limit, "Too many messages waiting to be sent; slow down");
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    if state.pending_sends.fetch_add(1, Ordering::SeqCst) >= gw.config.max_pending_sends {
+        state.pending_sends.fetch_sub(1, Ordering::SeqCst);
+        return emit_message_error(socket, Failure::Limit, "Too many messages waiting to be sent; slow down");
     }
-}
-
-/// Drains one socket's send queue onto the bus, in order.
-fn spawn_send_queue(gw: Arc<Gateway>, socket_id: Sid, mut queue: mpsc::Receiver<(SendMessage, Span)>) {
-    tokio::spawn(async move {
-        while let Some((command, send_span)) = queue.recv().await {
-            let subject = gw.subjects.inbound(command.conversation_id);
-            let span = tracing::info_span!(
-                parent: &send_span,
-                "enqueue",
-                otel.kind = "producer",
-                messaging.system = "nats",
-                messaging.destination.name = %subject,
-            );
-            // The persister's span of this message becomes a child of this one.
-            let headers = chat_telemetry::inject_context(&span);
-            // Deduplicated by the attempt's request id, not the client's id: a client's retry
-            // must reach the persister, which answers it with the message stored the first
-            // time (the database's unique key makes the retry idempotent).
-            let enqueued = gw
-                .bus
-                .enqueue_with_headers(&subject, &command.request_id, headers, chat_proto::encode(&command))
-                .instrument(span)
-                .await;
-            if let Err(e) = enqueued {
-                let _entered = send_span.enter();
-                tracing::error!(error = %e, "putting a send on the bus failed");
-                gw.sends_in_flight.remove(&command.request_id);
-                if let Some(socket) = gw.chat_socket(socket_id) {
-                    emit_message_error(&socket, Failure::Bus, SEND_FAILED);
-                }
-            }
-        }
-    });
+    gw.sends_in_flight.insert(command.request_id.clone(), std::time::Instant::now());
+    let partition = gw.subjects.partition_of(command.conversation_id);
+    gw.outbox.push(partition, Queued { command, span: span.clone(), pending: state.pending_sends.clone() });
 }
 
 /// `join-conversation`: the joined conversation's id, or the error text.

@@ -7,7 +7,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use chat_bus::{Bus, BusError, Job, WorkQueue};
-use chat_proto::{send_outcome, Conversation, DeliveredMessage, Delivery, SendMessage, SendOutcome, Subjects};
+use chat_proto::{
+    send_outcome, Conversation, DeliveredMessage, Delivery, SendBatch, SendMessage, SendOutcome, Subjects,
+};
 use futures::StreamExt;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
@@ -103,18 +105,23 @@ impl Persister {
         }))
     }
 
-    /// A batch: `first`, then whatever the queue hands out within the linger time, up to the
-    /// batch size. Not cancelled half-way (jobs taken must be handled), so it never waits
+    /// A batch: `first`, then whatever the queue hands out within the linger time, until it
+    /// holds the batch size in commands (a job is a gateway's batch of commands, so it may end
+    /// a little above). Not cancelled half-way (jobs taken must be handled), so it never waits
     /// longer than the linger time.
-    async fn fill_batch(&self, first: Job, jobs: &mut WorkQueue) -> Vec<Job> {
-        let mut batch = Vec::with_capacity(self.config.max_batch.min(64));
-        batch.push(first);
+    async fn fill_batch(&self, first: Job, jobs: &mut WorkQueue) -> Vec<TakenJob> {
+        let mut batch = vec![TakenJob::read(first)];
+        let mut commands = batch[0].commands.len();
         let deadline = Instant::now() + self.config.batch_linger;
-        while batch.len() < self.config.max_batch {
+        while commands < self.config.max_batch {
             // `timeout_at` polls the queue before the clock, so jobs already waiting are taken
             // even with no linger at all.
             match tokio::time::timeout_at(deadline, jobs.next()).await {
-                Ok(Some(job)) => batch.push(job),
+                Ok(Some(job)) => {
+                    let taken = TakenJob::read(job);
+                    commands += taken.commands.len();
+                    batch.push(taken);
+                }
                 Ok(None) | Err(_) => break,
             }
         }
@@ -132,24 +139,22 @@ impl Persister {
         Ok(found)
     }
 
-    async fn handle_batch(&self, jobs: Vec<Job>) {
-        crate::metrics::batch(jobs.len());
-        let span = batch_span(&jobs);
-        self.store_and_answer(jobs).instrument(span).await
+    async fn handle_batch(&self, taken: Vec<TakenJob>) {
+        let mut jobs = Vec::with_capacity(taken.len());
+        let mut commands = Vec::new();
+        for TakenJob { job, commands: of_job } in taken {
+            jobs.push(job);
+            commands.extend(of_job);
+        }
+        crate::metrics::batch(commands.len());
+        let span = batch_span(&commands);
+        self.store_and_answer(jobs, commands).instrument(span).await
     }
 
-    async fn store_and_answer(&self, jobs: Vec<Job>) {
-        let mut commands = Vec::with_capacity(jobs.len());
+    async fn store_and_answer(&self, jobs: Vec<Job>, commands: Vec<SendMessage>) {
         let mut spans = CommandSpans::default();
-        for job in &jobs {
-            match chat_proto::decode::<SendMessage>(&job.payload) {
-                Ok(command) => {
-                    spans.open(job, &command);
-                    commands.push(command);
-                }
-                // Only our gateways publish here; an undecodable command has nobody to answer.
-                Err(e) => tracing::error!(subject = %job.subject, error = %e, "dropping undecodable send command"),
-            }
+        for command in &commands {
+            spans.open(&self.subjects.inbound(command.conversation_id), command);
         }
         let recently_gave_up = self
             .gave_up_at
@@ -285,6 +290,27 @@ impl Persister {
                 tracing::warn!(%subject, error = %e, "publishing a delivery failed");
             }
         }
+    }
+}
+
+/// A job taken from the work queue, with the send commands it carries.
+struct TakenJob {
+    job: Job,
+    commands: Vec<SendMessage>,
+}
+
+impl TakenJob {
+    fn read(job: Job) -> Self {
+        let commands = match SendBatch::from_payload(&job.payload) {
+            Ok(batch) => batch.commands,
+            // Only our gateways publish here; an undecodable batch has nobody to answer. It is
+            // still acknowledged with its batch, so it does not block its partition.
+            Err(e) => {
+                tracing::error!(subject = %job.subject, error = %e, "dropping undecodable send commands");
+                Vec::new()
+            }
+        };
+        Self { job, commands }
     }
 }
 

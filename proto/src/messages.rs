@@ -44,6 +44,33 @@ pub struct SendMessage {
     /// through any gateway, yields the message stored the first time.
     #[prost(string, tag = "8")]
     pub client_msg_id: String,
+    /// Trace context (W3C `traceparent`/`tracestate`) of the gateway's `enqueue` span.
+    #[prost(map = "string, string", tag = "9")]
+    pub trace: std::collections::HashMap<String, String>,
+}
+
+/// The send commands one gateway had waiting for one partition, in the order its sockets sent
+/// them: one work-queue message carries them all (a group commit), so the queue's cost is paid
+/// per batch rather than per message when the load is high.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SendBatch {
+    /// Tag 16 is no tag of [`SendMessage`]: a lone `SendMessage`, as gateways published before
+    /// batching, reads as a batch without commands (see [`SendBatch::from_payload`]).
+    #[prost(message, repeated, tag = "16")]
+    pub commands: Vec<SendMessage>,
+}
+
+impl SendBatch {
+    /// Reads a work-queue payload: a batch, or a lone command of an older gateway (during a
+    /// rolling upgrade).
+    pub fn from_payload(payload: &[u8]) -> Result<Self, crate::DecodeError> {
+        let batch: SendBatch = crate::decode(payload)?;
+        if !batch.commands.is_empty() {
+            return Ok(batch);
+        }
+        let lone: SendMessage = crate::decode(payload)?;
+        Ok(SendBatch { commands: if lone.request_id.is_empty() { Vec::new() } else { vec![lone] } })
+    }
 }
 
 impl SendMessage {
@@ -389,6 +416,24 @@ mod tests {
         let bytes = crate::encode(&delivery);
         let back: Delivery = crate::decode(&bytes).expect("decodes");
         assert_eq!(back, delivery);
+    }
+
+    #[test]
+    fn a_batch_and_a_lone_command_both_read_as_batches() {
+        let command = SendMessage {
+            request_id: "r1".into(),
+            conversation_id: 4,
+            content: "hi".into(),
+            trace: [("traceparent".to_owned(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned())]
+                .into(),
+            ..Default::default()
+        };
+        let second = SendMessage { request_id: "r2".into(), ..command.clone() };
+        let batch = SendBatch { commands: vec![command.clone(), second] };
+        assert_eq!(SendBatch::from_payload(&crate::encode(&batch)).expect("decodes"), batch);
+        let lone = SendBatch::from_payload(&crate::encode(&command)).expect("decodes");
+        assert_eq!(lone.commands, vec![command]);
+        assert!(SendBatch::from_payload(&[]).expect("empty is valid").commands.is_empty());
     }
 
     #[test]

@@ -42,7 +42,12 @@ impl Subjects {
     /// partition, and every conversation in one partition, so that one consumer at a time
     /// handles a conversation's messages.
     pub fn inbound(&self, conversation_id: i64) -> String {
-        self.inbound_partition(conversation_id.rem_euclid(i64::from(self.partitions)) as u32)
+        self.inbound_partition(self.partition_of(conversation_id))
+    }
+
+    /// The partition of the inbound work queue that carries a conversation's sends.
+    pub fn partition_of(&self, conversation_id: i64) -> u32 {
+        conversation_id.rem_euclid(i64::from(self.partitions)) as u32
     }
 
     pub fn inbound_partition(&self, partition: u32) -> String {

@@ -1,0 +1,173 @@
+//! Sends on their way to the work queue, one lane per partition, batched (group commit).
+//!
+//! The `send-message` handler puts each validated command in its partition's lane,
+//! synchronously, in the order the socket sent them. One task per lane takes whatever is
+//! waiting (up to [`MAX_BATCH_COMMANDS`] commands, [`MAX_BATCH_BYTES`] bytes), publishes it as
+//! one [`SendBatch`] on the partition's subject, waits until JetStream has stored it, and goes
+//! on. So a partition has at most one batch of this gateway in flight, its commands stay in
+//! the order they arrived (a conversation's sends always travel in one partition), and the
+//! work queue's cost (store, hand out, acknowledge: the largest part of a message's cost) is
+//! paid per batch: when idle a batch holds one command and adds no latency, under load it
+//! holds what arrived during the previous publication.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use chat_proto::{SendBatch, SendMessage};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tracing::{Instrument, Span};
+
+use crate::metrics::Failure;
+use crate::sockets::{emit_message_error, SEND_FAILED};
+use crate::Gateway;
+
+/// Most commands in one batch: bounds the rows of the persister's insert statement.
+pub const MAX_BATCH_COMMANDS: usize = 256;
+/// Most bytes in one batch, well under NATS's default largest payload (1 MiB); a single
+/// command of the longest content fits.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// A command waiting in its lane.
+pub(crate) struct Queued {
+    pub command: SendMessage,
+    /// The `send-message` span, root of the message's trace.
+    pub span: Span,
+    /// The sending socket's count of commands not yet on the bus, decremented once this one is.
+    pub pending: Arc<AtomicUsize>,
+}
+
+/// The lanes, one per partition of the work queue.
+pub(crate) struct Outbox {
+    lanes: Vec<mpsc::UnboundedSender<Queued>>,
+}
+
+impl Outbox {
+    /// The outbox and the receiving ends of its lanes, for [`Outbox::start`].
+    pub(crate) fn new(partitions: u32) -> (Self, Vec<mpsc::UnboundedReceiver<Queued>>) {
+        let (lanes, receivers) = (0..partitions.max(1)).map(|_| mpsc::unbounded_channel()).unzip();
+        (Self { lanes }, receivers)
+    }
+
+    /// Starts one task per lane.
+    pub(crate) fn start(gw: &Arc<Gateway>, receivers: Vec<mpsc::UnboundedReceiver<Queued>>) {
+        for (partition, queue) in receivers.into_iter().enumerate() {
+            tokio::spawn(run_lane(gw.clone(), partition as u32, queue));
+        }
+    }
+
+    /// Puts a command in its partition's lane; never waits. (Each socket bounds what it has
+    /// waiting, so the lanes need no bound of their own.)
+    pub(crate) fn push(&self, partition: u32, queued: Queued) {
+        if let Some(lane) = self.lanes.get(partition as usize) {
+            // The lane tasks live as long as the gateway: the send cannot fail.
+            let _ = lane.send(queued);
+        }
+    }
+}
+
+async fn run_lane(gw: Arc<Gateway>, partition: u32, mut queue: mpsc::UnboundedReceiver<Queued>) {
+    let subject = gw.subjects.inbound_partition(partition);
+    let mut waiting = Vec::with_capacity(MAX_BATCH_COMMANDS);
+    while queue.recv_many(&mut waiting, MAX_BATCH_COMMANDS).await > 0 {
+        for batch in split_by_size(std::mem::take(&mut waiting)) {
+            publish(&gw, &subject, batch).await;
+        }
+    }
+}
+
+/// Splits commands into batches of at most [`MAX_BATCH_BYTES`] (a larger command goes alone),
+/// keeping the order.
+fn split_by_size(commands: Vec<Queued>) -> Vec<Vec<Queued>> {
+    let mut batches: Vec<Vec<Queued>> = Vec::new();
+    let mut bytes = 0;
+    for queued in commands {
+        // Each command also costs its field tag and length prefix (at most 1 + 10 bytes), and
+        // its trace context is added later (about 100 bytes).
+        let len = queued.command.encoded_len() + 128;
+        match batches.last_mut() {
+            Some(batch) if bytes + len <= MAX_BATCH_BYTES => {
+                batch.push(queued);
+                bytes += len;
+            }
+            _ => {
+                batches.push(vec![queued]);
+                bytes = len;
+            }
+        }
+    }
+    batches
+}
+
+/// Publishes one batch and waits until the work queue has stored it; on failure each sender
+/// gets `message-error`.
+async fn publish(gw: &Gateway, subject: &str, batch: Vec<Queued>) {
+    // Each command's `enqueue` span, a child of its `send-message`, lasts the publication; its
+    // context travels in the command, so the persister's span of it becomes its child.
+    let mut spans = Vec::with_capacity(batch.len());
+    let mut commands = Vec::with_capacity(batch.len());
+    let mut senders = Vec::with_capacity(batch.len());
+    for Queued { mut command, span, pending } in batch {
+        let enqueue = tracing::info_span!(
+            parent: &span,
+            "enqueue",
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.destination.name = %subject,
+        );
+        command.trace = chat_telemetry::inject_context(&enqueue).into_iter().collect();
+        senders.push((command.request_id.clone(), command.socket_id.clone(), span, pending));
+        spans.push(enqueue);
+        commands.push(command);
+    }
+    // Deduplicated by the first command's request id, unique to this attempt: a client's retry
+    // must reach the persister, which answers it with the message stored the first time.
+    let dedup_id = commands.first().map(|c| c.request_id.clone()).unwrap_or_default();
+    let payload = chat_proto::encode(&SendBatch { commands });
+    let publishing = spans.first().cloned().unwrap_or_else(Span::none);
+    let enqueued = gw.bus.enqueue(subject, &dedup_id, payload).instrument(publishing).await;
+    drop(spans);
+    for (request_id, socket_id, span, pending) in senders {
+        pending.fetch_sub(1, Ordering::SeqCst);
+        if let Err(e) = &enqueued {
+            let _entered = span.enter();
+            tracing::error!(error = %e, "putting a send on the bus failed");
+            gw.sends_in_flight.remove(&request_id);
+            if let Some(socket) = socket_id.parse().ok().and_then(|sid| gw.chat_socket(sid)) {
+                emit_message_error(&socket, Failure::Bus, SEND_FAILED);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(content_len: usize) -> Queued {
+        let command = SendMessage { request_id: "r".into(), content: "x".repeat(content_len), ..Default::default() };
+        Queued { command, span: Span::none(), pending: Arc::default() }
+    }
+
+    #[test]
+    fn batches_stay_under_the_size_limit_in_order() {
+        let commands: Vec<Queued> = (0..100).map(|i| queued(10_000 + i)).collect();
+        let batches = split_by_size(commands);
+        assert!(batches.len() >= 4, "1 MB of commands needs several batches, got {}", batches.len());
+        for batch in &batches {
+            let commands: Vec<SendMessage> = batch.iter().map(|q| q.command.clone()).collect();
+            let len = chat_proto::encode(&SendBatch { commands }).len();
+            assert!(len <= MAX_BATCH_BYTES, "a batch of {len} bytes");
+        }
+        let lengths: Vec<usize> = batches.iter().flatten().map(|q| q.command.content.len()).collect();
+        assert_eq!(lengths, (0..100).map(|i| 10_000 + i).collect::<Vec<_>>(), "order kept");
+    }
+
+    #[test]
+    fn an_oversized_command_goes_alone() {
+        let batches = split_by_size(vec![queued(10), queued(MAX_BATCH_BYTES), queued(10)]);
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![1, 1, 1]);
+        assert!(split_by_size(Vec::new()).is_empty());
+    }
+}
