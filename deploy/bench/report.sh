@@ -95,7 +95,7 @@ cat <<EOF
 
 - **max sustained**: a closed-loop run (\`chat-loadgen max\`) finds the most the configuration
   delivers; open-loop runs (\`chat-loadgen rate\`) then start at 90 % of that and step down by
-  30 % until one delivers at least 95 % of its target rate with p99 delivery under
+  15 % until one delivers at least 95 % of its target rate with p99 delivery under
   ${P99_LIMIT:-100} ms and nothing lost, duplicated or reordered; the column is that run's
   delivered messages per second ("–": no step passed). Every message is stored before it is
   acknowledged or delivered, so delivered messages are persisted ones.

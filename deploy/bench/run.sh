@@ -37,7 +37,7 @@ done
 if ((quick)); then
   warmup=1s duration=3s idle_connections=2000 verify_tries=2 pg_seconds=3 js_messages=20000
 else
-  warmup=3s duration=10s idle_connections=10000 verify_tries=4 pg_seconds=10 js_messages=200000
+  warmup=3s duration=10s idle_connections=10000 verify_tries=6 pg_seconds=10 js_messages=200000
 fi
 # The peer announces every connection to every socket (user:online), so opening N idle
 # connections costs it O(N^2) frames: 2,000 took it over two minutes here. Its memory per idle
@@ -140,7 +140,7 @@ measure() {
   fi
 
   # Maximum sustained throughput: the closed-loop maximum, then open-loop runs from 90 % of
-  # it, stepping down by 30 %, until one keeps p99 delivery under the limit without loss.
+  # it, stepping down by 15 %, until one keeps p99 delivery under the limit without loss.
   loadgen "$label-max" max "${url_args[@]}" "${common[@]}" --window "$window" || true
   local closed rate sustained=0 sustained_rate=0 try
   closed=$(jq -r '.throughput_delivered_per_s // 0' "$raw/$label-max.json" 2>/dev/null || echo 0)
@@ -156,7 +156,7 @@ measure() {
         break
       fi
     fi
-    rate=$(jq -n "$rate * 0.7 | floor")
+    rate=$(jq -n "$rate * 0.85 | floor")
   done
 
   # Latency at a moderate rate, with the CPU time of every server process.

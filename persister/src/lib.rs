@@ -1,7 +1,7 @@
 //! The persister: the only writer of the database.
 //!
 //! It takes send commands from the bus's durable work queue in batches, checks each against
-//! its conversation, stores the valid ones in one transaction, and only then publishes the
+//! its conversation, stores the valid ones in one statement, and only then publishes the
 //! stored messages (to the conversation's subject) and the outcome of each send (to the
 //! subject of the gateway that sent it). It also answers the read queries of the REST API and
 //! of presence over request-reply. See `service` for the loops and `store` for the SQL.

@@ -38,7 +38,7 @@ pub struct PersisterConfig {
     /// How long a batch is retried while the database is unavailable before its senders get
     /// `message-error`. Meanwhile the jobs stay on the queue, marked as in progress.
     pub store_timeout: Duration,
-    /// Most send commands stored in one transaction: bounds the latency a batch adds.
+    /// Most send commands stored in one statement: bounds the latency a batch adds.
     pub max_batch: usize,
     /// How long a batch waits for more commands after its first one. Whatever is already
     /// waiting is always taken (up to `max_batch`); zero adds no latency when idle, a little
@@ -212,7 +212,7 @@ impl Persister {
         tracing::debug!(size, ?stored_in, total = ?started.elapsed(), "batch done");
     }
 
-    /// Checks and stores the commands of a batch in one transaction; the outcome of each, in
+    /// Checks and stores the commands of a batch in one statement; the outcome of each, in
     /// order. Fails as a whole when the database does, so the batch can be retried.
     async fn store_batch<'a>(
         &self,

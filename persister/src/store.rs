@@ -9,7 +9,7 @@ use chat_proto::Conversation;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryOrder, QuerySelect, Set,
 };
 
 use crate::entity::{conversation, message};
@@ -26,6 +26,24 @@ pub enum StoreError {
     Query(#[from] DbErr),
     #[error("the commit's outcome is unknown: {0}")]
     CommitUnknown(DbErr),
+}
+
+/// Whether a statement that failed may still have been carried out: it was sent, and the
+/// database neither refused it nor answered (the connection broke, say). A refusal or a
+/// connection never obtained means it did not run.
+fn may_have_run(error: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    use sea_orm::RuntimeErr;
+    match error {
+        DbErr::ConnectionAcquire(_) => false,
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => !matches!(
+            e,
+            Sqlx::Database(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::Configuration(_) | Sqlx::Encode(_)
+        ),
+        _ => true,
+    }
 }
 
 /// A message accepted for storage; the store gives it its id and timestamp.
@@ -145,10 +163,14 @@ impl Store {
         Ok(contacts)
     }
 
-    /// Stores a batch of messages in one transaction, with one multi-row `INSERT`: all of them
-    /// or none. A message whose sender already stored one under the same dedup key is not
+    /// Stores a batch of messages with one multi-row `INSERT`: all of them or none. One
+    /// statement is a transaction of its own, so the batch costs one round trip (no `BEGIN`,
+    /// no `COMMIT`). A message whose sender already stored one under the same dedup key is not
     /// stored again: the one stored first takes its place in the result, so a retried send
     /// gets the original back. The result is in the order of `batch`.
+    ///
+    /// [`StoreError::CommitUnknown`] when the batch may be stored nevertheless: the statement
+    /// was sent and no answer came, or it succeeded and reading back the duplicates failed.
     pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<message::Model>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
@@ -163,19 +185,30 @@ impl Store {
             dedup_key: Set(Some(new.dedup_key.clone())),
             ..Default::default()
         });
-        let txn = self.db.begin().await?;
         let inserted = message::Entity::insert_many(rows)
             .on_conflict(
                 OnConflict::columns([message::Column::SenderId, message::Column::DedupKey]).do_nothing().to_owned(),
             )
-            .exec_with_returning_many(&txn)
+            .exec_with_returning_many(&self.db)
             .await;
         let inserted = match inserted {
             Ok(models) => models,
             // Every row conflicted: nothing new. (Backends differ in how they say so.)
             Err(DbErr::RecordNotInserted | DbErr::RecordNotFound(_)) => Vec::new(),
+            Err(e) if may_have_run(&e) => return Err(StoreError::CommitUnknown(e)),
             Err(e) => return Err(e.into()),
         };
+        // From here on the batch is stored: a failure must not be reported as "not stored".
+        self.with_originals(batch, inserted).await.map_err(StoreError::CommitUnknown)
+    }
+
+    /// The stored message of each of `batch`, in its order: the row `inserted` when it was new,
+    /// else the one its sender stored first under the same dedup key.
+    async fn with_originals(
+        &self,
+        batch: &[NewMessage],
+        inserted: Vec<message::Model>,
+    ) -> Result<Vec<message::Model>, DbErr> {
         let mut by_key: HashMap<(i64, String), message::Model> =
             inserted.into_iter().filter_map(|m| Some(((m.sender_id, m.dedup_key.clone()?), m))).collect();
         // Rows skipped as duplicates were stored earlier: fetch the originals in one query.
@@ -190,7 +223,7 @@ impl Store {
                         .add(message::Column::DedupKey.eq(new.dedup_key.as_str())),
                 );
             }
-            for model in message::Entity::find().filter(originals).all(&txn).await? {
+            for model in message::Entity::find().filter(originals).all(&self.db).await? {
                 if let Some(key) = model.dedup_key.clone() {
                     by_key.insert((model.sender_id, key), model);
                 }
@@ -205,9 +238,6 @@ impl Store {
                     .ok_or_else(|| DbErr::RecordNotFound(format!("message with dedup key {}", new.dedup_key)))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        // A commit whose answer is lost may or may not have happened: say so, the caller must
-        // not report failure before it knows.
-        txn.commit().await.map_err(StoreError::CommitUnknown)?;
         Ok(stored)
     }
 
@@ -285,6 +315,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open_sqlite(dir.path()).await.expect("store opens");
         (dir, store)
+    }
+
+    #[test]
+    fn a_statement_may_have_run_unless_refused_or_never_sent() {
+        use sea_orm::sqlx::Error as Sqlx;
+        use sea_orm::{ConnAcquireErr, RuntimeErr};
+        let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(may_have_run(&DbErr::Exec(RuntimeErr::SqlxError(Sqlx::Io(broken)))));
+        assert!(may_have_run(&DbErr::Query(RuntimeErr::SqlxError(Sqlx::Protocol("cut".into())))));
+        assert!(!may_have_run(&DbErr::Exec(RuntimeErr::SqlxError(Sqlx::PoolTimedOut))));
+        assert!(!may_have_run(&DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)));
     }
 
     fn text(conversation_id: i64, sender_id: i64, content: &str) -> NewMessage {

@@ -44,10 +44,11 @@
 //                  uses the real port);
 //                  `srv.pgOutage(ms)` cuts every proxied connection and refuses new ones
 //                  (accepts and resets them) for `ms`, then serves again; with
-//                  `{ atCommit: true }` it begins just after a COMMIT has reached Postgres,
-//                  holding back the answer (the client cannot know it was committed);
-//                  `srv.pgHoldNextCommit()` holds back the answer to the next COMMIT until
-//                  its `release()` (a role caught mid-transaction, its data committed).
+//                  `{ atCommit: true }` it begins just after a write has committed in
+//                  Postgres (a COMMIT, or an INSERT outside a transaction), holding back
+//                  the answer (the client cannot know it was committed);
+//                  `srv.pgHoldNextCommit()` holds back the answer to the next such commit
+//                  until its `release()` (a role caught mid-batch, its data committed).
 //   natsProxy: true each gateway reaches NATS through a TCP proxy of its own in this process;
 //                  `srv.natsPartition(i, ms)` cuts gateway i off from NATS for `ms` (its
 //                  connection reset, reconnections refused), the other roles unaffected.
@@ -482,10 +483,12 @@ async function waitNatsReady(port, timeoutMs, proc) {
 /**
  * A TCP proxy on 127.0.0.1 to `host:port` (for Postgres faults): `outage(ms)` resets every
  * proxied connection and, for `ms`, accepts and resets new ones (the listening port stays
- * ours); then it proxies again. `holdNextCommit()` waits for a client to send a `COMMIT`,
- * lets it reach the server and holds back the server's answers on that connection until
- * `release()`. With `{ atCommit: true }` the outage begins 100 ms after such a COMMIT: the
- * client cannot know whether its transaction was committed (it was).
+ * ours); then it proxies again. `holdNextCommit()` waits for a write to commit (a client's
+ * `COMMIT` reaching the server, or the server completing an `INSERT`: a statement outside a
+ * transaction commits on its own, at the Sync the client sent with it) and holds back the
+ * server's answers on that connection until `release()`. With `{ atCommit: true }` the outage
+ * begins 100 ms after such a commit: the client cannot know whether its write was committed
+ * (it was).
  */
 async function startTcpProxy(host, port) {
   const pairs = new Set();
@@ -527,6 +530,12 @@ async function startTcpProxy(host, port) {
         pair.held.push(chunk);
         return;
       }
+      // CommandComplete of an INSERT ("INSERT 0 <rows>"): its answer is held from here on.
+      if (onCommit !== null && chunk.includes('INSERT 0 ')) {
+        pair.held = [chunk];
+        onCommit(pair);
+        return;
+      }
       if (!client.write(chunk)) upstream.pause();
     });
     client.on('drain', () => upstream.resume());
@@ -544,9 +553,9 @@ async function startTcpProxy(host, port) {
     /** Connections proxied now. */
     get connections() { return pairs.size; },
     /**
-     * Resolves once a client's COMMIT has been forwarded to the server, with `{ held: true,
-     * release }`: that connection's answers are kept back until release(); or with
-     * `{ held: false }` when none came within `timeoutMs`.
+     * Resolves once a write has committed (a client's COMMIT forwarded to the server, or an
+     * INSERT completed by it), with `{ held: true, release }`: that connection's answers are
+     * kept back until release(); or with `{ held: false }` when none came within `timeoutMs`.
      */
     holdNextCommit(timeoutMs = 5000) {
       return new Promise((resolve) => {

@@ -44,7 +44,7 @@ const QUIET_MS = 1500;
 
 test('fault 1: the persister is killed (SIGKILL) mid-batch and started again: nothing acknowledged is lost or stored twice', async () => {
   const { info, load } = await runFault('persister SIGKILL', async () => {
-    // Mid-batch: its COMMIT has reached Postgres, the answer is held back, so the batch is
+    // Mid-batch: its insert has committed in Postgres, the answer is held back, so the batch is
     // stored but neither published nor acknowledged on the work queue when the process dies.
     const commit = await srv.pgHoldNextCommit();
     await srv.killRole('persister', 'SIGKILL');
@@ -130,9 +130,9 @@ test('fault 3b: gateway B cut off from NATS for 3 s (the other roles keep it): o
 
 test('fault 4: Postgres unreachable for 10 s (< --store-timeout 20s): sends made meanwhile are stored once it is back, and acknowledged; none is lost', async () => {
   const OUTAGE_MS = 10_000;
-  // The outage begins at the worst moment: a COMMIT has reached Postgres, its answer is lost.
+  // The outage begins at the worst moment: a batch has committed in Postgres, its answer is lost.
   const { load, window, result, info } = await runFault('Postgres outage 10 s', () => srv.pgOutage(OUTAGE_MS, { atCommit: true }));
-  assert.equal(info.atCommit, true, 'the outage began just after a COMMIT');
+  assert.equal(info.atCommit, true, 'the outage began just after a commit');
   // Shorter than the store timeout: the persister waits the outage out, nobody gets a storage error.
   const storageErrors = [...result.errorTexts].filter(([text]) => /storage unavailable/.test(text));
   assert.deepEqual(storageErrors, [], `storage errors although the outage (${OUTAGE_MS} ms) was shorter than the store timeout (${STORE_TIMEOUT_MS} ms)`);

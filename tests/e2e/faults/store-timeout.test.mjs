@@ -1,7 +1,7 @@
 // Fault injection under load, continued (E2E_MODE=cluster only; run with run-faults.sh):
 // Postgres unreachable for longer than the persister's --store-timeout. ARCHITECTURE.md: while
 // the database is unavailable the persister retries a batch for --store-timeout, then answers
-// message-error; but a batch whose COMMIT went out and got no answer may be stored already, so
+// message-error; but a batch whose insert went out and got no answer may be stored already, so
 // it is retried until the database answers, and its partition waits behind it. Either way the
 // client retries unconfirmed sends with the same client_msg_id, and once the database is back
 // every one is stored once and acknowledged; none may be lost, stored twice, out of order, or
@@ -22,11 +22,11 @@ const srv = useServer({ only: 'cluster', pgProxy: true, flags: ['--store-timeout
 const { runFault, printSummary } = faultRunner(srv);
 after(printSummary);
 
-test(`fault 4b: Postgres unreachable for ${OUTAGE_MS / 1000} s from just after a COMMIT, longer than --store-timeout ${STORE_TIMEOUT_MS / 1000}s: the batch of unknown outcome waits for the database; nothing lost, duplicated, out of order or missing`, async () => {
-  // The outage begins at the worst moment: a COMMIT has reached Postgres, its answer is lost,
+test(`fault 4b: Postgres unreachable for ${OUTAGE_MS / 1000} s from just after a commit, longer than --store-timeout ${STORE_TIMEOUT_MS / 1000}s: the batch of unknown outcome waits for the database; nothing lost, duplicated, out of order or missing`, async () => {
+  // The outage begins at the worst moment: a batch has committed in Postgres, its answer is lost.
   // so the persister cannot know that batch was stored. It must not tell its senders "failed".
   const { load, info } = await runFault(`Postgres outage ${OUTAGE_MS / 1000} s > store timeout`, () => srv.pgOutage(OUTAGE_MS, { atCommit: true }));
-  assert.equal(info.atCommit, true, 'the outage began just after a COMMIT');
+  assert.equal(info.atCommit, true, 'the outage began just after a commit');
   const expected = `Failed to send message: storage unavailable for ${STORE_TIMEOUT_MS / 1000}s`;
   const storageErrors = load.clients.flatMap((c) => c.errorLog.filter((e) => e.text === expected));
   assert.equal(storageErrors.length, 0, 'no sender was told "failed" about a batch that may exist');
