@@ -106,7 +106,9 @@ cat <<EOF
   ${MODERATE_RATE:-1000} msg/s run (and of the max sustained run), divided by the messages
   acknowledged in it: for ours the
   gateways, persister, presence, our nats-server and the Postgres backends of the database;
-  for the peer its node processes and their Postgres backends.
+  for the peer its node processes and their Postgres backends. Only processes alive at the
+  start and the end of the window count: a database connection its pool closes or opens
+  meanwhile (node-postgres closes idle ones after 10 s) is left out.
 - **memory per idle connection**: resident memory of the gateways (the peer's node processes)
   after ${IDLE:-?} connections (the peer: ${PEER_IDLE:-?}, see run.sh) were opened and joined
   to a conversation and traffic settled,

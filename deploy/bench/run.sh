@@ -37,7 +37,7 @@ done
 if ((quick)); then
   warmup=1s duration=3s idle_connections=2000 verify_tries=2 pg_seconds=3 js_messages=20000
 else
-  warmup=3s duration=10s idle_connections=10000 verify_tries=6 pg_seconds=10 js_messages=200000
+  warmup=3s duration=10s idle_connections=10000 verify_tries=8 pg_seconds=10 js_messages=200000
 fi
 # The peer announces every connection to every socket (user:online), so opening N idle
 # connections costs it O(N^2) frames: 2,000 took it over two minutes here. Its memory per idle

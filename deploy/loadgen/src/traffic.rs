@@ -147,8 +147,7 @@ pub async fn run(common: &Common, pace: Pace) -> anyhow::Result<TrafficReport> {
         server_cpu_s_per_1000_msgs: None,
         ok: false,
     };
-    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
-        let used = after - before;
+    if let Some(used) = cpu_used(&cpu_before, &cpu_after) {
         let acked = metrics.acked_in_window.get();
         report.server_cpu_s = Some(used);
         report.server_cpu_s_per_1000_msgs = (acked > 0).then(|| used / (acked as f64 / 1000.0));
@@ -164,9 +163,20 @@ pub async fn run(common: &Common, pace: Pace) -> anyhow::Result<TrafficReport> {
 }
 
 /// CPU seconds used so far by the processes (those that exist); `None` without any.
-fn server_cpu(pids: &[u32]) -> Option<f64> {
-    let times: Vec<f64> = pids.iter().filter_map(|&pid| procfs::cpu_seconds(pid)).collect();
-    (!times.is_empty()).then(|| times.iter().sum())
+/// CPU seconds of each server process alive now.
+fn server_cpu(pids: &[u32]) -> Vec<(u32, f64)> {
+    pids.iter().filter_map(|&pid| procfs::cpu_seconds(pid).map(|seconds| (pid, seconds))).collect()
+}
+
+/// CPU the server processes used between two readings: the sum over the processes alive at
+/// both (one that ended meanwhile, a pooled database connection closed when idle say, takes
+/// its unknown share with it); `None` when no process was alive at both.
+fn cpu_used(before: &[(u32, f64)], after: &[(u32, f64)]) -> Option<f64> {
+    let deltas: Vec<f64> = after
+        .iter()
+        .filter_map(|(pid, at_end)| before.iter().find(|(p, _)| p == pid).map(|(_, at_start)| at_end - at_start))
+        .collect();
+    (!deltas.is_empty()).then(|| deltas.iter().sum())
 }
 
 /// Lost (acknowledged to the sender, never received by its partner), duplicated and
@@ -232,6 +242,15 @@ impl TrafficReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_used_counts_only_processes_alive_at_both_readings() {
+        let before = [(1, 10.0), (2, 5.0), (3, 7.0)];
+        let after = [(1, 12.5), (3, 7.5), (4, 1.0)]; // 2 ended, 4 started meanwhile
+        assert_eq!(cpu_used(&before, &after), Some(3.0));
+        assert_eq!(cpu_used(&[(1, 1.0)], &[(2, 1.0)]), None);
+        assert_eq!(cpu_used(&[], &[]), None);
+    }
 
     fn user(index: usize, acked: &[u64], received: &[(u64, i64)]) -> Outcome {
         let mut outcome = Outcome { index, partner: index ^ 1, connected: true, ..Outcome::default() };
