@@ -38,7 +38,10 @@ done
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 mem_gib=$(awk '/^MemTotal/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
 commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git -C "$REPO" status --porcelain 2>/dev/null) ]]; then commit+=" (with uncommitted changes)"; fi
+# The benchmark's own output (this directory's results) does not count as a change.
+if [[ -n $(git -C "$REPO" status --porcelain -- . ':!deploy/bench/RESULTS.md' ':!deploy/bench/raw' 2>/dev/null) ]]; then
+  commit+=" (with uncommitted changes)"
+fi
 
 if [[ ${QUICK:-0} == 1 ]]; then
   echo "# Benchmark results — QUICK RUN (seconds per step; not for comparison)"
