@@ -11,7 +11,7 @@
 //! - **Set-up and tear-down of a socket never interleave.** Set-up and joining rooms are
 //!   asynchronous (presence reports, history reads), and a client may disconnect mid-way.
 //!   Each socket's [`Membership`] lock is taken, before anything else runs, by the connect
-//!   middleware ([`admit`]) and held until set-up is done; joins and the disconnect handler
+//!   middleware (`admit`) and held until set-up is done; joins and the disconnect handler
 //!   take it too, so tear-down sees a finished set-up and releases exactly what was acquired.
 //! - **A socket's event handlers exist before its client can emit.** They are registered by
 //!   the connect middleware, which socketioxide runs before it sends the CONNECT packet.
