@@ -101,13 +101,13 @@ fn split_by_size(commands: Vec<Queued>) -> Vec<Vec<Queued>> {
 
 /// Publishes one batch and waits until the work queue has stored it; on failure each sender
 /// gets `message-error`.
-async fn publish(gw: &Gateway, subject: &str, batch: Vec<Queued>) {
+async fn publish(gw: &Gateway, subject: &str, queued: Vec<Queued>) {
     // Each command's `enqueue` span, a child of its `send-message`, lasts the publication; its
     // context travels in the command, so the persister's span of it becomes its child.
-    let mut spans = Vec::with_capacity(batch.len());
-    let mut commands = Vec::with_capacity(batch.len());
-    let mut senders = Vec::with_capacity(batch.len());
-    for Queued { mut command, span, pending } in batch {
+    let mut enqueue_spans = Vec::with_capacity(queued.len());
+    let mut senders = Vec::with_capacity(queued.len());
+    let mut batch = SendBatch { commands: Vec::with_capacity(queued.len()) };
+    for Queued { mut command, span, pending } in queued {
         let enqueue = tracing::info_span!(
             parent: &span,
             "enqueue",
@@ -116,24 +116,23 @@ async fn publish(gw: &Gateway, subject: &str, batch: Vec<Queued>) {
             messaging.destination.name = %subject,
         );
         command.trace = chat_telemetry::inject_context(&enqueue).into_iter().collect();
-        senders.push((command.request_id.clone(), command.socket_id.clone(), span, pending));
-        spans.push(enqueue);
-        commands.push(command);
+        enqueue_spans.push(enqueue);
+        senders.push((span, pending));
+        batch.commands.push(command);
     }
     // Deduplicated by the first command's request id, unique to this attempt: a client's retry
     // must reach the persister, which answers it with the message stored the first time.
-    let dedup_id = commands.first().map(|c| c.request_id.clone()).unwrap_or_default();
-    let payload = chat_proto::encode(&SendBatch { commands });
-    let publishing = spans.first().cloned().unwrap_or_else(Span::none);
-    let enqueued = gw.bus.enqueue(subject, &dedup_id, payload).instrument(publishing).await;
-    drop(spans);
-    for (request_id, socket_id, span, pending) in senders {
+    let dedup_id = batch.commands.first().map_or("", |c| c.request_id.as_str());
+    let publishing = enqueue_spans.first().cloned().unwrap_or_else(Span::none);
+    let enqueued = gw.bus.enqueue(subject, dedup_id, chat_proto::encode(&batch)).instrument(publishing).await;
+    drop(enqueue_spans);
+    for (command, (span, pending)) in batch.commands.iter().zip(senders) {
         pending.fetch_sub(1, Ordering::SeqCst);
         if let Err(e) = &enqueued {
             let _entered = span.enter();
             tracing::error!(error = %e, "putting a send on the bus failed");
-            gw.sends_in_flight.remove(&request_id);
-            if let Some(socket) = socket_id.parse().ok().and_then(|sid| gw.chat_socket(sid)) {
+            gw.sends_in_flight.remove(&command.request_id);
+            if let Some(socket) = command.socket_id.parse().ok().and_then(|sid| gw.chat_socket(sid)) {
                 emit_message_error(&socket, Failure::Bus, SEND_FAILED);
             }
         }

@@ -140,21 +140,22 @@ impl Persister {
     }
 
     async fn handle_batch(&self, taken: Vec<TakenJob>) {
+        let commands: Vec<&SendMessage> = taken.iter().flat_map(|t| &t.commands).collect();
+        crate::metrics::batch(commands.len());
+        let span = batch_span(&commands);
+        self.store_and_answer(taken).instrument(span).await
+    }
+
+    async fn store_and_answer(&self, taken: Vec<TakenJob>) {
+        let mut spans = CommandSpans::default();
         let mut jobs = Vec::with_capacity(taken.len());
         let mut commands = Vec::new();
         for TakenJob { job, commands: of_job } in taken {
+            for command in &of_job {
+                spans.open(&job.subject, command);
+            }
             jobs.push(job);
             commands.extend(of_job);
-        }
-        crate::metrics::batch(commands.len());
-        let span = batch_span(&commands);
-        self.store_and_answer(jobs, commands).instrument(span).await
-    }
-
-    async fn store_and_answer(&self, jobs: Vec<Job>, commands: Vec<SendMessage>) {
-        let mut spans = CommandSpans::default();
-        for command in &commands {
-            spans.open(&self.subjects.inbound(command.conversation_id), command);
         }
         let recently_gave_up = self
             .gave_up_at

@@ -16,7 +16,7 @@ fn context_of(command: &SendMessage) -> Headers {
 }
 
 /// The span of a batch, linked to the trace of each of its commands.
-pub(crate) fn batch_span(commands: &[SendMessage]) -> Span {
+pub(crate) fn batch_span(commands: &[&SendMessage]) -> Span {
     let span = tracing::info_span!(parent: None, "persist-batch", messages = commands.len());
     for command in commands {
         chat_telemetry::link_to_remote(&span, &context_of(command));
