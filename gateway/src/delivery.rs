@@ -1,74 +1,115 @@
 //! What comes back from the bus, and its way to local sockets.
 //!
-//! Every gateway listens to the same three subjects, from start to end, whatever its sockets
-//! do: [`Subjects::deliveries`](chat_proto::Subjects::deliveries) (what persisters confirmed:
-//! stored messages and the outcomes of sends), [`Subjects::typing`](chat_proto::Subjects::typing)
-//! and [`Subjects::presence_changes`](chat_proto::Subjects::presence_changes). It keeps what
-//! concerns its own rooms and sockets and drops the rest. Joining a room therefore needs no
-//! subscription (no round trip to the bus), and a gateway holds three subscriptions whatever
-//! its number of sockets and rooms; the price is that every gateway receives the whole
-//! cluster's stored messages, in batches (see ARCHITECTURE.md, "Choices and alternatives").
+//! A gateway hears only what its own sockets need (see ARCHITECTURE.md, "Routing by
+//! interest"):
 //!
-//! Each subject is handled by one task, in order of arrival: a conversation's messages reach
+//! - its own subject, [`Subjects::gateway`](chat_proto::Subjects::gateway), subscribed at start:
+//!   the outcomes of its sockets' sends, and presence changes for users with sockets here;
+//! - the room subject of each conversation with a member here,
+//!   [`Subjects::room`](chat_proto::Subjects::room), subscribed when the room opens on this
+//!   gateway (before the join that opens it is answered) and dropped when its last member
+//!   leaves: the conversation's stored messages and typing.
+//!
+//! A gateway with no sockets therefore receives nothing of the cluster's traffic. Each
+//! subscription is handled by one task, in order of arrival: a conversation's messages reach
 //! its room in the order the persisters published them, which is id order.
 
 use std::sync::Arc;
 
-use chat_bus::{Headers, Message, Subscription};
-use chat_proto::{send_outcome, Delivery, PresenceChange, SendOutcome, Typing};
+use chat_bus::{BusError, Headers, Message, Subscription};
+use chat_proto::{gateway_event, room_event, send_outcome, GatewayEvent, RoomEvent, SendOutcome, Typing};
 use futures::StreamExt;
 use serde_json::json;
 
 use crate::metrics::{self, Failure};
-use crate::rooms;
+use crate::rooms::{self, Listening, SharedRoom};
 use crate::sockets::{emit, emit_message_error, room_of_conversation, room_of_user, SEND_FAILED};
 use crate::wire::MessageJson;
 use crate::Gateway;
 
-/// Subscribes to the three subjects and starts handling them. Returns once the subscriptions
-/// are in place, so nothing published after `start` returns is missed.
-pub(crate) async fn listen(gw: &Arc<Gateway>) -> Result<(), chat_bus::BusError> {
-    let deliveries = gw.bus.subscribe(&gw.subjects.deliveries()).await?;
-    let typing = gw.bus.subscribe(&gw.subjects.typing()).await?;
-    let presence = gw.bus.subscribe(&gw.subjects.presence_changes()).await?;
-    spawn_handler(gw, deliveries, "deliveries", on_delivery);
-    spawn_handler(gw, typing, "typing", on_typing);
-    spawn_handler(gw, presence, "presence changes", on_presence_change);
+/// Subscribes to this gateway's own subject and starts handling it. Returns once the
+/// subscription is in place, so nothing published after `listen` returns is missed.
+pub(crate) async fn listen(gw: &Arc<Gateway>) -> Result<(), BusError> {
+    let events = gw.bus.subscribe(&gw.subjects.gateway(&gw.config.gateway_id)).await?;
+    let gateway = gw.clone();
+    spawn_handler(events, move |message| on_gateway_event(&gateway, message));
     Ok(())
 }
 
-/// Hands each message of `subscription` to `handle`, one at a time, in order.
-fn spawn_handler(gw: &Arc<Gateway>, mut subscription: Subscription, name: &'static str, handle: fn(&Gateway, Message)) {
-    let gw = gw.clone();
-    tokio::spawn(async move {
-        while let Some(message) = subscription.next().await {
-            handle(&gw, message);
-        }
-        tracing::error!(subscription = name, "subscription ended");
-    });
+/// Subscribes to a conversation's room subject for the room `room`, now open on this gateway.
+/// Returns once the subscription is in place (the server has it): every message stored after
+/// that is heard. Dropping the returned [`Listening`] unsubscribes.
+pub(crate) async fn listen_to_room(
+    gw: &Arc<Gateway>,
+    conversation_id: i64,
+    room: SharedRoom,
+) -> Result<Listening, BusError> {
+    let events = gw.bus.subscribe(&gw.subjects.room(conversation_id)).await?;
+    let gateway = gw.clone();
+    let task = spawn_handler(events, move |message| on_room_event(&gateway, &room, message));
+    Ok(Listening::new(task))
 }
 
-/// What a persister batch confirmed: the messages of rooms open here go to their members, the
-/// outcomes of this gateway's sends to their senders.
-fn on_delivery(gw: &Gateway, message: Message) {
-    let delivery: Delivery = match chat_proto::decode(&message.payload) {
-        Ok(delivery) => delivery,
-        Err(e) => return tracing::warn!(error = %e, "ignoring an undecodable delivery"),
-    };
-    for entry in delivery.messages {
-        let Some(stored) = entry.message else { continue };
-        let Some(room) = gw.rooms.get(stored.conversation_id) else { continue };
-        // A child of the persister's publication of this message.
-        let span =
-            tracing::info_span!("receive-message", otel.kind = "consumer", conversation_id = stored.conversation_id);
-        chat_telemetry::set_remote_parent(&span, &Headers::from_iter(entry.trace));
-        let _entered = span.enter();
-        rooms::deliver_live(gw, &room, stored);
-    }
-    for outcome in delivery.outcomes {
-        if outcome.gateway_id == gw.config.gateway_id {
-            answer_send(gw, outcome);
+/// Hands each message of `subscription` to `handle`, one at a time, in order.
+fn spawn_handler(
+    mut subscription: Subscription,
+    handle: impl Fn(Message) + Send + 'static,
+) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        while let Some(message) = subscription.next().await {
+            handle(message);
         }
+        tracing::debug!("subscription ended");
+    })
+    .abort_handle()
+}
+
+/// A conversation's stored messages to its room here, or typing relayed by another gateway.
+fn on_room_event(gw: &Gateway, room: &SharedRoom, message: Message) {
+    let event = match chat_proto::decode::<RoomEvent>(&message.payload) {
+        Ok(RoomEvent { event: Some(event) }) => event,
+        Ok(RoomEvent { event: None }) => {
+            return tracing::warn!(subject = %message.subject, "ignoring an empty room event")
+        }
+        Err(e) => return tracing::warn!(subject = %message.subject, error = %e, "ignoring an undecodable room event"),
+    };
+    match event {
+        room_event::Event::Messages(delivery) => {
+            for entry in delivery.messages {
+                let Some(stored) = entry.message else { continue };
+                // A child of the persister's publication of this message.
+                let span = tracing::info_span!(
+                    "receive-message",
+                    otel.kind = "consumer",
+                    conversation_id = stored.conversation_id
+                );
+                chat_telemetry::set_remote_parent(&span, &Headers::from_iter(entry.trace));
+                let _entered = span.enter();
+                rooms::deliver_live(gw, room, stored);
+            }
+        }
+        room_event::Event::Typing(typing) => on_typing(gw, typing),
+    }
+}
+
+/// The outcomes of this gateway's sends, or a presence change for users here.
+fn on_gateway_event(gw: &Gateway, message: Message) {
+    match chat_proto::decode::<GatewayEvent>(&message.payload) {
+        Ok(GatewayEvent { event: Some(gateway_event::Event::Outcomes(delivery)) }) => {
+            for outcome in delivery.outcomes {
+                // Two gateway ids could share a subject (see `Subjects::gateway`).
+                if outcome.gateway_id == gw.config.gateway_id {
+                    answer_send(gw, outcome);
+                }
+            }
+        }
+        Ok(GatewayEvent { event: Some(gateway_event::Event::Presence(change)) }) => {
+            let event = if change.online { "user:online" } else { "user:offline" };
+            let rooms = change.notify.iter().map(|&user_id| room_of_user(user_id)).collect();
+            gw.emit_to_rooms(rooms, event, &json!({ "userId": change.user_id }));
+        }
+        Ok(GatewayEvent { event: None }) => tracing::warn!("ignoring an empty gateway event"),
+        Err(e) => tracing::warn!(error = %e, "ignoring an undecodable gateway event"),
     }
 }
 
@@ -100,26 +141,11 @@ fn answer_send(gw: &Gateway, outcome: SendOutcome) {
 }
 
 /// Typing relayed by another gateway, to the room's members here.
-fn on_typing(gw: &Gateway, message: Message) {
-    let typing: Typing = match chat_proto::decode(&message.payload) {
-        Ok(typing) => typing,
-        Err(e) => return tracing::warn!(error = %e, "ignoring undecodable typing"),
-    };
-    if typing.origin_gateway_id == gw.config.gateway_id || gw.rooms.get(typing.conversation_id).is_none() {
-        return; // delivered locally when it was sent, or no member here
+fn on_typing(gw: &Gateway, typing: Typing) {
+    if typing.origin_gateway_id == gw.config.gateway_id {
+        return; // delivered locally when it was sent
     }
     let event =
         json!({ "conversationId": typing.conversation_id, "userId": typing.user_id, "isTyping": typing.is_typing });
     gw.emit_to_rooms(vec![room_of_conversation(typing.conversation_id)], "user-typing", &event);
-}
-
-/// A user came online or went offline: to the sockets here of the users it names.
-fn on_presence_change(gw: &Gateway, message: Message) {
-    let change: PresenceChange = match chat_proto::decode(&message.payload) {
-        Ok(change) => change,
-        Err(e) => return tracing::warn!(error = %e, "ignoring undecodable presence change"),
-    };
-    let event = if change.online { "user:online" } else { "user:offline" };
-    let rooms = change.notify.iter().map(|&user_id| room_of_user(user_id)).collect();
-    gw.emit_to_rooms(rooms, event, &json!({ "userId": change.user_id }));
 }

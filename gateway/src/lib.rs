@@ -11,7 +11,7 @@
 //! - [`web`]: the browser test client and the API docs page (embedded static files);
 //! - [`auth`]: who a client is (development mode or JWT);
 //! - `delivery`: what comes back from the bus (stored messages, outcomes, typing, presence) on
-//!   its way to local rooms and sockets;
+//!   its way to local rooms and sockets, and the subscriptions that bring only that;
 //! - [`limits`]: rate and connection limits;
 //! - [`listener`]: the TCP listener that drops peers which stop reading;
 //! - [`metrics`]: the gateway's Prometheus metrics;
@@ -138,7 +138,7 @@ pub const SHUTDOWN_EVENT: &str = "server-shutdown";
 
 impl Gateway {
     /// Builds the gateway and its HTTP application (REST routes and the Socket.IO endpoint),
-    /// starts listening to the bus (deliveries, typing, presence changes), and starts its
+    /// starts listening to its own subject on the bus (outcomes, presence changes), and starts its
     /// presence heartbeat.
     pub async fn start(
         bus: Arc<dyn Bus>,

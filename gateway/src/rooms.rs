@@ -29,6 +29,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use chat_bus::BusError;
 use chat_proto::{ListMessages, MessagePage, StoredMessage, RPC_LIST_MESSAGES};
 use serde_json::json;
 use socketioxide::extract::SocketRef;
@@ -123,45 +124,92 @@ pub(crate) fn deliver_live(gw: &Gateway, room: &SharedRoom, stored: StoredMessag
     }
 }
 
-/// The conversation rooms open on this gateway (those with a local member), each with its
-/// delivery state, and how many sockets hold it.
+/// The conversation rooms open on this gateway (those with a local member): each with its
+/// delivery state, how many sockets hold it, and the subscription to its room subject.
 #[derive(Default)]
-pub(crate) struct LocalRooms(Mutex<HashMap<i64, (usize, SharedRoom)>>);
+pub(crate) struct LocalRooms(Mutex<HashMap<i64, LocalRoom>>);
+
+struct LocalRoom {
+    holders: usize,
+    room: SharedRoom,
+    /// Set once the room subject is subscribed. Its holders wait for the one subscription
+    /// together; dropped with the room, it unsubscribes.
+    listening: Arc<tokio::sync::OnceCell<Listening>>,
+}
+
+/// The task that hands a room subject's messages to its room; dropping this stops the task,
+/// which drops the subscription.
+pub(crate) struct Listening(tokio::task::AbortHandle);
+
+impl Listening {
+    pub(crate) fn new(task: tokio::task::AbortHandle) -> Self {
+        Self(task)
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 impl LocalRooms {
     /// Adds a holder of the conversation's room, opening it if needed; its delivery state.
-    pub(crate) fn open(&self, conversation_id: i64) -> SharedRoom {
-        let mut rooms = self.lock();
-        let (holders, room) =
-            rooms.entry(conversation_id).or_insert_with(|| (0, RoomDelivery::shared(conversation_id)));
-        *holders += 1;
-        room.clone()
-    }
-
-    /// Removes a holder; the last one closes the room.
-    pub(crate) fn close(&self, conversation_id: i64) {
-        let mut rooms = self.lock();
-        if let Some((holders, _)) = rooms.get_mut(&conversation_id) {
-            *holders -= 1;
-            if *holders == 0 {
-                rooms.remove(&conversation_id);
+    /// The first holder subscribes with `listen` (the others wait for it), so that when this
+    /// returns every message stored from now on reaches the room. On failure the holder is
+    /// not added.
+    pub(crate) async fn open<F, Fut>(&self, conversation_id: i64, listen: F) -> Result<SharedRoom, BusError>
+    where
+        F: FnOnce(SharedRoom) -> Fut,
+        Fut: std::future::Future<Output = Result<Listening, BusError>>,
+    {
+        // The map is never locked across the subscription (a round trip to the bus): joins of
+        // other rooms must not queue behind it.
+        let (room, listening) = {
+            let mut rooms = self.lock();
+            let local = rooms.entry(conversation_id).or_insert_with(|| LocalRoom {
+                holders: 0,
+                room: RoomDelivery::shared(conversation_id),
+                listening: Arc::default(),
+            });
+            local.holders += 1;
+            (local.room.clone(), local.listening.clone())
+        };
+        match listening.get_or_try_init(|| listen(room.clone())).await {
+            Ok(_) => Ok(room),
+            Err(e) => {
+                // A holder still waiting tries to subscribe itself.
+                self.close(conversation_id);
+                Err(e)
             }
         }
     }
 
-    pub(crate) fn get(&self, conversation_id: i64) -> Option<SharedRoom> {
-        self.lock().get(&conversation_id).map(|(_, room)| room.clone())
+    /// Removes a holder; the last one closes the room and unsubscribes from its subject.
+    pub(crate) fn close(&self, conversation_id: i64) {
+        let closed = {
+            let mut rooms = self.lock();
+            match rooms.get_mut(&conversation_id) {
+                Some(local) if local.holders > 1 => {
+                    local.holders -= 1;
+                    None
+                }
+                Some(_) => rooms.remove(&conversation_id),
+                None => None,
+            }
+        };
+        drop(closed); // unsubscribes, outside the lock
     }
 
     pub(crate) fn all(&self) -> Vec<SharedRoom> {
-        self.lock().values().map(|(_, room)| room.clone()).collect()
+        self.lock().values().map(|local| local.room.clone()).collect()
     }
 
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<i64, (usize, SharedRoom)>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<i64, LocalRoom>> {
         // Every update under this lock is one counter change, insert or remove.
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chat_proto::presence_report::Report;
-use chat_proto::{GatewayHeartbeat, OpenSocket, PresenceReport, SendMessage, SocketEvent, Typing};
+use chat_proto::{
+    room_event, GatewayHeartbeat, OpenSocket, PresenceReport, RoomEvent, SendMessage, SocketEvent, Typing,
+};
 use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
@@ -375,7 +377,10 @@ async fn join(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payloa
             gw.config.max_rooms_per_socket
         ));
     }
-    let room = gw.open_room(conversation_id);
+    let room = gw.open_room(conversation_id).await.map_err(|e| {
+        tracing::error!(conversation_id, error = %e, "subscribing to the conversation's room failed");
+        "Failed to join conversation".to_owned()
+    })?;
     membership.conversations.insert(conversation_id);
     rooms::join_room(gw, socket, conversation_id, &room, last_seen).await;
     Ok(conversation_id)
@@ -407,7 +412,8 @@ async fn typing(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: 
     }
     let relayed =
         Typing { conversation_id, user_id: state.user_id, is_typing, origin_gateway_id: gw.config.gateway_id.clone() };
-    if let Err(e) = gw.bus.publish(&gw.subjects.typing(), chat_proto::encode(&relayed)).await {
+    let event = RoomEvent { event: Some(room_event::Event::Typing(relayed)) };
+    if let Err(e) = gw.bus.publish(&gw.subjects.room(conversation_id), chat_proto::encode(&event)).await {
         tracing::warn!(error = %e, "relaying typing failed");
     }
     Ok(())
@@ -445,9 +451,11 @@ impl Gateway {
         }
     }
 
-    /// Opens (or holds once more) the conversation's room here; its delivery state.
-    fn open_room(&self, conversation_id: i64) -> rooms::SharedRoom {
-        let room = self.rooms.open(conversation_id);
+    /// Opens (or holds once more) the conversation's room here, subscribed to its room
+    /// subject; its delivery state.
+    async fn open_room(self: &Arc<Self>, conversation_id: i64) -> Result<rooms::SharedRoom, chat_bus::BusError> {
+        let room =
+            self.rooms.open(conversation_id, |room| crate::delivery::listen_to_room(self, conversation_id, room)).await;
         metrics::set_rooms(self.rooms.len());
         room
     }

@@ -8,7 +8,8 @@ use tracing::Instrument;
 
 use chat_bus::{Bus, BusError, Job, WorkQueue};
 use chat_proto::{
-    send_outcome, Conversation, DeliveredMessage, Delivery, SendBatch, SendMessage, SendOutcome, Subjects,
+    gateway_event, room_event, send_outcome, Conversation, DeliveredMessage, Delivery, GatewayEvent, RoomEvent,
+    SendBatch, SendMessage, SendOutcome, Subjects,
 };
 use futures::StreamExt;
 use prost::Message as _;
@@ -262,22 +263,24 @@ impl Persister {
         Ok(results)
     }
 
-    /// Publishes what a batch confirmed, for every gateway: the stored messages and every
-    /// outcome, in as few [`Delivery`] payloads as fit under [`MAX_DELIVERY_BYTES`], in order.
+    /// Publishes what a batch confirmed to those who need it: each conversation's stored
+    /// messages on its room subject (heard only by gateways with a member of it), each
+    /// gateway's outcomes on that gateway's subject. One publication per conversation and per
+    /// gateway in the batch (more only past [`MAX_DELIVERY_BYTES`]), never one per message.
     /// Each message and outcome carries the trace context of its own publication span, a
     /// child of its command's `store-message`.
     async fn publish_deliveries(&self, outcomes: Vec<(&SendMessage, send_outcome::Result)>, spans: &CommandSpans) {
-        let mut chunks = DeliveryChunks::default();
+        let mut routed = RoutedDeliveries::default();
         for (command, result) in &outcomes {
             if let send_outcome::Result::Stored(message) = result {
                 let span = tracing::info_span!(parent: &spans.of(command), "publish-message", otel.kind = "producer");
                 let trace = chat_telemetry::inject_context(&span).into_iter().collect();
-                chunks.push_message(DeliveredMessage { message: Some(message.clone()), trace });
+                routed.push_message(DeliveredMessage { message: Some(message.clone()), trace });
             }
         }
         for (command, result) in outcomes {
             let span = tracing::info_span!(parent: &spans.of(command), "publish-outcome", otel.kind = "producer");
-            chunks.push_outcome(SendOutcome {
+            routed.push_outcome(SendOutcome {
                 request_id: command.request_id.clone(),
                 socket_id: command.socket_id.clone(),
                 gateway_id: command.gateway_id.clone(),
@@ -285,13 +288,63 @@ impl Persister {
                 trace: chat_telemetry::inject_context(&span).into_iter().collect(),
             });
         }
-        let subject = self.subjects.deliveries();
-        for delivery in chunks.finish() {
-            if let Err(e) = self.bus.publish(&subject, chat_proto::encode(&delivery)).await {
+        for (subject, payload) in routed.finish(&self.subjects) {
+            if let Err(e) = self.bus.publish(&subject, payload).await {
                 tracing::warn!(%subject, error = %e, "publishing a delivery failed");
             }
         }
     }
+}
+
+/// What a batch confirmed, sorted by subject: each conversation's messages for its room, each
+/// gateway's outcomes for that gateway, in the order they were pushed.
+#[derive(Default)]
+struct RoutedDeliveries {
+    rooms: Vec<(i64, DeliveryChunks)>,
+    gateways: Vec<(String, DeliveryChunks)>,
+}
+
+impl RoutedDeliveries {
+    fn push_message(&mut self, message: DeliveredMessage) {
+        let conversation_id = message.message.as_ref().map_or(0, |m| m.conversation_id);
+        chunks_for(&mut self.rooms, conversation_id).push_message(message);
+    }
+
+    fn push_outcome(&mut self, outcome: SendOutcome) {
+        chunks_for(&mut self.gateways, outcome.gateway_id.clone()).push_outcome(outcome);
+    }
+
+    /// The publications: subject and encoded payload.
+    fn finish(self, subjects: &Subjects) -> Vec<(String, bytes::Bytes)> {
+        let rooms = self.rooms.into_iter().flat_map(|(conversation_id, chunks)| {
+            let subject = subjects.room(conversation_id);
+            chunks.finish().into_iter().map(move |delivery| {
+                let event = RoomEvent { event: Some(room_event::Event::Messages(delivery)) };
+                (subject.clone(), chat_proto::encode(&event))
+            })
+        });
+        let gateways = self.gateways.into_iter().flat_map(|(gateway, chunks)| {
+            let subject = subjects.gateway(&gateway);
+            chunks.finish().into_iter().map(move |delivery| {
+                let event = GatewayEvent { event: Some(gateway_event::Event::Outcomes(delivery)) };
+                (subject.clone(), chat_proto::encode(&event))
+            })
+        });
+        rooms.chain(gateways).collect()
+    }
+}
+
+/// The chunks of one conversation or gateway, added at the end when it is new. A batch touches
+/// at most a few hundred of each, and a linear search keeps their order without a second map.
+fn chunks_for<K: PartialEq>(routes: &mut Vec<(K, DeliveryChunks)>, key: K) -> &mut DeliveryChunks {
+    let index = match routes.iter().position(|(known, _)| *known == key) {
+        Some(index) => index,
+        None => {
+            routes.push((key, DeliveryChunks::default()));
+            routes.len() - 1
+        }
+    };
+    &mut routes[index].1
 }
 
 /// A job taken from the work queue, with the send commands it carries.
@@ -387,6 +440,50 @@ mod tests {
             .collect();
         assert_eq!(ids, (1..=100).collect::<Vec<_>>());
         assert_eq!(deliveries.last().map(|d| d.outcomes.len()), Some(1), "the outcome comes last");
+    }
+
+    #[test]
+    fn a_batch_goes_to_the_rooms_of_its_conversations_and_the_gateways_of_its_senders() {
+        let in_conversation = |id: i64, conversation_id: i64| {
+            let mut delivered = message(id, 10);
+            if let Some(m) = delivered.message.as_mut() {
+                m.conversation_id = conversation_id;
+            }
+            delivered
+        };
+        let outcome = |request_id: &str, gateway_id: &str| SendOutcome {
+            request_id: request_id.into(),
+            gateway_id: gateway_id.into(),
+            ..Default::default()
+        };
+        let mut routed = RoutedDeliveries::default();
+        for (id, conversation_id) in [(1, 7), (2, 9), (3, 7)] {
+            routed.push_message(in_conversation(id, conversation_id));
+        }
+        for (request_id, gateway_id) in [("r1", "gw-a"), ("r2", "gw-b"), ("r3", "gw-a")] {
+            routed.push_outcome(outcome(request_id, gateway_id));
+        }
+        let published = routed.finish(&Subjects::new("chat"));
+        let subjects: Vec<&str> = published.iter().map(|(subject, _)| subject.as_str()).collect();
+        assert_eq!(subjects, ["chat.room.7", "chat.room.9", "chat.gw.gw-a", "chat.gw.gw-b"], "one each");
+
+        let room_ids = |payload: &bytes::Bytes| match chat_proto::decode::<RoomEvent>(payload).map(|e| e.event) {
+            Ok(Some(room_event::Event::Messages(delivery))) => {
+                assert!(delivery.outcomes.is_empty(), "no outcomes on a room subject");
+                delivery.messages.iter().filter_map(|m| m.message.as_ref().map(|m| m.id)).collect::<Vec<_>>()
+            }
+            other => panic!("not the messages of a room: {other:?}"),
+        };
+        assert_eq!(room_ids(&published[0].1), vec![1, 3], "conversation 7's messages, in order");
+        assert_eq!(room_ids(&published[1].1), vec![2]);
+        match chat_proto::decode::<GatewayEvent>(&published[2].1).map(|e| e.event) {
+            Ok(Some(gateway_event::Event::Outcomes(delivery))) => {
+                assert!(delivery.messages.is_empty());
+                let requests: Vec<&str> = delivery.outcomes.iter().map(|o| o.request_id.as_str()).collect();
+                assert_eq!(requests, ["r1", "r3"], "gateway a's outcomes only, in order");
+            }
+            other => panic!("not outcomes: {other:?}"),
+        }
     }
 
     #[test]

@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_bus::{Bus, BusError, KeyValue};
 use chat_proto::{
-    presence_report::Report, ContactList, ListContacts, PresenceChange, PresenceReport, QueryReply, Subjects,
-    RPC_LIST_CONTACTS,
+    gateway_event, presence_report::Report, ContactList, GatewayEvent, ListContacts, PresenceChange, PresenceReport,
+    QueryReply, Subjects, RPC_LIST_CONTACTS,
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -56,9 +56,19 @@ pub struct Presence {
     config: PresenceConfig,
 }
 
-/// The part of presence that owns the state: one task, one report at a time.
+/// The state, written by the tracker and read by the announcer (where a user's contacts
+/// have sockets). Locked briefly, never across an await.
+type SharedState = Arc<std::sync::Mutex<PresenceState>>;
+
+fn lock(state: &SharedState) -> std::sync::MutexGuard<'_, PresenceState> {
+    // Every update under this lock is a map insert or remove: a panic cannot leave it
+    // half-done, so a poisoned lock is still safe to use.
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The part of presence that changes the state: one task, one report at a time.
 struct Tracker {
-    state: PresenceState,
+    state: SharedState,
     sockets: Arc<dyn KeyValue>,
     last_heard: HashMap<String, Instant>,
     changes: mpsc::UnboundedSender<PresenceChange>,
@@ -80,9 +90,10 @@ impl Presence {
         let mut reports = self.bus.subscribe(&self.subjects.presence_reports()).await?;
         let (changes, pending) = mpsc::unbounded_channel();
         crate::metrics::observe(&state);
-        let mut tracker = Tracker { state, sockets, last_heard, changes };
+        let state: SharedState = Arc::new(std::sync::Mutex::new(state));
+        let mut tracker = Tracker { state: state.clone(), sockets, last_heard, changes };
         let presence = Arc::new(self);
-        tokio::spawn(presence.clone().announce(pending));
+        tokio::spawn(presence.clone().announce(pending, state));
 
         let timeout = presence.config.gateway_timeout;
         Ok(tokio::spawn(async move {
@@ -98,7 +109,7 @@ impl Presence {
                     }
                     _ = sweep.tick() => tracker.expire_silent_gateways(timeout).await,
                 }
-                crate::metrics::observe(&tracker.state);
+                crate::metrics::observe(&lock(&tracker.state));
             }
             Err(PresenceError::SubscriptionEnded)
         }))
@@ -106,8 +117,9 @@ impl Presence {
 
     /// Announces changes in the order they happened; contact lookups overlap, and `buffered`
     /// hands their results back in that same order, so a user's `online` can never overtake
-    /// their `offline`.
-    async fn announce(self: Arc<Self>, pending: mpsc::UnboundedReceiver<PresenceChange>) {
+    /// their `offline`. Each announcement goes only to the gateways where the user's contacts
+    /// have sockets, naming the contacts there.
+    async fn announce(self: Arc<Self>, pending: mpsc::UnboundedReceiver<PresenceChange>, state: SharedState) {
         let this = &self;
         let mut announcements = futures::stream::poll_fn({
             let mut pending = pending;
@@ -115,14 +127,18 @@ impl Presence {
         })
         .map(|change| async move { (this.contacts_of(change.user_id).await, change) })
         .buffered(LOOKUPS_IN_FLIGHT);
-        let subject = self.subjects.presence_changes();
         while let Some((contacts, change)) = announcements.next().await {
-            // One publication for every gateway, naming whom to tell (in slices, so a user
-            // with very many contacts stays under the bus's largest payload).
-            for notify in contacts.chunks(NOTIFY_PER_ANNOUNCEMENT) {
-                let announcement = PresenceChange { notify: notify.to_vec(), ..change.clone() };
-                if let Err(e) = self.bus.publish(&subject, chat_proto::encode(&announcement)).await {
-                    tracing::warn!(user_id = change.user_id, error = %e, "presence announcement failed");
+            let routes = lock(&state).by_gateway(&contacts);
+            for (gateway, online_contacts) in routes {
+                let subject = self.subjects.gateway(&gateway);
+                // In slices, so a user with very many contacts stays under the bus's largest
+                // payload.
+                for notify in online_contacts.chunks(NOTIFY_PER_ANNOUNCEMENT) {
+                    let announcement = PresenceChange { notify: notify.to_vec(), ..change.clone() };
+                    let event = GatewayEvent { event: Some(gateway_event::Event::Presence(announcement)) };
+                    if let Err(e) = self.bus.publish(&subject, chat_proto::encode(&event)).await {
+                        tracing::warn!(user_id = change.user_id, %gateway, error = %e, "presence announcement failed");
+                    }
                 }
             }
         }
@@ -177,12 +193,15 @@ impl Tracker {
                 let key = socket_key(&event.gateway_id, &event.socket_id);
                 if event.connected {
                     self.persist_open(&key, event.user_id).await;
-                    if self.state.socket_opened(&event.gateway_id, &event.socket_id, event.user_id) {
+                    let came_online =
+                        lock(&self.state).socket_opened(&event.gateway_id, &event.socket_id, event.user_id);
+                    if came_online {
                         self.changed(event.user_id, true);
                     }
                 } else {
                     self.persist_closed(&key).await;
-                    if let Some(user_id) = self.state.socket_closed(&event.gateway_id, &event.socket_id) {
+                    let went_offline = lock(&self.state).socket_closed(&event.gateway_id, &event.socket_id);
+                    if let Some(user_id) = went_offline {
                         self.changed(user_id, false);
                     }
                 }
@@ -191,8 +210,10 @@ impl Tracker {
                 let gateway = heartbeat.gateway_id;
                 let open: Vec<(String, i64)> =
                     heartbeat.sockets.into_iter().map(|s| (s.socket_id, s.user_id)).collect();
-                let before: Vec<String> = self.state.sockets_of(&gateway);
-                let (online, offline) = self.state.reconcile(&gateway, &open);
+                let (before, (online, offline)) = {
+                    let mut state = lock(&self.state);
+                    (state.sockets_of(&gateway), state.reconcile(&gateway, &open))
+                };
                 for socket in before.iter().filter(|s| !open.iter().any(|(o, _)| o == *s)) {
                     self.persist_closed(&socket_key(&gateway, socket)).await;
                 }
@@ -223,10 +244,12 @@ impl Tracker {
         for gateway in silent {
             tracing::warn!(%gateway, ?timeout, "gateway silent for too long: closing its sockets");
             self.last_heard.remove(&gateway);
-            for socket in self.state.sockets_of(&gateway) {
+            let sockets = lock(&self.state).sockets_of(&gateway);
+            for socket in sockets {
                 self.persist_closed(&socket_key(&gateway, &socket)).await;
             }
-            for user_id in self.state.gateway_lost(&gateway) {
+            let offline = lock(&self.state).gateway_lost(&gateway);
+            for user_id in offline {
                 self.changed(user_id, false);
             }
         }

@@ -9,8 +9,9 @@ type SocketKey = (String, String);
 pub struct PresenceState {
     /// Open sockets and whose they are.
     sockets: HashMap<SocketKey, i64>,
-    /// Open sockets per online user; a user with no open socket has no entry.
-    open_per_user: HashMap<i64, u32>,
+    /// Open sockets of each online user, counted per gateway; a user with no open socket has
+    /// no entry. Tells which gateways to send a user's notifications to.
+    open_per_user: HashMap<i64, Vec<(String, u32)>>,
 }
 
 impl PresenceState {
@@ -31,16 +32,20 @@ impl PresenceState {
         if self.sockets.insert(key, user_id).is_some() {
             return false;
         }
-        let open = self.open_per_user.entry(user_id).or_insert(0);
-        *open += 1;
-        *open == 1
+        let per_gateway = self.open_per_user.entry(user_id).or_default();
+        let came_online = per_gateway.is_empty();
+        match per_gateway.iter_mut().find(|(gw, _)| gw == gateway_id) {
+            Some((_, open)) => *open += 1,
+            None => per_gateway.push((gateway_id.to_owned(), 1)),
+        }
+        came_online
     }
 
     /// Records a closed socket; the user when it was their last, i.e. they went offline.
     /// A socket never reported open is ignored.
     pub fn socket_closed(&mut self, gateway_id: &str, socket_id: &str) -> Option<i64> {
         let user_id = self.sockets.remove(&(gateway_id.to_owned(), socket_id.to_owned()))?;
-        self.release(user_id).then_some(user_id)
+        self.release(user_id, gateway_id).then_some(user_id)
     }
 
     /// Closes every socket of a gateway that is gone; the users who went offline with it.
@@ -49,7 +54,7 @@ impl PresenceState {
         let mut offline = Vec::new();
         for key in lost {
             if let Some(user_id) = self.sockets.remove(&key) {
-                if self.release(user_id) {
+                if self.release(user_id, gateway_id) {
                     offline.push(user_id);
                 }
             }
@@ -94,19 +99,37 @@ impl PresenceState {
         self.open_per_user.contains_key(&user_id)
     }
 
-    /// Drops one socket from the user's count; `true` when that was the last one.
-    fn release(&mut self, user_id: i64) -> bool {
-        match self.open_per_user.get_mut(&user_id) {
-            Some(open) if *open > 1 => {
-                *open -= 1;
-                false
+    /// The users among `users` who have open sockets, grouped by gateway (a user with sockets
+    /// on two gateways is in both groups): where to send them a notification. Gateways in
+    /// order of first appearance.
+    pub fn by_gateway(&self, users: &[i64]) -> Vec<(String, Vec<i64>)> {
+        let mut groups: Vec<(String, Vec<i64>)> = Vec::new();
+        for user_id in users {
+            for (gateway, _) in self.open_per_user.get(user_id).into_iter().flatten() {
+                match groups.iter_mut().find(|(known, _)| known == gateway) {
+                    Some((_, members)) => members.push(*user_id),
+                    None => groups.push((gateway.clone(), vec![*user_id])),
+                }
             }
-            Some(_) => {
-                self.open_per_user.remove(&user_id);
-                true
-            }
-            None => false,
         }
+        groups
+    }
+
+    /// Drops one of the user's sockets on `gateway_id` from the counts; `true` when that was
+    /// the user's last socket anywhere.
+    fn release(&mut self, user_id: i64, gateway_id: &str) -> bool {
+        let Some(per_gateway) = self.open_per_user.get_mut(&user_id) else { return false };
+        if let Some(index) = per_gateway.iter().position(|(gw, _)| gw == gateway_id) {
+            per_gateway[index].1 -= 1;
+            if per_gateway[index].1 == 0 {
+                per_gateway.swap_remove(index);
+            }
+        }
+        if per_gateway.is_empty() {
+            self.open_per_user.remove(&user_id);
+            return true;
+        }
+        false
     }
 }
 
@@ -161,6 +184,21 @@ mod tests {
         assert!(online.is_empty());
         assert_eq!(offline, vec![1]);
         assert_eq!(state.gateways(), vec!["gw-a".to_owned()]);
+    }
+
+    #[test]
+    fn notifications_go_to_the_gateways_where_the_users_are() {
+        let mut state = PresenceState::default();
+        state.socket_opened("gw-a", "s1", 1);
+        state.socket_opened("gw-a", "s2", 2);
+        state.socket_opened("gw-b", "s3", 2); // user 2 on both gateways
+        state.socket_opened("gw-b", "s4", 3);
+        let groups = state.by_gateway(&[1, 2, 3, 4]);
+        assert_eq!(groups, vec![("gw-a".to_owned(), vec![1, 2]), ("gw-b".to_owned(), vec![2, 3])], "4 is offline");
+        state.socket_closed("gw-b", "s3");
+        state.gateway_lost("gw-a");
+        assert_eq!(state.by_gateway(&[1, 2, 3]), vec![("gw-b".to_owned(), vec![3])]);
+        assert!(state.by_gateway(&[]).is_empty());
     }
 
     #[test]

@@ -133,9 +133,10 @@ pub mod send_outcome {
     }
 }
 
-/// What one persister batch confirmed, published once for every gateway: each delivers the
-/// messages of the rooms it has and answers the sends of its own sockets. Several of these
-/// may carry one batch (each stays well under the bus's largest payload).
+/// What a persister batch confirmed, sorted by who needs it: the stored messages of one
+/// conversation (on the conversation's room subject, inside a [`RoomEvent`]), or the outcomes
+/// of one gateway's sends (on the gateway's subject, inside a [`GatewayEvent`]). Several of
+/// these may carry one batch's share (each stays well under the bus's largest payload).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Delivery {
     /// In the order they were stored; a conversation's in id order.
@@ -167,6 +168,44 @@ pub struct Typing {
     /// The gateway that already delivered it to its own sockets.
     #[prost(string, tag = "4")]
     pub origin_gateway_id: String,
+}
+
+/// What travels on a conversation's room subject, heard by the gateways that have a member of
+/// the conversation: its stored messages, or a typing indicator.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RoomEvent {
+    #[prost(oneof = "room_event::Event", tags = "1, 2")]
+    pub event: Option<room_event::Event>,
+}
+
+pub mod room_event {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Event {
+        /// Stored messages of the conversation, in id order (no outcomes).
+        #[prost(message, tag = "1")]
+        Messages(super::Delivery),
+        #[prost(message, tag = "2")]
+        Typing(super::Typing),
+    }
+}
+
+/// What travels on one gateway's own subject: the outcomes of its sends, or a presence change
+/// for users who have sockets there.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GatewayEvent {
+    #[prost(oneof = "gateway_event::Event", tags = "1, 2")]
+    pub event: Option<gateway_event::Event>,
+}
+
+pub mod gateway_event {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Event {
+        /// Outcomes of this gateway's sends (no messages).
+        #[prost(message, tag = "1")]
+        Outcomes(super::Delivery),
+        #[prost(message, tag = "2")]
+        Presence(super::PresenceChange),
+    }
 }
 
 /// A socket of a user opened or closed on a gateway.
@@ -218,8 +257,8 @@ pub mod presence_report {
     }
 }
 
-/// A user came online or went offline: published once for every gateway, each of which tells
-/// the sockets it has of the users in `notify` (the user's contacts).
+/// A user came online or went offline: published to each gateway that has sockets of the
+/// user's contacts, naming in `notify` the contacts to tell there.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct PresenceChange {
     #[prost(int64, tag = "1")]

@@ -59,20 +59,21 @@ impl Subjects {
         format!("{}.in.*", self.prefix)
     }
 
-    /// What persisters confirmed ([`crate::Delivery`]): stored messages and the outcomes of
-    /// sends, for every gateway.
-    pub fn deliveries(&self) -> String {
-        format!("{}.deliveries", self.prefix)
+    /// A conversation's room subject ([`crate::RoomEvent`]: its stored messages and typing),
+    /// heard by the gateways that have a member of the conversation, and by no other.
+    pub fn room(&self, conversation_id: i64) -> String {
+        format!("{}.room.{conversation_id}", self.prefix)
     }
 
-    /// Typing indicators relayed between gateways, for every gateway.
-    pub fn typing(&self) -> String {
-        format!("{}.typing", self.prefix)
-    }
-
-    /// Users coming online or going offline ([`crate::PresenceChange`]), for every gateway.
-    pub fn presence_changes(&self) -> String {
-        format!("{}.presence.changes", self.prefix)
+    /// One gateway's own subject ([`crate::GatewayEvent`]: the outcomes of its sends, presence
+    /// changes for its sockets). A gateway id is any string; characters that NATS gives a
+    /// meaning in subjects (`.`, `*`, `>`, white space) become `_`.
+    pub fn gateway(&self, gateway_id: &str) -> String {
+        let token: String = gateway_id
+            .chars()
+            .map(|c| if c == '.' || c == '*' || c == '>' || c.is_whitespace() || c.is_control() { '_' } else { c })
+            .collect();
+        format!("{}.gw.{token}", self.prefix)
     }
 
     /// Socket events and heartbeats, from gateways to presence.
@@ -118,6 +119,18 @@ mod tests {
         assert_eq!(subjects.inbound(5), "chat.in.1");
         assert_eq!(subjects.inbound(8), "chat.in.0");
         assert_eq!(Subjects::new("x").with_partitions(0).inbound(7), "x.in.0", "at least one partition");
+    }
+
+    #[test]
+    fn rooms_and_gateways_have_subjects_of_their_own() {
+        let subjects = Subjects::new("chat");
+        assert_eq!(subjects.room(42), "chat.room.42");
+        assert_eq!(subjects.gateway("gw-1"), "chat.gw.gw-1");
+        assert_eq!(
+            subjects.gateway("chat-gateway-7d9.pod a*b>c"),
+            "chat.gw.chat-gateway-7d9_pod_a_b_c",
+            "one token, no wildcard"
+        );
     }
 
     #[test]
