@@ -38,12 +38,16 @@ pub enum Setup {
 }
 
 impl Crowd {
-    /// Opens the conversations, connects every user and joins it to its conversation.
-    pub async fn assemble(common: &Common, setup: Setup, load: impl Fn(usize) -> Load) -> anyhow::Result<Self> {
+    /// Opens the conversations, connects every user and joins it to its conversation; user i
+    /// sends as `loads[i]` says (one load per user).
+    pub async fn assemble(common: &Common, setup: Setup, loads: Vec<Load>) -> anyhow::Result<Self> {
         let started = Instant::now();
         let users = common.users;
         if users < 2 || users % 2 != 0 || users as u64 >= USERS_PER_RUN {
             bail!("--users must be even, at least 2 and below {USERS_PER_RUN}");
+        }
+        if loads.len() != users {
+            bail!("{} loads for {users} users", loads.len());
         }
         let mut endpoints = Vec::new();
         for url in &common.url {
@@ -65,8 +69,10 @@ impl Crowd {
         });
         let (phase, phase_rx) = watch::channel(Phase::Setup);
         let (ready_tx, mut ready) = mpsc::unbounded_channel();
-        let tasks = (0..users)
-            .map(|index| {
+        let tasks = loads
+            .into_iter()
+            .enumerate()
+            .map(|(index, load)| {
                 let partner = index ^ 1;
                 let plan = Plan {
                     index,
@@ -77,7 +83,7 @@ impl Crowd {
                     endpoint: Arc::clone(&endpoints[index % endpoints.len()]),
                     bind: bind_address(&common.source_ip, index),
                 };
-                tokio::spawn(user::run(plan, load(index), Arc::clone(&shared), ready_tx.clone(), phase_rx.clone()))
+                tokio::spawn(user::run(plan, load, Arc::clone(&shared), ready_tx.clone(), phase_rx.clone()))
             })
             .collect();
         drop(ready_tx);

@@ -11,6 +11,7 @@ mod jetstream;
 mod metrics;
 mod procfs;
 mod rest;
+mod schedule;
 mod sio;
 mod traffic;
 mod user;
@@ -41,17 +42,26 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Mode {
-    /// Open loop: a total target rate, paced per user; latency from the scheduled send time,
-    /// so a slow server cannot hide its queueing (no coordinated omission).
+    /// Open loop: a total target rate, the send times of the whole crowd from one clock, each
+    /// send made at once by a user (no per-user cap unless asked); latency from the scheduled
+    /// send time, so a slow server cannot hide its queueing (no coordinated omission).
     Rate {
         #[command(flatten)]
         common: Common,
         /// Messages per second, over all users.
         #[arg(long)]
         rate: f64,
-        /// Unanswered sends a user may have; when due with that many, it waits (counted).
-        #[arg(long, default_value_t = 64)]
-        max_in_flight: u32,
+        /// How sends are spread in time: `even` (a gap of 1/rate, users in turn) or `poisson`
+        /// (random gaps of mean 1/rate, the user drawn at random).
+        #[arg(long, value_enum, default_value_t = schedule::Arrivals::Even)]
+        arrival: schedule::Arrivals,
+        /// Seed of the `poisson` gaps and senders: the same seed, the same schedule.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Unanswered sends a user may have (default: no limit, the pure open loop). A send due
+        /// at a user with that many waits for an answer, counted as a cap hit.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_in_flight: Option<u32>,
     },
     /// Closed loop: every user keeps `--window` sends unanswered; finds the maximum throughput.
     Max {
@@ -154,10 +164,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         match cli.mode {
-            Mode::Rate { common, rate, max_in_flight } => {
-                anyhow::ensure!(rate > 0.0, "--rate must be positive");
-                let report =
-                    traffic::run(&common, traffic::Pace::Rate { rate, max_in_flight: max_in_flight.max(1) }).await?;
+            Mode::Rate { common, rate, arrival, seed, max_in_flight } => {
+                anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be a positive number");
+                let pace = traffic::Pace::Rate { rate, arrivals: arrival, seed, max_in_flight };
+                let report = traffic::run(&common, pace).await?;
                 report.print_table();
                 finish(cli.json, &report, report.ok)
             }

@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::crowd::{Crowd, Setup};
 use crate::metrics::Percentiles;
+use crate::schedule::{self, Arrivals, Schedule};
 use crate::user::{Load, Outcome};
 use crate::{procfs, Common};
 
@@ -16,8 +18,10 @@ const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone, Copy)]
 pub enum Pace {
-    /// Open loop: `rate` messages per second in total, spread evenly over the users.
-    Rate { rate: f64, max_in_flight: u32 },
+    /// Open loop: `rate` messages per second in total, timed by one clock for the whole crowd
+    /// (see `schedule`), `arrivals` apart; `seed` fixes Poisson arrivals. With
+    /// `max_in_flight`, a user due to send with that many unanswered waits for an answer.
+    Rate { rate: f64, arrivals: Arrivals, seed: u64, max_in_flight: Option<u32> },
     /// Closed loop: every user keeps `window` sends unanswered.
     Max { window: u32 },
 }
@@ -29,6 +33,12 @@ pub struct TrafficReport {
     pub users: usize,
     /// Open loop: the target in messages per second.
     pub rate_target: Option<f64>,
+    /// Open loop: how sends are spread in time, `even` or `poisson`.
+    pub arrival: Option<Arrivals>,
+    /// Open loop: the seed of Poisson arrivals.
+    pub seed: Option<u64>,
+    /// Open loop: unanswered sends a user may have (`null`: no cap, the pure open loop).
+    pub max_in_flight: Option<u32>,
     /// Closed loop: unanswered sends per user.
     pub window: Option<u32>,
     pub warmup_s: f64,
@@ -56,7 +66,8 @@ pub struct TrafficReport {
     pub out_of_order: u64,
     /// Sent, answered by neither `message-sent` nor `message-error`.
     pub unanswered: u64,
-    /// Open loop: times a user was due to send with `max_in_flight` sends unanswered.
+    /// Open loop with `max_in_flight`: sends that came due at a user with that many
+    /// unanswered, and so waited for an answer.
     pub cap_hits: u64,
     /// Messages with content this run did not write.
     pub foreign: u64,
@@ -70,14 +81,22 @@ pub struct TrafficReport {
 
 pub async fn run(common: &Common, pace: Pace) -> anyhow::Result<TrafficReport> {
     let users = common.users;
-    let load = |index: usize| match pace {
-        Pace::Rate { rate, max_in_flight } => {
-            let interval = Duration::from_secs_f64(users as f64 / rate);
-            Load::Paced { interval, offset: interval.mul_f64(index as f64 / users as f64), max_in_flight }
+    // Open loop: the schedule of the whole crowd (checked before any connection is opened) and
+    // a queue per user through which it hands over the sends.
+    let (schedule, queues, loads) = match pace {
+        Pace::Rate { rate, arrivals, seed, max_in_flight } => {
+            let schedule = Schedule::new(arrivals, rate, users, seed)?;
+            let (queues, loads): (Vec<_>, Vec<_>) = (0..users)
+                .map(|_| {
+                    let (queue, due) = mpsc::unbounded_channel();
+                    (queue, Load::Scheduled { due, max_in_flight })
+                })
+                .unzip();
+            (Some(schedule), queues, loads)
         }
-        Pace::Max { window } => Load::Closed { window },
+        Pace::Max { window } => (None, Vec::new(), (0..users).map(|_| Load::Closed { window }).collect()),
     };
-    let mut crowd = Crowd::assemble(common, Setup::Strict, load).await?;
+    let mut crowd = Crowd::assemble(common, Setup::Strict, loads).await?;
     let metrics = crowd.metrics.clone();
 
     let start = Instant::now() + Duration::from_millis(100);
@@ -85,10 +104,17 @@ pub async fn run(common: &Common, pace: Pace) -> anyhow::Result<TrafficReport> {
     let stop_sending = window_start + common.duration;
     metrics.set_window(window_start, stop_sending);
     crowd.start(start, stop_sending);
+    let dispatcher = schedule.map(|schedule| tokio::spawn(schedule::dispatch(schedule, queues, start, stop_sending)));
     tokio::time::sleep_until(window_start).await;
     let cpu_before = server_cpu(&common.server_pid);
     tokio::time::sleep_until(stop_sending).await;
     let cpu_after = server_cpu(&common.server_pid);
+    // It ends with the last send due before `stop_sending`, so this does not wait.
+    if let Some(dispatcher) = dispatcher {
+        if let Err(e) = dispatcher.await {
+            metrics.error(format!("the scheduler failed: {e}"));
+        }
+    }
 
     // Drain: wait until every send is answered and every answer delivered, or until nothing
     // has moved for `--drain` (a closed loop ends with thousands in flight on a slow server).
@@ -118,6 +144,18 @@ pub async fn run(common: &Common, pace: Pace) -> anyhow::Result<TrafficReport> {
         users,
         rate_target: match pace {
             Pace::Rate { rate, .. } => Some(rate),
+            Pace::Max { .. } => None,
+        },
+        arrival: match pace {
+            Pace::Rate { arrivals, .. } => Some(arrivals),
+            Pace::Max { .. } => None,
+        },
+        seed: match pace {
+            Pace::Rate { seed, .. } => Some(seed),
+            Pace::Max { .. } => None,
+        },
+        max_in_flight: match pace {
+            Pace::Rate { max_in_flight, .. } => max_in_flight,
             Pace::Max { .. } => None,
         },
         window: match pace {
@@ -198,7 +236,18 @@ pub fn delivery_check(outcomes: &[Outcome]) -> (u64, u64, u64) {
 impl TrafficReport {
     pub fn print_table(&self) {
         let target = match (self.rate_target, self.window) {
-            (Some(rate), _) => format!("open loop at {rate:.0} msg/s"),
+            (Some(rate), _) => {
+                let arrivals = match (self.arrival, self.seed) {
+                    (Some(Arrivals::Poisson), Some(seed)) => format!("poisson arrivals (seed {seed})"),
+                    (Some(arrivals), _) => format!("{} arrivals", arrivals.name()),
+                    (None, _) => String::new(),
+                };
+                let cap = match self.max_in_flight {
+                    Some(max) => format!("at most {max} unanswered per user"),
+                    None => "no in-flight cap".to_owned(),
+                };
+                format!("open loop at {rate:.0} msg/s, {arrivals}, {cap}")
+            }
             (_, Some(window)) => format!("closed loop, {window} unanswered per user"),
             _ => String::new(),
         };

@@ -29,14 +29,16 @@ pub struct Plan {
 }
 
 /// How a user sends.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub enum Load {
     /// Connected and joined; sends nothing.
     Idle,
-    /// Open loop: one send every `interval`, the first at `offset` after the start; sends are
-    /// timed from their schedule. At most `max_in_flight` unanswered; past that, sends wait
-    /// (and are late, which the latency shows).
-    Paced { interval: Duration, offset: Duration, max_in_flight: u32 },
+    /// Open loop: the crowd's scheduler (`schedule::dispatch`) hands over each send when it is
+    /// due, as its scheduled time; the user sends it at once, stamped with that time, so any
+    /// delay counts as latency. With `max_in_flight`, a send due while that many are
+    /// unanswered waits for the next answer (counted as a cap hit, and late, which the
+    /// latency shows); without, nothing holds a send back.
+    Scheduled { due: mpsc::UnboundedReceiver<Instant>, max_in_flight: Option<u32> },
     /// Closed loop: `window` sends unanswered at all times.
     Closed { window: u32 },
 }
@@ -118,6 +120,15 @@ pub async fn run(
     user.outcome
 }
 
+/// The next send the crowd's scheduler hands over (`None` once it is done); for loads it does
+/// not drive, never.
+async fn next_due(load: &mut Load) -> Option<Instant> {
+    match load {
+        Load::Scheduled { due, .. } => due.recv().await,
+        Load::Idle | Load::Closed { .. } => std::future::pending().await,
+    }
+}
+
 struct User {
     plan: Plan,
     run: u64,
@@ -134,19 +145,24 @@ impl User {
         Ok(ws)
     }
 
-    async fn session(&mut self, ws: sio::Ws, load: Load, mut phase: watch::Receiver<Phase>) {
+    async fn session(&mut self, ws: sio::Ws, mut load: Load, mut phase: watch::Receiver<Phase>) {
         let (mut tx, mut rx) = ws.split();
+        // Closed loop: whether answered sends are replaced, and until when.
         let mut sending = false;
         let mut stop_sending = Instant::now();
         let mut in_flight: u32 = 0;
-        let mut next_send = Instant::now();
-        let timer = tokio::time::sleep_until(next_send);
-        tokio::pin!(timer);
+        let max_in_flight = match load {
+            Load::Scheduled { max_in_flight, .. } => max_in_flight,
+            Load::Idle | Load::Closed { .. } => None,
+        };
+        // Open loop with a cap: the send that came due while `max_in_flight` were unanswered;
+        // it goes out with the next answer. The queue is not read meanwhile, so later sends
+        // wait there, each in turn.
+        let mut waiting: Option<Instant> = None;
+        // Open loop: false once the scheduler has handed over its last send.
+        let mut scheduled = matches!(load, Load::Scheduled { .. });
         loop {
-            let can_send = match load {
-                Load::Paced { max_in_flight, .. } => sending && in_flight < max_in_flight,
-                Load::Idle | Load::Closed { .. } => false,
-            };
+            let take_due = scheduled && waiting.is_none();
             let outgoing = tokio::select! {
                 frame = rx.next() => {
                     let text = match frame {
@@ -166,33 +182,36 @@ impl User {
                         Reply::Pong => Some(sio::PONG.to_owned()),
                         Reply::Closed => return,
                         Reply::Answered => {
-                            let now = Instant::now();
-                            match load {
-                                Load::Paced { max_in_flight, .. } if in_flight == max_in_flight && sending && next_send <= now => {
-                                    self.metrics.cap_hits.add(1);
-                                }
-                                _ => {}
-                            }
                             in_flight = in_flight.saturating_sub(1);
                             match load {
-                                Load::Closed { .. } if sending && now < stop_sending => {
+                                Load::Scheduled { .. } => waiting.take().map(|due| {
                                     in_flight += 1;
-                                    Some(self.next_message(self.metrics.ns(now)))
+                                    self.next_message(self.metrics.ns(due))
+                                }),
+                                Load::Closed { .. } if sending && Instant::now() < stop_sending => {
+                                    in_flight += 1;
+                                    Some(self.next_message(self.metrics.now_ns()))
                                 }
-                                _ => None,
+                                Load::Idle | Load::Closed { .. } => None,
                             }
                         }
                     }
                 }
-                () = &mut timer, if can_send => {
-                    let Load::Paced { interval, .. } = load else { continue };
-                    let message = self.next_message(self.metrics.ns(next_send));
-                    in_flight += 1;
-                    next_send += interval;
-                    sending = next_send < stop_sending;
-                    timer.as_mut().reset(next_send);
-                    Some(message)
-                }
+                due = next_due(&mut load), if take_due => match due {
+                    None => {
+                        scheduled = false;
+                        None
+                    }
+                    Some(due) if max_in_flight.is_some_and(|max| in_flight >= max) => {
+                        self.metrics.cap_hits.add(1);
+                        waiting = Some(due);
+                        None
+                    }
+                    Some(due) => {
+                        in_flight += 1;
+                        Some(self.next_message(self.metrics.ns(due)))
+                    }
+                },
                 changed = phase.changed() => {
                     if changed.is_err() {
                         return;
@@ -201,32 +220,26 @@ impl User {
                     match current {
                         Phase::Setup => None,
                         Phase::Stop => return,
-                        Phase::Run { start, stop_sending: until } => {
-                            stop_sending = until;
-                            sending = true;
-                            match load {
-                                Load::Idle => None,
-                                Load::Paced { offset, .. } => {
-                                    next_send = start + offset;
-                                    timer.as_mut().reset(next_send);
-                                    None
+                        Phase::Run { start, stop_sending: until } => match load {
+                            // The scheduler decides when these send.
+                            Load::Idle | Load::Scheduled { .. } => None,
+                            Load::Closed { window } => {
+                                stop_sending = until;
+                                sending = true;
+                                tokio::time::sleep_until(start).await;
+                                let mut burst = Vec::new();
+                                for _ in 0..window {
+                                    burst.push(Message::text(self.next_message(self.metrics.now_ns())));
                                 }
-                                Load::Closed { window } => {
-                                    tokio::time::sleep_until(start).await;
-                                    let mut burst = Vec::new();
-                                    for _ in 0..window {
-                                        burst.push(Message::text(self.next_message(self.metrics.now_ns())));
-                                    }
-                                    in_flight = window;
-                                    let mut burst = futures::stream::iter(burst.into_iter().map(Ok));
-                                    if let Err(e) = tx.send_all(&mut burst).await {
-                                        self.metrics.error(format!("user {}: {e}", self.plan.user_id));
-                                        return;
-                                    }
-                                    None
+                                in_flight = window;
+                                let mut burst = futures::stream::iter(burst.into_iter().map(Ok));
+                                if let Err(e) = tx.send_all(&mut burst).await {
+                                    self.metrics.error(format!("user {}: {e}", self.plan.user_id));
+                                    return;
                                 }
+                                None
                             }
-                        }
+                        },
                     }
                 }
             };
