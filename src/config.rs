@@ -132,6 +132,11 @@ pub struct Settings {
     #[arg(long, env = "CHAT_BATCH_LINGER", default_value = "0ms", value_parser = humantime::parse_duration, global = true)]
     pub batch_linger: Duration,
 
+    /// Batches a persister stores at once (on NATS; the all-in-one mode's in-process queue
+    /// keeps one, since only NATS hands out a partition's jobs one at a time).
+    #[arg(long, env = "CHAT_BATCHES_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64), global = true)]
+    pub batches_in_flight: u32,
+
     /// Longest message `content` accepted, in characters.
     #[arg(long, env = "CHAT_MAX_CONTENT_CHARS", default_value_t = 10_000, global = true)]
     pub max_content_chars: usize,
@@ -264,6 +269,7 @@ impl Settings {
             store_timeout: self.store_timeout,
             max_batch: self.batch_max as usize,
             batch_linger: self.batch_linger,
+            batches_in_flight: self.batches_in_flight as usize,
         }
     }
 

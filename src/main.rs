@@ -57,19 +57,24 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Migrate => Ok(()),
         Command::All => {
+            let mut persister_config = settings.persister_config();
             let (bus, mut dependencies): (Arc<dyn Bus>, _) = match &settings.nats_url {
                 Some(_) => {
                     let bus = connect_nats(settings, &subjects, "chat-all").await?;
                     (bus.clone(), vec![Dependency::Nats(bus)])
                 }
-                None => (Arc::new(MemoryBus::new()), Vec::new()),
+                None => {
+                    // The in-process queue hands out jobs in one line, not one partition at a
+                    // time: only one batch at a time keeps a conversation's messages in order.
+                    persister_config.batches_in_flight = 1;
+                    (Arc::new(MemoryBus::new()), Vec::new())
+                }
             };
             let store = open_store(settings).await?;
             dependencies.push(Dependency::Database(store.clone()));
             let stop = stop_on_signal();
-            let persister = Persister::new(bus.clone(), subjects.clone(), store, settings.persister_config())
-                .start(stop.clone())
-                .await?;
+            let persister =
+                Persister::new(bus.clone(), subjects.clone(), store, persister_config).start(stop.clone()).await?;
             chat_persister::metrics::spawn_pending_gauge(bus.clone());
             let presence = Presence::new(bus.clone(), subjects.clone(), settings.presence_config()).start().await?;
             let roles =

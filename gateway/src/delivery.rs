@@ -115,7 +115,10 @@ fn on_gateway_event(gw: &Gateway, message: Message) {
 
 /// `message-sent` or `message-error` to the socket that sent, if it is still here.
 fn answer_send(gw: &Gateway, outcome: SendOutcome) {
-    let started = gw.sends_in_flight.remove(&outcome.request_id).map(|(_, at)| at);
+    let started = gw.sends_in_flight.remove(&outcome.request_id).map(|(_, (at, partition))| {
+        gw.outbox.answered(partition, &outcome.request_id);
+        at
+    });
     let Some(socket) = outcome.socket_id.parse().ok().and_then(|sid| gw.chat_socket(sid)) else {
         return; // the sender has gone
     };

@@ -124,9 +124,10 @@ pub struct Gateway {
     /// Sockets open here (socket id → user id), as reported to presence.
     pub(crate) local_sockets: tokio::sync::Mutex<HashMap<String, i64>>,
     /// Sends queued or on the bus whose outcome has not come back yet (request id → when the
-    /// client sent it): for the send-to-ack latency, and for the drain at shutdown. Bounded:
-    /// an outcome lost on the way cannot make it grow for ever.
-    pub(crate) sends_in_flight: quick_cache::sync::Cache<String, Instant>,
+    /// client sent it, and its partition): for the send-to-ack latency, the outbox's wait for
+    /// answers, and the drain at shutdown. Bounded: an outcome lost on the way cannot make it
+    /// grow for ever.
+    pub(crate) sends_in_flight: quick_cache::sync::Cache<String, (Instant, u32)>,
     /// Set once shutdown has begun: the gateway is no longer ready for new clients.
     draining: AtomicBool,
 }

@@ -8,7 +8,16 @@
 //! the order they arrived (a conversation's sends always travel in one partition), and the
 //! work queue's cost (store, hand out, acknowledge: the largest part of a message's cost) is
 //! paid per batch: when idle a batch holds one command and adds no latency, under load it
-//! holds what arrived during the previous publication.
+//! holds what arrived while the previous batch was on its way.
+//!
+//! "On its way" lasts until the persister has answered the batch, not just until JetStream has
+//! stored it: a lane waits for the outcome of its last command (or [`ANSWER_WAIT`]) before it
+//! publishes the next batch. Without that, evenly spread load (each partition's sends a few
+//! milliseconds apart) makes every batch one command, and a persister that falls behind finds
+//! a backlog of one-command jobs that it takes one per partition at a time: its rate is then
+//! bounded by jobs, not commands, and the queue never catches up. With it, a lane has at most
+//! one unanswered batch in the queue, and batches grow with the persister's latency, so the
+//! cost per command falls as the load rises.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,6 +37,11 @@ pub const MAX_BATCH_COMMANDS: usize = 256;
 /// command of the longest content fits.
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 
+/// Longest wait for the answer to a lane's previous batch before the next goes anyway: an
+/// answer lost on the way (a NATS disconnection) or a persister that is down must not stall
+/// the lane; a persister slower than this gets batches as before.
+pub const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A command waiting in its lane.
 pub(crate) struct Queued {
     pub command: SendMessage,
@@ -40,19 +54,64 @@ pub(crate) struct Queued {
 /// The lanes, one per partition of the work queue.
 pub(crate) struct Outbox {
     lanes: Vec<mpsc::UnboundedSender<Queued>>,
+    answers: Vec<Arc<Answers>>,
+}
+
+/// The answer a lane waits for: the outcome of the last command of its previous batch.
+#[derive(Default)]
+struct Answers {
+    awaited: std::sync::Mutex<Option<String>>,
+    arrived: tokio::sync::Notify,
+}
+
+impl Answers {
+    fn await_answer_to(&self, request_id: &str) {
+        *self.lock() = Some(request_id.to_owned());
+    }
+
+    fn forget(&self) {
+        *self.lock() = None;
+    }
+
+    /// Waits until the awaited answer arrives, or `limit`.
+    async fn wait(&self, limit: std::time::Duration) {
+        // Registered before the check, so an answer between the two still wakes it.
+        let arrived = self.arrived.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        if self.lock().is_some() {
+            let _ = tokio::time::timeout(limit, arrived).await;
+        }
+        self.forget();
+    }
+
+    fn answered(&self, request_id: &str) {
+        let mut awaited = self.lock();
+        if awaited.as_deref() == Some(request_id) {
+            *awaited = None;
+            self.arrived.notify_waiters();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // Every update under this lock is one assignment.
+        self.awaited.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl Outbox {
     /// The outbox and the receiving ends of its lanes, for [`Outbox::start`].
     pub(crate) fn new(partitions: u32) -> (Self, Vec<mpsc::UnboundedReceiver<Queued>>) {
         let (lanes, receivers) = (0..partitions.max(1)).map(|_| mpsc::unbounded_channel()).unzip();
-        (Self { lanes }, receivers)
+        let answers = (0..partitions.max(1)).map(|_| Arc::default()).collect();
+        (Self { lanes, answers }, receivers)
     }
 
     /// Starts one task per lane.
     pub(crate) fn start(gw: &Arc<Gateway>, receivers: Vec<mpsc::UnboundedReceiver<Queued>>) {
         for (partition, queue) in receivers.into_iter().enumerate() {
-            tokio::spawn(run_lane(gw.clone(), partition as u32, queue));
+            let answers = gw.outbox.answers[partition].clone();
+            tokio::spawn(run_lane(gw.clone(), partition as u32, queue, answers));
         }
     }
 
@@ -64,15 +123,30 @@ impl Outbox {
             let _ = lane.send(queued);
         }
     }
+
+    /// The outcome of a send of `partition` came back: its lane may go on if it waited for it.
+    pub(crate) fn answered(&self, partition: u32, request_id: &str) {
+        if let Some(answers) = self.answers.get(partition as usize) {
+            answers.answered(request_id);
+        }
+    }
 }
 
-async fn run_lane(gw: Arc<Gateway>, partition: u32, mut queue: mpsc::UnboundedReceiver<Queued>) {
+async fn run_lane(gw: Arc<Gateway>, partition: u32, mut queue: mpsc::UnboundedReceiver<Queued>, answers: Arc<Answers>) {
     let subject = gw.subjects.inbound_partition(partition);
     let mut waiting = Vec::with_capacity(MAX_BATCH_COMMANDS);
     while queue.recv_many(&mut waiting, MAX_BATCH_COMMANDS).await > 0 {
         for batch in split_by_size(std::mem::take(&mut waiting)) {
-            publish(&gw, &subject, batch).await;
+            // A partition's jobs are stored in order, so the answer to the last command comes
+            // after the others'.
+            if let Some(last) = batch.last() {
+                answers.await_answer_to(&last.command.request_id);
+            }
+            if !publish(&gw, &subject, batch).await {
+                answers.forget(); // no answer will come
+            }
         }
+        answers.wait(ANSWER_WAIT).await;
     }
 }
 
@@ -100,8 +174,8 @@ fn split_by_size(commands: Vec<Queued>) -> Vec<Vec<Queued>> {
 }
 
 /// Publishes one batch and waits until the work queue has stored it; on failure each sender
-/// gets `message-error`.
-async fn publish(gw: &Gateway, subject: &str, queued: Vec<Queued>) {
+/// gets `message-error`. Whether it was stored.
+async fn publish(gw: &Gateway, subject: &str, queued: Vec<Queued>) -> bool {
     // Each command's `enqueue` span, a child of its `send-message`, lasts the publication; its
     // context travels in the command, so the persister's span of it becomes its child.
     let mut enqueue_spans = Vec::with_capacity(queued.len());
@@ -137,6 +211,7 @@ async fn publish(gw: &Gateway, subject: &str, queued: Vec<Queued>) {
             }
         }
     }
+    enqueued.is_ok()
 }
 
 #[cfg(test)]
@@ -160,6 +235,43 @@ mod tests {
         }
         let lengths: Vec<usize> = batches.iter().flatten().map(|q| q.command.content.len()).collect();
         assert_eq!(lengths, (0..100).map(|i| 10_000 + i).collect::<Vec<_>>(), "order kept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lane_waits_for_the_answer_to_its_last_command_or_the_limit() {
+        let limit = std::time::Duration::from_secs(1);
+        let answers = Arc::new(Answers::default());
+
+        // The answer came before the wait: no wait at all.
+        answers.await_answer_to("r1");
+        answers.answered("r1");
+        let started = tokio::time::Instant::now();
+        answers.wait(limit).await;
+        assert_eq!(started.elapsed(), std::time::Duration::ZERO);
+
+        // The answer comes during the wait; another request's answer does not count.
+        answers.await_answer_to("r2");
+        let answering = answers.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            answering.answered("r1");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            answering.answered("r2");
+        });
+        let started = tokio::time::Instant::now();
+        answers.wait(limit).await;
+        assert_eq!(started.elapsed(), std::time::Duration::from_millis(20));
+
+        // No answer: the lane goes on after the limit, and forgets what it waited for.
+        answers.await_answer_to("r3");
+        let started = tokio::time::Instant::now();
+        answers.wait(limit).await;
+        assert_eq!(started.elapsed(), limit);
+        answers.answered("r3"); // late: nobody waits, and nothing is kept for the next wait
+        answers.await_answer_to("r4");
+        let started = tokio::time::Instant::now();
+        answers.wait(limit).await;
+        assert_eq!(started.elapsed(), limit, "the late answer did not release the next wait");
     }
 
     #[test]

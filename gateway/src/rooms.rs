@@ -360,3 +360,82 @@ async fn replay(gw: &Gateway, socket: &SocketRef, conversation_id: i64, last_see
     }
     replayed_up_to
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use chat_bus::{Bus, MemoryBus};
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    /// What a room's listener would do with its subject: here, count the subscriptions made
+    /// and forward every payload heard.
+    struct Probe {
+        bus: MemoryBus,
+        subscriptions: AtomicUsize,
+        heard: mpsc::UnboundedSender<Bytes>,
+    }
+
+    impl Probe {
+        async fn listen(self: Arc<Self>, subject: &'static str) -> Result<Listening, BusError> {
+            self.subscriptions.fetch_add(1, Ordering::SeqCst);
+            let mut messages = self.bus.subscribe(subject).await?;
+            let heard = self.heard.clone();
+            let task = tokio::spawn(async move {
+                while let Some(message) = messages.next().await {
+                    let _ = heard.send(message.payload);
+                }
+            });
+            Ok(Listening::new(task.abort_handle()))
+        }
+    }
+
+    async fn heard_within(heard: &mut mpsc::UnboundedReceiver<Bytes>, wait: Duration) -> Vec<Bytes> {
+        let mut got = Vec::new();
+        while let Ok(Some(payload)) = tokio::time::timeout(wait, heard.recv()).await {
+            got.push(payload);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_room_listens_once_while_held_and_stops_with_its_last_holder() {
+        let bus = MemoryBus::new();
+        let (tx, mut heard) = mpsc::unbounded_channel();
+        let probe = Arc::new(Probe { bus: bus.clone(), subscriptions: AtomicUsize::new(0), heard: tx });
+        let rooms = LocalRooms::default();
+
+        let first = rooms.open(7, |_| probe.clone().listen("chat.room.7")).await.expect("opens");
+        let second = rooms.open(7, |_| probe.clone().listen("chat.room.7")).await.expect("holds");
+        assert!(Arc::ptr_eq(&first, &second), "one delivery state per room");
+        assert_eq!(probe.subscriptions.load(Ordering::SeqCst), 1, "one subscription for both holders");
+        assert_eq!(rooms.len(), 1);
+
+        bus.publish("chat.room.7", Bytes::from_static(b"m1")).await.expect("published");
+        assert_eq!(heard_within(&mut heard, Duration::from_millis(100)).await, vec![Bytes::from_static(b"m1")]);
+
+        rooms.close(7);
+        bus.publish("chat.room.7", Bytes::from_static(b"m2")).await.expect("published");
+        assert_eq!(heard_within(&mut heard, Duration::from_millis(100)).await.len(), 1, "still held by one");
+
+        rooms.close(7);
+        assert_eq!(rooms.len(), 0);
+        tokio::task::yield_now().await; // the aborted listener drops its subscription
+        bus.publish("chat.room.7", Bytes::from_static(b"m3")).await.expect("published");
+        assert!(heard_within(&mut heard, Duration::from_millis(100)).await.is_empty(), "closed: nothing heard");
+
+        rooms.open(7, |_| probe.clone().listen("chat.room.7")).await.expect("reopens");
+        assert_eq!(probe.subscriptions.load(Ordering::SeqCst), 2, "a reopened room subscribes again");
+    }
+
+    #[tokio::test]
+    async fn a_room_whose_subscription_fails_is_not_held() {
+        let rooms = LocalRooms::default();
+        let failed = rooms.open(9, |_| async { Err(BusError::Connection("down".into())) }).await;
+        assert!(failed.is_err());
+        assert_eq!(rooms.len(), 0, "no holder left behind");
+    }
+}

@@ -342,8 +342,8 @@ fn on_send(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payload: 
         state.pending_sends.fetch_sub(1, Ordering::SeqCst);
         return emit_message_error(socket, Failure::Limit, "Too many messages waiting to be sent; slow down");
     }
-    gw.sends_in_flight.insert(command.request_id.clone(), std::time::Instant::now());
     let partition = gw.subjects.partition_of(command.conversation_id);
+    gw.sends_in_flight.insert(command.request_id.clone(), (std::time::Instant::now(), partition));
     gw.outbox.push(partition, Queued { command, span: span.clone(), pending: state.pending_sends.clone() });
 }
 
