@@ -18,5 +18,7 @@ echo "== fault injection and fuzz (cluster under load)"
 CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/e2e/run-faults.sh
 echo "== load generator smoke (seconds): all-in-one server, rate and idle modes"
 bash deploy/bench/smoke.sh
+echo "== scale lab smoke (about a minute): 1 and 2 gateways, then persisters, each under a CPU share"
+bash deploy/bench/scale.sh --quick --out "$(mktemp -d)"
 echo "== browser tests (headless Chromium): the test client page and the API docs"
 CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/browser/run.sh
