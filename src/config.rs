@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chat_bus::{NatsServers, NatsUrlError};
 use chat_gateway::auth::{AuthConfig, JwtConfig};
 use chat_gateway::limits::{LimitsConfig, Rate};
 use chat_gateway::GatewayConfig;
@@ -87,10 +88,18 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
 
-    /// NATS server URL. Cluster roles default to nats://127.0.0.1:4222; `all` uses the
-    /// in-process bus unless this is set.
+    /// NATS server URL, or the URLs of a NATS cluster's servers separated by commas (the role
+    /// connects to any, and moves to another when it loses one). Cluster roles default to
+    /// nats://127.0.0.1:4222; `all` uses the in-process bus unless this is set.
     #[arg(long, env = "NATS_URL", global = true)]
-    pub nats_url: Option<String>,
+    pub nats_url: Option<NatsServers>,
+
+    /// Copies JetStream keeps of the work queue, its consumers and the key-value buckets, each
+    /// on another server of the NATS cluster: 3 survives the loss of one server. More than 1
+    /// needs a NATS cluster with at least that many servers. Changing it updates the existing
+    /// stream, consumers and buckets at start-up.
+    #[arg(long, env = "CHAT_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5), global = true)]
+    pub stream_replicas: u8,
 
     /// Prefix of every NATS subject, stream and bucket: clusters (or test runs) with different
     /// prefixes share a NATS server without hearing each other.
@@ -277,8 +286,12 @@ impl Settings {
         PresenceConfig { gateway_timeout: self.gateway_timeout }
     }
 
-    pub fn nats_url(&self) -> &str {
-        self.nats_url.as_deref().unwrap_or(DEFAULT_NATS_URL)
+    /// The NATS servers of a cluster role: `--nats-url`, else the local default.
+    pub fn nats_servers(&self) -> Result<NatsServers, NatsUrlError> {
+        match &self.nats_url {
+            Some(servers) => Ok(servers.clone()),
+            None => DEFAULT_NATS_URL.parse(),
+        }
     }
 }
 
@@ -313,7 +326,8 @@ mod tests {
         assert_eq!(cli.settings.data_dir, PathBuf::from("./data"));
         assert!(cli.settings.database_url.is_none());
         assert!(cli.settings.nats_url.is_none());
-        assert_eq!(cli.settings.nats_url(), DEFAULT_NATS_URL);
+        assert_eq!(cli.settings.nats_servers().expect("the default parses").to_string(), DEFAULT_NATS_URL);
+        assert_eq!(cli.settings.stream_replicas, 1);
         assert_eq!(cli.settings.shutdown_grace, Duration::from_secs(10));
         assert_eq!(Command::All.role(), "all");
     }
@@ -353,6 +367,40 @@ mod tests {
         }
         for id in ["", "gw.1", "gw 1", "gw*"] {
             assert!(Cli::try_parse_from(["chat", "--gateway-id", id]).is_err(), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn nats_url_takes_a_comma_separated_list_of_servers() {
+        let cli = Cli::try_parse_from([
+            "chat",
+            "gateway",
+            "--nats-url",
+            "nats://127.0.0.1:4222,nats://127.0.0.1:4223, nats://127.0.0.1:4224",
+            "--stream-replicas",
+            "3",
+        ])
+        .expect("parses");
+        let servers = cli.settings.nats_servers().expect("given");
+        assert_eq!(servers.len(), 3);
+        assert_eq!(servers.to_string(), "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224");
+        assert_eq!(cli.settings.stream_replicas, 3);
+    }
+
+    #[test]
+    fn a_bad_nats_url_or_replica_count_is_a_clear_error() {
+        for (url, expected) in [
+            ("nats://127.0.0.1:4222,http://127.0.0.1:4223", "invalid NATS URL http://127.0.0.1:4223"),
+            ("nats://127.0.0.1:4222,", "NATS URL 2 of 2 is empty"),
+            ("nats://127.0.0.1:nope", "invalid NATS URL nats://127.0.0.1:nope"),
+            ("", "no NATS URL given"),
+        ] {
+            let err = Cli::try_parse_from(["chat", "gateway", "--nats-url", url]).expect_err(url).to_string();
+            assert!(err.contains("--nats-url") && err.contains(expected), "{url:?}: {err}");
+        }
+        for replicas in ["0", "6", "three"] {
+            let err = Cli::try_parse_from(["chat", "--stream-replicas", replicas]).expect_err(replicas).to_string();
+            assert!(err.contains("--stream-replicas"), "{replicas}: {err}");
         }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chat_bus::{Bus, MemoryBus, NatsBus, WorkQueueSettings};
+use chat_bus::{Bus, BusError, MemoryBus, NatsBus, WorkQueueSettings};
 use chat_gateway::listener::{ClientAddr, GuardedListener};
 use chat_gateway::Gateway;
 use chat_persister::{Persister, Store};
@@ -136,15 +136,30 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     }
 }
 
-/// NATS, with the work queue's stream in place. Retried until the start-up timeout.
+/// NATS, with the work queue's stream in place. Retried until the start-up timeout: a NATS
+/// cluster that is still forming may refuse replicas for a while too.
 async fn connect_nats(settings: &Settings, subjects: &Subjects, client_name: &str) -> anyhow::Result<Arc<dyn Bus>> {
-    let url = settings.nats_url();
+    let servers = settings.nats_servers()?;
+    let replicas = usize::from(settings.stream_replicas);
     let partitions = (0..subjects.partitions()).map(|p| subjects.inbound_partition(p)).collect();
     let work_queue = WorkQueueSettings::new(subjects.inbound_stream(), subjects.inbound_all(), partitions);
-    let bus =
-        retry("NATS", settings.startup_timeout, || NatsBus::connect(url, client_name, work_queue.clone())).await?;
-    tracing::info!(%url, prefix = subjects.prefix(), "connected to NATS");
+    let bus = retry("NATS", settings.startup_timeout, || async {
+        NatsBus::connect(&servers, client_name, replicas, work_queue.clone()).await.map_err(explain_replicas)
+    })
+    .await?;
+    tracing::info!(%servers, replicas, prefix = subjects.prefix(), "connected to NATS");
     Ok(Arc::new(bus))
+}
+
+/// A bus error as the operator should read it: a refused replica count names the setting
+/// that asked for it.
+fn explain_replicas(error: BusError) -> String {
+    match error {
+        BusError::Replicas { .. } => {
+            format!("{error} (set by --stream-replicas / CHAT_STREAM_REPLICAS: use at most the number of JetStream servers of the NATS cluster)")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Cancelled by SIGTERM or Ctrl-C: every role then stops taking work and finishes what it has.

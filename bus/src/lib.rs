@@ -21,6 +21,7 @@
 
 mod memory;
 mod nats;
+mod servers;
 mod subject;
 
 use std::pin::Pin;
@@ -33,6 +34,7 @@ use futures::Stream;
 
 pub use memory::MemoryBus;
 pub use nats::{NatsBus, WorkQueueSettings, RECONNECTS_METRIC};
+pub use servers::{NatsServers, NatsUrlError};
 pub use subject::subject_matches;
 
 /// Name/value pairs that travel beside a payload (NATS message headers), e.g. `traceparent`.
@@ -162,6 +164,10 @@ pub enum BusError {
     Rejected(String),
     #[error("bus connection failed: {0}")]
     Connection(String),
+    /// JetStream cannot keep a stream, consumer or bucket in the number of replicas asked
+    /// for: fewer servers than replicas, or a server that is not part of a cluster.
+    #[error("{what} cannot have {replicas} replicas on this NATS: {reason}")]
+    Replicas { what: String, replicas: usize, reason: String },
 }
 
 /// The bus. The methods without headers are the ones with empty [`Headers`].

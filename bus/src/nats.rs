@@ -5,7 +5,9 @@
 //! pull consumer that all persister replicas share. Key-value buckets are JetStream KV.
 //!
 //! The stream and buckets are created or updated at start-up, idempotently, by every role that
-//! uses them, so no role depends on another having started first.
+//! uses them, so no role depends on another having started first. Each is kept in the number of
+//! replicas the bus was given (one per server of a NATS cluster, up to 5): with 3, the loss of
+//! one server loses nothing in flight.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::{Acker, Bus, BusError, ConnectionEvent, Headers, Job, KeyValue, Message, Subscription, WorkQueue};
+use crate::{
+    Acker, Bus, BusError, ConnectionEvent, Headers, Job, KeyValue, Message, NatsServers, Subscription, WorkQueue,
+};
 
 /// Reconnections of this process's NATS clients, for the dashboards.
 pub const RECONNECTS_METRIC: &str = "chat_nats_reconnects_total";
@@ -72,7 +76,7 @@ impl WorkQueueSettings {
         }
     }
 
-    fn stream_config(&self) -> stream::Config {
+    fn stream_config(&self, replicas: usize) -> stream::Config {
         stream::Config {
             name: self.stream.clone(),
             description: Some("chat send commands, from gateways to persisters".into()),
@@ -83,8 +87,85 @@ impl WorkQueueSettings {
             duplicate_window: self.duplicate_window,
             max_age: self.max_age,
             max_bytes: self.max_bytes,
+            num_replicas: replicas,
             ..Default::default()
         }
+    }
+}
+
+/// Whether JetStream refused `replicas` because it cannot keep that many copies: a server
+/// outside any cluster, fewer servers than replicas, or no room on enough of them. Only then
+/// is the replica count the thing to fix (with one replica these answers mean something else).
+fn refuses_replicas(error: &jetstream::Error, replicas: usize) -> bool {
+    use jetstream::ErrorCode;
+    replicas > 1
+        && matches!(
+            error.error_code(),
+            ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED
+                | ErrorCode::CLUSTER_NO_PEERS
+                | ErrorCode::INSUFFICIENT_RESOURCES
+                | ErrorCode::STREAM_REPLICAS_NOT_UPDATABLE
+                | ErrorCode::CONSUMER_REPLICAS_EXCEEDS_STREAM
+                | ErrorCode::CONSUMER_REPLICAS_SHOULD_MATCH_STREAM
+        )
+}
+
+/// Creates the stream, or brings the existing one to `config`. Creation comes first, and an
+/// update only when a stream of that name has another configuration: on NATS 2.9 clusters an
+/// update that races another role's creation of the same stream leaves both requests
+/// unanswered until they time out (10 s, measured when a persister and presence start
+/// together), whereas creations of one stream with the same configuration all succeed.
+async fn create_or_update_stream(
+    jetstream: &jetstream::Context,
+    config: stream::Config,
+) -> Result<(), jetstream::context::CreateStreamError> {
+    match jetstream.create_stream(config.clone()).await {
+        Ok(_) => Ok(()),
+        Err(e) => match e.kind() {
+            jetstream::context::CreateStreamErrorKind::JetStream(api)
+                if api.error_code() == jetstream::ErrorCode::STREAM_NAME_EXIST =>
+            {
+                jetstream.update_stream(&config).await.map(|_| ())
+            }
+            _ => Err(e),
+        },
+    }
+}
+
+/// How long a request about a consumer is repeated while JetStream says its stream is settling.
+const SETTLING_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs `request` until it succeeds, fails for good, or [`SETTLING_PATIENCE`] has passed. For a
+/// few seconds after a stream is created or changes its replica count (while it elects its
+/// leader), JetStream answers requests about its consumers with "stream not found",
+/// "temporarily unavailable" or not at all (`settling` tells those answers), although the stream
+/// is there (measured on NATS 2.9, updating the consumers right after a change of replicas).
+async fn while_settling<T, E, F, Fut>(what: &str, settling: impl Fn(&E) -> bool, mut request: F) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        match request().await {
+            Err(e) if settling(&e) && started.elapsed() < SETTLING_PATIENCE => {
+                tracing::warn!(consumer = what, error = %e, "JetStream is settling; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// The error of a failed stream creation or update: [`BusError::Replicas`] when the replica
+/// count is what JetStream refused.
+fn stream_error(what: String, replicas: usize, error: jetstream::context::CreateStreamError) -> BusError {
+    match error.kind() {
+        jetstream::context::CreateStreamErrorKind::JetStream(api) if refuses_replicas(&api, replicas) => {
+            BusError::Replicas { what, replicas, reason: api.to_string() }
+        }
+        _ => BusError::Connection(format!("cannot create or update {what}: {error}")),
     }
 }
 
@@ -94,13 +175,26 @@ pub struct NatsBus {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     work_queue: Arc<WorkQueueSettings>,
+    /// Replicas of the stream, its consumers and the key-value buckets.
+    replicas: usize,
     connection_events: tokio::sync::broadcast::Sender<ConnectionEvent>,
 }
 
 impl NatsBus {
-    /// Connects once (no retry here: the caller decides how long to keep trying) and makes
-    /// sure the work queue's stream exists with `settings`.
-    pub async fn connect(url: &str, client_name: &str, settings: WorkQueueSettings) -> Result<Self, BusError> {
+    /// Connects once to one of `servers` (no retry here: the caller decides how long to keep
+    /// trying) and makes sure the work queue's stream exists with `settings`, in `replicas`
+    /// copies (updated when it has another count). Later the client reconnects to any of
+    /// `servers`, or of the servers the cluster tells it about, whichever answers.
+    ///
+    /// More than one replica needs a NATS cluster with at least that many JetStream servers:
+    /// otherwise [`BusError::Replicas`], before anything is changed when the server is not
+    /// part of a cluster at all.
+    pub async fn connect(
+        servers: &NatsServers,
+        client_name: &str,
+        replicas: usize,
+        settings: WorkQueueSettings,
+    ) -> Result<Self, BusError> {
         // Losses and restorations after the first connection, for subscribers that resync.
         let connection_events = tokio::sync::broadcast::Sender::new(64);
         let events = connection_events.clone();
@@ -126,15 +220,109 @@ impl NatsBus {
                     }
                 }
             })
-            .connect(url)
+            .connect(servers.addrs().to_vec())
             .await
-            .map_err(|e| BusError::Connection(format!("cannot connect to NATS at {url}: {e}")))?;
+            .map_err(|e| BusError::Connection(format!("cannot connect to NATS at {servers}: {e}")))?;
+        let what = format!("stream {}", settings.stream);
+        // A server outside any cluster would accept an update to more replicas and only refuse
+        // the consumers: better to refuse here, before the stream is touched.
+        let server = client.server_info();
+        if replicas > 1 && server.cluster.is_none() {
+            let reason = format!(
+                "the server {} ({}:{}) is not part of a NATS cluster; {replicas} replicas need a cluster of at \
+                 least {replicas} JetStream servers",
+                server.server_name, server.host, server.port
+            );
+            return Err(BusError::Replicas { what, replicas, reason });
+        }
         let jetstream = jetstream::new(client.clone());
-        jetstream
-            .create_or_update_stream(settings.stream_config())
+        create_or_update_stream(&jetstream, settings.stream_config(replicas))
             .await
-            .map_err(|e| BusError::Connection(format!("cannot create or update stream {}: {e}", settings.stream)))?;
-        Ok(Self { client, jetstream, work_queue: Arc::new(settings), connection_events })
+            .map_err(|e| stream_error(what, replicas, e))?;
+        Ok(Self { client, jetstream, work_queue: Arc::new(settings), replicas, connection_events })
+    }
+
+    /// The durable consumers `<consumer>-<partition>` of the work queue, in partition order:
+    /// created when missing, else updated to this configuration (a new replica count, say).
+    ///
+    /// Missing ones are created all at once: on a NATS cluster each is a consensus group of its
+    /// own, about half a second to set up (one after the other, a persister's first start on
+    /// three servers took 16 s for 32 partitions). Existing ones are updated one at a time:
+    /// concurrent updates while JetStream changes the stream's replica count went unanswered on
+    /// NATS 2.9, and once left the stream unusable.
+    async fn partition_consumers(
+        &self,
+        stream: &stream::Stream,
+        consumer: &str,
+    ) -> Result<Vec<jetstream::consumer::PullConsumer>, BusError> {
+        use jetstream::context::ConsumerInfoErrorKind;
+        let partitions = &self.work_queue.partitions;
+        let names: Vec<String> = (0..partitions.len()).map(|index| format!("{consumer}-{index}")).collect();
+        let exists = futures::future::try_join_all(names.iter().map(|name| async move {
+            let settling = |e: &jetstream::context::ConsumerInfoError| {
+                matches!(e.kind(), ConsumerInfoErrorKind::TimedOut | ConsumerInfoErrorKind::StreamNotFound)
+            };
+            match while_settling(name, settling, || stream.consumer_info(name)).await {
+                Ok(_) => Ok(true),
+                Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => Ok(false),
+                Err(e) => Err(BusError::Connection(format!("consumer {name}: {e}"))),
+            }
+        }))
+        .await?;
+        let ensure = |index: usize| {
+            let name = &names[index];
+            let config = self.partition_consumer_config(name, &partitions[index]);
+            let settling = |e: &stream::ConsumerError| match e.kind() {
+                stream::ConsumerErrorKind::TimedOut => true,
+                stream::ConsumerErrorKind::JetStream(api) => matches!(
+                    api.error_code(),
+                    jetstream::ErrorCode::STREAM_NOT_FOUND | jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE
+                ),
+                _ => false,
+            };
+            async move {
+                while_settling(name, settling, || stream.create_consumer(config.clone()))
+                    .await
+                    .map(|c| (index, c))
+                    .map_err(|e| self.consumer_error(name, e))
+            }
+        };
+        let missing = (0..names.len()).filter(|&index| !exists[index]);
+        let mut consumers = futures::future::try_join_all(missing.map(ensure)).await?;
+        for index in (0..names.len()).filter(|&index| exists[index]) {
+            consumers.push(ensure(index).await?);
+        }
+        consumers.sort_by_key(|(index, _)| *index);
+        Ok(consumers.into_iter().map(|(_, consumer)| consumer).collect())
+    }
+
+    /// The pull consumer `name` of one partition's `subject`.
+    fn partition_consumer_config(&self, name: &str, subject: &str) -> pull::Config {
+        pull::Config {
+            durable_name: Some(name.to_owned()),
+            description: Some(format!("persisters: store send commands of {subject}")),
+            filter_subject: subject.to_owned(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: self.work_queue.ack_wait,
+            // One message of the partition out at a time: the next is handed out only when
+            // this one is acknowledged, which keeps a conversation's messages in order.
+            max_ack_pending: 1,
+            num_replicas: self.replicas,
+            ..Default::default()
+        }
+    }
+
+    /// A failed consumer creation or update: [`BusError::Replicas`] when the replica count is
+    /// what JetStream refused.
+    fn consumer_error(&self, name: &str, error: stream::ConsumerError) -> BusError {
+        match error.kind() {
+            stream::ConsumerErrorKind::JetStream(api) if refuses_replicas(&api, self.replicas) => BusError::Replicas {
+                what: format!("consumer {name}"),
+                replicas: self.replicas,
+                reason: api.to_string(),
+            },
+            _ => BusError::Connection(format!("consumer {name}: {error}")),
+        }
     }
 
     /// Deletes a JetStream stream (a work queue, or `KV_<bucket>` for a bucket) with all it
@@ -240,27 +428,12 @@ impl Bus for NatsBus {
             .get_stream(&settings.stream)
             .await
             .map_err(|e| BusError::Connection(format!("stream {}: {e}", settings.stream)))?;
-        let mut partitions = Vec::with_capacity(settings.partitions.len());
-        for (index, subject) in settings.partitions.iter().enumerate() {
-            let name = format!("{consumer}-{index}");
-            let config = pull::Config {
-                durable_name: Some(name.clone()),
-                description: Some(format!("persisters: store send commands of {subject}")),
-                filter_subject: subject.clone(),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: settings.ack_wait,
-                // One message of the partition out at a time: the next is handed out only when
-                // this one is acknowledged, which keeps a conversation's messages in order.
-                max_ack_pending: 1,
-                ..Default::default()
-            };
-            let consumer = stream
-                .get_or_create_consumer(&name, config)
-                .await
-                .map_err(|e| BusError::Connection(format!("consumer {name}: {e}")))?;
-            let messages =
-                consumer.messages().await.map_err(|e| BusError::Connection(format!("consuming {subject}: {e}")))?;
-            partitions.push(messages);
+        let consumers = self.partition_consumers(&stream, consumer).await?;
+        let mut partitions = Vec::with_capacity(consumers.len());
+        for (consumer, subject) in consumers.iter().zip(&settings.partitions) {
+            partitions.push(
+                consumer.messages().await.map_err(|e| BusError::Connection(format!("consuming {subject}: {e}")))?,
+            );
         }
         let jobs = futures::stream::select_all(partitions).filter_map(|next| async move {
             match next {
@@ -315,11 +488,15 @@ impl Bus for NatsBus {
             allow_rollup: true,
             deny_delete: true,
             allow_direct: true,
+            num_replicas: self.replicas,
             ..Default::default()
         };
-        let failed = |e: &dyn std::fmt::Display| BusError::Connection(format!("key-value bucket {bucket}: {e}"));
-        self.jetstream.create_or_update_stream(stream).await.map_err(|e| failed(&e))?;
-        let store = self.jetstream.get_key_value(bucket).await.map_err(|e| failed(&e))?;
+        let what = format!("key-value bucket {bucket}");
+        create_or_update_stream(&self.jetstream, stream)
+            .await
+            .map_err(|e| stream_error(what.clone(), self.replicas, e))?;
+        let store =
+            self.jetstream.get_key_value(bucket).await.map_err(|e| BusError::Connection(format!("{what}: {e}")))?;
         Ok(Arc::new(NatsKeyValue(store)))
     }
 }

@@ -7,19 +7,28 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use chat_bus::{Bus, BusError, NatsBus, WorkQueueSettings};
+use chat_bus::{Bus, BusError, NatsBus, NatsServers, WorkQueueSettings};
 use futures::StreamExt;
 
 const NATS_URL: &str = "nats://127.0.0.1:4222";
 
-/// A bus on a fresh prefix, or `None` (test skipped) when NATS is absent outside CI.
-async fn bus(test: &str) -> Option<(NatsBus, String)> {
-    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| NATS_URL.to_owned())
+}
+
+fn settings(prefix: &str) -> WorkQueueSettings {
     let partitions = (0..4).map(|p| format!("{prefix}.in.{p}")).collect();
     let mut settings = WorkQueueSettings::new(format!("{prefix}_inbound"), format!("{prefix}.in.*"), partitions);
     settings.ack_wait = Duration::from_secs(1);
-    let url = std::env::var("NATS_URL").unwrap_or_else(|_| NATS_URL.to_owned());
-    match NatsBus::connect(&url, test, settings).await {
+    settings
+}
+
+/// A bus on a fresh prefix, or `None` (test skipped) when NATS is absent outside CI.
+async fn bus(test: &str) -> Option<(NatsBus, String)> {
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let url = nats_url();
+    let servers: NatsServers = url.parse().expect("NATS_URL parses");
+    match NatsBus::connect(&servers, test, 1, settings(&prefix)).await {
         Ok(bus) => Some((bus, prefix)),
         Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
             panic!("NATS is required under CI: {e}")
@@ -125,5 +134,112 @@ async fn key_value_entries_outlive_the_handle() {
     let reopened = bus.key_value(&bucket).await.unwrap();
     let entries = reopened.entries().await.unwrap();
     assert_eq!(entries, vec![("gw-a.s1".to_owned(), Bytes::from_static(b"7"))]);
+    clean_up(&bus, &prefix).await;
+}
+
+/// The stream's and a consumer's replica counts as the server holds them.
+async fn stream_replicas(prefix: &str, stream: &str, consumer: Option<&str>) -> (usize, Option<usize>) {
+    let client = async_nats::connect(nats_url()).await.expect("connects");
+    let jetstream = async_nats::jetstream::new(client);
+    let mut stream = jetstream.get_stream(stream).await.unwrap_or_else(|e| panic!("{prefix}: {e}"));
+    let replicas = stream.info().await.expect("stream info").config.num_replicas;
+    let consumer = match consumer {
+        Some(name) => Some(stream.consumer_info(name).await.expect("consumer info").config.num_replicas),
+        None => None,
+    };
+    (replicas, consumer)
+}
+
+#[tokio::test]
+async fn the_stream_its_consumers_and_buckets_get_the_replica_count() {
+    let Some((bus, prefix)) = bus("replicas_one").await else { return };
+    let _queue = bus.work_queue("persister").await.unwrap();
+    let _kv = bus.key_value(&format!("{prefix}_presence")).await.unwrap();
+    let (stream, consumer) = stream_replicas(&prefix, &format!("{prefix}_inbound"), Some("persister-3")).await;
+    assert_eq!((stream, consumer), (1, Some(1)));
+    let (bucket, _) = stream_replicas(&prefix, &format!("KV_{prefix}_presence"), None).await;
+    assert_eq!(bucket, 1);
+    clean_up(&bus, &prefix).await;
+}
+
+#[tokio::test]
+async fn an_existing_consumer_is_updated_to_the_new_configuration() {
+    let Some((bus, prefix)) = bus("consumer_update").await else { return };
+    drop(bus.work_queue("persister").await.unwrap());
+    // A later start with another setting (the replica count, on a cluster; the ack wait here)
+    // changes the consumers, rather than keeping the old ones as they were.
+    let mut changed = settings(&prefix);
+    changed.ack_wait = Duration::from_secs(3);
+    let servers: NatsServers = nats_url().parse().expect("NATS_URL parses");
+    let again = NatsBus::connect(&servers, "consumer_update", 1, changed).await.unwrap();
+    drop(again.work_queue("persister").await.unwrap());
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let stream = async_nats::jetstream::new(client).get_stream(format!("{prefix}_inbound")).await.unwrap();
+    for p in 0..4 {
+        let info = stream.consumer_info(format!("persister-{p}")).await.unwrap();
+        assert_eq!(info.config.ack_wait, Duration::from_secs(3), "persister-{p}");
+    }
+    clean_up(&bus, &prefix).await;
+}
+
+#[tokio::test]
+async fn more_replicas_than_a_single_server_can_keep_is_refused_before_anything_changes() {
+    let Some((bus, prefix)) = bus("replicas_refused").await else { return };
+    let servers: NatsServers = nats_url().parse().expect("NATS_URL parses");
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    if client.server_info().cluster.is_some() {
+        eprintln!("\n!!! SKIPPING replicas_refused: the NATS at {servers} is part of a cluster\n");
+        clean_up(&bus, &prefix).await;
+        return;
+    }
+    // The stream exists with one replica; a role asking for three must not change it.
+    let err = match NatsBus::connect(&servers, "replicas_refused", 3, settings(&prefix)).await {
+        Ok(_) => panic!("3 replicas accepted by a single server"),
+        Err(e) => e,
+    };
+    let text = err.to_string();
+    assert!(matches!(err, BusError::Replicas { replicas: 3, .. }), "{err:?}");
+    assert!(
+        text.contains(&format!("stream {prefix}_inbound")) && text.contains("not part of a NATS cluster"),
+        "{text}"
+    );
+    let (stream, _) = stream_replicas(&prefix, &format!("{prefix}_inbound"), None).await;
+    assert_eq!(stream, 1, "the stream kept its replica count");
+
+    // A new prefix: no stream is created either.
+    let fresh = format!("t{}", uuid::Uuid::new_v4().simple());
+    assert!(NatsBus::connect(&servers, "replicas_refused", 3, settings(&fresh)).await.is_err());
+    let jetstream = async_nats::jetstream::new(client);
+    assert!(jetstream.get_stream(format!("{fresh}_inbound")).await.is_err(), "no stream created");
+    clean_up(&bus, &prefix).await;
+}
+
+#[tokio::test]
+async fn any_server_of_the_list_that_answers_will_do() {
+    let Some((bus, prefix)) = bus("several_urls").await else { return };
+    // A port nothing listens on first: the client goes on to the next server of the list.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let servers: NatsServers = format!("nats://{closed},{}", nats_url()).parse().expect("parses");
+    assert_eq!(servers.len(), 2);
+    let other = NatsBus::connect(&servers, "several_urls", 1, settings(&prefix)).await.unwrap();
+    assert!(other.is_connected());
+    let mut queue = other.work_queue("persister").await.unwrap();
+    bus.enqueue(&format!("{prefix}.in.0"), "m1", Bytes::from_static(b"hello")).await.unwrap();
+    let job = next_job(&mut queue).await;
+    assert_eq!(job.payload, "hello");
+    job.ack().await.unwrap();
+    clean_up(&bus, &prefix).await;
+}
+
+#[tokio::test]
+async fn an_existing_stream_is_updated_to_the_new_configuration() {
+    let Some((bus, prefix)) = bus("stream_update").await else { return };
+    let mut changed = settings(&prefix);
+    changed.max_age = Duration::from_secs(3600);
+    let servers: NatsServers = nats_url().parse().expect("NATS_URL parses");
+    let _again = NatsBus::connect(&servers, "stream_update", 1, changed).await.unwrap();
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let mut stream = async_nats::jetstream::new(client).get_stream(format!("{prefix}_inbound")).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().config.max_age, Duration::from_secs(3600));
     clean_up(&bus, &prefix).await;
 }

@@ -21,6 +21,16 @@
 //           per test file, dropped / deleted (streams) after the file.
 //           Needs NATS (JetStream) at 127.0.0.1:4222 and Postgres at 127.0.0.1:5432
 //           (user postgres, trust auth, `psql` on PATH).
+// NATS servers of cluster mode (env E2E_NATS_SERVERS):
+//   1       (default) one NATS server: the shared one at 127.0.0.1:4222, or the file's own with
+//           `ownNats` (below); the roles keep one replica of the work queue and the bucket.
+//   3       every cluster file runs a NATS cluster of its own, whatever its options: three
+//           `nats-server` processes on loopback (JetStream, each with its store in a temp
+//           directory, its own client, route and monitoring ports, a distinct server name),
+//           joined by cluster routes; the roles get the three URLs (NATS_URL, comma-separated)
+//           and CHAT_STREAM_REPLICAS=3. The roles start once JetStream has elected its meta
+//           leader. Needs the `nats-server` binary, not the shared server.
+// `NATS_SERVERS` and `STREAM_REPLICAS` (exported) say which.
 // The helper API is the same in both modes, so every test file runs in both. In cluster mode
 // `connect(userId)` / `socket({userId})` pick the gateway by user id parity (odd → gateway A,
 // even → gateway B; consecutive ids from `users()` thus sit on different gateways; force one
@@ -33,12 +43,17 @@
 // Cluster-only options of useServer(), for fault-injection tests (all off by default):
 //   ownNats: true  the cluster runs on a `nats-server` of its own (`nats-server -a 127.0.0.1
 //                  -p <free port> -js -sd <temp dir>`, binary from PATH or $NATS_SERVER_BIN)
-//                  instead of the shared one on 4222, so it may be stopped:
-//                  `srv.restartNats({ signal, downMs })` stops it (SIGTERM or SIGKILL), waits
-//                  `downMs`, starts it again on the same port with the same store directory and
-//                  waits until it accepts connections with JetStream (or in two steps:
-//                  `srv.stopNats(signal)`, `srv.startNats()`). `srv.natsUrl` is its URL.
-//                  The store directory is removed at the end.
+//                  instead of the shared one on 4222, so it may be stopped (with
+//                  E2E_NATS_SERVERS=3 every file has its own three, and these work for all):
+//                  `srv.restartNats({ signal, downMs })` stops it, every server of it at once
+//                  (SIGTERM or SIGKILL), waits `downMs`, starts them again on the same ports with
+//                  the same store directories and waits until they accept connections with
+//                  JetStream and agree on a meta leader (or in two steps: `srv.stopNats(signal)`,
+//                  `srv.startNats()`). One server of three: `srv.stopNatsNode(i, signal)`,
+//                  `srv.startNatsNode(i)`; `await srv.natsStreamLeader(stream)` is the index of
+//                  the server leading a stream (default: the work queue's). `srv.natsUrl` is
+//                  what the roles get (the URLs, comma-separated), `srv.natsNodes` the
+//                  processes. The store directories are removed at the end.
 //   pgProxy: true  the roles reach Postgres through a TCP proxy in this process (their
 //                  DATABASE_URL names the proxy's port, with sslmode=disable; `psql()` still
 //                  uses the real port);
@@ -49,7 +64,9 @@
 //                  the answer (the client cannot know it was committed);
 //                  `srv.pgHoldNextCommit()` holds back the answer to the next such commit
 //                  until its `release()` (a role caught mid-batch, its data committed).
-//   natsProxy: true each gateway reaches NATS through a TCP proxy of its own in this process;
+//   natsProxy: true each gateway reaches NATS through a TCP proxy of its own in this process
+//                  (one per NATS server; the servers then do not advertise their own addresses to
+//                  clients, or a gateway would learn a way around its proxies);
 //                  `srv.natsPartition(i, ms)` cuts gateway i off from NATS for `ms` (its
 //                  connection reset, reconnections refused), the other roles unaffected.
 //   flags: [...]   extra command-line flags for every cluster role, after the harness's own
@@ -60,8 +77,9 @@
 // the server processes log at RUST_LOG=warn, or at $E2E_RUST_LOG (e.g. chat_gateway=info,warn).
 //
 // Skipping: a file's tests are skipped (shown as "# SKIP <reason>" by the runner) when
-//   - E2E_MODE=cluster and NATS or Postgres is not reachable (with ownNats: Postgres or the
-//     nats-server binary) (unless CI=true: then the file fails loudly instead), or
+//   - E2E_MODE=cluster and NATS or Postgres is not reachable (with ownNats or three NATS
+//     servers: Postgres or the nats-server binary) (unless CI=true: then the file fails loudly
+//     instead), or
 //   - the file asked for one mode only, `useServer({ only: 'cluster' })`, and runs in the other.
 // node:test cannot skip a test from a hook, so the decision is made when the file calls
 // useServer() (NATS and Postgres are checked when this module loads, in cluster mode only) and
@@ -102,6 +120,16 @@ const CLUSTER_FLAGS = ['--gateway-timeout', '3s', '--heartbeat-interval', '1s'];
 const GATEWAY_IDS = ['gwa', 'gwb'];
 
 export const USERID_ERROR = 'userId query parameter is required and must be a positive integer';
+
+/** NATS servers of cluster mode, from E2E_NATS_SERVERS: 1 or 3 (see the header). */
+export const NATS_SERVERS = (() => {
+  const raw = (process.env.E2E_NATS_SERVERS ?? '').trim();
+  if (raw === '' || raw === '1') return 1;
+  if (raw === '3') return 3;
+  throw new Error(`E2E_NATS_SERVERS must be 1 or 3, not ${JSON.stringify(raw)}`);
+})();
+/** CHAT_STREAM_REPLICAS of the cluster roles: a copy on every NATS server. */
+export const STREAM_REPLICAS = NATS_SERVERS;
 
 /** 'single' | 'cluster', from E2E_MODE. */
 export const MODE = (() => {
@@ -481,6 +509,43 @@ async function waitNatsReady(port, timeoutMs, proc) {
 }
 
 /**
+ * A clustered nats-server's view of the JetStream meta group (its monitoring endpoint /jsz):
+ * null when it knows a leader of a group of `size`, else the problem.
+ */
+async function jetStreamMetaProblem(monitorPort, size) {
+  try {
+    const res = await fetch(`http://127.0.0.1:${monitorPort}/jsz`, { signal: AbortSignal.timeout(1000) });
+    const jsz = await res.json();
+    const meta = jsz.meta_cluster ?? {};
+    if (!meta.leader) return `no JetStream meta leader yet (${safeJson(meta)})`;
+    if (meta.cluster_size !== size) return `JetStream meta group of ${meta.cluster_size}, not ${size}`;
+    return null;
+  } catch (err) {
+    return `GET /jsz on :${monitorPort}: ${err.cause?.code ?? err.message}`;
+  }
+}
+
+/**
+ * Waits until every one of `nodes` (nats-server processes of one cluster, or a lone one)
+ * accepts connections with JetStream and, clustered, knows the meta leader of the whole
+ * cluster: before that, JetStream answers stream and consumer requests with errors.
+ */
+async function waitNatsNodesReady(nodes, clusterSize, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (const node of nodes) {
+    await waitNatsReady(node.port, Math.max(1000, deadline - Date.now()), node);
+    if (clusterSize === 1) continue;
+    for (;;) {
+      if (!node.alive) throw new Error(`${node.role} exited during startup (${JSON.stringify(node.exited)})`);
+      const problem = await jetStreamMetaProblem(node.monitorPort, clusterSize);
+      if (problem === null) break;
+      if (Date.now() > deadline) throw new Error(`${node.role}: JetStream not ready within ${timeoutMs} ms (last: ${problem})`);
+      await sleep(100);
+    }
+  }
+}
+
+/**
  * A TCP proxy on 127.0.0.1 to `host:port` (for Postgres faults): `outage(ms)` resets every
  * proxied connection and, for `ms`, accepts and resets new ones (the listening port stays
  * ours); then it proxies again. `holdNextCommit()` waits for a write to commit (a client's
@@ -654,24 +719,26 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
     throw new Error("useServer({ ownNats, pgProxy, natsProxy, flags, env }) are cluster options: add only: 'cluster'");
   }
   const roleFlags = [...CLUSTER_FLAGS, ...flags];
+  // Three NATS servers are always the file's own.
+  const ownCluster = ownNats || NATS_SERVERS > 1;
   // With a NATS server of its own, the shared one is not needed, but the nats-server binary is.
   const problems = MODE !== 'cluster' || (only !== undefined && only !== MODE)
     ? []
-    : ownNats
+    : ownCluster
       ? [clusterDeps.postgres, natsServerProblem()].filter(Boolean)
       : clusterProblems;
-  const needs = ownNats ? 'Postgres and the nats-server binary' : 'NATS (JetStream) and Postgres';
+  const needs = ownCluster ? 'Postgres and the nats-server binary' : 'NATS (JetStream) and Postgres';
   if (only !== undefined && only !== MODE) {
     skipFile(`${only}-only tests; this run is E2E_MODE=${MODE} (run with E2E_MODE=${only})`);
   } else if (problems.length > 0 && process.env.CI !== 'true') {
-    skipFile(ownNats
+    skipFile(ownCluster
       ? `SKIPPING cluster e2e: Postgres or nats-server not available (${problems.join('; ')})`
       : `SKIPPING cluster e2e: NATS/Postgres not reachable (${problems.join('; ')})`);
     const bar = '!'.repeat(78);
     process.stderr.write(
       `\n${bar}\n!!! ${skipReason}\n` +
       `!!! every test of ${path.basename(process.argv[1] ?? 'this file')} is skipped; ` +
-      `${ownNats ? 'provide' : 'start'} ${needs}, or set CI=true to fail instead\n${bar}\n\n`,
+      `${ownCluster ? 'provide' : 'start'} ${needs}, or set CI=true to fail instead\n${bar}\n\n`,
     );
   }
 
@@ -690,11 +757,12 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
     failed: false,
     nextUser: 1000,
     rr: 0,
-    natsUrl: '', // cluster: the NATS server the roles use
-    nats: null, // ownNats: the nats-server process
-    natsDir: '', // ownNats: its JetStream store directory
+    natsUrl: '', // cluster: the NATS URL(s) the roles use (comma-separated)
+    natsUrls: [], // cluster: the same, one per NATS server
+    natsNodes: [], // ownNats (or three servers): the nats-server processes
+    natsDir: '', // ownNats: their JetStream store directories, one under it per server
     pgProxy: null, // pgProxy: the proxy in front of Postgres
-    natsProxies: [], // natsProxy: per gateway, the proxy between it and NATS
+    natsProxies: [], // natsProxy: per gateway, the proxies between it and each NATS server
   };
   let dbCreated = false;
   let streamsPending = false;
@@ -707,7 +775,8 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
   function where() {
     return MODE === 'cluster'
       ? `cluster; ${Object.values(h.procs).map((p) => `${p.role} :${p.port}`).join(', ')}; database ${h.dbName}, prefix ${h.prefix}` +
-        `${h.nats ? `; own nats-server :${h.nats.port}` : ''}${h.pgProxy ? `; Postgres proxy :${h.pgProxy.port}` : ''}`
+        `${h.natsNodes.length > 0 ? `; own nats-server ${h.natsNodes.map((n) => `:${n.port}`).join(' ')}` : ''}` +
+        `${h.pgProxy ? `; Postgres proxy :${h.pgProxy.port}` : ''}`
       : `port ${h.port}, data dir ${h.dataDir}`;
   }
 
@@ -731,7 +800,7 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
 
   const killOnExit = () => {
     for (const p of procList()) p.killNow();
-    h.nats?.killNow();
+    for (const n of h.natsNodes) n.killNow();
     if (h.natsDir) rmSync(h.natsDir, { recursive: true, force: true });
     if (dbCreated) {
       spawnSync('psql', ['-h', PG_HOST, '-p', String(PG_PORT), '-U', PG_USER, '-d', 'postgres', '-X', '-q',
@@ -769,22 +838,41 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
     await waitHealthy([p], HEALTH_TIMEOUT_MS);
   }
 
-  /** ownNats: a nats-server with JetStream on a free port, its store in a temp directory. */
-  async function startOwnNats() {
+  /**
+   * ownNats: NATS_SERVERS nats-servers with JetStream on free ports, each with its store in a
+   * directory of its own; three are one cluster (routes to each other, a server name each, a
+   * monitoring port for /jsz).
+   */
+  async function startOwnNats(rand) {
     h.natsDir = await mkdtemp(path.join(os.tmpdir(), 'chat-e2e-nats-'));
-    const [port] = await distinctPorts(1);
-    h.natsUrl = `nats://127.0.0.1:${port}`;
-    h.nats = new ServerProcess({
-      role: 'nats',
-      bin: natsServerBinary(),
-      args: ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', h.natsDir],
-      env: process.env,
-      port,
-      log: appendLog,
-      onUnexpectedExit,
-    });
-    h.nats.start();
-    await waitNatsReady(port, CLUSTER_HEALTH_TIMEOUT_MS, h.nats);
+    const n = NATS_SERVERS;
+    const ports = await distinctPorts(n === 1 ? 1 : 3 * n);
+    const [clientPorts, routePorts, monitorPorts] = [0, 1, 2].map((k) => ports.slice(k * n, (k + 1) * n));
+    for (let i = 0; i < n; i++) {
+      const args = ['-a', '127.0.0.1', '-p', String(clientPorts[i]), '-js', '-sd', path.join(h.natsDir, `n${i}`)];
+      if (n > 1) {
+        const routes = routePorts.filter((_, j) => j !== i).map((p) => `nats://127.0.0.1:${p}`).join(',');
+        args.push('--name', `nats-${i}`, '-m', String(monitorPorts[i]),
+          '--cluster', `nats://127.0.0.1:${routePorts[i]}`, '--routes', routes, '--cluster_name', `chat-e2e-${rand}`);
+        // A gateway behind its proxies must not learn the servers' own addresses (natsPartition).
+        if (natsProxy) args.push('--no_advertise');
+      }
+      const node = new ServerProcess({
+        role: n > 1 ? `nats-${i}` : 'nats',
+        bin: natsServerBinary(),
+        args,
+        env: process.env,
+        port: clientPorts[i],
+        log: appendLog,
+        onUnexpectedExit,
+      });
+      Object.assign(node, { serverName: n > 1 ? `nats-${i}` : null, monitorPort: monitorPorts[i] });
+      h.natsNodes.push(node);
+    }
+    h.natsUrls = clientPorts.map((p) => `nats://127.0.0.1:${p}`);
+    h.natsUrl = h.natsUrls.join(',');
+    for (const node of h.natsNodes) node.start();
+    await waitNatsNodesReady(h.natsNodes, n, CLUSTER_HEALTH_TIMEOUT_MS);
   }
 
   async function startCluster(bin) {
@@ -794,18 +882,24 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
     const created = await psql(`create database ${h.dbName}`);
     if (!created.ok) throw new Error(`cannot create database ${h.dbName}: ${created.stderr.trim()}`);
     dbCreated = true;
-    if (ownNats) await startOwnNats();
+    if (ownCluster) await startOwnNats(rand);
     else {
-      h.natsUrl = `nats://${NATS_HOST}:${NATS_PORT}`;
+      h.natsUrls = [`nats://${NATS_HOST}:${NATS_PORT}`];
+      h.natsUrl = h.natsUrls[0];
       streamsPending = true;
     }
     if (pgProxy) h.pgProxy = await startTcpProxy(PG_HOST, PG_PORT);
     if (natsProxy) {
-      const target = ownNats ? ['127.0.0.1', h.nats.port] : [NATS_HOST, NATS_PORT];
-      for (let i = 0; i < GATEWAY_IDS.length; i++) h.natsProxies.push(await startTcpProxy(...target));
+      const targets = ownCluster ? h.natsNodes.map((n) => ['127.0.0.1', n.port]) : [[NATS_HOST, NATS_PORT]];
+      for (let i = 0; i < GATEWAY_IDS.length; i++) {
+        const proxies = [];
+        for (const target of targets) proxies.push(await startTcpProxy(...target));
+        h.natsProxies.push(proxies);
+      }
     }
     const env = childEnv({
       NATS_URL: h.natsUrl,
+      CHAT_STREAM_REPLICAS: String(STREAM_REPLICAS),
       // Through the proxy without TLS, so that it sees the protocol (pgOutage's atCommit).
       DATABASE_URL: h.pgProxy
         ? `postgres://${PG_USER}@127.0.0.1:${h.pgProxy.port}/${h.dbName}?sslmode=disable`
@@ -818,7 +912,7 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
     const presence = addProc('presence', bin, ['presence', '--port', String(pPres), ...roleFlags], env, pPres);
     const gws = [[GATEWAY_IDS[0], pA], [GATEWAY_IDS[1], pB]].map(([id, port], i) => addProc(
       id, bin, ['gateway', '--port', String(port), '--gateway-id', id, ...roleFlags],
-      natsProxy ? { ...env, NATS_URL: `nats://127.0.0.1:${h.natsProxies[i].port}` } : env, port,
+      natsProxy ? { ...env, NATS_URL: h.natsProxies[i].map((p) => `nats://127.0.0.1:${p.port}`).join(',') } : env, port,
     ));
     h.gateways = gws.map((g) => g.baseUrl);
     h.port = pA;
@@ -835,13 +929,13 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
   async function teardown() {
     const graceMs = MODE === 'cluster' ? 3000 : 5000;
     await Promise.all(procList().map((p) => p.stop(graceMs)));
-    if (h.nats) await h.nats.stop(graceMs);
+    await Promise.all(h.natsNodes.map((n) => n.stop(graceMs)));
     if (h.natsDir) {
       await rm(h.natsDir, { recursive: true, force: true });
       h.natsDir = '';
     }
     if (h.pgProxy) await h.pgProxy.close();
-    for (const p of h.natsProxies.splice(0)) await p.close();
+    for (const p of h.natsProxies.splice(0).flat()) await p.close();
     if (dbCreated) {
       const dropped = await psql(`drop database if exists ${h.dbName} with (force)`);
       if (dropped.ok) dbCreated = false;
@@ -870,7 +964,7 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
     if (MODE === 'cluster' && problems.length > 0) {
       // Not skipped above, so CI=true: fail loudly.
       throw new Error(
-        `cluster e2e cannot run: ${ownNats ? `${needs} not available` : 'NATS/Postgres not reachable'} (${problems.join('; ')}). ` +
+        `cluster e2e cannot run: ${ownCluster ? `${needs} not available` : 'NATS/Postgres not reachable'} (${problems.join('; ')}). ` +
         'CI=true, so this fails instead of skipping.',
       );
     }
@@ -1086,9 +1180,10 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
   };
 
   /**
-   * ownNats: stops the cluster's nats-server with `signal` ('SIGTERM': waits up to 5 s for
-   * it to exit, then SIGKILL; 'SIGKILL': at once), waits `downMs`, starts it again on the same
-   * port with the same JetStream store, and waits until it accepts connections.
+   * ownNats: stops the cluster's nats-server (all of them, at once) with `signal` ('SIGTERM':
+   * waits up to 5 s for each to exit, then SIGKILL; 'SIGKILL': at once), waits `downMs`,
+   * starts them again on the same ports with the same JetStream stores, and waits until they
+   * accept connections (and, three, agree on a JetStream meta leader).
    */
   const restartNats = async ({ signal = 'SIGTERM', downMs = 0 } = {}) => {
     await stopNats(signal);
@@ -1096,25 +1191,75 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
     await startNats();
   };
 
-  /** ownNats: stops the nats-server (see restartNats) and leaves it stopped. */
-  const stopNats = async (signal = 'SIGTERM') => {
-    requireCluster('stopNats');
-    if (!h.nats) throw new Error("stopNats needs useServer({ only: 'cluster', ownNats: true })");
-    if (signal === 'SIGTERM') await h.nats.stop(5000);
-    else await h.nats.kill(signal);
+  const requireOwnNats = (what) => {
+    requireCluster(what);
+    if (h.natsNodes.length === 0) throw new Error(`${what} needs useServer({ only: 'cluster', ownNats: true }) or E2E_NATS_SERVERS=3`);
   };
 
-  /** ownNats: starts the stopped nats-server again (same port, same store); waits until ready. */
-  const startNats = async () => {
-    requireCluster('startNats');
-    if (!h.nats) throw new Error("startNats needs useServer({ only: 'cluster', ownNats: true })");
-    if (h.nats.alive) return;
-    h.nats.start();
+  /** NATS server `i` of the cluster's own (0-based). */
+  const ownNatsNode = (what, i) => {
+    requireOwnNats(what);
+    const node = h.natsNodes[i];
+    if (!node) throw new Error(`${what}: no NATS server ${JSON.stringify(i)} (have ${h.natsNodes.length})`);
+    return node;
+  };
+
+  const stopNode = (node, signal) => (signal === 'SIGTERM' ? node.stop(5000) : node.kill(signal));
+
+  /** ownNats: stops every nats-server (see restartNats) and leaves them stopped. */
+  const stopNats = async (signal = 'SIGTERM') => {
+    requireOwnNats('stopNats');
+    await Promise.all(h.natsNodes.map((n) => stopNode(n, signal)));
+  };
+
+  /** Starts the stopped ones of `nodes` again (same ports, same stores); waits until ready. */
+  const startNodes = async (nodes) => {
+    for (const node of nodes) if (!node.alive) node.start();
     try {
-      await waitNatsReady(h.nats.port, CLUSTER_HEALTH_TIMEOUT_MS, h.nats);
+      await waitNatsNodesReady(nodes, h.natsNodes.length, CLUSTER_HEALTH_TIMEOUT_MS);
     } catch (err) {
       dumpLog(`restart of nats-server failed: ${err.message}`);
       throw err;
+    }
+  };
+
+  /** ownNats: starts the stopped nats-servers again (same ports, same stores); waits until ready. */
+  const startNats = async () => {
+    requireOwnNats('startNats');
+    await startNodes(h.natsNodes);
+  };
+
+  /** ownNats: stops NATS server `i` only (as stopNats) and leaves it stopped. */
+  const stopNatsNode = async (i, signal = 'SIGTERM') => {
+    const node = ownNatsNode('stopNatsNode', i);
+    appendLog(`[harness] ${node.role} stopped (${signal})\n`);
+    await stopNode(node, signal);
+  };
+
+  /** ownNats: starts NATS server `i` again; waits until it is back in its cluster. */
+  const startNatsNode = async (i) => {
+    const node = ownNatsNode('startNatsNode', i);
+    await startNodes([node]);
+  };
+
+  /**
+   * ownNats: the index in `natsNodes` of the NATS server leading JetStream stream `stream`
+   * (default: this run's work queue), asked of any running server; 0 with one server. Rejects
+   * when the stream has no leader, or no answer comes within `timeoutMs`.
+   */
+  const natsStreamLeader = async (stream = `${h.prefix}_inbound`, { timeoutMs = 5000 } = {}) => {
+    requireOwnNats('natsStreamLeader');
+    if (h.natsNodes.length === 1) return 0;
+    const { connect } = await import('nats');
+    const servers = h.natsNodes.filter((n) => n.alive).map((n) => `127.0.0.1:${n.port}`);
+    const nc = await connect({ servers, timeout: timeoutMs, name: 'chat-e2e-leader' });
+    try {
+      const info = await (await nc.jetstreamManager({ timeout: timeoutMs })).streams.info(stream);
+      const index = h.natsNodes.findIndex((n) => n.serverName === info.cluster?.leader);
+      if (index < 0) throw new Error(`stream ${stream}: no known leader (${safeJson(info.cluster)})`);
+      return index;
+    } finally {
+      await nc.close();
     }
   };
 
@@ -1142,10 +1287,10 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
    */
   const natsPartition = async (i, ms) => {
     requireCluster('natsPartition');
-    const proxy = h.natsProxies[i];
-    if (!proxy) throw new Error(`natsPartition needs useServer({ only: 'cluster', natsProxy: true }) and a gateway index 0 or 1, not ${JSON.stringify(i)}`);
+    const proxies = h.natsProxies[i];
+    if (!proxies) throw new Error(`natsPartition needs useServer({ only: 'cluster', natsProxy: true }) and a gateway index 0 or 1, not ${JSON.stringify(i)}`);
     appendLog(`[harness] ${GATEWAY_IDS[i]} cut off from NATS for ${ms} ms\n`);
-    await proxy.outage(ms);
+    await Promise.all(proxies.map((p) => p.outage(ms)));
     appendLog(`[harness] ${GATEWAY_IDS[i]} may reach NATS again\n`);
   };
 
@@ -1175,6 +1320,9 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
     restartNats,
     stopNats,
     startNats,
+    stopNatsNode,
+    startNatsNode,
+    natsStreamLeader,
     pgOutage,
     pgHoldNextCommit,
     natsPartition,

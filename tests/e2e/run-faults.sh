@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs the fault-injection group, tests/e2e/faults/*.test.mjs, against the release binary in
-# E2E_MODE=cluster: each file starts its own cluster (persister, presence, two gateways; see
-# harness.mjs), puts a steady message load on it and injects faults (the persister, a gateway,
-# NATS or presence killed, Postgres unreachable), or fuzzes every event and route. Needs
-# Postgres at 127.0.0.1:5432, NATS (JetStream) at 127.0.0.1:4222 and the `nats-server` binary
-# (faults.test.mjs runs a NATS server of its own, to restart it); without them the files are
-# skipped with a warning, unless CI=true, where they fail.
+# E2E_MODE=cluster, twice: on one NATS server, then on a NATS cluster of three with the work
+# queue and the presence bucket in three replicas (E2E_NATS_SERVERS=3; FAULTS_NATS_SERVERS="1"
+# or "3" runs one of the two). Each file starts its own cluster (persister, presence, two
+# gateways; see harness.mjs), puts a steady message load on it and injects faults (the
+# persister, a gateway, NATS, one NATS server of three or presence killed, Postgres
+# unreachable), or fuzzes every event and route. Needs Postgres at 127.0.0.1:5432, NATS
+# (JetStream) at 127.0.0.1:4222 and the `nats-server` binary (faults.test.mjs runs NATS servers
+# of its own, to restart them); without them the files are skipped with a warning, unless
+# CI=true, where they fail.
 # Prints each file's counts, the fault summary table (messages sent, acknowledged, stored,
 # delivered, lost, duplicated, …; pass: none lost, none duplicated), and a last line
 # `faults: N passed, N failed, N skipped`. Exits non-zero if a test failed.
@@ -34,19 +37,31 @@ trap 'rm -f "$tap_file" "$report_file"' EXIT
 export FAULTS_REPORT="$report_file"
 count() { awk -v k="$1" '$1 == "#" && $2 == k { n = $3 } END { print (n == "" ? "?" : n) }' "$tap_file"; }
 
+# Every file on one NATS server, then every file on three.
+runs=()
+read -r -a nats_counts <<<"${FAULTS_NATS_SERVERS:-1 3}"
+for n in "${nats_counts[@]}"; do
+  case "$n" in
+    1 | 3) ;;
+    *) echo "FAULTS_NATS_SERVERS: $n NATS servers? (1, 3)" >&2; exit 2 ;;
+  esac
+  for file in "${files[@]}"; do runs+=("$n $file"); done
+done
+
 started_all=$SECONDS
 failed=()
 summary=()
 total_pass=0 total_fail=0 total_skip=0
-for file in "${files[@]}"; do
+for run in "${runs[@]}"; do
+  read -r n file <<<"$run"
   echo
   echo "=================================================================="
-  echo "== faults: $file (E2E_MODE=cluster)"
+  echo "== faults: $file (E2E_MODE=cluster, $n NATS server(s))"
   echo "=================================================================="
   started=$SECONDS
   : >"$tap_file"
   set +e
-  E2E_MODE=cluster node --test --test-concurrency=1 \
+  E2E_MODE=cluster E2E_NATS_SERVERS="$n" node --test --test-concurrency=1 \
     --test-reporter="$reporter" --test-reporter-destination=stdout \
     --test-reporter=tap --test-reporter-destination="$tap_file" \
     "$@" "$file"
@@ -62,9 +77,9 @@ for file in "${files[@]}"; do
     total_pass=$((total_pass + pass)) total_fail=$((total_fail + fail)) total_skip=$((total_skip + skipped))
     line="$pass passed, $fail failed, $skipped skipped"
   fi
-  summary+=("== faults: $file: $line (exit $code, $((SECONDS - started)) s)")
+  summary+=("== faults: $file, $n NATS: $line (exit $code, $((SECONDS - started)) s)")
   echo "${summary[-1]}"
-  if [[ $code -ne 0 ]]; then failed+=("$file"); fi
+  if [[ $code -ne 0 ]]; then failed+=("$file ($n NATS)"); fi
 done
 
 echo

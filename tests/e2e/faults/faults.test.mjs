@@ -1,7 +1,9 @@
 // Fault injection under load (E2E_MODE=cluster only; run with tests/e2e/run-faults.sh).
 //
 // Each test runs a real cluster (persister, presence, two gateways) on a NATS server of its own
-// and behind a TCP proxy to Postgres, puts a steady message load on it (load.mjs: 4
+// (or, with E2E_NATS_SERVERS=3, a NATS cluster of three servers with the work queue and the
+// presence bucket in three replicas; run-faults.sh runs the group both ways) and behind a TCP
+// proxy to Postgres, puts a steady message load on it (load.mjs: 4
 // conversations, each between a user on gateway A and one on gateway B, every user sending a
 // message every 40–60 ms with a client_msg_id, retrying and reconnecting like a robust client),
 // injects one fault mid-load, keeps the load running through it and for a while after
@@ -13,8 +15,9 @@
 //   - every client received every message of its conversation, new ids never below ones
 //     already received (a repeated id is allowed and counted), nothing foreign.
 // The faults: the persister killed (SIGKILL) and restarted; a gateway killed (its clients move
-// to the other one); NATS killed and restarted on its store; one gateway cut off from NATS
-// (the recovery a NATS restart relies on, made certain); Postgres unreachable for 10 s
+// to the other one); NATS killed and restarted on its store (every server at once); with three
+// NATS servers, the one leading the work queue killed and restarted (the others carry on); one
+// gateway cut off from NATS (the recovery a NATS restart relies on, made certain); Postgres unreachable for 10 s
 // (shorter than the store timeout; store-timeout.test.mjs: longer); presence killed and
 // restarted, then a gateway killed: contacts see the truth within the gateway timeout (3 s
 // here, see harness.mjs). The frame (load, verification, table) is runner.mjs.
@@ -22,7 +25,7 @@
 import assert from 'node:assert/strict';
 import { after } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { test, useServer, safeJson } from '../harness.mjs';
+import { test, useServer, safeJson, NATS_SERVERS } from '../harness.mjs';
 import { faultRunner, liftSendLimits, waitUntil, GW_A, GW_B } from './runner.mjs';
 
 liftSendLimits();
@@ -126,6 +129,41 @@ test('fault 3b: gateway B cut off from NATS for 3 s (the other roles keep it): o
   });
   assert.ok(srv.isAlive(), 'every role runs');
   assert.equal(load.clients.reduce((n, c) => n + c.disconnects.length, 0), 0, 'no client lost its connection');
+});
+
+test('fault 3c: the NATS server leading the work queue is killed (SIGKILL) and restarted 3 s later (three servers, three replicas): the others elect a new leader, the roles move over, nothing acknowledged is lost or stored twice, no client loses its connection', {
+  skip: NATS_SERVERS < 3 ? 'needs a NATS cluster (E2E_NATS_SERVERS=3; run-faults.sh runs the group that way too)' : false,
+}, async () => {
+  const { load, info } = await runFault('NATS stream leader SIGKILL', async () => {
+    const leader = await srv.natsStreamLeader();
+    const killed = Date.now();
+    await srv.stopNatsNode(leader, 'SIGKILL');
+    // The stream's other replicas elect a new leader among themselves.
+    let newLeader = null;
+    while (newLeader === null && Date.now() - killed < 20_000) {
+      newLeader = await srv.natsStreamLeader(undefined, { timeoutMs: 250 }).catch(() => null);
+      if (newLeader === leader) newLeader = null;
+      if (newLeader === null) await sleep(100);
+    }
+    const electedAfter = Date.now() - killed;
+    await sleep(Math.max(0, 3000 - electedAfter));
+    await srv.startNatsNode(leader);
+    return { leader, newLeader, electedAfter };
+  });
+  console.log(`fault 3c: NATS server ${info.leader} led the work queue; server ${info.newLeader} led it ${info.electedAfter} ms after the kill`);
+  assert.notEqual(info.newLeader, null, 'a new leader of the work queue was elected while the old one was down');
+  assert.ok(srv.isAlive(), 'every role survived the loss of a NATS server');
+  assert.equal(load.clients.reduce((n, c) => n + c.disconnects.length, 0), 0, 'no client lost its connection');
+  // The restarted server is back in the cluster: the cluster works normally on all three.
+  const [a, b] = srv.users(2);
+  const conv = await srv.openConversation(a, b);
+  const sa = await srv.connect(a, { gateway: GW_A });
+  const sb = await srv.connect(b, { gateway: GW_B });
+  await srv.join(sa, conv.id);
+  await srv.join(sb, conv.id);
+  const recv = srv.once(sb, 'receive-message', 5000);
+  const sent = await srv.send(sa, a, conv.id, 'after the NATS server came back', 'text', 5000);
+  assert.deepEqual(await recv, sent);
 });
 
 test('fault 4: Postgres unreachable for 10 s (< --store-timeout 20s): sends made meanwhile are stored once it is back, and acknowledged; none is lost', async () => {

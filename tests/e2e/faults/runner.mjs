@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { appendFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { safeJson } from '../harness.mjs';
+import { safeJson, NATS_SERVERS, STREAM_REPLICAS } from '../harness.mjs';
 import { Load } from './load.mjs';
 import { formatTable, LEGEND } from './table.mjs';
 
@@ -56,7 +56,7 @@ export function faultRunner(srv) {
 
   /** Brings back whatever a previous test left dead (a failed test may stop half-way). */
   async function ensureCluster() {
-    if (srv.nats && !srv.nats.alive) await srv.restartNats();
+    if (srv.natsNodes.some((n) => !n.alive)) await srv.startNats();
     for (const [role, p] of Object.entries(srv.procs)) {
       if (!p.alive) await srv.restartRole(role);
     }
@@ -98,7 +98,11 @@ export function faultRunner(srv) {
     } finally {
       load.close();
     }
-    record({ fault: name, ...result.row });
+    // What a client saw: the longest a send waited for its message-sent (retries included).
+    const slowestAck = Math.max(0, ...load.clients.flatMap((c) => [...c.items.values()]
+      .filter((i) => i.ackedAt > 0).map((i) => i.ackedAt - i.createdAt)));
+    const nats = NATS_SERVERS === 1 ? '1' : `${NATS_SERVERS}, R${STREAM_REPLICAS}`;
+    record({ fault: name, nats, ...result.row, 'slowest ack ms': slowestAck });
     if (result.errorTexts.size > 0) console.log(`message-error texts during "${name}": ${safeJson(Object.fromEntries(result.errorTexts))}`);
     const { errorEvents, joinFailures, pagedIn } = result.notes;
     if (errorEvents.length + joinFailures.length + pagedIn > 0) {
