@@ -109,15 +109,7 @@ test('fault 3: NATS is killed and restarted on its JetStream store: the roles re
   assert.ok(srv.isAlive(), 'every role survived the NATS restart');
   assert.equal(load.clients.reduce((n, c) => n + c.disconnects.length, 0), 0, 'no client lost its connection');
   // The cluster works normally afterwards: a fresh pair on both gateways.
-  const [a, b] = srv.users(2);
-  const conv = await srv.openConversation(a, b);
-  const sa = await srv.connect(a, { gateway: GW_A });
-  const sb = await srv.connect(b, { gateway: GW_B });
-  await srv.join(sa, conv.id);
-  await srv.join(sb, conv.id);
-  const recv = srv.once(sb, 'receive-message', 5000);
-  const sent = await srv.send(sa, a, conv.id, 'after the NATS restart', 'text', 5000);
-  assert.deepEqual(await recv, sent);
+  await assertFreshPairTalks('after the NATS restart');
 });
 
 test('fault 3b: gateway B cut off from NATS for 3 s (the other roles keep it): once back, its clients get every message published meanwhile', async () => {
@@ -155,15 +147,7 @@ test('fault 3c: the NATS server leading the work queue is killed (SIGKILL) and r
   assert.ok(srv.isAlive(), 'every role survived the loss of a NATS server');
   assert.equal(load.clients.reduce((n, c) => n + c.disconnects.length, 0), 0, 'no client lost its connection');
   // The restarted server is back in the cluster: the cluster works normally on all three.
-  const [a, b] = srv.users(2);
-  const conv = await srv.openConversation(a, b);
-  const sa = await srv.connect(a, { gateway: GW_A });
-  const sb = await srv.connect(b, { gateway: GW_B });
-  await srv.join(sa, conv.id);
-  await srv.join(sb, conv.id);
-  const recv = srv.once(sb, 'receive-message', 5000);
-  const sent = await srv.send(sa, a, conv.id, 'after the NATS server came back', 'text', 5000);
-  assert.deepEqual(await recv, sent);
+  await assertFreshPairTalks('after the NATS server came back');
 });
 
 test('fault 4: Postgres unreachable for 10 s (< --store-timeout 20s): sends made meanwhile are stored once it is back, and acknowledged; none is lost', async () => {
@@ -242,3 +226,15 @@ test('fault 5: presence restarted, then a gateway killed: its users go offline f
   }
 });
 
+/** A new pair, one user on each gateway, exchanges a message: the cluster works normally. */
+async function assertFreshPairTalks(content) {
+  const [a, b] = srv.users(2);
+  const conv = await srv.openConversation(a, b);
+  const sa = await srv.connect(a, { gateway: GW_A });
+  const sb = await srv.connect(b, { gateway: GW_B });
+  await srv.join(sa, conv.id);
+  await srv.join(sb, conv.id);
+  const recv = srv.once(sb, 'receive-message', 5000);
+  const sent = await srv.send(sa, a, conv.id, content, 'text', 5000);
+  assert.deepEqual(await recv, sent);
+}
