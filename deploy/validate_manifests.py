@@ -8,7 +8,7 @@ Every object is checked against the Kubernetes JSON schemas shipped inside the
 Custom resources have no schema there: a ServiceMonitor is checked against the small schema in
 schemas/servicemonitor.json next to this script; any other kind without a schema is an error,
 so that nothing goes unchecked by accident. Then the chart's own rules (secure pod settings,
-probes, one presence replica, the gateway's drain time) are checked on the objects.
+probes, presence's replicas and lease, the gateway's drain time) are checked on the objects.
 
 Exits 1 with one line per problem, 0 when every file passes.
 """
@@ -99,8 +99,10 @@ def rule_problems(objs):
                     problems.append(f"{where}, container {c['name']}: {probe} must GET {path} on port http")
         role = dep["metadata"]["labels"].get("app.kubernetes.io/component")
         if role == "presence":
-            if dep["spec"].get("replicas") != 1 or dep["spec"].get("strategy", {}).get("type") != "Recreate":
-                problems.append(f"{where}: presence must have exactly 1 replica and the Recreate strategy")
+            if dep["spec"].get("replicas", 1) < 1:
+                problems.append(f"{where}: presence needs at least one replica")
+            if duration_seconds(settings.get("CHAT_PRESENCE_LEASE", "5s")) < 1:
+                problems.append(f"{where}: CHAT_PRESENCE_LEASE must be at least 1s (the binary refuses less)")
         if role == "gateway":
             grace = duration_seconds(settings.get("CHAT_SHUTDOWN_GRACE", "10s"))
             if pod.get("terminationGracePeriodSeconds", 30) <= grace:

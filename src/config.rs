@@ -127,6 +127,11 @@ pub struct Settings {
     #[arg(long, env = "CHAT_GATEWAY_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration, global = true)]
     pub gateway_timeout: Duration,
 
+    /// The term of the lease held by the presence replica that announces: when it dies,
+    /// another replica takes over within about this long.
+    #[arg(long, env = "CHAT_PRESENCE_LEASE", default_value = "5s", value_parser = parse_lease, global = true)]
+    pub presence_lease: Duration,
+
     /// How long the persister retries a batch while the database is unavailable before the
     /// senders get `message-error`.
     #[arg(long, env = "CHAT_STORE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
@@ -283,7 +288,13 @@ impl Settings {
     }
 
     pub fn presence_config(&self) -> PresenceConfig {
-        PresenceConfig { gateway_timeout: self.gateway_timeout }
+        // The pod name in Kubernetes, and the process id: unique per replica.
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "presence".to_owned());
+        PresenceConfig {
+            gateway_timeout: self.gateway_timeout,
+            lease: self.presence_lease,
+            replica_id: format!("{host}-{}", std::process::id()),
+        }
     }
 
     /// The NATS servers of a cluster role: `--nats-url`, else the local default.
@@ -293,6 +304,16 @@ impl Settings {
             None => DEFAULT_NATS_URL.parse(),
         }
     }
+}
+
+/// A lease is renewed every quarter of its term: under a second, renewals would load the
+/// key-value store for nothing; JetStream also expires entries in whole steps.
+fn parse_lease(raw: &str) -> Result<Duration, String> {
+    let lease = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
+    if lease < Duration::from_secs(1) {
+        return Err(format!("{raw} is too short for a lease: at least 1s"));
+    }
+    Ok(lease)
 }
 
 /// Subject tokens may not be empty or hold spaces or wildcards.

@@ -231,8 +231,15 @@ pub trait Bus: Send + Sync + 'static {
     /// disconnected are lost, so subscribers that cannot afford a gap resynchronise.
     fn connection_events(&self) -> tokio::sync::broadcast::Receiver<ConnectionEvent>;
 
-    /// Opens (creating if needed) the key-value bucket `bucket`.
-    async fn key_value(&self, bucket: &str) -> Result<Arc<dyn KeyValue>, BusError>;
+    /// Opens (creating if needed) the key-value bucket `bucket`, described by `purpose`. With
+    /// `expire_after`, an entry not written again for that long disappears by itself: what a
+    /// lease needs. Every opener of a bucket passes the same expiry.
+    async fn key_value(
+        &self,
+        bucket: &str,
+        purpose: &str,
+        expire_after: Option<Duration>,
+    ) -> Result<Arc<dyn KeyValue>, BusError>;
 }
 
 /// A change of the bus connection.
@@ -249,4 +256,10 @@ pub trait KeyValue: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), BusError>;
     /// Every key and its value.
     async fn entries(&self) -> Result<Vec<(String, Bytes)>, BusError>;
+    /// Writes `value` under `key` if the key holds nothing (never written, deleted or
+    /// expired): the entry's revision, or `None` when the key holds a value.
+    async fn create(&self, key: &str, value: Bytes) -> Result<Option<u64>, BusError>;
+    /// Writes `value` under `key` if the key's revision is still `revision`: the new revision,
+    /// or `None` when the key was written, deleted or expired meanwhile.
+    async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<Option<u64>, BusError>;
 }

@@ -224,39 +224,87 @@ impl Bus for MemoryBus {
         self.inner.connection_events.subscribe()
     }
 
-    async fn key_value(&self, bucket: &str) -> Result<Arc<dyn KeyValue>, BusError> {
+    async fn key_value(
+        &self,
+        bucket: &str,
+        _purpose: &str,
+        expire_after: Option<Duration>,
+    ) -> Result<Arc<dyn KeyValue>, BusError> {
         let mut buckets = self.inner.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let bucket: Arc<dyn KeyValue> = buckets.entry(bucket.to_owned()).or_default().clone();
+        let bucket: Arc<dyn KeyValue> =
+            buckets.entry(bucket.to_owned()).or_insert_with(|| Arc::new(MemoryKeyValue::new(expire_after))).clone();
         Ok(bucket)
     }
 }
 
 /// A key-value bucket in memory: it lives as long as the process, like everything else here.
+/// Revisions count writes across the bucket, as JetStream's do.
 #[derive(Default)]
 struct MemoryKeyValue {
-    entries: Mutex<HashMap<String, Bytes>>,
+    expire_after: Option<Duration>,
+    entries: Mutex<MemoryEntries>,
+}
+
+#[derive(Default)]
+struct MemoryEntries {
+    last_revision: u64,
+    /// Value, revision, and when it was written.
+    by_key: HashMap<String, (Bytes, u64, tokio::time::Instant)>,
 }
 
 impl MemoryKeyValue {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Bytes>> {
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn new(expire_after: Option<Duration>) -> Self {
+        Self { expire_after, entries: Mutex::default() }
+    }
+
+    /// The entries, with those older than the bucket's expiry gone.
+    fn lock(&self) -> MutexGuard<'_, MemoryEntries> {
+        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(expire_after) = self.expire_after {
+            entries.by_key.retain(|_, (_, _, written)| written.elapsed() < expire_after);
+        }
+        entries
+    }
+}
+
+impl MemoryEntries {
+    fn write(&mut self, key: &str, value: Bytes) -> u64 {
+        self.last_revision += 1;
+        self.by_key.insert(key.to_owned(), (value, self.last_revision, tokio::time::Instant::now()));
+        self.last_revision
     }
 }
 
 #[async_trait]
 impl KeyValue for MemoryKeyValue {
     async fn put(&self, key: &str, value: Bytes) -> Result<(), BusError> {
-        self.lock().insert(key.to_owned(), value);
+        self.lock().write(key, value);
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<(), BusError> {
-        self.lock().remove(key);
+        self.lock().by_key.remove(key);
         Ok(())
     }
 
     async fn entries(&self) -> Result<Vec<(String, Bytes)>, BusError> {
-        Ok(self.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        Ok(self.lock().by_key.iter().map(|(k, (v, _, _))| (k.clone(), v.clone())).collect())
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<Option<u64>, BusError> {
+        let mut entries = self.lock();
+        if entries.by_key.contains_key(key) {
+            return Ok(None);
+        }
+        Ok(Some(entries.write(key, value)))
+    }
+
+    async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<Option<u64>, BusError> {
+        let mut entries = self.lock();
+        match entries.by_key.get(key) {
+            Some((_, current, _)) if *current == revision => Ok(Some(entries.write(key, value))),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -420,5 +468,20 @@ mod tests {
             assert_eq!(job.payload.as_ref(), &[i]);
             job.ack().await.unwrap();
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_is_created_once_updated_by_revision_and_expires() {
+        let bus = MemoryBus::new();
+        let kv = bus.key_value("lease", "a lease", Some(Duration::from_secs(5))).await.unwrap();
+        let first = kv.create("leader", Bytes::from_static(b"a")).await.unwrap().expect("free key");
+        assert_eq!(kv.create("leader", Bytes::from_static(b"b")).await.unwrap(), None, "held");
+        let second = kv.update("leader", Bytes::from_static(b"a"), first).await.unwrap().expect("same revision");
+        assert_eq!(kv.update("leader", Bytes::from_static(b"b"), first).await.unwrap(), None, "stale revision");
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(kv.update("leader", Bytes::from_static(b"a"), second).await.unwrap().is_some(), "renewed in time");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(kv.entries().await.unwrap().is_empty(), "expired");
+        assert!(kv.create("leader", Bytes::from_static(b"b")).await.unwrap().is_some(), "free again");
     }
 }

@@ -474,13 +474,23 @@ impl Bus for NatsBus {
         self.connection_events.subscribe()
     }
 
-    async fn key_value(&self, bucket: &str) -> Result<Arc<dyn KeyValue>, BusError> {
+    async fn key_value(
+        &self,
+        bucket: &str,
+        purpose: &str,
+        expire_after: Option<Duration>,
+    ) -> Result<Arc<dyn KeyValue>, BusError> {
         // The bucket's stream is created here, in the layout JetStream KV uses, rather than by
         // `create_key_value`: that one first queries the account, whose reply does not parse
         // on NATS 2.9 servers.
+        let max_age = expire_after.unwrap_or_default();
         let stream = stream::Config {
             name: format!("KV_{bucket}"),
-            description: Some("chat presence: open sockets".into()),
+            description: Some(purpose.to_owned()),
+            max_age,
+            // JetStream refuses a duplicate window longer than the entries live (zero: its
+            // default, for entries that do not expire).
+            duplicate_window: max_age,
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
             storage: stream::StorageType::File,
@@ -540,5 +550,21 @@ impl KeyValue for NatsKeyValue {
             }
         }
         Ok(entries)
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<Option<u64>, BusError> {
+        match self.0.create(key, value).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(BusError::Connection(format!("kv create {key}: {e}"))),
+        }
+    }
+
+    async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<Option<u64>, BusError> {
+        match self.0.update(key, value, revision).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(BusError::Connection(format!("kv update {key}: {e}"))),
+        }
     }
 }

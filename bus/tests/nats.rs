@@ -42,8 +42,8 @@ async fn bus(test: &str) -> Option<(NatsBus, String)> {
 
 /// Deletes what a test created on the server.
 async fn clean_up(bus: &NatsBus, prefix: &str) {
-    for stream in [format!("{prefix}_inbound"), format!("KV_{prefix}_presence")] {
-        let _ = bus.delete_stream(&stream).await; // the bucket exists only in one test
+    for stream in [format!("{prefix}_inbound"), format!("KV_{prefix}_presence"), format!("KV_{prefix}_lease")] {
+        let _ = bus.delete_stream(&stream).await; // the buckets exist only in some tests
     }
 }
 
@@ -126,14 +126,28 @@ async fn key_value_entries_outlive_the_handle() {
         return;
     };
     let bucket = format!("{prefix}_presence");
-    let kv = bus.key_value(&bucket).await.unwrap();
+    let kv = bus.key_value(&bucket, "test: open sockets", None).await.unwrap();
     kv.put("gw-a.s1", Bytes::from_static(b"7")).await.unwrap();
     kv.put("gw-a.s2", Bytes::from_static(b"8")).await.unwrap();
     kv.delete("gw-a.s2").await.unwrap();
     drop(kv);
-    let reopened = bus.key_value(&bucket).await.unwrap();
+    let reopened = bus.key_value(&bucket, "test: open sockets", None).await.unwrap();
     let entries = reopened.entries().await.unwrap();
     assert_eq!(entries, vec![("gw-a.s1".to_owned(), Bytes::from_static(b"7"))]);
+    clean_up(&bus, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_lease_is_taken_once_renewed_by_revision_and_expires() {
+    let Some((bus, prefix)) = bus("lease").await else { return };
+    let kv = bus.key_value(&format!("{prefix}_lease"), "test: a lease", Some(Duration::from_secs(2))).await.unwrap();
+    let first = kv.create("leader", Bytes::from_static(b"a")).await.unwrap().expect("a free key is created");
+    assert_eq!(kv.create("leader", Bytes::from_static(b"b")).await.unwrap(), None, "a held key is not");
+    let renewed = kv.update("leader", Bytes::from_static(b"a"), first).await.unwrap().expect("its revision renews it");
+    assert_eq!(kv.update("leader", Bytes::from_static(b"b"), first).await.unwrap(), None, "a stale revision does not");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(kv.update("leader", Bytes::from_static(b"a"), renewed).await.unwrap(), None, "an expired lease is gone");
+    assert!(kv.create("leader", Bytes::from_static(b"b")).await.unwrap().is_some(), "and free to take");
     clean_up(&bus, &prefix).await;
 }
 
@@ -154,7 +168,7 @@ async fn stream_replicas(prefix: &str, stream: &str, consumer: Option<&str>) -> 
 async fn the_stream_its_consumers_and_buckets_get_the_replica_count() {
     let Some((bus, prefix)) = bus("replicas_one").await else { return };
     let _queue = bus.work_queue("persister").await.unwrap();
-    let _kv = bus.key_value(&format!("{prefix}_presence")).await.unwrap();
+    let _kv = bus.key_value(&format!("{prefix}_presence"), "test: open sockets", None).await.unwrap();
     let (stream, consumer) = stream_replicas(&prefix, &format!("{prefix}_inbound"), Some("persister-3")).await;
     assert_eq!((stream, consumer), (1, Some(1)));
     let (bucket, _) = stream_replicas(&prefix, &format!("KV_{prefix}_presence"), None).await;

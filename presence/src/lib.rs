@@ -7,7 +7,11 @@
 //! transition is announced to the user's contacts, the users who share a conversation with
 //! them, on their personal subjects: never to every socket of the cluster, which would cost
 //! O(N²) as users arrive.
+//!
+//! Any number of replicas can run: each keeps the whole state, and the one holding a lease in
+//! the key-value store announces (see `service` and `lease`).
 
+mod lease;
 pub mod metrics;
 mod service;
 mod state;

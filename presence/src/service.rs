@@ -1,13 +1,19 @@
 //! The presence loop: gateway reports in, online/offline announcements out.
 //!
-//! State is kept in memory and mirrored, socket by socket, into a key-value bucket on the bus
-//! (`<gateway>.<socket>` → user id), so that a restarted presence service resumes from what it
-//! knew instead of announcing everyone anew. Gateways send a heartbeat with their open
-//! sockets every few seconds: it corrects whatever presence missed while it was down, and a
-//! gateway whose heartbeats stop for [`PresenceConfig::gateway_timeout`] is taken for dead and
-//! its users offline.
+//! Every replica hears every report and keeps the whole state; one of them, the holder of a
+//! lease ([`crate::lease`]), announces. State is kept in memory and mirrored by the announcing
+//! replica, socket by socket, into a key-value bucket on the bus (`<gateway>.<socket>` → user
+//! id), so that a restarted presence service resumes from what it knew instead of announcing
+//! everyone anew. Gateways send a heartbeat with their open sockets every few seconds: it
+//! corrects whatever presence missed while it was down, and a gateway whose heartbeats stop
+//! for [`PresenceConfig::gateway_timeout`] is taken for dead and its users offline.
+//!
+//! The announcing replica also records, per user, what it announced last (a second bucket:
+//! the users announced online). A replica that takes the lease over compares that record with
+//! what it knows and announces just the difference: the transitions the previous holder had
+//! not announced when it died, and nothing it had.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +24,10 @@ use chat_proto::{
     QueryReply, Subjects, RPC_LIST_CONTACTS,
 };
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::lease::Lease;
 use crate::state::PresenceState;
 
 /// How long a contacts lookup may take before the announcement is given up.
@@ -34,11 +41,20 @@ const NOTIFY_PER_ANNOUNCEMENT: usize = 10_000;
 pub struct PresenceConfig {
     /// A gateway silent for this long is taken for dead, and its sockets closed.
     pub gateway_timeout: Duration,
+    /// The term of the announcing replica's lease: when it dies, another replica announces
+    /// within about this long.
+    pub lease: Duration,
+    /// This replica's name in the lease bucket (unique per replica; e.g. the pod name).
+    pub replica_id: String,
 }
 
 impl Default for PresenceConfig {
     fn default() -> Self {
-        Self { gateway_timeout: Duration::from_secs(15) }
+        Self {
+            gateway_timeout: Duration::from_secs(15),
+            lease: Duration::from_secs(5),
+            replica_id: format!("presence-{}", std::process::id()),
+        }
     }
 }
 
@@ -66,12 +82,38 @@ fn lock(state: &SharedState) -> std::sync::MutexGuard<'_, PresenceState> {
     state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// What the tracker hands the announcer, in the order it happened.
+enum ToAnnounce {
+    /// This replica now holds the lease; the users the record says were announced online.
+    Lead(HashSet<i64>),
+    /// This replica no longer holds the lease: announce nothing until the next `Lead`.
+    Follow,
+    /// A user came online or went offline.
+    Change(PresenceChange),
+}
+
 /// The part of presence that changes the state: one task, one report at a time.
 struct Tracker {
     state: SharedState,
+    /// The mirror of the open sockets, written by the announcing replica only.
     sockets: Arc<dyn KeyValue>,
+    /// The users last announced online, read when this replica takes the lease.
+    announced: Arc<dyn KeyValue>,
     last_heard: HashMap<String, Instant>,
-    changes: mpsc::UnboundedSender<PresenceChange>,
+    /// Whether this replica announces (it holds the lease, and the announcer knows).
+    leading: bool,
+    to_announce: mpsc::UnboundedSender<ToAnnounce>,
+}
+
+/// Aborts a task when dropped: the lease and the announcer live exactly as long as the
+/// tracker's task, so a presence service that is stopped (or aborted in a test) lets go of
+/// its lease.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Presence {
@@ -79,24 +121,42 @@ impl Presence {
         Self { bus, subjects, config }
     }
 
-    /// Restores the state, subscribes, then runs in tasks of its own until the bus connection
+    /// Subscribes, restores the state, then runs in tasks of its own until the bus connection
     /// ends.
     pub async fn start(self) -> Result<tokio::task::JoinHandle<Result<(), PresenceError>>, PresenceError> {
-        let sockets = self.bus.key_value(&self.subjects.presence_bucket()).await?;
+        let sockets = self.bus.key_value(&self.subjects.presence_bucket(), "chat presence: open sockets", None).await?;
+        let announced = self
+            .bus
+            .key_value(&self.subjects.presence_announced_bucket(), "chat presence: users announced online", None)
+            .await?;
+        let lease = Lease::open(self.bus.as_ref(), &self.subjects, &self.config.replica_id, self.config.lease).await?;
+        // Subscribed before the state is read, so that no report falls between the two: a
+        // report applied to a state that already has it changes nothing.
+        let mut reports = self.bus.subscribe(&self.subjects.presence_reports()).await?;
         let state = restore(sockets.as_ref()).await?;
         let now = Instant::now();
         // Every gateway known from before gets a full timeout to show it is still there.
         let last_heard = state.gateways().into_iter().map(|gw| (gw, now)).collect();
-        let mut reports = self.bus.subscribe(&self.subjects.presence_reports()).await?;
-        let (changes, pending) = mpsc::unbounded_channel();
+        let (to_announce, pending) = mpsc::unbounded_channel();
         crate::metrics::observe(&state);
         let state: SharedState = Arc::new(std::sync::Mutex::new(state));
-        let mut tracker = Tracker { state: state.clone(), sockets, last_heard, changes };
+        let mut tracker = Tracker {
+            state: state.clone(),
+            sockets,
+            announced: announced.clone(),
+            last_heard,
+            leading: false,
+            to_announce,
+        };
+        let (holds_lease, mut lease_held) = watch::channel(false);
+        let lease_task = AbortOnDrop(tokio::spawn(lease.keep(holds_lease)));
         let presence = Arc::new(self);
-        tokio::spawn(presence.clone().announce(pending, state));
+        let announcer =
+            AbortOnDrop(tokio::spawn(presence.clone().announce(pending, state, announced, lease_held.clone())));
 
         let timeout = presence.config.gateway_timeout;
         Ok(tokio::spawn(async move {
+            let _tasks = (lease_task, announcer);
             let mut sweep = tokio::time::interval((timeout / 4).max(Duration::from_millis(100)));
             loop {
                 tokio::select! {
@@ -108,6 +168,14 @@ impl Presence {
                         }
                     }
                     _ = sweep.tick() => tracker.expire_silent_gateways(timeout).await,
+                    changed = lease_held.changed() => {
+                        if changed.is_err() { break }
+                    }
+                }
+                // Also retried on every sweep, should taking over fail for a moment.
+                let holds = *lease_held.borrow_and_update();
+                if holds != tracker.leading {
+                    tracker.follow_lease(holds).await;
                 }
                 crate::metrics::observe(&lock(&tracker.state));
             }
@@ -118,27 +186,78 @@ impl Presence {
     /// Announces changes in the order they happened; contact lookups overlap, and `buffered`
     /// hands their results back in that same order, so a user's `online` can never overtake
     /// their `offline`. Each announcement goes only to the gateways where the user's contacts
-    /// have sockets, naming the contacts there.
-    async fn announce(self: Arc<Self>, pending: mpsc::UnboundedReceiver<PresenceChange>, state: SharedState) {
+    /// have sockets, naming the contacts there; then it is recorded (the users announced
+    /// online), for the replica that may take over.
+    async fn announce(
+        self: Arc<Self>,
+        pending: mpsc::UnboundedReceiver<ToAnnounce>,
+        state: SharedState,
+        record: Arc<dyn KeyValue>,
+        lease_held: watch::Receiver<bool>,
+    ) {
         let this = &self;
-        let mut announcements = futures::stream::poll_fn({
+        let mut inputs = futures::stream::poll_fn({
             let mut pending = pending;
             move |cx| pending.poll_recv(cx)
         })
-        .map(|change| async move { (this.contacts_of(change.user_id).await, change) })
+        .map(|input| async move {
+            match input {
+                ToAnnounce::Change(change) => (this.contacts_of(change.user_id).await, ToAnnounce::Change(change)),
+                other => (Vec::new(), other),
+            }
+        })
         .buffered(LOOKUPS_IN_FLIGHT);
-        while let Some((contacts, change)) = announcements.next().await {
-            let routes = lock(&state).by_gateway(&contacts);
-            for (gateway, online_contacts) in routes {
-                let subject = self.subjects.gateway(&gateway);
-                // In slices, so a user with very many contacts stays under the bus's largest
-                // payload.
-                for notify in online_contacts.chunks(NOTIFY_PER_ANNOUNCEMENT) {
-                    let announcement = PresenceChange { notify: notify.to_vec(), ..change.clone() };
-                    let event = GatewayEvent { event: Some(gateway_event::Event::Presence(announcement)) };
-                    if let Err(e) = self.bus.publish(&subject, chat_proto::encode(&event)).await {
-                        tracing::warn!(user_id = change.user_id, %gateway, error = %e, "presence announcement failed");
-                    }
+        // Whether this replica announces, and the users it (or the holder before it) announced
+        // online.
+        let mut leading = false;
+        let mut announced_online: HashSet<i64> = HashSet::new();
+        while let Some((contacts, input)) = inputs.next().await {
+            let change = match input {
+                ToAnnounce::Lead(record) => {
+                    (leading, announced_online) = (true, record);
+                    continue;
+                }
+                ToAnnounce::Follow => {
+                    (leading, announced_online) = (false, HashSet::new());
+                    continue;
+                }
+                ToAnnounce::Change(change) => change,
+            };
+            // The lease may have lapsed before the tracker heard: stay silent then; the
+            // difference is announced by whichever replica leads next.
+            if !leading || !*lease_held.borrow() {
+                continue;
+            }
+            if announced_online.contains(&change.user_id) == change.online {
+                continue; // announced already: by this replica, or by the holder before it
+            }
+            self.publish(&change, &contacts, &state).await;
+            let key = change.user_id.to_string();
+            let recorded = if change.online {
+                announced_online.insert(change.user_id);
+                record.put(&key, Bytes::from_static(b"1")).await
+            } else {
+                announced_online.remove(&change.user_id);
+                record.delete(&key).await
+            };
+            if let Err(e) = recorded {
+                tracing::warn!(user_id = change.user_id, error = %e, "recording an announcement failed; a replica that takes over may repeat it");
+            }
+        }
+    }
+
+    /// Sends one change to the gateways where the user's contacts have sockets.
+    async fn publish(&self, change: &PresenceChange, contacts: &[i64], state: &SharedState) {
+        let routes = lock(state).by_gateway(contacts);
+        for (gateway, online_contacts) in routes {
+            let subject = self.subjects.gateway(&gateway);
+            // In slices, so a user with very many contacts stays under the bus's largest
+            // payload.
+            for notify in online_contacts.chunks(NOTIFY_PER_ANNOUNCEMENT) {
+                let announcement = PresenceChange { notify: notify.to_vec(), ..change.clone() };
+                let event = GatewayEvent { event: Some(gateway_event::Event::Presence(announcement)) };
+                if let Err(e) = self.bus.publish(&subject, chat_proto::encode(&event)).await {
+                    tracing::warn!(user_id = change.user_id, %gateway, error = %e, "presence announcement failed");
                 }
             }
         }
@@ -255,18 +374,86 @@ impl Tracker {
         }
     }
 
+    /// A transition, for the announcer; a replica that does not lead keeps it to itself (the
+    /// one that leads announces it, or the next to lead finds it in the difference).
     fn changed(&self, user_id: i64, online: bool) {
-        // The receiver lives as long as the presence service.
-        let _ = self.changes.send(PresenceChange { user_id, online, notify: Vec::new() });
+        if self.leading {
+            self.hand_over(ToAnnounce::Change(PresenceChange { user_id, online, notify: Vec::new() }));
+        }
+    }
+
+    fn hand_over(&self, input: ToAnnounce) {
+        // The announcer lives as long as the tracker.
+        let _ = self.to_announce.send(input);
+    }
+
+    /// Starts or stops announcing as the lease says. Taking over: the socket mirror is made to
+    /// match this replica's state (the previous holder may have died between a report and its
+    /// write), then the users whose state differs from what was last announced are announced.
+    /// A failed read leaves this replica silent; the next loop tries again.
+    async fn follow_lease(&mut self, holds: bool) {
+        if !holds {
+            tracing::info!("presence: another replica announces now");
+            self.leading = false;
+            self.hand_over(ToAnnounce::Follow);
+            crate::metrics::leading(false);
+            return;
+        }
+        let (mirror, record) = match (self.sockets.entries().await, self.announced.entries().await) {
+            (Ok(mirror), Ok(record)) => (mirror, record),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "presence: cannot read the buckets to take over; retrying");
+                return;
+            }
+        };
+        self.leading = true;
+        crate::metrics::leading(true);
+        self.sync_mirror(mirror).await;
+        let announced: HashSet<i64> = record.iter().filter_map(|(key, _)| key.parse::<i64>().ok()).collect();
+        let online: HashSet<i64> = lock(&self.state).online_user_ids().collect();
+        let came_online: Vec<i64> = online.difference(&announced).copied().collect();
+        let went_offline: Vec<i64> = announced.difference(&online).copied().collect();
+        tracing::info!(
+            online = online.len(),
+            to_announce_online = came_online.len(),
+            to_announce_offline = went_offline.len(),
+            "presence: this replica announces now"
+        );
+        self.hand_over(ToAnnounce::Lead(announced));
+        went_offline.into_iter().for_each(|user_id| self.changed(user_id, false));
+        came_online.into_iter().for_each(|user_id| self.changed(user_id, true));
+    }
+
+    /// Writes what the mirror lacks of the state and deletes what the state no longer has.
+    async fn sync_mirror(&self, mirror: Vec<(String, Bytes)>) {
+        let mirrored: HashMap<String, Bytes> = mirror.into_iter().collect();
+        let open: HashMap<String, i64> = lock(&self.state)
+            .sockets()
+            .map(|(gateway, socket, user_id)| (socket_key(gateway, socket), user_id))
+            .collect();
+        for (key, user_id) in &open {
+            if mirrored.get(key).map(|v| v.as_ref()) != Some(user_id.to_string().as_bytes()) {
+                self.persist_open(key, *user_id).await;
+            }
+        }
+        for key in mirrored.keys().filter(|key| !open.contains_key(*key)) {
+            self.persist_closed(key).await;
+        }
     }
 
     async fn persist_open(&self, key: &str, user_id: i64) {
+        if !self.leading {
+            return;
+        }
         if let Err(e) = self.sockets.put(key, Bytes::from(user_id.to_string())).await {
             tracing::warn!(%key, error = %e, "recording an open socket failed; the next heartbeat repairs it");
         }
     }
 
     async fn persist_closed(&self, key: &str) {
+        if !self.leading {
+            return;
+        }
         if let Err(e) = self.sockets.delete(key).await {
             tracing::warn!(%key, error = %e, "recording a closed socket failed; the next heartbeat repairs it");
         }

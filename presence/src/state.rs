@@ -95,6 +95,16 @@ impl PresenceState {
         gateways
     }
 
+    /// Every open socket: gateway, socket id, user.
+    pub fn sockets(&self) -> impl Iterator<Item = (&str, &str, i64)> {
+        self.sockets.iter().map(|((gateway, socket), user_id)| (gateway.as_str(), socket.as_str(), *user_id))
+    }
+
+    /// The users with at least one open socket.
+    pub fn online_user_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.open_per_user.keys().copied()
+    }
+
     pub fn is_online(&self, user_id: i64) -> bool {
         self.open_per_user.contains_key(&user_id)
     }

@@ -86,6 +86,17 @@ impl Subjects {
         format!("{}_presence", self.stream_safe_prefix())
     }
 
+    /// The key-value bucket of the users presence last announced online: what a presence
+    /// replica that takes over compares with what it knows.
+    pub fn presence_announced_bucket(&self) -> String {
+        format!("{}_presence_announced", self.stream_safe_prefix())
+    }
+
+    /// The key-value bucket holding the lease of the presence replica that announces.
+    pub fn presence_lease_bucket(&self) -> String {
+        format!("{}_presence_lease", self.stream_safe_prefix())
+    }
+
     /// The JetStream stream of the inbound work queue.
     pub fn inbound_stream(&self) -> String {
         format!("{}_inbound", self.stream_safe_prefix())
@@ -138,6 +149,8 @@ mod tests {
         let subjects = Subjects::new("acme.chat");
         assert_eq!(subjects.inbound_stream(), "acme_chat_inbound");
         assert_eq!(subjects.presence_bucket(), "acme_chat_presence");
+        assert_eq!(subjects.presence_announced_bucket(), "acme_chat_presence_announced");
+        assert_eq!(subjects.presence_lease_bucket(), "acme_chat_presence_lease");
         assert_eq!(subjects.inbound_all(), "acme.chat.in.*");
     }
 }

@@ -37,7 +37,7 @@
 // with `opts.gateway` 0 or 1), and `api()` alternates between the gateways on every call.
 // `srv.mode` is 'single' or 'cluster', `srv.gateways` the gateway base URLs (one in single
 // mode). Cluster-only helpers: `killGateway(i)`, `restartGateway(i)`, `killRole(role)`,
-// `restartRole(role)` with role 'persister' | 'presence' | 'gwa' | 'gwb', and `roleUrl(role)`,
+// `restartRole(role)` with role 'persister' | 'presence' (| 'presence2' …) | 'gwa' | 'gwb', and `roleUrl(role)`,
 // the base URL of a role's own port (its /healthz, /metrics).
 //
 // Cluster-only options of useServer(), for fault-injection tests (all off by default):
@@ -69,6 +69,8 @@
 //                  clients, or a gateway would learn a way around its proxies);
 //                  `srv.natsPartition(i, ms)` cuts gateway i off from NATS for `ms` (its
 //                  connection reset, reconnections refused), the other roles unaffected.
+//   presenceReplicas: n  runs n presence replicas (roles 'presence', 'presence2', ...), each on a
+//                  port of its own; one of them holds the lease and announces.
 //   flags: [...]   extra command-line flags for every cluster role, after the harness's own
 //                  (e.g. ['--store-timeout', '4s']; every setting is a global flag).
 //   env: {...}     extra environment variables for every cluster role (e.g. the OTEL_* ones
@@ -711,12 +713,14 @@ async function deleteStreams(prefix) {
  * `only: 'single' | 'cluster'` skips the file's tests in the other mode. `ownNats` and
  * `pgProxy` (cluster mode only, so use them with `only: 'cluster'`): see the header.
  */
-export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = false, flags = [], env: extraEnv = {} } = {}) {
+export function useServer({
+  only, ownNats = false, pgProxy = false, natsProxy = false, presenceReplicas = 1, flags = [], env: extraEnv = {},
+} = {}) {
   if (only !== undefined && only !== 'single' && only !== 'cluster') {
     throw new Error(`useServer({ only }) must be 'single' or 'cluster', not ${JSON.stringify(only)}`);
   }
-  if ((ownNats || pgProxy || natsProxy || flags.length > 0 || Object.keys(extraEnv).length > 0) && only !== 'cluster') {
-    throw new Error("useServer({ ownNats, pgProxy, natsProxy, flags, env }) are cluster options: add only: 'cluster'");
+  if ((ownNats || pgProxy || natsProxy || presenceReplicas !== 1 || flags.length > 0 || Object.keys(extraEnv).length > 0) && only !== 'cluster') {
+    throw new Error("useServer({ ownNats, pgProxy, natsProxy, presenceReplicas, flags, env }) are cluster options: add only: 'cluster'");
   }
   const roleFlags = [...CLUSTER_FLAGS, ...flags];
   // Three NATS servers are always the file's own.
@@ -907,9 +911,12 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
       CHAT_SUBJECT_PREFIX: h.prefix,
       ...extraEnv,
     });
-    const [pPers, pPres, pA, pB] = await distinctPorts(4);
+    const [pPers, pA, pB, ...pPres] = await distinctPorts(3 + presenceReplicas);
     const persister = addProc('persister', bin, ['persister', '--port', String(pPers), ...roleFlags], env, pPers);
-    const presence = addProc('presence', bin, ['presence', '--port', String(pPres), ...roleFlags], env, pPres);
+    // Presence replicas: 'presence', then 'presence2', ...
+    const presences = pPres.map((port, i) => addProc(
+      i === 0 ? 'presence' : `presence${i + 1}`, bin, ['presence', '--port', String(port), ...roleFlags], env, port,
+    ));
     const gws = [[GATEWAY_IDS[0], pA], [GATEWAY_IDS[1], pB]].map(([id, port], i) => addProc(
       id, bin, ['gateway', '--port', String(port), '--gateway-id', id, ...roleFlags],
       natsProxy ? { ...env, NATS_URL: h.natsProxies[i].map((p) => `nats://127.0.0.1:${p.port}`).join(',') } : env, port,
@@ -920,8 +927,8 @@ export function useServer({ only, ownNats = false, pgProxy = false, natsProxy = 
 
     const deadline = Date.now() + CLUSTER_HEALTH_TIMEOUT_MS;
     persister.start();
-    presence.start();
-    await waitHealthy([persister, presence], deadline - Date.now());
+    for (const p of presences) p.start();
+    await waitHealthy([persister, ...presences], deadline - Date.now());
     for (const g of gws) g.start();
     await waitHealthy(gws, Math.max(1000, deadline - Date.now()));
   }

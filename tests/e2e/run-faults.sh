@@ -5,7 +5,8 @@
 # or "3" runs one of the two). Each file starts its own cluster (persister, presence, two
 # gateways; see harness.mjs), puts a steady message load on it and injects faults (the
 # persister, a gateway, NATS, one NATS server of three or presence killed, Postgres
-# unreachable), or fuzzes every event and route. Needs Postgres at 127.0.0.1:5432, NATS
+# unreachable, the announcing presence replica of two killed, a rolling restart of every role),
+# or fuzzes every event and route. Needs Postgres at 127.0.0.1:5432, NATS
 # (JetStream) at 127.0.0.1:4222 and the `nats-server` binary (faults.test.mjs runs NATS servers
 # of its own, to restart them); without them the files are skipped with a warning, unless
 # CI=true, where they fail.

@@ -531,7 +531,8 @@ export class Load {
     const reconnects = this.clients.reduce((n, c) => n + c.connects.length - 1, 0);
     const row = {
       sent, acknowledged: acked, stored: rows.length, delivered: `${delivered}/${expected}`,
-      lost: lost.length, duplicated, unacked: unacked.length, missing: missingTotal, repeats,
+      lost: lost.length, duplicated, reordered: this.clients.reduce((n, c) => n + c.outOfOrder.length, 0),
+      unacked: unacked.length, missing: missingTotal, repeats,
       errors, resends, reconnects,
     };
     // Informational: `error` events (a replay that failed, a refused join), failed joins, paging.

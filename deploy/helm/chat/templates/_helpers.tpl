@@ -192,6 +192,29 @@ spec:
     - { name: http, port: {{ .port }}, targetPort: http }
 {{- end -}}
 
+{{/*
+A PodDisruptionBudget keeping `values.pdb.minAvailable` pods of a role up, rendered only when
+the role runs more than one replica (with one, it would block every node drain).
+Arguments: root, role, values.
+*/}}
+{{- define "chat.pdb" -}}
+{{- if gt (int .values.replicas) 1 }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ .root.Release.Name }}-{{ .role }}
+  labels:
+    {{- include "chat.labels" .root | nindent 4 }}
+    app.kubernetes.io/component: {{ .role }}
+spec:
+  minAvailable: {{ .values.pdb.minAvailable }}
+  selector:
+    matchLabels:
+      {{- include "chat.selectorLabels" (dict "root" .root "role" .role) | nindent 6 }}
+{{- end }}
+{{- end -}}
+
 {{/* The persister's init container: applies the database migrations, then exits. */}}
 {{- define "chat.migrateContainer" -}}
 - name: migrate
