@@ -12,7 +12,7 @@ import { after } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test, useServer, safeJson } from '../harness.mjs';
 import { scrape, value } from '../metrics.mjs';
-import { faultRunner, liftSendLimits, waitUntil, GW_A, GW_B } from './runner.mjs';
+import { faultRunner, liftSendLimits, gatewayAwayAndBack, assertPresenceTruth, QUIET_MS } from './runner.mjs';
 
 liftSendLimits();
 /** Short, so that the drill is quick; the default is 5 s. */
@@ -26,8 +26,6 @@ after(printSummary);
 const PRESENCE_ROLES = ['presence', 'presence2'];
 /** The harness runs every role with --gateway-timeout 3s. */
 const GATEWAY_TIMEOUT_MS = 3000;
-/** How long "nothing contradictory arrives" is watched for. */
-const QUIET_MS = 1500;
 
 /** The presence roles that say they hold the lease (chat_presence_leader 1). */
 async function leaders() {
@@ -53,55 +51,26 @@ async function theLeader(timeoutMs = 3 * LEASE_MS) {
 }
 
 test('fault 6: the presence replica that announces is killed (SIGKILL), then a gateway: the other replica takes over, and the contacts of its users see them offline, then online again, each exactly once', async () => {
+  // The survivor takes the lease within one term of the last renewal, and finds the gateway
+  // silent after the gateway timeout: whichever comes last, plus the lookups.
+  const offlineWithinMs = Math.max(LEASE_MS, GATEWAY_TIMEOUT_MS) + 5000;
   try {
     const { load, info } = await runFault('presence leader SIGKILL + gateway SIGKILL', async (l) => {
       const t0 = Date.now();
       const leader = await theLeader();
       srv.note(`fault 6: killing ${leader}, the presence replica holding the lease`);
       await srv.killRole(leader, 'SIGKILL');
-      const victims = l.clients.filter((c) => c.gateway === GW_A);
-      const watchers = victims.map((v) => l.clients.find((c) => c.userId === v.peerId));
-      for (const v of victims) v.holdReconnect = true; // they stay away until released
-      const tKill = Date.now();
-      await srv.killGateway(GW_A);
-      const offline = (w) => w.presence.find((e) => e.name === 'user:offline' && e.userId === w.peerId && e.at >= tKill);
-      // The survivor takes the lease within one term of the last renewal, and finds the
-      // gateway silent after the gateway timeout: whichever comes last, plus the lookups.
-      const limitMs = Math.max(LEASE_MS, GATEWAY_TIMEOUT_MS) + 5000;
-      await waitUntil(() => watchers.every(offline), limitMs);
-      const offlineAfter = watchers.map((w) => (offline(w) ? offline(w).at - tKill : null));
+      const seen = await gatewayAwayAndBack(srv, l, offlineWithinMs);
       const newLeader = await theLeader();
-      await sleep(QUIET_MS);
-      const tRelease = Date.now();
-      for (const v of victims) v.holdReconnect = false;
-      const online = (w) => w.presence.find((e) => e.name === 'user:online' && e.userId === w.peerId && e.at >= tRelease);
-      await waitUntil(() => victims.every((v) => v.connected) && watchers.every(online), 15_000);
-      const onlineAfter = watchers.map((w) => (online(w) ? online(w).at - tRelease : null));
       await sleep(QUIET_MS); // a doubled announcement would arrive meanwhile
-      await srv.restartRole(leader); // back as the replica that does not announce
-      return { t0, tKill, tRelease, leader, newLeader, victims, watchers, offlineAfter, onlineAfter, limitMs };
+      await srv.restartRole(leader); // back as a replica that does not announce
+      return { t0, leader, newLeader, ...seen };
     });
-    const { t0, tKill, tRelease, leader, newLeader, victims, watchers, offlineAfter, onlineAfter, limitMs } = info;
-    console.log(`fault 6: ${leader} held the lease, ${newLeader} took it over; user:offline reached the contacts ${safeJson(offlineAfter)} ms after the gateway was killed; user:online ${safeJson(onlineAfter)} ms after the reconnects began`);
-    assert.notEqual(newLeader, leader, 'the surviving replica holds the lease');
-    assert.equal(victims.length, 4);
-    watchers.forEach((w, i) => {
-      const v = victims[i];
-      assert.equal(w.gateway, GW_B, `${w.label} stayed on gateway B`);
-      assert.ok(offlineAfter[i] !== null && offlineAfter[i] <= limitMs,
-        `${w.label}: user:offline about ${v.userId} ${offlineAfter[i]} ms after the kill (limit ${limitMs}); events ${safeJson(w.presence.filter((e) => e.at >= t0))}`);
-      // Exactly the truth since the presence replica died: offline, then online; none doubled.
-      const events = w.presence.filter((e) => e.userId === v.userId && e.at >= t0);
-      assert.deepEqual(events.map((e) => e.name), ['user:offline', 'user:online'],
-        `${w.label}: presence events about ${v.userId} since the kill: ${safeJson(events.map((e) => ({ ...e, at: e.at - tKill })))}`);
-      assert.ok(events[0].at >= tKill && events[0].at < tRelease, 'offline while the user was away');
-      assert.ok(onlineAfter[i] !== null, `${w.label}: user:online about ${v.userId} after the reconnect`);
-    });
-    for (const c of load.clients) {
-      const others = c.presence.filter((e) => e.at >= t0 && e.userId !== c.peerId);
-      assert.deepEqual(others, [], `${c.label}: presence events about strangers`);
-    }
-    assert.deepEqual(await leaders(), [newLeader], 'the restarted replica does not announce: one holder');
+    console.log(`fault 6: ${info.leader} held the lease, ${info.newLeader} took it over; user:offline reached the contacts ${safeJson(info.offlineAfter)} ms after the gateway was killed; user:online ${safeJson(info.onlineAfter)} ms after the reconnects began`);
+    assert.notEqual(info.newLeader, info.leader, 'the surviving replica holds the lease');
+    // Exactly the truth since the announcing replica died: offline, then online; none doubled.
+    assertPresenceTruth(load, info, offlineWithinMs);
+    assert.deepEqual(await leaders(), [info.newLeader], 'the restarted replica does not announce: one holder');
   } finally {
     await ensureCluster();
   }

@@ -32,6 +32,65 @@ export async function waitUntil(cond, timeoutMs, stepMs = 50) {
   return true;
 }
 
+/** How long "nothing contradictory arrives" is watched for in the presence drills. */
+export const QUIET_MS = 1500;
+
+/**
+ * The presence drill's second half: gateway A is killed while its clients stay away; once
+ * their contacts (on gateway B) saw them offline (or `offlineWithinMs` passed), they are let
+ * back, and reconnect to B; it waits until the contacts saw them online. The times at which
+ * each contact heard, from the kill and from the release.
+ */
+export async function gatewayAwayAndBack(srv, load, offlineWithinMs) {
+  const victims = load.clients.filter((c) => c.gateway === GW_A);
+  const watchers = victims.map((v) => load.clients.find((c) => c.userId === v.peerId));
+  for (const v of victims) v.holdReconnect = true; // they stay away until released
+  const tKill = Date.now();
+  srv.note('killing gateway A; its clients stay away');
+  await srv.killGateway(GW_A);
+  const offline = (w) => w.presence.find((e) => e.name === 'user:offline' && e.userId === w.peerId && e.at >= tKill);
+  await waitUntil(() => watchers.every(offline), offlineWithinMs);
+  const offlineAfter = watchers.map((w) => (offline(w) ? offline(w).at - tKill : null));
+  await sleep(QUIET_MS);
+  const tRelease = Date.now();
+  for (const v of victims) v.holdReconnect = false;
+  const online = (w) => w.presence.find((e) => e.name === 'user:online' && e.userId === w.peerId && e.at >= tRelease);
+  await waitUntil(() => victims.every((v) => v.connected) && watchers.every(online), 15_000);
+  const onlineAfter = watchers.map((w) => (online(w) ? online(w).at - tRelease : null));
+  return { tKill, tRelease, victims, watchers, offlineAfter, onlineAfter };
+}
+
+/**
+ * What the contacts must have seen since `t0` (before the presence fault): about each user of
+ * the killed gateway, exactly offline (within `offlineWithinMs` of the kill), then online
+ * (after the release), each once; about anyone else, nothing.
+ */
+export function assertPresenceTruth(load, { t0, tKill, tRelease, victims, watchers, offlineAfter, onlineAfter }, offlineWithinMs) {
+  assert.equal(victims.length, 4);
+  watchers.forEach((w, i) => {
+    const v = victims[i];
+    assert.equal(w.gateway, GW_B, `${w.label} stayed on gateway B`);
+    assert.equal(w.disconnects.length, 0, `${w.label} stayed connected`);
+    assert.ok(offlineAfter[i] !== null && offlineAfter[i] <= offlineWithinMs,
+      `${w.label}: user:offline about ${v.userId} ${offlineAfter[i]} ms after the kill (limit ${offlineWithinMs}); events ${safeJson(w.presence.filter((e) => e.at >= t0))}`);
+    const events = w.presence.filter((e) => e.userId === v.userId && e.at >= t0);
+    assert.deepEqual(events.map((e) => e.name), ['user:offline', 'user:online'],
+      `${w.label}: presence events about ${v.userId} since the fault began: ${safeJson(events.map((e) => ({ ...e, at: e.at - tKill })))}`);
+    assert.ok(events[0].at >= tKill && events[0].at < tRelease, 'offline while the user was away');
+    assert.ok(events[1].at >= tRelease, 'online only once the user came back');
+    assert.ok(onlineAfter[i] !== null, `${w.label}: user:online about ${v.userId} after the reconnect`);
+  });
+  for (const v of victims) {
+    assert.equal(v.gateway, GW_B, `${v.label} reconnected to gateway B`);
+    assert.deepEqual(v.presence.filter((e) => e.at >= t0).map((e) => [e.name, e.userId]), [],
+      `${v.label}: its contact never left, so no presence event about it`);
+  }
+  for (const c of load.clients) {
+    const others = c.presence.filter((e) => e.at >= t0 && e.userId !== c.peerId);
+    assert.deepEqual(others, [], `${c.label}: presence events about strangers`);
+  }
+}
+
 /**
  * The load is a well-behaved client sending about 20 messages a second per user: a per-user
  * send limit of the server (if it has one) is lifted for the fault tests, which are about
