@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The benchmark: our cluster (NATS JetStream + Postgres, 1, 2 and 4 gateways) and the peer
-# (a conventional Node.js server of the same API; 1 instance, and 2 on Redis when Redis
-# answers) under the same load from `chat-loadgen`, on this machine, in one run, next to the
-# machine's raw limits (JetStream publishes, batched Postgres inserts). Writes RESULTS.md and
-# the raw JSON of every step (raw/) to the output directory. See README.md here.
+# The benchmark: our cluster (NATS JetStream + Postgres, 1, 2 and 4 gateways), our all-in-one
+# process (`chat all` on Postgres) and the peer (a conventional Node.js server of the same API;
+# 1 instance, and 2 on Redis when Redis answers) under the same load from `chat-loadgen`, on
+# this machine, in one run, next to the machine's raw limits (JetStream publishes, batched
+# Postgres inserts). Each configuration: memory per idle connection, the closed-loop maximum,
+# the highest open-loop rate sustained with evenly paced and with Poisson arrivals, latency
+# and CPU at 1,000 msg/s. Writes RESULTS.md and the raw JSON of every step (raw/) to the
+# output directory. See README.md here.
 #
 # Usage: deploy/bench/run.sh [--quick] [--out DIR] [PEER_DIR]
 #   PEER_DIR (or env PEER_DIR): the peer's directory (its run.sh starts it); without one the
 #            peer columns are left out.
-#   --quick  seconds per step and 2,000 idle connections instead of 10,000: for trying the
-#            script, not for numbers.
+#   --quick  seconds per step, 4 steps per open-loop search instead of 6, and 2,000 idle
+#            connections instead of 10,000: for trying the script, not for numbers.
 #   --out    where RESULTS.md and raw/ go (default: this directory).
 # Env: PG_URL (default postgres://postgres@127.0.0.1:5432; fresh databases are created and
 #      dropped there), NATS_SERVER_BIN (default: nats-server from PATH or /usr/sbin),
@@ -35,9 +38,9 @@ while (($#)); do
 done
 
 if ((quick)); then
-  warmup=1s duration=3s idle_connections=2000 verify_tries=2 pg_seconds=3 js_messages=20000
+  warmup=1s duration=3s idle_connections=2000 search_steps=4 bisect_steps=1 pg_seconds=3 js_messages=20000
 else
-  warmup=3s duration=10s idle_connections=10000 verify_tries=8 pg_seconds=10 js_messages=200000
+  warmup=3s duration=10s idle_connections=10000 search_steps=6 bisect_steps=2 pg_seconds=10 js_messages=200000
 fi
 # The peer announces every connection to every socket (user:online), so opening N idle
 # connections costs it O(N^2) frames: 2,000 took it over two minutes here. Its memory per idle
@@ -46,7 +49,16 @@ peer_idle_connections=2000
 users=500          # simulated users in throughput and latency runs (250 conversations)
 window=8           # unanswered sends per user in the closed-loop run
 moderate_rate=1000 # msg/s of the latency run
-p99_limit_ms=100   # "sustained": p99 delivery under this
+p99_limit_ms=100   # "sustained": p99 delivery under this ...
+min_delivered=0.95 # ... at least this share of the target delivered, nothing lost (passes)
+# The open-loop searches (search): the first step at start_share of the closed loop's
+# throughput (the Poisson search: at the even one's result), a failed one step_down lower,
+# then bisections; search_steps runs at most per arrival pattern, bisections included.
+start_share=0.9
+step_down=0.85
+bisect_min=0.03    # no bisection between rates closer than this (relative)
+min_rate=100       # msg/s; the search stops below it
+poisson_seed=1     # --seed of the Poisson runs: the same schedule in every run
 
 pg=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 redis_url=${REDIS_URL:-redis://127.0.0.1:6379}
@@ -121,6 +133,7 @@ loadgen() {
 
 # measure LABEL URLS MEMORY_PIDS CPU_PIDS [IDLE]: the benchmark of one running configuration.
 # URLS: comma-separated base URLs; pids: space-separated; IDLE: "no-idle" skips the idle step.
+# $setup: a line describing the configuration, for RESULTS.md.
 measure() {
   local label=$1 urls=() mem_pids=($3) cpu_pids=($4) url_args=() pid_args=() cpu_args=() idle=yes
   if [[ ${5:-} == no-idle ]]; then idle=; fi
@@ -139,32 +152,108 @@ measure() {
       "${pid_args[@]}" || true
   fi
 
-  # Maximum sustained throughput: the closed-loop maximum, then open-loop runs from 90 % of
-  # it, stepping down by 15 %, until one keeps p99 delivery under the limit without loss.
+  # The closed-loop maximum, then the open-loop searches, evenly paced and Poisson (see search).
   loadgen "$label-max" max "${url_args[@]}" "${common[@]}" --window "$window" || true
-  local closed rate sustained=0 sustained_rate=0 try
+  local closed
   closed=$(jq -r '.throughput_delivered_per_s // 0' "$raw/$label-max.json" 2>/dev/null || echo 0)
-  rate=$(jq -n "$closed * 0.9 | floor")
-  for ((try = 1; try <= verify_tries; try++)); do
-    ((rate >= 100)) || break
-    if loadgen "$label-sustained-$try" rate "${url_args[@]}" "${common[@]}" --rate "$rate" "${cpu_args[@]}"; then
-      local f=$raw/$label-sustained-$try.json
-      if jq -e ".ok and .delivery_latency_ms.p99 < $p99_limit_ms and .throughput_delivered_per_s >= 0.95 * .rate_target" "$f" >/dev/null; then
-        sustained=$(jq '.throughput_delivered_per_s | floor' "$f")
-        sustained_rate=$rate
-        cp "$f" "$raw/$label-sustained.json"
-        break
-      fi
-    fi
-    rate=$(jq -n "$rate * 0.85 | floor")
-  done
+  local start hi
+  start=$(jq -n "$closed * $start_share | floor") hi=$(jq -n "$closed | floor")
+  search "$label" even "$start" "$hi"
+  local even=$found
+  # Poisson arrivals (bursts) sustain at most about what even ones do: the search starts at the
+  # even search's passing rate, below its failing one.
+  if [[ $(jq -r .rate <<<"$even") != null ]]; then
+    start=$(jq -r .rate <<<"$even") hi=$(jq -r '.failed_rate // empty' <<<"$even")
+    hi=${hi:-$(jq -n "$closed | floor")}
+  fi
+  search "$label" poisson "$start" "$hi"
+  local poisson=$found
 
-  # Latency at a moderate rate, with the CPU time of every server process.
+  # Latency at a moderate rate (evenly paced), with the CPU time of every server process.
   loadgen "$label-moderate" rate "${url_args[@]}" "${common[@]}" --rate "$moderate_rate" "${cpu_args[@]}" || true
 
-  jq -n --arg name "$label" --argjson closed "${closed:-0}" --argjson sustained "$sustained" \
-    --argjson rate "$sustained_rate" '{"label": $name, closed_loop: $closed, sustained: $sustained, sustained_rate: $rate}' \
-    >"$raw/$label-summary.json"
+  # sustained / sustained_rate: the even search's, as before there were two.
+  jq -n --arg name "$label" --arg setup "$setup" --argjson closed "${closed:-0}" --argjson even "$even" \
+    --argjson poisson "$poisson" --argjson seed "$poisson_seed" '{
+      label: $name, setup: $setup, closed_loop: $closed,
+      sustained: ($even.delivered // 0), sustained_rate: ($even.rate // 0),
+      sustained_even: ($even.delivered // 0), sustained_even_rate: ($even.rate // 0),
+      sustained_even_p99_ms: $even.p99_ms, sustained_even_failed_rate: $even.failed_rate,
+      sustained_poisson: ($poisson.delivered // 0), sustained_poisson_rate: ($poisson.rate // 0),
+      sustained_poisson_p99_ms: $poisson.p99_ms, sustained_poisson_failed_rate: $poisson.failed_rate,
+      poisson_seed: $seed, steps: {even: $even.steps, poisson: $poisson.steps}
+    }' >"$raw/$label-summary.json"
+}
+
+# passes FILE: whether a `rate` report meets the criterion of "sustained".
+passes() {
+  jq -e --argjson p99 "$p99_limit_ms" --argjson min "$min_delivered" '.mode == "rate" and .ok
+    and .lost == 0 and .duplicated == 0 and .out_of_order == 0 and .delivery_latency_ms.count > 0
+    and .delivery_latency_ms.p99 < $p99 and .throughput_delivered_per_s >= $min * .rate_target' "$1" >/dev/null 2>&1
+}
+
+# search_step RATE: one step of search (whose variables it uses and sets: steps, name, f);
+# recorded in its log; true when it passes.
+search_step() {
+  local ok
+  steps=$((steps + 1))
+  name=$label-$arrival-$steps
+  f=$raw/$name.json
+  ok=false
+  if loadgen "$name" rate "${url_args[@]}" "${common[@]}" --rate "$1" "${args[@]}" "${cpu_args[@]}" && passes "$f"; then
+    ok=true
+  fi
+  jq -nc --argjson step "$steps" --argjson rate "$1" --argjson pass "$ok" --slurpfile r <(cat "$f" 2>/dev/null || true) \
+    '{step: $step, rate: $rate, delivered: ($r[0].throughput_delivered_per_s // null),
+      p99_ms: ($r[0].delivery_latency_ms.p99 // null), pass: $pass}' >>"$log_file"
+  log "$name: $1 msg/s: $(jq -r 'def r: if . == null then "?" else . * 10 | round / 10 | tostring end;
+    "delivered \(.delivered | r)/s, p99 delivery \(.p99_ms | r) ms: " + (if .pass then "pass" else "fail" end)' <<<"$(tail -1 "$log_file")")"
+  [[ $ok == true ]]
+}
+
+# search LABEL ARRIVAL START HI: the highest open-loop rate (`--arrival ARRIVAL`, no in-flight
+# cap) that passes, in at most search_steps runs (raw/LABEL-ARRIVAL-N.json). Steps down from
+# START, each step_down lower, or just under what a failed step delivered when that is lower
+# still (an overloaded open loop delivers about what the configuration carries, at whatever
+# latency; but never below half the failed rate), until one passes; then up to bisect_steps
+# bisections between the passing rate and the lowest failed one (HI, unmeasured, when nothing
+# failed), unless they are within bisect_min of each other. The passing report is copied to
+# raw/LABEL-sustained-ARRIVAL.json.
+# Uses from measure: url_args, common, cpu_args. Result in $found (JSON): rate (target,
+# null: no step passed), delivered, p99_ms, failed_rate (lowest failed target above it, or
+# null), steps [{step, rate, delivered, p99_ms, pass}].
+search() {
+  local label=$1 arrival=$2 rate=$3 hi=$4 lo= lo_name= failed= steps=0 name f delivered
+  local args=(--arrival "$arrival")
+  if [[ $arrival == poisson ]]; then args+=(--seed "$poisson_seed"); fi
+  local log_file=$tmp/$label-$arrival.steps
+  : >"$log_file"
+  rm -f "$raw/$label-sustained-$arrival.json"
+  while ((steps < search_steps && rate >= min_rate)); do
+    if search_step "$rate"; then
+      lo=$rate lo_name=$name
+      break
+    fi
+    hi=$rate failed=$rate
+    delivered=$(jq -r '.throughput_delivered_per_s // 0' "$f" 2>/dev/null || echo 0)
+    rate=$(jq -n --argjson r "$rate" --argjson d "${delivered:-0}" --argjson s "$step_down" \
+      '[$r * $s, (if $d > 0 then [$d * 0.95, $r * 0.5] | max else $r end)] | min | floor')
+  done
+  if [[ -n $lo ]]; then
+    local b mid
+    for ((b = 0; b < bisect_steps && steps < search_steps; b++)); do
+      jq -en --argjson lo "$lo" --argjson hi "$hi" --argjson m "$bisect_min" '$hi - $lo > $lo * $m' >/dev/null || break
+      mid=$(((lo + hi) / 2))
+      if search_step "$mid"; then lo=$mid lo_name=$name; else hi=$mid failed=$mid; fi
+    done
+    cp "$raw/$lo_name.json" "$raw/$label-sustained-$arrival.json"
+  else
+    log "$label $arrival: no step passed"
+  fi
+  found=$(jq -sc --argjson rate "${lo:-null}" --argjson failed "${failed:-null}" \
+    '{rate: $rate, failed_rate: $failed, steps: .,
+      delivered: (map(select(.pass and .rate == $rate)) | first | if . == null then null else .delivered | floor end),
+      p99_ms: (map(select(.pass and .rate == $rate)) | first | .p99_ms // null)}' "$log_file")
 }
 
 start() { # start NAME CMD...: a background process of the current configuration; pid in $last
@@ -237,10 +326,29 @@ for gateways in 1 2 4; do
   # warm the database pools, so that the backends exist when their pids are taken
   next_base
   "$loadgen" rate --url "${urls[0]}" --users 20 --rate 200 --warmup 0s --duration 1s --user-base "$base" >/dev/null 2>&1 || true
+  plural=; if ((gateways > 1)); then plural=s; fi
+  setup="$gateways gateway$plural, a persister and presence (\`chat gateway|persister|presence\`) on NATS JetStream (a nats-server of the run's own), Postgres"
   measure "$label" "$(IFS=,; echo "${urls[*]}")" "${gateway_pids[*]}" \
     "${gateway_pids[*]} ${roles[*]} $nats_pid $(backends "$db" | tr '\n' ' ')"
   stop_configuration
 done
+
+# ---- all in one: `chat all` (the binary's default), every role in one process on the
+# in-process bus (no NATS), on Postgres like the cluster and the peer (a fresh database; the
+# process applies the migrations at start).
+label=chat-aio
+log "configuration $label"
+new_database aio
+port=$(free_port)
+start "$label" env -u NATS_URL -u CHAT_SUBJECT_PREFIX "${LOAD_LIMITS[@]}" RUST_LOG=warn \
+  "$chat" all --host 127.0.0.1 --port "$port" --database-url "$pg/$db?sslmode=disable" --data-dir "$tmp/aio-data"
+aio_pid=$last
+wait_http "http://127.0.0.1:$port/healthz" 60
+next_base
+"$loadgen" rate --url "http://127.0.0.1:$port" --users 20 --rate 200 --warmup 0s --duration 1s --user-base "$base" >/dev/null 2>&1 || true
+setup="\`chat all\`: gateway, persister and presence in one process on the in-process bus (no NATS), Postgres"
+measure "$label" "http://127.0.0.1:$port" "$aio_pid" "$aio_pid $(backends "$db" | tr '\n' ' ')"
+stop_configuration
 
 # ---- the peer, 1 instance and (with Redis) 2
 peer_configs=()
@@ -265,6 +373,8 @@ for instances in "${peer_configs[@]}"; do
   for u in "${urls[@]}"; do wait_http "$u/healthz" 120; done
   next_base
   "$loadgen" rate --url "${urls[0]}" --users 20 --rate 200 --warmup 0s --duration 1s --user-base "$base" >/dev/null 2>&1 || true
+  setup="the peer: 1 Node.js instance (socket.io, node-postgres), Postgres"
+  if ((instances > 1)); then setup="the peer: $instances Node.js instances on Redis (socket.io Redis adapter), node-postgres, Postgres"; fi
   # run.sh ends by exec'ing node, so these pids are the node processes
   measure "$label" "$(IFS=,; echo "${urls[*]}")" "${peer_pids[*]}" "${peer_pids[*]} $(backends "$db" | tr '\n' ' ')" \
     "$( ((instances > 1)) && echo no-idle)"
@@ -272,7 +382,11 @@ for instances in "${peer_configs[@]}"; do
 done
 
 log "writing $out/RESULTS.md"
-QUICK=$quick RAW=$raw REPO=$repo MODERATE_RATE=$moderate_rate USERS=$users WINDOW=$window \
-  WARMUP=$warmup DURATION=$duration IDLE=$ours_idle_connections PEER_IDLE=$idle_connections P99_LIMIT=$p99_limit_ms \
-  bash "$here/report.sh" >"$out/RESULTS.md"
+# The settings, for report.sh (also when it is re-run on raw/ alone).
+settings=(QUICK="$quick" USERS="$users" WINDOW="$window" WARMUP="$warmup" DURATION="$duration"
+  IDLE="$ours_idle_connections" PEER_IDLE="$idle_connections" MODERATE_RATE="$moderate_rate"
+  P99_LIMIT="$p99_limit_ms" MIN_DELIVERED="$min_delivered" START_SHARE="$start_share" STEP_DOWN="$step_down"
+  SEARCH_STEPS="$search_steps" BISECT_STEPS="$bisect_steps" BISECT_MIN="$bisect_min" POISSON_SEED="$poisson_seed")
+printf '%s\n' "${settings[@]}" | jq -R 'capture("^(?<k>[^=]*)=(?<v>.*)$") | {(.k): .v}' | jq -s add >"$raw/settings.json"
+env "${settings[@]}" RAW="$raw" REPO="$repo" bash "$here/report.sh" >"$out/RESULTS.md"
 cat "$out/RESULTS.md"
