@@ -257,7 +257,8 @@ cat <<EOF
   user drawn at random, so bursts). A step passes when it delivers at least
   $min_pct % of its target rate with p99 delivery under ${P99_LIMIT:-100} ms and nothing lost,
   duplicated, reordered or answered with an error. The even search starts at $start_pct % of the
-  closed loop; after a failed step the next is $down_pct % lower, or just under what the
+  closed loop; after a failed step the next is $down_pct % lower (or by sqrt(limit / p99)
+  when that is lower, down to half: the further over the limit, the larger the step), or just under what the
   failed step delivered when that is lower still (an overloaded open loop delivers about what
   the configuration carries, at any latency; never below half the failed rate); after the
   first pass, up to $bisect_steps bisections between the passing rate and the lowest failed

@@ -16,7 +16,8 @@
 #   --out    where RESULTS.md and raw/ go (default: this directory).
 # Env: PG_URL (default postgres://postgres@127.0.0.1:5432; fresh databases are created and
 #      dropped there), NATS_SERVER_BIN (default: nats-server from PATH or /usr/sbin),
-#      REDIS_URL (default redis://127.0.0.1:6379), CARGO_TARGET_DIR.
+#      REDIS_URL (default redis://127.0.0.1:6379), CARGO_TARGET_DIR, BENCH_GATEWAYS (the
+#      cluster's gateway counts, default "1 2 4").
 # Needs: cargo, node, curl, jq, psql, pgbench, nats-server.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -79,7 +80,7 @@ tag=bench_$(date +%s)_$$
 raw=$out/raw
 mkdir -p "$raw"
 rm -f "$raw"/*.json "$raw/commands.txt"
-echo "deploy/bench/run.sh $( ((quick)) && echo '--quick ')${peer_dir:+<peer dir>}" >"$raw/commands.txt"
+echo "${BENCH_GATEWAYS:+BENCH_GATEWAYS=\"$BENCH_GATEWAYS\" }deploy/bench/run.sh $( ((quick)) && echo '--quick ')${peer_dir:+<peer dir>}" >"$raw/commands.txt"
 started=() # processes of the current configuration
 nats_pid=
 databases=()
@@ -213,7 +214,8 @@ search_step() {
 
 # search LABEL ARRIVAL START HI: the highest open-loop rate (`--arrival ARRIVAL`, no in-flight
 # cap) that passes, in at most search_steps runs (raw/LABEL-ARRIVAL-N.json). Steps down from
-# START, each step_down lower, or just under what a failed step delivered when that is lower
+# START, each step_down lower (more when the failed step's p99 was far over the limit:
+# sqrt(limit / p99), at most half), or just under what a failed step delivered when that is lower
 # still (an overloaded open loop delivers about what the configuration carries, at whatever
 # latency; but never below half the failed rate), until one passes; then up to bisect_steps
 # bisections between the passing rate and the lowest failed one (HI, unmeasured, when nothing
@@ -223,7 +225,7 @@ search_step() {
 # null: no step passed), delivered, p99_ms, failed_rate (lowest failed target above it, or
 # null), steps [{step, rate, delivered, p99_ms, pass}].
 search() {
-  local label=$1 arrival=$2 rate=$3 hi=$4 lo= lo_name= failed= steps=0 name f delivered
+  local label=$1 arrival=$2 rate=$3 hi=$4 lo= lo_name= failed= steps=0 name f delivered p99
   local args=(--arrival "$arrival")
   if [[ $arrival == poisson ]]; then args+=(--seed "$poisson_seed"); fi
   local log_file=$tmp/$label-$arrival.steps
@@ -236,8 +238,13 @@ search() {
     fi
     hi=$rate failed=$rate
     delivered=$(jq -r '.throughput_delivered_per_s // 0' "$f" 2>/dev/null || echo 0)
+    p99=$(jq -r '.delivery_latency_ms.p99 // 0' "$f" 2>/dev/null || echo 0)
+    # Queueing latency grows steeply near capacity: the further the p99 was over the limit,
+    # the larger the step down (sqrt(limit / p99), between half and step_down).
     rate=$(jq -n --argjson r "$rate" --argjson d "${delivered:-0}" --argjson s "$step_down" \
-      '[$r * $s, (if $d > 0 then [$d * 0.95, $r * 0.5] | max else $r end)] | min | floor')
+      --argjson p "${p99:-0}" --argjson l "$p99_limit_ms" \
+      '(if $p > $l then [[($l / $p | sqrt), $s] | min, 0.5] | max else $s end) as $k |
+       [$r * $k, (if $d > 0 then [$d * 0.95, $r * 0.5] | max else $r end)] | min | floor')
   done
   if [[ -n $lo ]]; then
     local b mid
@@ -301,7 +308,7 @@ jq -n --argjson tps "${pg_tps:-0}" '{statements_per_s: $tps, rows_per_statement:
 ours_idle_connections=$idle_connections
 
 # ---- our cluster, 1, 2 and 4 gateways
-for gateways in 1 2 4; do
+for gateways in ${BENCH_GATEWAYS:-1 2 4}; do
   label=chat-${gateways}gw
   log "configuration $label"
   new_database "g$gateways"
