@@ -63,12 +63,7 @@ test('cluster: a user with tabs on both gateways: each contact gets one user:onl
 });
 
 test('cluster: 20 messages sent in a burst on gateway A reach the member on gateway B in order', async () => {
-  const [a, b] = srv.users(2);
-  const conv = await srv.openConversation(a, b);
-  const sa = await srv.connect(a, { gateway: GW_A });
-  const sb = await srv.connect(b, { gateway: GW_B });
-  await srv.join(sa, conv.id);
-  await srv.join(sb, conv.id);
+  const { a, b, conv, sa, sb } = await srv.pairAcrossGateways();
 
   const N = 20;
   const sentP = srv.collect(sa, 'message-sent', N, 10_000);

@@ -1126,6 +1126,20 @@ export function useServer({
     assert.deepEqual(ack, { success: true, conversationId }, `join-conversation ack on ${label(s)}`);
   };
 
+  /**
+   * Two new users sharing a new conversation, `a` connected to gateway A and `b` to gateway B
+   * (the same server in single mode), both joined: `{ a, b, conv, sa, sb }`.
+   */
+  const pairAcrossGateways = async () => {
+    const [a, b] = users(2);
+    const conv = await openConversation(a, b);
+    const sa = await connect(a, { gateway: 0 });
+    const sb = await connect(b, { gateway: 1 });
+    await join(sa, conv.id);
+    await join(sb, conv.id);
+    return { a, b, conv, sa, sb };
+  };
+
   /** Sends a message and resolves with the `message-sent` payload (fails on `message-error`). */
   const send = (s, senderId, conversationId, content, messageType = 'text', timeoutMs = 3000) =>
     new Promise((resolve, reject) => {
@@ -1311,7 +1325,7 @@ export function useServer({
   };
 
   Object.assign(h, {
-    api, socket, connect, users, openConversation, join, send, history,
+    api, socket, connect, users, openConversation, join, pairAcrossGateways, send, history,
     once, collect, expectNone, recordEvents,
     /** Gateway index (0 = A, 1 = B) that connect(userId) uses in cluster mode. */
     gatewayOf,

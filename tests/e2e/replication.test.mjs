@@ -63,12 +63,7 @@ async function expectCounts(expected, why, timeoutMs = 15_000) {
 
 /** Sends one message from a gateway-A user to a gateway-B user and checks it arrives. */
 async function messageGoesThrough(text) {
-  const [a, b] = srv.users(2);
-  const conv = await srv.openConversation(a, b);
-  const sa = await srv.connect(a, { gateway: 0 });
-  const sb = await srv.connect(b, { gateway: 1 });
-  await srv.join(sa, conv.id);
-  await srv.join(sb, conv.id);
+  const { a, b, conv, sa, sb } = await srv.pairAcrossGateways();
   const received = srv.once(sb, 'receive-message', 10_000);
   const sent = await srv.send(sa, a, conv.id, text, 'text', 10_000);
   assert.deepEqual(await received, sent);

@@ -75,12 +75,7 @@ async function eventually(find, what, timeoutMs = 15_000) {
 }
 
 test('one message is one trace: gateway, persister and both delivering gateways, linked parent to child', async () => {
-  const [a, b] = srv.users(2);
-  const conv = await srv.openConversation(a, b);
-  const sa = await srv.connect(a, { gateway: 0 });
-  const sb = await srv.connect(b, { gateway: 1 });
-  await srv.join(sa, conv.id);
-  await srv.join(sb, conv.id);
+  const { a, b, conv, sa, sb } = await srv.pairAcrossGateways();
   const received = srv.once(sb, 'receive-message');
   const sent = await srv.send(sa, a, conv.id, 'traced');
   await received;

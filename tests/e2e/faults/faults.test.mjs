@@ -187,12 +187,7 @@ test('fault 5: presence restarted, then a gateway killed: its users go offline f
 
 /** A new pair, one user on each gateway, exchanges a message: the cluster works normally. */
 async function assertFreshPairTalks(content) {
-  const [a, b] = srv.users(2);
-  const conv = await srv.openConversation(a, b);
-  const sa = await srv.connect(a, { gateway: GW_A });
-  const sb = await srv.connect(b, { gateway: GW_B });
-  await srv.join(sa, conv.id);
-  await srv.join(sb, conv.id);
+  const { a, b, conv, sa, sb } = await srv.pairAcrossGateways();
   const recv = srv.once(sb, 'receive-message', 5000);
   const sent = await srv.send(sa, a, conv.id, content, 'text', 5000);
   assert.deepEqual(await recv, sent);
