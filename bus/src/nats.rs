@@ -505,8 +505,14 @@ impl Bus for NatsBus {
         create_or_update_stream(&self.jetstream, stream)
             .await
             .map_err(|e| stream_error(what.clone(), self.replicas, e))?;
-        let store =
-            self.jetstream.get_key_value(bucket).await.map_err(|e| BusError::Connection(format!("{what}: {e}")))?;
+        // Just created on a cluster, the bucket's stream may answer "not found" for a moment
+        // while it elects its leader (seen with two presence replicas starting together).
+        let settling = |e: &async_nats::jetstream::context::KeyValueError| {
+            e.kind() == async_nats::jetstream::context::KeyValueErrorKind::GetBucket
+        };
+        let store = while_settling(&what, settling, || self.jetstream.get_key_value(bucket))
+            .await
+            .map_err(|e| BusError::Connection(format!("{what}: {e}")))?;
         Ok(Arc::new(NatsKeyValue(store)))
     }
 }
