@@ -16,7 +16,6 @@ use std::time::Duration;
 use anyhow::Context;
 use chat_bus::{Bus, BusError, MemoryBus, NatsBus, WorkQueueSettings};
 use chat_gateway::listener::{ClientAddr, GuardedListener};
-use chat_gateway::Gateway;
 use chat_persister::{Persister, Store};
 use chat_presence::Presence;
 use chat_proto::Subjects;
@@ -242,7 +241,7 @@ async fn finish_roles(roles: Vec<RoleTask>, grace: Duration) -> anyhow::Result<(
 /// look healthy).
 ///
 /// On SIGTERM or Ctrl-C the gateway stops accepting connections and is no longer ready, then
-/// drains ([`Gateway::shut_down`]) within `--shutdown-grace`; past that the process exits
+/// drains ([`chat_gateway::Gateway::shut_down`]) within `--shutdown-grace`; past that the process exits
 /// anyway.
 async fn serve_gateway(
     settings: &Settings,
@@ -254,7 +253,7 @@ async fn serve_gateway(
 ) -> anyhow::Result<()> {
     let config = settings.gateway_config();
     let gateway_id = config.gateway_id.clone();
-    let (gateway, app) = Gateway::start(bus, subjects, config).await?;
+    let (gateway, app) = chat_gateway::start(bus, subjects, config).await?;
     ops.dependencies.push(Dependency::Gateway(gateway.clone()));
     let app = app.merge(ops::router(ops));
     let listener = bind(settings).await?;

@@ -12,6 +12,24 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
+/// Why credentials prove nothing; its text is what the client is told (an `error` event, or
+/// a 401 body).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Development mode: the `userId` handshake query is missing or not a user id.
+    #[error("userId query parameter is required and must be a positive integer")]
+    MissingUserId,
+    #[error("Authentication required: present a bearer token")]
+    TokenRequired,
+    /// The token is not valid; the reason is one of a fixed few words.
+    #[error("Invalid token: {0}")]
+    InvalidToken(&'static str),
+    #[error("Invalid token: claim {0} is not a user id")]
+    ClaimNotAUserId(String),
+    #[error("userId does not match the token")]
+    UserMismatch,
+}
+
 /// How the gateway authenticates clients.
 #[derive(Clone, Debug, Default)]
 pub enum AuthConfig {
@@ -125,16 +143,16 @@ impl Authenticator {
     }
 
     /// The user the credentials prove, or why they prove nothing.
-    pub fn authenticate(&self, credentials: &Credentials<'_>) -> Result<i64, String> {
+    pub fn authenticate(&self, credentials: &Credentials<'_>) -> Result<i64, AuthError> {
         let claimed = credentials.claimed_user.map(crate::validate::user_id);
         match &self.0 {
-            Mode::Development => claimed.flatten().ok_or_else(|| crate::sockets::INVALID_USER.to_owned()),
+            Mode::Development => claimed.flatten().ok_or(AuthError::MissingUserId),
             Mode::Jwt { keys, config } => {
-                let token = credentials.token.ok_or("Authentication required: present a bearer token")?;
+                let token = credentials.token.ok_or(AuthError::TokenRequired)?;
                 let user_id = verify(keys, config, token)?;
                 match claimed {
-                    Some(Some(claimed)) if claimed != user_id => Err("userId does not match the token".into()),
-                    Some(None) => Err("userId does not match the token".into()),
+                    Some(Some(claimed)) if claimed != user_id => Err(AuthError::UserMismatch),
+                    Some(None) => Err(AuthError::UserMismatch),
                     _ => Ok(user_id),
                 }
             }
@@ -142,16 +160,23 @@ impl Authenticator {
     }
 }
 
+/// The `Authorization: Bearer` token of a request, if any.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 fn read(path: &PathBuf) -> Result<Vec<u8>, AuthSetupError> {
     std::fs::read(path).map_err(|source| AuthSetupError::Read { path: path.clone(), source })
 }
 
-fn verify(keys: &[Key], config: &JwtConfig, token: &str) -> Result<i64, String> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| "Invalid token: malformed".to_owned())?;
+fn verify(keys: &[Key], config: &JwtConfig, token: &str) -> Result<i64, AuthError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken("malformed"))?;
     let key = keys
         .iter()
         .find(|k| k.algorithm == header.alg && (header.kid.is_none() || k.kid.is_none() || k.kid == header.kid))
-        .ok_or("Invalid token: no key for its algorithm or key id")?;
+        .ok_or(AuthError::InvalidToken("no key for its algorithm or key id"))?;
     let mut validation = Validation::new(key.algorithm);
     validation.leeway = config.leeway_seconds;
     validation.validate_nbf = true;
@@ -173,14 +198,14 @@ fn verify(keys: &[Key], config: &JwtConfig, token: &str) -> Result<i64, String> 
             ErrorKind::MissingRequiredClaim(_) => "missing expiry",
             _ => "malformed",
         };
-        format!("Invalid token: {reason}")
+        AuthError::InvalidToken(reason)
     })?;
     let user_id = match data.claims.get(&config.user_claim) {
         Some(Value::Number(n)) => n.as_i64(),
         Some(Value::String(s)) => crate::validate::user_id(s),
         _ => None,
     };
-    user_id.filter(|id| *id > 0).ok_or_else(|| format!("Invalid token: claim {} is not a user id", config.user_claim))
+    user_id.filter(|id| *id > 0).ok_or_else(|| AuthError::ClaimNotAUserId(config.user_claim.clone()))
 }
 
 #[cfg(test)]
@@ -203,8 +228,9 @@ mod tests {
         chrono::Utc::now().timestamp()
     }
 
+    /// The user, or the text the client is told.
     fn check(auth: &Authenticator, token: &str, claimed: Option<&str>) -> Result<i64, String> {
-        auth.authenticate(&Credentials { token: Some(token), claimed_user: claimed })
+        auth.authenticate(&Credentials { token: Some(token), claimed_user: claimed }).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -244,7 +270,7 @@ mod tests {
             assert_eq!(check(&auth, &token, claimed), Err(expected.to_owned()));
         }
         assert_eq!(
-            auth.authenticate(&Credentials { token: None, claimed_user: Some("7") }),
+            auth.authenticate(&Credentials { token: None, claimed_user: Some("7") }).map_err(|e| e.to_string()),
             Err("Authentication required: present a bearer token".into())
         );
     }
@@ -260,7 +286,11 @@ mod tests {
         let auth = Authenticator::new(&AuthConfig::Development).unwrap();
         assert_eq!(auth.authenticate(&Credentials { token: None, claimed_user: Some("3") }), Ok(3));
         assert!(auth.authenticate(&Credentials { token: None, claimed_user: Some("x") }).is_err());
-        assert!(auth.authenticate(&Credentials::default()).is_err());
+        assert_eq!(auth.authenticate(&Credentials::default()), Err(AuthError::MissingUserId));
+        assert_eq!(
+            AuthError::MissingUserId.to_string(),
+            "userId query parameter is required and must be a positive integer"
+        );
     }
 
     #[test]

@@ -19,13 +19,13 @@ use std::sync::Arc;
 use chat_bus::{BusError, Headers, Message, Subscription};
 use chat_proto::{gateway_event, room_event, send_outcome, GatewayEvent, RoomEvent, SendOutcome, Typing};
 use futures::StreamExt;
-use serde_json::json;
 
-use crate::metrics::{self, Failure};
+use crate::emit::{chat_socket, emit, emit_message_error, emit_to_rooms, room_of_conversation, room_of_user};
+use crate::errors::ClientError;
+use crate::gateway::Gateway;
+use crate::metrics;
 use crate::rooms::{self, Listening, SharedRoom};
-use crate::sockets::{emit, emit_message_error, room_of_conversation, room_of_user, SEND_FAILED};
-use crate::wire::MessageJson;
-use crate::Gateway;
+use crate::wire::{event, MessageJson, PresenceEvent, TypingEvent};
 
 /// Subscribes to this gateway's own subject and starts handling it. Returns once the
 /// subscription is in place, so nothing published after `listen` returns is missed.
@@ -85,7 +85,7 @@ fn on_room_event(gw: &Gateway, room: &SharedRoom, message: Message) {
                 );
                 chat_telemetry::set_remote_parent(&span, &Headers::from_iter(entry.trace));
                 let _entered = span.enter();
-                rooms::deliver_live(gw, room, stored);
+                rooms::deliver_live(&gw.io, room, stored);
             }
         }
         room_event::Event::Typing(typing) => on_typing(gw, typing),
@@ -104,9 +104,9 @@ fn on_gateway_event(gw: &Gateway, message: Message) {
             }
         }
         Ok(GatewayEvent { event: Some(gateway_event::Event::Presence(change)) }) => {
-            let event = if change.online { "user:online" } else { "user:offline" };
+            let name = if change.online { event::USER_ONLINE } else { event::USER_OFFLINE };
             let rooms = change.notify.iter().map(|&user_id| room_of_user(user_id)).collect();
-            gw.emit_to_rooms(rooms, event, &json!({ "userId": change.user_id }));
+            emit_to_rooms(&gw.io, rooms, name, &PresenceEvent { user_id: change.user_id });
         }
         Ok(GatewayEvent { event: None }) => tracing::warn!("ignoring an empty gateway event"),
         Err(e) => tracing::warn!(error = %e, "ignoring an undecodable gateway event"),
@@ -115,11 +115,8 @@ fn on_gateway_event(gw: &Gateway, message: Message) {
 
 /// `message-sent` or `message-error` to the socket that sent, if it is still here.
 fn answer_send(gw: &Gateway, outcome: SendOutcome) {
-    let started = gw.sends_in_flight.remove(&outcome.request_id).map(|(_, (at, partition))| {
-        gw.outbox.answered(partition, &outcome.request_id);
-        at
-    });
-    let Some(socket) = outcome.socket_id.parse().ok().and_then(|sid| gw.chat_socket(sid)) else {
+    let started = gw.outbox.answered(&outcome.request_id);
+    let Some(socket) = outcome.socket_id.parse().ok().and_then(|sid| chat_socket(&gw.io, sid)) else {
         return; // the sender has gone
     };
     // A child of the persister's publication of this outcome.
@@ -133,13 +130,16 @@ fn answer_send(gw: &Gateway, outcome: SendOutcome) {
     let _entered = span.enter();
     match outcome.result {
         Some(send_outcome::Result::Stored(stored)) => {
-            emit(&socket, "message-sent", &MessageJson::from(stored));
+            emit(&socket, event::MESSAGE_SENT, &MessageJson::from(stored));
             if let Some(started) = started {
                 metrics::send_acknowledged(started.elapsed());
             }
         }
-        Some(send_outcome::Result::Error(error)) => emit_message_error(&socket, Failure::of_message(&error), &error),
-        None => emit_message_error(&socket, Failure::Storage, SEND_FAILED),
+        Some(send_outcome::Result::Refused(refusal)) => {
+            emit_message_error(&socket, &ClientError::from_refusal(&refusal))
+        }
+        Some(send_outcome::Result::Error(text)) => emit_message_error(&socket, &ClientError::from_refusal_text(&text)),
+        None => emit_message_error(&socket, &ClientError::SendFailed),
     }
 }
 
@@ -148,7 +148,7 @@ fn on_typing(gw: &Gateway, typing: Typing) {
     if typing.origin_gateway_id == gw.config.gateway_id {
         return; // delivered locally when it was sent
     }
-    let event =
-        json!({ "conversationId": typing.conversation_id, "userId": typing.user_id, "isTyping": typing.is_typing });
-    gw.emit_to_rooms(vec![room_of_conversation(typing.conversation_id)], "user-typing", &event);
+    let shown =
+        TypingEvent { conversation_id: typing.conversation_id, user_id: typing.user_id, is_typing: typing.is_typing };
+    emit_to_rooms(&gw.io, vec![room_of_conversation(typing.conversation_id)], event::USER_TYPING, &shown);
 }

@@ -6,22 +6,28 @@
 //! sockets, presence changes, outcomes of its own sends) it delivers to its local sockets. It
 //! keeps no state that outlives a connection, so any number of gateways can run side by side.
 //!
-//! - [`sockets`]: the `/chat` namespace and its events;
-//! - [`rest`]: the HTTP API, and [`openapi`]: its OpenAPI document;
-//! - [`web`]: the browser test client and the API docs page (embedded static files);
-//! - [`auth`]: who a client is (development mode or JWT);
-//! - `delivery`: what comes back from the bus (stored messages, outcomes, typing, presence) on
-//!   its way to local rooms and sockets, and the subscriptions that bring only that;
-//! - [`limits`]: rate and connection limits;
-//! - [`listener`]: the TCP listener that drops peers which stop reading;
-//! - [`metrics`]: the gateway's Prometheus metrics;
-//! - `outbox`: sends on their way to the work queue, batched per partition;
-//! - `rooms`: delivery into conversation rooms, and the replay of missed messages;
-//! - [`validate`]: payload rules and error texts;
-//! - [`wire`]: the JSON the clients see.
+//! The modules, top to bottom; each imports only from the ones below it:
+//!
+//! - this file: [`start`] wires them together, and runs the background tasks;
+//! - handlers: `events` (one module per client event, and the socket's life), `delivery`
+//!   (what comes back from the bus, to local rooms and sockets), [`rest`] (the HTTP API, with
+//!   [`openapi`] its document), [`web`] (the test client and docs pages);
+//! - [`gateway`]: the state they share ([`Gateway`], [`GatewayConfig`]) and the reports to
+//!   presence;
+//! - services: `outbox` (sends batched per partition to the work queue, and those awaiting an
+//!   outcome), `rooms` (the rooms open here: live delivery, replay, resync), `queries`
+//!   (request-reply to the persister);
+//! - ground: `room_state` (the delivery rules, without I/O), `emit` (every write to a socket),
+//!   [`errors`] (what a client is told when a request fails), [`wire`] (the client-facing
+//!   JSON and event names), [`validate`] (payload rules), [`auth`], [`limits`], [`metrics`],
+//!   [`listener`] (the TCP listener that drops peers which stop reading).
 
 pub mod auth;
 mod delivery;
+mod emit;
+pub mod errors;
+mod events;
+pub mod gateway;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
@@ -29,75 +35,20 @@ pub mod openapi;
 mod outbox;
 mod queries;
 pub mod rest;
+mod room_state;
 mod rooms;
-pub mod sockets;
 pub mod validate;
 pub mod web;
 pub mod wire;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use chat_bus::{Bus, BusError, ConnectionEvent};
-use chat_proto::{Conversation, Subjects};
+use chat_proto::Subjects;
 use socketioxide::SocketIo;
 
-use crate::auth::{AuthConfig, AuthSetupError, Authenticator};
-use crate::limits::{Limits, LimitsConfig};
-
-/// Settings of a gateway; the defaults suit a local run.
-#[derive(Clone, Debug)]
-pub struct GatewayConfig {
-    /// Unique among the gateways of a cluster: outcomes of sends name the gateway whose socket
-    /// sent them.
-    pub gateway_id: String,
-    /// Longest accepted message `content`, in characters.
-    pub max_content_chars: usize,
-    /// Largest Socket.IO packet or HTTP body accepted, in bytes.
-    pub max_payload_bytes: u64,
-    /// How long a query to the persister may take before the client gets an error.
-    pub query_timeout: Duration,
-    /// Sends a socket may have waiting for the bus before further ones are refused.
-    pub max_pending_sends: usize,
-    /// Conversation rooms one socket may be in at once.
-    pub max_rooms_per_socket: usize,
-    /// Packets waiting to be written to one socket before it counts as a slow reader and is
-    /// disconnected.
-    pub max_buffered_packets: usize,
-    /// Origins allowed by CORS; `None` allows any origin (development only).
-    pub allowed_origins: Option<Vec<String>>,
-    /// How clients prove who they are.
-    pub auth: AuthConfig,
-    /// Rate limits per user and connection limits per user and address.
-    pub limits: LimitsConfig,
-    /// Take the client address from the first `X-Forwarded-For` entry (behind a trusted load
-    /// balancer) rather than from the TCP peer.
-    pub trust_forwarded_for: bool,
-    /// How often presence is told which sockets are open here; presence takes a gateway silent
-    /// for several intervals for dead.
-    pub heartbeat_interval: Duration,
-}
-
-impl Default for GatewayConfig {
-    fn default() -> Self {
-        Self {
-            gateway_id: format!("gw-{}", uuid::Uuid::new_v4().simple()),
-            max_content_chars: 10_000,
-            max_payload_bytes: 1_000_000,
-            query_timeout: Duration::from_secs(5),
-            max_pending_sends: 256,
-            max_rooms_per_socket: 100,
-            max_buffered_packets: 1024,
-            allowed_origins: None,
-            auth: AuthConfig::Development,
-            limits: LimitsConfig::default(),
-            trust_forwarded_for: false,
-            heartbeat_interval: Duration::from_secs(5),
-        }
-    }
-}
+use crate::auth::{AuthSetupError, Authenticator};
+pub use crate::gateway::{Gateway, GatewayConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -107,125 +58,38 @@ pub enum GatewayError {
     Auth(#[from] AuthSetupError),
 }
 
-/// One gateway: shared by every socket and request it serves.
-pub struct Gateway {
-    pub(crate) bus: Arc<dyn Bus>,
-    pub(crate) subjects: Subjects,
-    pub(crate) config: GatewayConfig,
-    pub(crate) io: SocketIo,
-    /// Conversation rooms with a member here, each with its delivery state.
-    pub(crate) rooms: rooms::LocalRooms,
-    /// Sends on their way to the work queue.
-    pub(crate) outbox: outbox::Outbox,
-    /// Conversations never change once created, so the ones seen are kept (bounded).
-    pub(crate) conversations: quick_cache::sync::Cache<i64, Conversation>,
-    pub(crate) limits: Limits,
-    pub(crate) auth: Authenticator,
-    /// Sockets open here (socket id → user id), as reported to presence.
-    pub(crate) local_sockets: tokio::sync::Mutex<HashMap<String, i64>>,
-    /// Sends queued or on the bus whose outcome has not come back yet (request id → when the
-    /// client sent it, and its partition): for the send-to-ack latency, the outbox's wait for
-    /// answers, and the drain at shutdown. Bounded: an outcome lost on the way cannot make it
-    /// grow for ever.
-    pub(crate) sends_in_flight: quick_cache::sync::Cache<String, (Instant, u32)>,
-    /// Set once shutdown has begun: the gateway is no longer ready for new clients.
-    draining: AtomicBool,
-}
-
-/// Event that tells every client of a gateway that is shutting down to reconnect (an
-/// extension of the API; the transport is closed right after, and socket.io clients reconnect
-/// by themselves).
-pub const SHUTDOWN_EVENT: &str = "server-shutdown";
-
-impl Gateway {
-    /// Builds the gateway and its HTTP application (REST routes and the Socket.IO endpoint),
-    /// starts listening to its own subject on the bus (outcomes, presence changes), and starts its
-    /// presence heartbeat.
-    pub async fn start(
-        bus: Arc<dyn Bus>,
-        subjects: Subjects,
-        config: GatewayConfig,
-    ) -> Result<(Arc<Gateway>, axum::Router), GatewayError> {
-        let (layer, io) = SocketIo::builder()
-            .max_payload(config.max_payload_bytes)
-            .ws_max_message_size(config.max_payload_bytes as usize)
-            .max_buffer_size(config.max_buffered_packets)
-            // Chat frames are small; a larger one is read in several chunks. The default
-            // (4 KiB) is memory every idle connection holds.
-            .ws_read_buffer_size(1024)
-            .build_layer();
-        let (outbox, lanes) = outbox::Outbox::new(subjects.partitions());
-        let gateway = Arc::new(Gateway {
-            outbox,
-            rooms: rooms::LocalRooms::default(),
-            bus,
-            subjects,
-            io: io.clone(),
-            conversations: quick_cache::sync::Cache::new(100_000),
-            local_sockets: tokio::sync::Mutex::new(HashMap::new()),
-            sends_in_flight: quick_cache::sync::Cache::new(100_000),
-            draining: AtomicBool::new(false),
-            limits: Limits::new(config.limits.clone()),
-            auth: Authenticator::new(&config.auth)?,
-            config,
-        });
-        delivery::listen(&gateway).await?;
-        outbox::Outbox::start(&gateway, lanes);
-        sockets::register(&gateway);
-        tokio::spawn(heartbeat(gateway.clone()));
-        tokio::spawn(resync_after_reconnections(gateway.clone()));
-        tokio::spawn(forget_idle_users(gateway.clone()));
-        let cors = cors_layer(gateway.config.allowed_origins.as_deref(), gateway.auth.is_development());
-        // The CORS layer wraps the Socket.IO one too: browsers poll across origins.
-        let app = rest::router(gateway.clone())
-            .merge(web::router())
-            .layer(axum::middleware::map_response(rest::json_errors))
-            .layer(layer)
-            .layer(axum::middleware::map_request(detach_from_read_buffer))
-            .layer(cors);
-        Ok((gateway, app))
-    }
-
-    /// Whether shutdown has begun (the gateway is then not ready).
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-
-    /// Shuts the gateway down within `grace`: marks it draining (not ready), tells every client
-    /// `server-shutdown {reconnect: true}`, waits for the outcomes of the sends in flight so that
-    /// their senders get `message-sent`, tells presence all its sockets are gone (their users go
-    /// offline now rather than after the heartbeat timeout), and closes every connection's
-    /// transport. socket.io clients take that as a "transport close" and reconnect by
-    /// themselves (through the load balancer, to another gateway); a namespace disconnect
-    /// would tell them not to. Open WebSockets would otherwise keep the HTTP server's graceful
-    /// shutdown waiting.
-    pub async fn shut_down(&self, grace: Duration) {
-        let deadline = tokio::time::Instant::now() + grace;
-        self.draining.store(true, Ordering::SeqCst);
-        let sockets = self.local_sockets.lock().await.len();
-        tracing::info!(sockets, sends_in_flight = self.sends_in_flight.len(), ?grace, "shutting down: draining");
-        let reached = self.io.of(sockets::NAMESPACE).map_or(0, |everyone| everyone.sockets().len() as u64);
-        if let Some(everyone) = self.io.of(sockets::NAMESPACE) {
-            match everyone.emit(SHUTDOWN_EVENT, &serde_json::json!({ "reconnect": true })).await {
-                Ok(()) => metrics::events_out(SHUTDOWN_EVENT, reached),
-                Err(e) => tracing::debug!(error = %e, "shutdown broadcast failed"),
-            }
-        }
-        while !self.sends_in_flight.is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if !self.sends_in_flight.is_empty() {
-            tracing::warn!(sends = self.sends_in_flight.len(), "grace period over with sends unanswered");
-        }
-        self.send_heartbeat(true).await;
-        let closing = tokio::time::timeout_at(
-            deadline.max(tokio::time::Instant::now() + Duration::from_secs(1)),
-            self.io.close(),
-        );
-        if closing.await.is_err() {
-            tracing::warn!("closing the connections outlasted the grace period");
-        }
-    }
+/// Builds the gateway and its HTTP application (REST routes and the Socket.IO endpoint),
+/// starts listening to its own subject on the bus (outcomes, presence changes), and starts its
+/// presence heartbeat.
+pub async fn start(
+    bus: Arc<dyn Bus>,
+    subjects: Subjects,
+    config: GatewayConfig,
+) -> Result<(Arc<Gateway>, axum::Router), GatewayError> {
+    let (layer, io) = SocketIo::builder()
+        .max_payload(config.max_payload_bytes)
+        .ws_max_message_size(config.max_payload_bytes as usize)
+        .max_buffer_size(config.max_buffered_packets)
+        // Chat frames are small; a larger one is read in several chunks. The default
+        // (4 KiB) is memory every idle connection holds.
+        .ws_read_buffer_size(1024)
+        .build_layer();
+    let auth = Authenticator::new(&config.auth)?;
+    let gateway = Arc::new(Gateway::new(bus, subjects, config, io, auth));
+    delivery::listen(&gateway).await?;
+    events::register(&gateway);
+    tokio::spawn(heartbeat(gateway.clone()));
+    tokio::spawn(resync_after_reconnections(gateway.clone()));
+    tokio::spawn(forget_idle_users(gateway.clone()));
+    let cors = cors_layer(gateway.config.allowed_origins.as_deref(), gateway.auth.is_development());
+    // The CORS layer wraps the Socket.IO one too: browsers poll across origins.
+    let app = rest::router(gateway.clone())
+        .merge(web::router())
+        .layer(axum::middleware::map_response(rest::json_errors))
+        .layer(layer)
+        .layer(axum::middleware::map_request(detach_from_read_buffer))
+        .layer(cors);
+    Ok((gateway, app))
 }
 
 /// Core messages published while this gateway was cut off from the bus are lost: when the
@@ -241,7 +105,7 @@ async fn resync_after_reconnections(gateway: Arc<Gateway>) {
             Ok(ConnectionEvent::Lost) => rooms::mark_lost(&rooms),
             Ok(ConnectionEvent::Restored) | Err(RecvError::Lagged(_)) => {
                 tracing::info!(rooms = rooms.len(), "reconnected to the bus: resynchronising rooms");
-                rooms::resync_rooms(&gateway, rooms).await;
+                rooms::resync_rooms(&gateway.queries, &gateway.io, rooms).await;
             }
             Err(RecvError::Closed) => return,
         }

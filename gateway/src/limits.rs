@@ -57,6 +57,15 @@ pub enum Action {
     Join,
 }
 
+/// Which connection limit a new connection would exceed, and its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionLimit {
+    #[error("Too many connections for this user (at most {0})")]
+    PerUser(usize),
+    #[error("Too many connections from this address (at most {0})")]
+    PerAddress(usize),
+}
+
 pub struct Limits {
     config: LimitsConfig,
     sends: DefaultKeyedRateLimiter<i64>,
@@ -124,20 +133,14 @@ impl Limits {
     }
 
     /// Counts a new connection, or says which limit it would exceed.
-    pub fn open_connection(&self, user_id: i64, address: Option<IpAddr>) -> Result<ConnectionTicket, String> {
+    pub fn open_connection(&self, user_id: i64, address: Option<IpAddr>) -> Result<ConnectionTicket, ConnectionLimit> {
         let mut connections = lock(&self.connections);
         if connections.per_user.get(&user_id).copied().unwrap_or(0) >= self.config.max_connections_per_user {
-            return Err(format!(
-                "Too many connections for this user (at most {})",
-                self.config.max_connections_per_user
-            ));
+            return Err(ConnectionLimit::PerUser(self.config.max_connections_per_user));
         }
         if let Some(address) = address {
             if connections.per_address.get(&address).copied().unwrap_or(0) >= self.config.max_connections_per_address {
-                return Err(format!(
-                    "Too many connections from this address (at most {})",
-                    self.config.max_connections_per_address
-                ));
+                return Err(ConnectionLimit::PerAddress(self.config.max_connections_per_address));
             }
             *connections.per_address.entry(address).or_default() += 1;
         }
@@ -186,13 +189,13 @@ mod tests {
         let first = limits.open_connection(1, Some(ip)).unwrap();
         let _second = limits.open_connection(1, Some(ip)).unwrap();
         assert_eq!(
-            limits.open_connection(1, Some(ip)).err().unwrap(),
-            "Too many connections for this user (at most 2)"
+            limits.open_connection(1, Some(ip)).err().map(|e| e.to_string()).as_deref(),
+            Some("Too many connections for this user (at most 2)")
         );
         let _third = limits.open_connection(2, Some(ip)).unwrap();
         assert_eq!(
-            limits.open_connection(3, Some(ip)).err().unwrap(),
-            "Too many connections from this address (at most 3)"
+            limits.open_connection(3, Some(ip)).err().map(|e| e.to_string()).as_deref(),
+            Some("Too many connections from this address (at most 3)")
         );
         drop(first);
         assert!(limits.open_connection(1, None).is_ok(), "a closed connection frees its place");

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::wire::event;
+
 pub const CONNECTIONS: &str = "chat_gateway_connections";
 pub const ROOMS: &str = "chat_gateway_rooms";
 pub const EVENTS_IN: &str = "chat_gateway_events_in_total";
@@ -11,22 +13,23 @@ pub const ERRORS: &str = "chat_gateway_errors_total";
 pub const SEND_ACK_SECONDS: &str = "chat_gateway_send_ack_seconds";
 
 /// Client events counted by name; any other is counted as `other`.
-pub const EVENTS_IN_NAMES: [&str; 5] = ["send-message", "join-conversation", "leave-conversation", "typing", "other"];
+pub const EVENTS_IN_NAMES: [&str; 5] =
+    [event::SEND_MESSAGE, event::JOIN_CONVERSATION, event::LEAVE_CONVERSATION, event::TYPING, "other"];
 /// Events sent to clients.
 pub const EVENTS_OUT_NAMES: [&str; 10] = [
-    "receive-message",
-    "message-sent",
-    "message-error",
-    "user-typing",
-    "user:online",
-    "user:offline",
-    "joined-conversation",
-    "error",
-    "server-shutdown",
+    event::RECEIVE_MESSAGE,
+    event::MESSAGE_SENT,
+    event::MESSAGE_ERROR,
+    event::USER_TYPING,
+    event::USER_ONLINE,
+    event::USER_OFFLINE,
+    event::JOINED_CONVERSATION,
+    event::ERROR,
+    event::SERVER_SHUTDOWN,
     "other",
 ];
 
-/// Why a client's request failed.
+/// The kinds of failure the error metric counts (see `errors::ClientError::kind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
     /// A payload that breaks the rules (missing field, bad type, too long, unknown event).
@@ -64,26 +67,6 @@ impl Failure {
             Failure::Storage => "storage",
             Failure::Bus => "bus",
             Failure::Limit => "limit",
-        }
-    }
-
-    /// The kind of an error text the gateway sends to a client (`message-error`, `error`).
-    pub fn of_message(message: &str) -> Failure {
-        if message.starts_with("Rate limit") {
-            Failure::RateLimited
-        } else if message.starts_with("Unauthorized") || message.starts_with("Invalid token") {
-            Failure::Unauthorized
-        } else if message.contains("not found") {
-            Failure::NotFound
-        } else if message.starts_with("Too many") {
-            Failure::Limit
-        } else if message.starts_with("Failed to send message: storage")
-            || message.starts_with("Failed to join")
-            || message.starts_with("Could not replay")
-        {
-            Failure::Storage
-        } else {
-            Failure::Validation
         }
     }
 }
@@ -151,27 +134,5 @@ impl OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         metrics::gauge!(CONNECTIONS).decrement(1.0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_texts_map_to_their_kind() {
-        let cases = [
-            ("Rate limit exceeded: too many messages, slow down", Failure::RateLimited),
-            ("Unauthorized to send as another user", Failure::Unauthorized),
-            ("Invalid token: expired", Failure::Unauthorized),
-            ("Conversation not found", Failure::NotFound),
-            ("Too many messages waiting to be sent; slow down", Failure::Limit),
-            ("Failed to send message: storage unavailable for 30s", Failure::Storage),
-            ("content should not be empty", Failure::Validation),
-            ("Unknown event: foo", Failure::Validation),
-        ];
-        for (text, kind) in cases {
-            assert_eq!(Failure::of_message(text), kind, "{text}");
-        }
     }
 }

@@ -21,15 +21,17 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-use chat_proto::{SendBatch, SendMessage};
+use chat_bus::Bus;
+use chat_proto::{SendBatch, SendMessage, Subjects};
 use prost::Message as _;
+use socketioxide::SocketIo;
 use tokio::sync::mpsc;
 use tracing::{Instrument, Span};
 
-use crate::metrics::Failure;
-use crate::sockets::{emit_message_error, SEND_FAILED};
-use crate::Gateway;
+use crate::emit::{chat_socket, emit_message_error};
+use crate::errors::ClientError;
 
 /// Most commands in one batch: bounds the rows of the persister's insert statement.
 pub const MAX_BATCH_COMMANDS: usize = 256;
@@ -51,11 +53,20 @@ pub(crate) struct Queued {
     pub pending: Arc<AtomicUsize>,
 }
 
-/// The lanes, one per partition of the work queue.
+/// The lanes, one per partition of the work queue, and the sends whose outcome has not come
+/// back yet.
 pub(crate) struct Outbox {
+    subjects: Subjects,
     lanes: Vec<mpsc::UnboundedSender<Queued>>,
     answers: Vec<Arc<Answers>>,
+    in_flight: Arc<InFlight>,
 }
+
+/// Sends queued or on the bus whose outcome has not come back yet (request id → when the
+/// client sent it, and its partition): for the send-to-ack latency, the lanes' wait for
+/// answers, and the drain at shutdown. Bounded: an outcome lost on the way cannot make it grow
+/// for ever.
+type InFlight = quick_cache::sync::Cache<String, (Instant, u32)>;
 
 /// The answer a lane waits for: the outcome of the last command of its previous batch.
 #[derive(Default)]
@@ -100,40 +111,65 @@ impl Answers {
 }
 
 impl Outbox {
-    /// The outbox and the receiving ends of its lanes, for [`Outbox::start`].
-    pub(crate) fn new(partitions: u32) -> (Self, Vec<mpsc::UnboundedReceiver<Queued>>) {
-        let (lanes, receivers) = (0..partitions.max(1)).map(|_| mpsc::unbounded_channel()).unzip();
-        let answers = (0..partitions.max(1)).map(|_| Arc::default()).collect();
-        (Self { lanes, answers }, receivers)
-    }
-
-    /// Starts one task per lane.
-    pub(crate) fn start(gw: &Arc<Gateway>, receivers: Vec<mpsc::UnboundedReceiver<Queued>>) {
-        for (partition, queue) in receivers.into_iter().enumerate() {
-            let answers = gw.outbox.answers[partition].clone();
-            tokio::spawn(run_lane(gw.clone(), partition as u32, queue, answers));
+    /// The outbox, with one task per lane publishing to the work queue on `bus`; a sender
+    /// whose send cannot be put on the bus is told through `io`.
+    pub(crate) fn start(bus: Arc<dyn Bus>, subjects: Subjects, io: SocketIo) -> Self {
+        let partitions = subjects.partitions().max(1);
+        let in_flight = Arc::new(InFlight::new(100_000));
+        let mut lanes = Vec::with_capacity(partitions as usize);
+        let mut answers = Vec::with_capacity(partitions as usize);
+        for partition in 0..partitions {
+            let (lane, queue) = mpsc::unbounded_channel();
+            let answered = Arc::new(Answers::default());
+            let publisher = Publisher {
+                bus: bus.clone(),
+                subject: subjects.inbound_partition(partition),
+                io: io.clone(),
+                in_flight: in_flight.clone(),
+            };
+            tokio::spawn(run_lane(publisher, queue, answered.clone()));
+            lanes.push(lane);
+            answers.push(answered);
         }
+        Self { subjects, lanes, answers, in_flight }
     }
 
-    /// Puts a command in its partition's lane; never waits. (Each socket bounds what it has
+    /// Puts a command in its conversation's lane; never waits. (Each socket bounds what it has
     /// waiting, so the lanes need no bound of their own.)
-    pub(crate) fn push(&self, partition: u32, queued: Queued) {
+    pub(crate) fn push(&self, queued: Queued) {
+        let partition = self.subjects.partition_of(queued.command.conversation_id);
+        self.in_flight.insert(queued.command.request_id.clone(), (Instant::now(), partition));
         if let Some(lane) = self.lanes.get(partition as usize) {
-            // The lane tasks live as long as the gateway: the send cannot fail.
+            // The lane tasks live as long as the runtime: the send cannot fail.
             let _ = lane.send(queued);
         }
     }
 
-    /// The outcome of a send of `partition` came back: its lane may go on if it waited for it.
-    pub(crate) fn answered(&self, partition: u32, request_id: &str) {
+    /// The outcome of a send came back: its lane may go on if it waited for it. When the
+    /// client sent it, if it was still in flight.
+    pub(crate) fn answered(&self, request_id: &str) -> Option<Instant> {
+        let (_, (sent_at, partition)) = self.in_flight.remove(request_id)?;
         if let Some(answers) = self.answers.get(partition as usize) {
             answers.answered(request_id);
         }
+        Some(sent_at)
+    }
+
+    /// Sends whose outcome has not come back yet.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.len()
     }
 }
 
-async fn run_lane(gw: Arc<Gateway>, partition: u32, mut queue: mpsc::UnboundedReceiver<Queued>, answers: Arc<Answers>) {
-    let subject = gw.subjects.inbound_partition(partition);
+/// What a lane needs to put its batches on the work queue.
+struct Publisher {
+    bus: Arc<dyn Bus>,
+    subject: String,
+    io: SocketIo,
+    in_flight: Arc<InFlight>,
+}
+
+async fn run_lane(publisher: Publisher, mut queue: mpsc::UnboundedReceiver<Queued>, answers: Arc<Answers>) {
     let mut waiting = Vec::with_capacity(MAX_BATCH_COMMANDS);
     while queue.recv_many(&mut waiting, MAX_BATCH_COMMANDS).await > 0 {
         for batch in split_by_size(std::mem::take(&mut waiting)) {
@@ -142,7 +178,7 @@ async fn run_lane(gw: Arc<Gateway>, partition: u32, mut queue: mpsc::UnboundedRe
             if let Some(last) = batch.last() {
                 answers.await_answer_to(&last.command.request_id);
             }
-            if !publish(&gw, &subject, batch).await {
+            if !publisher.publish(batch).await {
                 answers.forget(); // no answer will come
             }
         }
@@ -175,43 +211,46 @@ fn split_by_size(commands: Vec<Queued>) -> Vec<Vec<Queued>> {
 
 /// Publishes one batch and waits until the work queue has stored it; on failure each sender
 /// gets `message-error`. Whether it was stored.
-async fn publish(gw: &Gateway, subject: &str, queued: Vec<Queued>) -> bool {
-    // Each command's `enqueue` span, a child of its `send-message`, lasts the publication; its
-    // context travels in the command, so the persister's span of it becomes its child.
-    let mut enqueue_spans = Vec::with_capacity(queued.len());
-    let mut senders = Vec::with_capacity(queued.len());
-    let mut batch = SendBatch { commands: Vec::with_capacity(queued.len()) };
-    for Queued { mut command, span, pending } in queued {
-        let enqueue = tracing::info_span!(
-            parent: &span,
-            "enqueue",
-            otel.kind = "producer",
-            messaging.system = "nats",
-            messaging.destination.name = %subject,
-        );
-        command.trace = chat_telemetry::inject_context(&enqueue).into_iter().collect();
-        enqueue_spans.push(enqueue);
-        senders.push((span, pending));
-        batch.commands.push(command);
-    }
-    // Deduplicated by the first command's request id, unique to this attempt: a client's retry
-    // must reach the persister, which answers it with the message stored the first time.
-    let dedup_id = batch.commands.first().map_or("", |c| c.request_id.as_str());
-    let publishing = enqueue_spans.first().cloned().unwrap_or_else(Span::none);
-    let enqueued = gw.bus.enqueue(subject, dedup_id, chat_proto::encode(&batch)).instrument(publishing).await;
-    drop(enqueue_spans);
-    for (command, (span, pending)) in batch.commands.iter().zip(senders) {
-        pending.fetch_sub(1, Ordering::SeqCst);
-        if let Err(e) = &enqueued {
-            let _entered = span.enter();
-            tracing::error!(error = %e, "putting a send on the bus failed");
-            gw.sends_in_flight.remove(&command.request_id);
-            if let Some(socket) = command.socket_id.parse().ok().and_then(|sid| gw.chat_socket(sid)) {
-                emit_message_error(&socket, Failure::Bus, SEND_FAILED);
+impl Publisher {
+    async fn publish(&self, queued: Vec<Queued>) -> bool {
+        let subject = self.subject.as_str();
+        // Each command's `enqueue` span, a child of its `send-message`, lasts the publication; its
+        // context travels in the command, so the persister's span of it becomes its child.
+        let mut enqueue_spans = Vec::with_capacity(queued.len());
+        let mut senders = Vec::with_capacity(queued.len());
+        let mut batch = SendBatch { commands: Vec::with_capacity(queued.len()) };
+        for Queued { mut command, span, pending } in queued {
+            let enqueue = tracing::info_span!(
+                parent: &span,
+                "enqueue",
+                otel.kind = "producer",
+                messaging.system = "nats",
+                messaging.destination.name = %subject,
+            );
+            command.trace = chat_telemetry::inject_context(&enqueue).into_iter().collect();
+            enqueue_spans.push(enqueue);
+            senders.push((span, pending));
+            batch.commands.push(command);
+        }
+        // Deduplicated by the first command's request id, unique to this attempt: a client's retry
+        // must reach the persister, which answers it with the message stored the first time.
+        let dedup_id = batch.commands.first().map_or("", |c| c.request_id.as_str());
+        let publishing = enqueue_spans.first().cloned().unwrap_or_else(Span::none);
+        let enqueued = self.bus.enqueue(subject, dedup_id, chat_proto::encode(&batch)).instrument(publishing).await;
+        drop(enqueue_spans);
+        for (command, (span, pending)) in batch.commands.iter().zip(senders) {
+            pending.fetch_sub(1, Ordering::SeqCst);
+            if let Err(e) = &enqueued {
+                let _entered = span.enter();
+                tracing::error!(error = %e, "putting a send on the bus failed");
+                self.in_flight.remove(&command.request_id);
+                if let Some(socket) = command.socket_id.parse().ok().and_then(|sid| chat_socket(&self.io, sid)) {
+                    emit_message_error(&socket, &ClientError::SendFailed);
+                }
             }
         }
+        enqueued.is_ok()
     }
-    enqueued.is_ok()
 }
 
 #[cfg(test)]

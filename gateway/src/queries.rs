@@ -1,11 +1,13 @@
 //! The gateway's side of request-reply: asking the persister.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_bus::Bus;
 use chat_proto::{
-    conversation_reply, Conversation, ConversationReply, ErrorKind, GetConversation, QueryError, QueryReply,
+    conversation_reply, Conversation, ConversationReply, ErrorKind, GetConversation, QueryError, QueryReply, Subjects,
     RPC_GET_CONVERSATION,
 };
-
-use crate::Gateway;
 
 /// Why a query got no useful answer.
 #[derive(Debug, thiserror::Error)]
@@ -27,17 +29,27 @@ impl QueryFailure {
     }
 }
 
-impl Gateway {
+/// Queries to the persister, with the conversations seen so far (they never change once
+/// created, so they are kept; bounded).
+pub struct Queries {
+    bus: Arc<dyn Bus>,
+    subjects: Subjects,
+    timeout: Duration,
+    conversations: quick_cache::sync::Cache<i64, Conversation>,
+}
+
+impl Queries {
+    /// `timeout`: how long a query may take before the client gets an error.
+    pub fn new(bus: Arc<dyn Bus>, subjects: Subjects, timeout: Duration) -> Self {
+        Self { bus, subjects, timeout, conversations: quick_cache::sync::Cache::new(100_000) }
+    }
+
     /// Sends query `name` to the persister and waits for its reply.
-    pub(crate) async fn query<Q: prost::Message, R: QueryReply>(
-        &self,
-        name: &str,
-        query: &Q,
-    ) -> Result<R, QueryFailure> {
+    pub async fn query<Q: prost::Message, R: QueryReply>(&self, name: &str, query: &Q) -> Result<R, QueryFailure> {
         let subject = self.subjects.rpc(name);
         let bytes = self
             .bus
-            .request(&subject, chat_proto::encode(query), self.config.query_timeout)
+            .request(&subject, chat_proto::encode(query), self.timeout)
             .await
             .map_err(|e| QueryFailure::Unavailable(e.to_string()))?;
         let reply: R = chat_proto::decode(&bytes).map_err(|e| QueryFailure::Unavailable(e.to_string()))?;
@@ -48,7 +60,7 @@ impl Gateway {
     }
 
     /// A conversation by id, from the cache or the persister.
-    pub(crate) async fn conversation(&self, id: i64) -> Result<Conversation, QueryFailure> {
+    pub async fn conversation(&self, id: i64) -> Result<Conversation, QueryFailure> {
         if let Some(hit) = self.conversations.get(&id) {
             return Ok(hit);
         }

@@ -23,10 +23,10 @@ use chat_proto::{
 };
 use serde_json::Value;
 
-use crate::auth::Credentials;
+use crate::auth::{bearer_token, Credentials};
+use crate::gateway::Gateway;
 use crate::queries::QueryFailure;
 use crate::wire::{ConversationJson, ConversationListJson, ErrorJson, ErrorMessage, MessageJson, MessagePageJson};
-use crate::Gateway;
 
 /// Page size when the request names none, and the most a page may hold.
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
@@ -45,7 +45,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 
 /// Every error is JSON in the same shape, also those axum answers by itself (a body over the
 /// limit, a path that is not UTF-8, a method the route does not take). A layer over the whole
-/// HTTP application (`Gateway::start`), the static files' routes included.
+/// HTTP application (`start`), the static files' routes included.
 pub async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
@@ -110,13 +110,6 @@ impl From<QueryFailure> for ApiError {
     }
 }
 
-/// The `Authorization: Bearer` token of a request, if any.
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
 /// Who calls, in JWT mode (`None` in development mode, where the REST API is open as the spec
 /// has it).
 fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
@@ -124,7 +117,7 @@ fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         return Ok(None);
     }
     let credentials = Credentials { token: bearer_token(headers), claimed_user: None };
-    gw.auth.authenticate(&credentials).map(Some).map_err(|reason| ApiError::new(StatusCode::UNAUTHORIZED, reason))
+    gw.auth.authenticate(&credentials).map(Some).map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
 }
 
 fn forbidden(message: &str) -> ApiError {
@@ -193,7 +186,7 @@ pub async fn open_conversation(
         return Err(forbidden("You can only open conversations you take part in"));
     }
     let reply: ConversationReply =
-        gw.query(RPC_OPEN_CONVERSATION, &OpenConversation { sender_id, receiver_id }).await?;
+        gw.queries.query(RPC_OPEN_CONVERSATION, &OpenConversation { sender_id, receiver_id }).await?;
     let Some(conversation_reply::Result::Conversation(conversation)) = reply.result else {
         return Err(QueryFailure::Unavailable("empty conversation reply".into()).into());
     };
@@ -266,7 +259,7 @@ pub async fn list_messages(
         return Err(ApiError::invalid(problems));
     };
     if let Some(caller) = caller(&gw, &headers)? {
-        let conversation = gw.conversation(conversation_id).await?;
+        let conversation = gw.queries.conversation(conversation_id).await?;
         if !conversation.has_participant(caller) {
             return Err(forbidden("Unauthorized to read this conversation"));
         }
@@ -274,7 +267,7 @@ pub async fn list_messages(
     let page = u32::try_from(page).unwrap_or(u32::MAX);
     let limit = u32::try_from(limit).unwrap_or(u32::MAX).min(MAX_PAGE_SIZE);
     let query = ListMessages { conversation_id, page, limit, after_id, before_id };
-    let reply: MessagePage = gw.query(RPC_LIST_MESSAGES, &query).await?;
+    let reply: MessagePage = gw.queries.query(RPC_LIST_MESSAGES, &query).await?;
     let data: Vec<MessageJson> = reply.messages.into_iter().map(MessageJson::from).collect();
     let cursor = after_id.is_some() || before_id.is_some();
     let page = (!cursor).then_some(page);
@@ -313,7 +306,7 @@ pub async fn list_conversations(
     if caller.is_some_and(|caller| caller != user_id) {
         return Err(forbidden("You can only list your own conversations"));
     }
-    let reply: ConversationList = gw.query(RPC_LIST_CONVERSATIONS, &ListConversations { user_id }).await?;
+    let reply: ConversationList = gw.queries.query(RPC_LIST_CONVERSATIONS, &ListConversations { user_id }).await?;
     let data: Vec<ConversationJson> = reply.conversations.into_iter().map(ConversationJson::from).collect();
     Ok(Json(ConversationListJson { data }))
 }

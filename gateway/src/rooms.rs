@@ -1,127 +1,75 @@
-//! Stored messages into conversation rooms, and the replay of missed ones.
-//!
-//! A socket that rejoins a conversation may say which message it saw last
-//! (`join-conversation {conversationId, lastMessageId}`); it then gets every later message, in
-//! id order, before any live one, with no gap. The replay reads history while live messages
-//! keep arriving, so the two must be stitched together:
-//!
-//! 1. the socket is marked *recovering* in the room: from now on the room's live messages are
-//!    also kept for it;
-//! 2. history after `lastMessageId` is read and sent to the socket; `R` is the last id sent;
-//! 3. under the room's lock, the kept live messages above `R` are sent, the socket joins the
-//!    room, and the mark is removed.
-//!
-//! Live delivery takes the same lock per message, so every live message is either kept in
-//! step 1–3 or delivered to the socket as a room member after step 3. A message stored before
-//! step 1 is in the history read of step 2 (it was committed before it was published). A
-//! message can reach the socket twice (read in step 2 and delivered live after step 3); it is
-//! recognisable by its id, and ids never go backwards.
-//!
-//! The room as a whole can miss messages too: core NATS messages published while the gateway
-//! was disconnected from NATS are gone. When the connection is lost, every room notes the last
-//! id it delivered and starts keeping live messages ([`mark_lost`]); once it is back,
-//! [`resync_rooms`] reads what came after the noted id and delivers it, then what was kept.
-//! Live delivery skips the ids a room delivered lately, which drops redelivered duplicates and
-//! messages read twice, while a message that arrives late (stored before others but published
-//! after them, e.g. when a persister gave up on a commit that had in fact succeeded) is still
-//! delivered rather than lost.
+//! The conversation rooms open on this gateway, and the I/O of their delivery: live messages
+//! to the members, the replay of missed messages to a socket that rejoins, and the resync of
+//! every room after a bus disconnection. The rules (what to send, when) are the state machine
+//! in `room_state`; this module reads history for it and sends what it returns, under the
+//! room's lock, so that a socket ending its replay joins the room between two live messages.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_bus::BusError;
 use chat_proto::{ListMessages, MessagePage, StoredMessage, RPC_LIST_MESSAGES};
-use serde_json::json;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
+use socketioxide::SocketIo;
 
-use crate::sockets::{emit, room_of_conversation, NAMESPACE};
-use crate::wire::MessageJson;
-use crate::Gateway;
+use crate::emit::{emit, emit_error, room_of_conversation};
+use crate::errors::ClientError;
+use crate::queries::{Queries, QueryFailure};
+use crate::room_state::RoomState;
+use crate::wire::{event, MessageJson, NAMESPACE};
 
 /// Most messages replayed on one join; past that the client is told to page through history.
 pub const MAX_REPLAY: usize = 1_000;
 const REPLAY_PAGE: u32 = 100;
 
-/// Delivery state of one conversation room on this gateway, shared by its live delivery and
+/// One conversation room on this gateway: its delivery state, shared by its live delivery and
 /// the joins that replay into it.
-pub type SharedRoom = Arc<Mutex<RoomDelivery>>;
-
-/// How many delivered ids a room remembers to recognise duplicates.
-const RECENT_IDS: usize = 4_096;
-
-pub struct RoomDelivery {
+pub struct Room {
     conversation_id: i64,
-    /// The ids delivered lately, oldest first, and the same as a set.
-    recent: VecDeque<i64>,
-    recent_set: HashSet<i64>,
-    /// Where the room stood when the bus connection was lost: the resync reads from here.
-    resync_since: Option<i64>,
-    /// Sockets replaying missed messages, with the live messages that arrived meanwhile.
-    recovering: HashMap<Sid, Vec<StoredMessage>>,
-    /// The highest message id delivered to the room (0: none yet).
-    last_delivered: i64,
-    /// While the room itself resynchronises: the live messages that arrived meanwhile.
-    resyncing: Option<Vec<StoredMessage>>,
+    state: Mutex<RoomState<Sid>>,
 }
 
-impl RoomDelivery {
+pub type SharedRoom = Arc<Room>;
+
+impl Room {
     pub fn shared(conversation_id: i64) -> SharedRoom {
-        Arc::new(Mutex::new(Self {
-            conversation_id,
-            recovering: HashMap::new(),
-            last_delivered: 0,
-            resyncing: None,
-            recent: VecDeque::new(),
-            recent_set: HashSet::new(),
-            resync_since: None,
-        }))
+        Arc::new(Room { conversation_id, state: Mutex::default() })
     }
 
-    /// Delivers one message to the room's members here (read under the lock: a socket ending
-    /// its replay joins under it), and keeps it for the sockets still replaying.
-    fn deliver(&mut self, gw: &Gateway, stored: StoredMessage) {
-        if !self.recent_set.insert(stored.id) {
-            return; // delivered already: a redelivery, or read again by a resync
+    fn lock(&self) -> MutexGuard<'_, RoomState<Sid>> {
+        // Every update under this lock is a few inserts, pushes or removes that cannot panic
+        // half-way: a poisoned lock is still safe to use.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends messages to the room's members here, each serialized once. Called under the
+    /// room's lock (see the module doc).
+    fn send_to_members(&self, io: &SocketIo, messages: Vec<StoredMessage>) {
+        if messages.is_empty() {
+            return;
         }
-        self.recent.push_back(stored.id);
-        if self.recent.len() > RECENT_IDS {
-            if let Some(oldest) = self.recent.pop_front() {
-                self.recent_set.remove(&oldest);
+        let Some(namespace) = io.of(NAMESPACE) else { return };
+        let members = namespace.to(room_of_conversation(self.conversation_id)).sockets();
+        for message in messages {
+            let json = match serde_json::value::to_raw_value(&MessageJson::from(message)) {
+                Ok(json) => json,
+                Err(e) => return tracing::error!(error = %e, "cannot serialize a stored message"),
+            };
+            for socket in &members {
+                emit(socket, event::RECEIVE_MESSAGE, &json);
             }
         }
-        self.last_delivered = self.last_delivered.max(stored.id);
-        for kept in self.recovering.values_mut() {
-            kept.push(stored.clone());
-        }
-        let Some(namespace) = gw.io.of(NAMESPACE) else { return };
-        let members = namespace.to(room_of_conversation(self.conversation_id)).sockets();
-        // Serialized once for all the members, then sent one socket at a time, synchronously,
-        // under the lock: see the module doc.
-        let json = match serde_json::value::to_raw_value(&MessageJson::from(stored)) {
-            Ok(json) => json,
-            Err(e) => return tracing::error!(error = %e, "cannot serialize a stored message"),
-        };
-        for socket in members {
-            emit(&socket, "receive-message", &json);
-        }
     }
 }
 
-fn lock(room: &SharedRoom) -> MutexGuard<'_, RoomDelivery> {
-    // Every update under this lock is a single insert, push or remove: a panic cannot leave
-    // it half-done, so a poisoned lock is still safe to use.
-    room.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Live delivery of one stored message to the room's sockets on this gateway (or to the
-/// room's keeping while it resynchronises).
-pub(crate) fn deliver_live(gw: &Gateway, room: &SharedRoom, stored: StoredMessage) {
-    let mut delivery = lock(room);
-    match &mut delivery.resyncing {
-        Some(kept) => kept.push(stored),
-        None => delivery.deliver(gw, stored),
+/// Live delivery of one stored message to the room's sockets on this gateway.
+pub fn deliver_live(io: &SocketIo, room: &Room, message: StoredMessage) {
+    let mut state = room.lock();
+    if let Some(message) = state.live(message) {
+        room.send_to_members(io, vec![message]);
     }
+    drop(state);
 }
 
 /// The conversation rooms open on this gateway (those with a local member): each with its
@@ -169,7 +117,7 @@ impl LocalRooms {
             let mut rooms = self.lock();
             let local = rooms.entry(conversation_id).or_insert_with(|| LocalRoom {
                 holders: 0,
-                room: RoomDelivery::shared(conversation_id),
+                room: Room::shared(conversation_id),
                 listening: Arc::default(),
             });
             local.holders += 1;
@@ -216,53 +164,38 @@ impl LocalRooms {
 }
 
 /// Joins `socket` to the room, first replaying what it missed after `last_seen` when given.
-pub(crate) async fn join_room(
-    gw: &Gateway,
-    socket: &SocketRef,
-    conversation_id: i64,
-    room: &SharedRoom,
-    last_seen: Option<i64>,
-) {
-    if lock(room).last_delivered == 0 {
-        set_baseline(gw, conversation_id, room).await;
+pub async fn join_room(queries: &Queries, socket: &SocketRef, room: &Room, last_seen: Option<i64>) {
+    if !room.lock().has_baseline() {
+        set_baseline(queries, room).await;
     }
     let Some(last_seen) = last_seen else {
-        socket.join(room_of_conversation(conversation_id));
+        socket.join(room_of_conversation(room.conversation_id));
         return;
     };
-    lock(room).recovering.insert(socket.id, Vec::new());
-    let replayed_up_to = replay(gw, socket, conversation_id, last_seen).await;
-    let mut delivery = lock(room);
-    let kept = delivery.recovering.remove(&socket.id).unwrap_or_default();
-    for stored in kept.into_iter().filter(|m| m.id > replayed_up_to) {
-        emit(socket, "receive-message", &MessageJson::from(stored));
+    room.lock().begin_replay(socket.id);
+    let replayed_up_to = replay(queries, socket, room.conversation_id, last_seen).await;
+    let mut state = room.lock();
+    for message in state.end_replay(&socket.id, replayed_up_to) {
+        emit(socket, event::RECEIVE_MESSAGE, &MessageJson::from(message));
     }
-    socket.join(room_of_conversation(conversation_id));
-    drop(delivery);
+    socket.join(room_of_conversation(room.conversation_id));
+    drop(state);
 }
 
-/// A room new on this gateway starts from the conversation's newest message, so that a
-/// resync after a reconnection knows where the room stood.
-async fn set_baseline(gw: &Gateway, conversation_id: i64, room: &SharedRoom) {
+/// Reads the conversation's newest message id, where a room new here starts from.
+async fn set_baseline(queries: &Queries, room: &Room) {
+    let conversation_id = room.conversation_id;
     let newest = ListMessages { conversation_id, page: 1, limit: 1, after_id: None, before_id: Some(i64::MAX) };
-    match gw.query::<_, MessagePage>(RPC_LIST_MESSAGES, &newest).await {
-        Ok(page) => {
-            let newest_id = page.messages.last().map_or(0, |m| m.id);
-            let mut delivery = lock(room);
-            delivery.last_delivered = delivery.last_delivered.max(newest_id);
-        }
+    match queries.query::<_, MessagePage>(RPC_LIST_MESSAGES, &newest).await {
+        Ok(page) => room.lock().set_baseline(page.messages.last().map_or(0, |m| m.id)),
         Err(e) => tracing::warn!(conversation_id, error = %e, "reading the room's newest message failed"),
     }
 }
 
-/// The bus connection is lost: every room notes where it stands and keeps live messages.
-pub(crate) fn mark_lost(rooms: &[SharedRoom]) {
+/// The bus connection is lost: every room notes where it stands and holds live messages.
+pub fn mark_lost(rooms: &[SharedRoom]) {
     for room in rooms {
-        let mut delivery = lock(room);
-        if delivery.resyncing.is_none() {
-            delivery.resyncing = Some(Vec::new());
-            delivery.resync_since = Some(delivery.last_delivered);
-        }
+        room.lock().connection_lost();
     }
 }
 
@@ -271,17 +204,15 @@ pub(crate) fn mark_lost(rooms: &[SharedRoom]) {
 const RESYNC_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// After a reconnection to the bus: every room here reads what it missed since the loss.
-pub(crate) async fn resync_rooms(gw: &Gateway, rooms: Vec<SharedRoom>) {
+pub async fn resync_rooms(queries: &Queries, io: &SocketIo, rooms: Vec<SharedRoom>) {
     mark_lost(&rooms); // rooms opened while disconnected
     for room in rooms {
-        let (conversation_id, since) = {
-            let delivery = lock(&room);
-            (delivery.conversation_id, delivery.resync_since.unwrap_or(delivery.last_delivered))
-        };
+        let conversation_id = room.conversation_id;
+        let since = room.lock().resync_from();
         let deadline = tokio::time::Instant::now() + RESYNC_PATIENCE;
         let mut delay = std::time::Duration::from_millis(250);
         let missed = loop {
-            match read_after(gw, conversation_id, since, MAX_REPLAY).await {
+            match read_after(queries, conversation_id, since, MAX_REPLAY).await {
                 Ok(found) => break Some(found),
                 Err(e) if tokio::time::Instant::now() + delay < deadline => {
                     tracing::debug!(conversation_id, error = %e, "room resync: history not available yet; retrying");
@@ -294,34 +225,32 @@ pub(crate) async fn resync_rooms(gw: &Gateway, rooms: Vec<SharedRoom>) {
                 }
             }
         };
-        let mut delivery = lock(&room);
-        let kept = delivery.resyncing.take().unwrap_or_default();
-        delivery.resync_since = None;
         let (missed, complete) = missed.unwrap_or((Vec::new(), true));
         if !complete {
             tracing::warn!(conversation_id, "room resync stopped at {MAX_REPLAY} messages");
         }
         tracing::info!(conversation_id, since, missed = missed.len(), "room resynchronised");
-        for stored in missed.into_iter().chain(kept) {
-            delivery.deliver(gw, stored);
-        }
+        let mut state = room.lock();
+        let delivered = state.end_resync(missed);
+        room.send_to_members(io, delivered);
+        drop(state);
     }
 }
 
 /// The conversation's messages after `after`, oldest first, at most `max`; and whether that
 /// was all of them.
 async fn read_after(
-    gw: &Gateway,
+    queries: &Queries,
     conversation_id: i64,
     after: i64,
     max: usize,
-) -> Result<(Vec<StoredMessage>, bool), crate::queries::QueryFailure> {
+) -> Result<(Vec<StoredMessage>, bool), QueryFailure> {
     let mut found: Vec<StoredMessage> = Vec::new();
     let mut cursor = after;
     loop {
         let query =
             ListMessages { conversation_id, page: 1, limit: REPLAY_PAGE, after_id: Some(cursor), before_id: None };
-        let page: MessagePage = gw.query(RPC_LIST_MESSAGES, &query).await?;
+        let page: MessagePage = queries.query(RPC_LIST_MESSAGES, &query).await?;
         let count = page.messages.len();
         cursor = page.messages.last().map_or(cursor, |m| m.id);
         found.extend(page.messages);
@@ -336,27 +265,21 @@ async fn read_after(
 
 /// Sends the socket the conversation's messages after `last_seen`, oldest first; the last id
 /// sent (or `last_seen`).
-async fn replay(gw: &Gateway, socket: &SocketRef, conversation_id: i64, last_seen: i64) -> i64 {
-    let (missed, complete) = match read_after(gw, conversation_id, last_seen, MAX_REPLAY).await {
+async fn replay(queries: &Queries, socket: &SocketRef, conversation_id: i64, last_seen: i64) -> i64 {
+    let (missed, complete) = match read_after(queries, conversation_id, last_seen, MAX_REPLAY).await {
         Ok(found) => found,
         Err(e) => {
             tracing::warn!(conversation_id, error = %e, "replaying missed messages failed");
-            let message = format!(
-                "Could not replay missed messages; fetch them with GET /api/chats/conversations/{conversation_id}/messages?after={last_seen}"
-            );
-            emit(socket, "error", &json!({ "message": message }));
+            emit_error(socket, &ClientError::ReplayFailed { conversation_id, after: last_seen });
             return last_seen;
         }
     };
     let replayed_up_to = missed.last().map_or(last_seen, |m| m.id);
-    for stored in missed {
-        emit(socket, "receive-message", &MessageJson::from(stored));
+    for message in missed {
+        emit(socket, event::RECEIVE_MESSAGE, &MessageJson::from(message));
     }
     if !complete {
-        let message = format!(
-            "Too many missed messages to replay; fetch the rest with GET /api/chats/conversations/{conversation_id}/messages?after={replayed_up_to}"
-        );
-        emit(socket, "error", &json!({ "message": message }));
+        emit_error(socket, &ClientError::ReplayTruncated { conversation_id, after: replayed_up_to });
     }
     replayed_up_to
 }

@@ -1,9 +1,88 @@
-//! The JSON shapes the clients see, built from the bus's protobuf messages. Their `ToSchema`
-//! derives (with examples) make the components of the OpenAPI document (see `openapi`).
+//! The JSON shapes the clients see, built from the bus's protobuf messages, and the names of
+//! the Socket.IO events that carry them: the only place the client-facing format is written.
+//! The REST shapes' `ToSchema` derives (with examples) make the components of the OpenAPI
+//! document (see `openapi`).
 
 use chat_proto::{Conversation, StoredMessage};
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
+
+/// The Socket.IO namespace of the chat API.
+pub const NAMESPACE: &str = "/chat";
+
+/// Events of the `/chat` namespace, by the spec's names.
+pub mod event {
+    // From clients.
+    pub const SEND_MESSAGE: &str = "send-message";
+    pub const JOIN_CONVERSATION: &str = "join-conversation";
+    pub const LEAVE_CONVERSATION: &str = "leave-conversation";
+    pub const TYPING: &str = "typing";
+    // To clients.
+    pub const RECEIVE_MESSAGE: &str = "receive-message";
+    pub const MESSAGE_SENT: &str = "message-sent";
+    pub const MESSAGE_ERROR: &str = "message-error";
+    pub const USER_TYPING: &str = "user-typing";
+    pub const USER_ONLINE: &str = "user:online";
+    pub const USER_OFFLINE: &str = "user:offline";
+    pub const JOINED_CONVERSATION: &str = "joined-conversation";
+    pub const ERROR: &str = "error";
+    /// An extension of the spec: the gateway is shutting down, reconnect.
+    pub const SERVER_SHUTDOWN: &str = "server-shutdown";
+}
+
+/// `error`: a general error.
+#[derive(Debug, Serialize)]
+pub struct ErrorEvent {
+    pub message: String,
+}
+
+/// `message-error`: a send failed.
+#[derive(Debug, Serialize)]
+pub struct MessageErrorEvent {
+    pub error: String,
+}
+
+/// `joined-conversation`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinedEvent {
+    pub conversation_id: i64,
+    pub success: bool,
+}
+
+/// The acknowledgement of `join-conversation` and `leave-conversation` (an extension of the
+/// spec): `conversationId` echoes what the client sent, whatever it was.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomAck {
+    pub success: bool,
+    pub conversation_id: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `user-typing`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypingEvent {
+    pub conversation_id: i64,
+    pub user_id: i64,
+    pub is_typing: bool,
+}
+
+/// `user:online` and `user:offline`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceEvent {
+    pub user_id: i64,
+}
+
+/// `server-shutdown`.
+#[derive(Debug, Serialize)]
+pub struct ShutdownEvent {
+    pub reconnect: bool,
+}
 
 /// A message as `message-sent`, `receive-message` and the history API show it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -155,6 +234,32 @@ mod tests {
     fn timestamps_read_like_javascript_dates() {
         assert_eq!(iso_timestamp(1_764_099_220_123), "2025-11-25T19:33:40.123Z");
         assert_eq!(iso_timestamp(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn socket_events_have_the_spec_s_field_names() {
+        fn json(event: &impl Serialize) -> Value {
+            serde_json::to_value(event).expect("serializable")
+        }
+        assert_eq!(
+            json(&TypingEvent { conversation_id: 1, user_id: 2, is_typing: true }),
+            serde_json::json!({"conversationId": 1, "userId": 2, "isTyping": true})
+        );
+        assert_eq!(
+            json(&JoinedEvent { conversation_id: 3, success: true }),
+            serde_json::json!({"conversationId": 3, "success": true})
+        );
+        assert_eq!(
+            json(&RoomAck { success: false, conversation_id: serde_json::json!("x"), error: Some("bad".into()) }),
+            serde_json::json!({"success": false, "conversationId": "x", "error": "bad"})
+        );
+        assert_eq!(
+            json(&RoomAck { success: true, conversation_id: serde_json::json!(3), error: None }),
+            serde_json::json!({"success": true, "conversationId": 3})
+        );
+        assert_eq!(json(&PresenceEvent { user_id: 4 }), serde_json::json!({"userId": 4}));
+        assert_eq!(json(&MessageErrorEvent { error: "e".into() }), serde_json::json!({"error": "e"}));
+        assert_eq!(json(&ErrorEvent { message: "m".into() }), serde_json::json!({"message": "m"}));
     }
 
     #[test]

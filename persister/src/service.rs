@@ -8,8 +8,8 @@ use tracing::Instrument;
 
 use chat_bus::{Bus, BusError, Job, WorkQueue};
 use chat_proto::{
-    gateway_event, room_event, send_outcome, Conversation, DeliveredMessage, Delivery, GatewayEvent, RoomEvent,
-    SendBatch, SendMessage, SendOutcome, Subjects,
+    gateway_event, room_event, send_outcome, Conversation, DeliveredMessage, Delivery, ErrorKind, GatewayEvent,
+    QueryError, RoomEvent, SendBatch, SendMessage, SendOutcome, Subjects,
 };
 use futures::StreamExt;
 use prost::Message as _;
@@ -219,9 +219,11 @@ impl Persister {
                 Err(e) => {
                     tracing::error!(error = %e, messages = commands.len(), "storing a batch failed; giving up");
                     *self.gave_up_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
-                    let error =
-                        format!("Failed to send message: storage unavailable for {:?}", self.config.store_timeout);
-                    break commands.iter().map(|c| (c, send_outcome::Result::Error(error.clone()))).collect();
+                    let refusal = QueryError::new(
+                        ErrorKind::Internal,
+                        format!("storage unavailable for {:?}", self.config.store_timeout),
+                    );
+                    break commands.iter().map(|c| (c, send_outcome::Result::Refused(refusal.clone()))).collect();
                 }
             }
         };
@@ -249,8 +251,8 @@ impl Persister {
                 Some(conversation) if conversation.has_participant(command.sender_id) => {
                     accepted.push((command, conversation));
                 }
-                Some(_) => outcomes.push((command, "Unauthorized to send to this conversation")),
-                None => outcomes.push((command, "Conversation not found")),
+                Some(_) => outcomes.push((command, ErrorKind::Forbidden, "not a participant of the conversation")),
+                None => outcomes.push((command, ErrorKind::NotFound, "no such conversation")),
             }
         }
         let batch: Vec<NewMessage> = accepted
@@ -280,7 +282,9 @@ impl Persister {
             })
             .collect();
         results.extend(
-            outcomes.into_iter().map(|(command, reason)| (command, send_outcome::Result::Error(reason.into()))),
+            outcomes
+                .into_iter()
+                .map(|(command, kind, reason)| (command, send_outcome::Result::Refused(QueryError::new(kind, reason)))),
         );
         Ok(results)
     }

@@ -111,7 +111,7 @@ pub struct SendOutcome {
     pub request_id: String,
     #[prost(string, tag = "2")]
     pub socket_id: String,
-    #[prost(oneof = "send_outcome::Result", tags = "3, 4")]
+    #[prost(oneof = "send_outcome::Result", tags = "3, 4, 7")]
     pub result: Option<send_outcome::Result>,
     /// The gateway of the socket: the only one that acts on the outcome.
     #[prost(string, tag = "5")]
@@ -127,9 +127,15 @@ pub mod send_outcome {
         /// Stored: the sender gets `message-sent`.
         #[prost(message, tag = "3")]
         Stored(super::StoredMessage),
-        /// Refused: the sender gets `message-error` with this text.
+        /// Refused, as persisters before typed refusals worded it for the client; read only
+        /// for mixed-version clusters during a rolling upgrade.
         #[prost(string, tag = "4")]
         Error(String),
+        /// Refused: the sender gets `message-error`, worded by its gateway from the kind
+        /// (`NotFound`: no such conversation, `Forbidden`: not a participant, `Internal`:
+        /// storage gave up, with the persister's reason in `message`).
+        #[prost(message, tag = "7")]
+        Refused(super::QueryError),
     }
 }
 

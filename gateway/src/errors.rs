@@ -1,0 +1,182 @@
+//! Why a client's request failed, as one type: what the client is told (its `Display`, with the
+//! spec's exact texts) and what the metrics count (its [`Failure`] kind). Every `error` and
+//! `message-error` the gateway sends is rendered from a [`ClientError`] (see `emit`), so the
+//! texts live here and nowhere else.
+//!
+//! A send the persister refuses crosses the bus as a typed [`QueryError`] (the same vocabulary
+//! as the answers to queries) and becomes a [`ClientError`] in [`ClientError::from_refusal`].
+
+use chat_proto::{ErrorKind, QueryError};
+
+use crate::auth::AuthError;
+use crate::limits::{Action, ConnectionLimit};
+use crate::metrics::Failure;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// A payload that breaks the rules: every problem, as `validate` words them.
+    #[error("{0}")]
+    Invalid(String),
+    /// An event the namespace does not know (its name cut to 64 characters).
+    #[error("Unknown event: {0}")]
+    UnknownEvent(String),
+    #[error("{0}")]
+    Unauthenticated(#[from] AuthError),
+    #[error("{0}")]
+    TooManyConnections(#[from] ConnectionLimit),
+    /// A socket that reached its handler without going through admission (a bug).
+    #[error("Connection refused")]
+    ConnectionRefused,
+    #[error("Unauthorized to send as another user")]
+    SendAsAnotherUser,
+    #[error("Unauthorized to join this conversation")]
+    NotAllowedToJoin,
+    #[error("Unauthorized to send to this conversation")]
+    NotAllowedToSend,
+    #[error("Conversation not found")]
+    ConversationNotFound,
+    #[error("Rate limit exceeded: too many {}, slow down", rate_limited_events(*.0))]
+    RateLimited(Action),
+    #[error("Too many messages waiting to be sent; slow down")]
+    TooManyPendingSends,
+    #[error("Too many conversations joined on this connection (at most {0}); leave one first")]
+    TooManyRooms(usize),
+    #[error("Join the conversation before typing in it")]
+    TypingOutsideRoom,
+    /// The conversation could not be read or its room not opened (bus or persister trouble).
+    #[error("Failed to join conversation")]
+    JoinFailed,
+    /// The send could not be put on the bus, or its outcome came back empty.
+    #[error("Failed to send message")]
+    SendFailed,
+    /// The persister gave up storing the send; the persister's words say for how long it tried.
+    #[error("Failed to send message: {0}")]
+    StorageUnavailable(String),
+    #[error(
+        "Could not replay missed messages; fetch them with GET /api/chats/conversations/{conversation_id}/messages?after={after}"
+    )]
+    ReplayFailed { conversation_id: i64, after: i64 },
+    #[error(
+        "Too many missed messages to replay; fetch the rest with GET /api/chats/conversations/{conversation_id}/messages?after={after}"
+    )]
+    ReplayTruncated { conversation_id: i64, after: i64 },
+}
+
+fn rate_limited_events(action: Action) -> &'static str {
+    match action {
+        Action::Send => "messages",
+        Action::Join => "joins",
+        Action::Typing => "typing events",
+    }
+}
+
+impl ClientError {
+    /// The kind the error metric counts it as.
+    pub fn kind(&self) -> Failure {
+        match self {
+            ClientError::Invalid(_)
+            | ClientError::UnknownEvent(_)
+            | ClientError::ConnectionRefused
+            | ClientError::TypingOutsideRoom => Failure::Validation,
+            ClientError::Unauthenticated(_)
+            | ClientError::SendAsAnotherUser
+            | ClientError::NotAllowedToJoin
+            | ClientError::NotAllowedToSend => Failure::Unauthorized,
+            ClientError::ConversationNotFound => Failure::NotFound,
+            ClientError::RateLimited(_) => Failure::RateLimited,
+            ClientError::TooManyConnections(_) | ClientError::TooManyPendingSends | ClientError::TooManyRooms(_) => {
+                Failure::Limit
+            }
+            ClientError::SendFailed => Failure::Bus,
+            ClientError::JoinFailed
+            | ClientError::StorageUnavailable(_)
+            | ClientError::ReplayFailed { .. }
+            | ClientError::ReplayTruncated { .. } => Failure::Storage,
+        }
+    }
+
+    /// A send the persister refused.
+    pub fn from_refusal(refusal: &QueryError) -> Self {
+        match refusal.kind() {
+            ErrorKind::NotFound => ClientError::ConversationNotFound,
+            ErrorKind::Forbidden => ClientError::NotAllowedToSend,
+            ErrorKind::Invalid => ClientError::Invalid(refusal.message.clone()),
+            ErrorKind::Internal => ClientError::StorageUnavailable(refusal.message.clone()),
+        }
+    }
+
+    /// A refusal worded by a persister of an earlier version, which sent the client's text
+    /// itself (only met during a rolling upgrade).
+    pub fn from_refusal_text(text: &str) -> Self {
+        match text {
+            "Conversation not found" => ClientError::ConversationNotFound,
+            "Unauthorized to send to this conversation" => ClientError::NotAllowedToSend,
+            other => match other.strip_prefix("Failed to send message: ") {
+                Some(reason) => ClientError::StorageUnavailable(reason.to_owned()),
+                None => ClientError::Invalid(other.to_owned()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The texts the spec and the e2e suite expect, word for word.
+    #[test]
+    fn texts_are_the_spec_s() {
+        let cases = [
+            (ClientError::ConversationNotFound, "Conversation not found"),
+            (ClientError::NotAllowedToJoin, "Unauthorized to join this conversation"),
+            (ClientError::NotAllowedToSend, "Unauthorized to send to this conversation"),
+            (ClientError::SendAsAnotherUser, "Unauthorized to send as another user"),
+            (ClientError::RateLimited(Action::Send), "Rate limit exceeded: too many messages, slow down"),
+            (ClientError::RateLimited(Action::Join), "Rate limit exceeded: too many joins, slow down"),
+            (ClientError::RateLimited(Action::Typing), "Rate limit exceeded: too many typing events, slow down"),
+            (
+                ClientError::TooManyRooms(3),
+                "Too many conversations joined on this connection (at most 3); leave one first",
+            ),
+            (ClientError::StorageUnavailable("storage unavailable for 30s".into()), "Failed to send message: storage unavailable for 30s"),
+            (ClientError::UnknownEvent("foo".into()), "Unknown event: foo"),
+            (
+                ClientError::ReplayTruncated { conversation_id: 7, after: 42 },
+                "Too many missed messages to replay; fetch the rest with GET /api/chats/conversations/7/messages?after=42",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn each_error_counts_as_its_kind() {
+        assert_eq!(ClientError::RateLimited(Action::Typing).kind(), Failure::RateLimited);
+        assert_eq!(ClientError::Unauthenticated(AuthError::TokenRequired).kind(), Failure::Unauthorized);
+        assert_eq!(ClientError::ConversationNotFound.kind(), Failure::NotFound);
+        assert_eq!(ClientError::TooManyPendingSends.kind(), Failure::Limit);
+        assert_eq!(ClientError::StorageUnavailable(String::new()).kind(), Failure::Storage);
+        assert_eq!(ClientError::SendFailed.kind(), Failure::Bus);
+        assert_eq!(ClientError::Invalid("content should not be empty".into()).kind(), Failure::Validation);
+    }
+
+    #[test]
+    fn refusals_read_typed_and_as_an_earlier_persister_worded_them() {
+        let typed = |kind, message: &str| ClientError::from_refusal(&QueryError::new(kind, message));
+        assert_eq!(typed(ErrorKind::NotFound, "whatever"), ClientError::ConversationNotFound);
+        assert_eq!(typed(ErrorKind::Forbidden, ""), ClientError::NotAllowedToSend);
+        assert_eq!(
+            typed(ErrorKind::Internal, "storage unavailable for 30s").to_string(),
+            "Failed to send message: storage unavailable for 30s"
+        );
+        for text in [
+            "Conversation not found",
+            "Unauthorized to send to this conversation",
+            "Failed to send message: storage unavailable for 30s",
+        ] {
+            assert_eq!(ClientError::from_refusal_text(text).to_string(), text, "passes through unchanged");
+        }
+        assert_eq!(ClientError::from_refusal_text("Conversation not found").kind(), Failure::NotFound);
+    }
+}

@@ -1,0 +1,276 @@
+//! The delivery rules of one conversation room on this gateway, as a state machine without
+//! I/O: each call says what happened (a message heard live, a replay begun or ended, the bus
+//! connection lost, a resync read) and returns what to send. `rooms` does the reading and the
+//! sending, under the lock that keeps this state, so that what is returned is sent before the
+//! next event is taken.
+//!
+//! **Replay.** A socket that rejoins says which message it saw last; it must get every later
+//! message, in id order, before any live one, with no gap:
+//!
+//! 1. [`RoomState::begin_replay`]: from now on the room's live messages are also kept for it;
+//! 2. the caller reads history after the socket's last message and sends it; `R` is the last
+//!    id sent;
+//! 3. [`RoomState::end_replay`] gives the kept live messages above `R`; the caller sends them
+//!    and puts the socket in the room, both under the lock.
+//!
+//! Every live message is therefore either kept during 1–3 or sent to the socket as a member
+//! after 3. A message stored before 1 is in the history read of 2 (it was committed before it
+//! was published).
+//!
+//! **Resync.** Core NATS messages published while the gateway was cut off from the bus are
+//! gone. [`RoomState::connection_lost`] notes the last id the room delivered and holds live
+//! messages; once the bus is back the caller reads what came after [`RoomState::resync_from`]
+//! and hands it to [`RoomState::end_resync`], which delivers it and then what was held.
+//!
+//! **Duplicates.** The ids delivered lately are remembered: a message heard twice (a
+//! redelivery, or read by a resync and heard live) is dropped, while one that arrives late
+//! (stored before others but published after them, as when a persister retried a commit that
+//! had in fact succeeded) is still delivered rather than lost.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+
+use chat_proto::StoredMessage;
+
+/// How many delivered ids a room remembers to recognise duplicates.
+pub const RECENT_IDS: usize = 4_096;
+
+/// One room's delivery state; `S` names a socket.
+#[derive(Debug)]
+pub struct RoomState<S> {
+    /// The ids delivered lately, oldest first, and the same as a set.
+    recent: VecDeque<i64>,
+    recent_set: HashSet<i64>,
+    /// The highest message id delivered to the room (0: none yet).
+    last_delivered: i64,
+    /// Sockets replaying missed messages, with the live messages delivered meanwhile.
+    replaying: HashMap<S, Vec<StoredMessage>>,
+    /// While the bus connection is lost or the room resynchronises: where the room stood,
+    /// and the live messages heard meanwhile.
+    resync: Option<Resync>,
+}
+
+#[derive(Debug)]
+struct Resync {
+    since: i64,
+    held: Vec<StoredMessage>,
+}
+
+impl<S: Eq + Hash> Default for RoomState<S> {
+    fn default() -> Self {
+        Self {
+            recent: VecDeque::new(),
+            recent_set: HashSet::new(),
+            last_delivered: 0,
+            replaying: HashMap::new(),
+            resync: None,
+        }
+    }
+}
+
+impl<S: Eq + Hash> RoomState<S> {
+    /// A message heard on the room subject: what to send to the room's members now (nothing
+    /// for a duplicate, or while the room is resynchronising).
+    pub fn live(&mut self, message: StoredMessage) -> Option<StoredMessage> {
+        match &mut self.resync {
+            Some(resync) => {
+                resync.held.push(message);
+                None
+            }
+            None => self.accept(message),
+        }
+    }
+
+    /// Whether the room knows where the conversation stood when it opened here (see
+    /// [`RoomState::set_baseline`]).
+    pub fn has_baseline(&self) -> bool {
+        self.last_delivered > 0
+    }
+
+    /// A room new on this gateway starts from the conversation's newest message, so that a
+    /// resync knows where the room stood even if nothing was delivered yet.
+    pub fn set_baseline(&mut self, newest_id: i64) {
+        self.last_delivered = self.last_delivered.max(newest_id);
+    }
+
+    /// Step 1 of a replay: keep live messages for `socket` from now on.
+    pub fn begin_replay(&mut self, socket: S) {
+        self.replaying.insert(socket, Vec::new());
+    }
+
+    /// Step 3 of a replay that sent history up to `replayed_up_to`: the live messages kept for
+    /// `socket` that it has not had, in order. The caller puts the socket in the room before
+    /// the next call on this state.
+    pub fn end_replay(&mut self, socket: &S, replayed_up_to: i64) -> Vec<StoredMessage> {
+        let kept = self.replaying.remove(socket).unwrap_or_default();
+        kept.into_iter().filter(|message| message.id > replayed_up_to).collect()
+    }
+
+    /// The bus connection is lost: note where the room stands and hold live messages.
+    pub fn connection_lost(&mut self) {
+        if self.resync.is_none() {
+            self.resync = Some(Resync { since: self.last_delivered, held: Vec::new() });
+        }
+    }
+
+    /// Where a resync reads from: the last id delivered when the connection was lost.
+    pub fn resync_from(&self) -> i64 {
+        self.resync.as_ref().map_or(self.last_delivered, |resync| resync.since)
+    }
+
+    /// The resync read `missed` (oldest first): what to send to the room's members, in order,
+    /// the messages held meanwhile included. Live delivery resumes.
+    pub fn end_resync(&mut self, missed: Vec<StoredMessage>) -> Vec<StoredMessage> {
+        let held = self.resync.take().map(|resync| resync.held).unwrap_or_default();
+        missed.into_iter().chain(held).filter_map(|message| self.accept(message)).collect()
+    }
+
+    /// Delivers a message unless it was delivered lately: remembers it and keeps it for the
+    /// sockets replaying.
+    fn accept(&mut self, message: StoredMessage) -> Option<StoredMessage> {
+        if !self.recent_set.insert(message.id) {
+            return None;
+        }
+        self.recent.push_back(message.id);
+        if self.recent.len() > RECENT_IDS {
+            if let Some(oldest) = self.recent.pop_front() {
+                self.recent_set.remove(&oldest);
+            }
+        }
+        self.last_delivered = self.last_delivered.max(message.id);
+        for kept in self.replaying.values_mut() {
+            kept.push(message.clone());
+        }
+        Some(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: i64) -> StoredMessage {
+        StoredMessage { id, conversation_id: 1, sender_id: 1, content: format!("m{id}"), ..Default::default() }
+    }
+
+    fn ids(messages: &[StoredMessage]) -> Vec<i64> {
+        messages.iter().map(|m| m.id).collect()
+    }
+
+    /// A history that holds messages 1..=last.
+    fn history_after(after: i64, last: i64) -> Vec<StoredMessage> {
+        (after + 1..=last).map(message).collect()
+    }
+
+    #[test]
+    fn live_messages_reach_the_members_once_each() {
+        let mut room = RoomState::<&str>::default();
+        assert_eq!(room.live(message(1)).map(|m| m.id), Some(1));
+        assert_eq!(room.live(message(2)).map(|m| m.id), Some(2));
+        assert!(room.live(message(2)).is_none(), "a redelivery is dropped");
+        assert!(room.live(message(1)).is_none());
+    }
+
+    #[test]
+    fn a_message_published_late_is_still_delivered() {
+        let mut room = RoomState::<&str>::default();
+        room.live(message(7));
+        assert_eq!(room.live(message(6)).map(|m| m.id), Some(6), "late, not a duplicate");
+    }
+
+    #[test]
+    fn a_replay_then_live_has_no_gap_and_no_regress() {
+        // The socket saw up to 2. Messages 3 and 4 were stored before it rejoined; 5 and 6 are
+        // published while its history read is under way, which returns up to 5.
+        let mut room = RoomState::default();
+        room.live(message(3));
+        room.live(message(4));
+        room.begin_replay("s");
+        room.live(message(5));
+        room.live(message(6));
+        let history = history_after(2, 5);
+        let replayed_up_to = history.last().map_or(2, |m| m.id);
+        let rest = room.end_replay(&"s", replayed_up_to);
+        let seen: Vec<i64> = ids(&history).into_iter().chain(ids(&rest)).collect();
+        assert_eq!(seen, vec![3, 4, 5, 6]);
+        assert!(room.end_replay(&"s", 0).is_empty(), "the replay's keeping ended with it");
+    }
+
+    #[test]
+    fn a_join_racing_a_delivery_gets_the_message_once() {
+        // The message is both in the history read and heard live during the replay.
+        let mut room = RoomState::default();
+        room.begin_replay("s");
+        room.live(message(8));
+        let history = history_after(7, 8);
+        assert!(room.end_replay(&"s", 8).is_empty(), "already sent by the replay");
+        assert_eq!(ids(&history), vec![8]);
+
+        // Heard live during the replay but committed after the history was read.
+        room.begin_replay("t");
+        room.live(message(9));
+        assert_eq!(ids(&room.end_replay(&"t", 8)), vec![9]);
+    }
+
+    #[test]
+    fn replays_keep_live_messages_for_each_replaying_socket() {
+        let mut room = RoomState::default();
+        room.begin_replay("a");
+        room.live(message(1));
+        room.begin_replay("b");
+        room.live(message(2));
+        assert_eq!(ids(&room.end_replay(&"a", 0)), vec![1, 2]);
+        assert_eq!(ids(&room.end_replay(&"b", 0)), vec![2]);
+    }
+
+    #[test]
+    fn a_resync_delivers_what_was_missed_then_what_was_held_without_duplicates() {
+        let mut room = RoomState::<&str>::default();
+        room.live(message(4));
+        room.connection_lost();
+        room.connection_lost(); // a second loss before the resync keeps the first mark
+                                // 5 and 6 were published while the gateway was cut off; 7 is heard after it is back.
+        assert!(room.live(message(7)).is_none(), "held during the resync");
+        assert_eq!(room.resync_from(), 4);
+        let delivered = room.end_resync(history_after(4, 7));
+        assert_eq!(ids(&delivered), vec![5, 6, 7], "7 once, though read and held");
+        assert_eq!(room.live(message(8)).map(|m| m.id), Some(8), "live delivery resumes");
+        assert_eq!(room.resync_from(), 8);
+    }
+
+    #[test]
+    fn a_new_room_resyncs_from_its_baseline() {
+        let mut room = RoomState::<&str>::default();
+        assert!(!room.has_baseline());
+        room.set_baseline(41);
+        assert!(room.has_baseline());
+        room.connection_lost();
+        assert_eq!(room.resync_from(), 41);
+        assert_eq!(ids(&room.end_resync(history_after(41, 42))), vec![42]);
+        room.set_baseline(10);
+        assert_eq!(room.resync_from(), 42, "a baseline never moves the room back");
+    }
+
+    #[test]
+    fn a_socket_replaying_during_a_resync_gets_the_resynced_messages() {
+        let mut room = RoomState::default();
+        room.live(message(1));
+        room.connection_lost();
+        room.begin_replay("s");
+        room.live(message(3));
+        let delivered = room.end_resync(history_after(1, 3));
+        assert_eq!(ids(&delivered), vec![2, 3]);
+        assert_eq!(ids(&room.end_replay(&"s", 1)), vec![2, 3]);
+    }
+
+    #[test]
+    fn the_memory_of_delivered_ids_is_bounded() {
+        let mut room = RoomState::<&str>::default();
+        for id in 1..=(RECENT_IDS as i64 + 1) {
+            room.live(message(id));
+        }
+        assert_eq!(room.recent.len(), RECENT_IDS);
+        assert_eq!(room.live(message(1)).map(|m| m.id), Some(1), "forgotten, so delivered again");
+        assert!(room.live(message(RECENT_IDS as i64)).is_none(), "still remembered");
+    }
+}
