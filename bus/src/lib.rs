@@ -18,7 +18,11 @@
 //! [`MemoryBus`] implements it inside one process for the all-in-one mode; [`NatsBus`]
 //! implements it on NATS and JetStream for the cluster mode. The services cannot tell which one
 //! they run on.
+//!
+//! [`Backoff`] retries an operation that fails for a while (a dependency that is not up yet):
+//! here because every role and the bus itself need it.
 
+mod backoff;
 mod memory;
 mod nats;
 mod servers;
@@ -32,6 +36,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
+pub use backoff::{Backoff, Retryable};
 pub use memory::MemoryBus;
 pub use nats::{NatsBus, WorkQueueSettings, RECONNECTS_METRIC};
 pub use servers::{NatsServers, NatsUrlError};

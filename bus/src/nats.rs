@@ -18,7 +18,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::{
-    Acker, Bus, BusError, ConnectionEvent, Headers, Job, KeyValue, Message, NatsServers, Subscription, WorkQueue,
+    Acker, Backoff, Bus, BusError, ConnectionEvent, Headers, Job, KeyValue, Message, NatsServers, Retryable,
+    Subscription, WorkQueue,
 };
 
 /// Reconnections of this process's NATS clients, for the dashboards.
@@ -135,27 +136,24 @@ async fn create_or_update_stream(
 /// How long a request about a consumer is repeated while JetStream says its stream is settling.
 const SETTLING_PATIENCE: Duration = Duration::from_secs(30);
 
+/// The wait between two such requests, the same each time: settling lasts a few seconds, and a
+/// short wait notices its end soon.
+const SETTLING_RETRY: Duration = Duration::from_millis(500);
+
 /// Runs `request` until it succeeds, fails for good, or [`SETTLING_PATIENCE`] has passed. For a
 /// few seconds after a stream is created or changes its replica count (while it elects its
 /// leader), JetStream answers requests about its consumers with "stream not found",
 /// "temporarily unavailable" or not at all (`settling` tells those answers), although the stream
 /// is there (measured on NATS 2.9, updating the consumers right after a change of replicas).
-async fn while_settling<T, E, F, Fut>(what: &str, settling: impl Fn(&E) -> bool, mut request: F) -> Result<T, E>
+async fn while_settling<T, E, F, Fut>(what: &str, settling: impl Fn(&E) -> bool, request: F) -> Result<T, E>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
-    let started = tokio::time::Instant::now();
-    loop {
-        match request().await {
-            Err(e) if settling(&e) && started.elapsed() < SETTLING_PATIENCE => {
-                tracing::warn!(consumer = what, error = %e, "JetStream is settling; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            done => return done,
-        }
-    }
+    let backoff = Backoff::new(SETTLING_RETRY, SETTLING_RETRY, tokio::time::Instant::now() + SETTLING_PATIENCE);
+    let retryable = |e: &E| if settling(e) { Retryable::BeforeDeadline } else { Retryable::No };
+    backoff.retry(&format!("a JetStream request about {what}"), retryable, request).await
 }
 
 /// The error of a failed stream creation or update: [`BusError::Replicas`] when the replica
@@ -262,7 +260,7 @@ impl NatsBus {
             let settling = |e: &jetstream::context::ConsumerInfoError| {
                 matches!(e.kind(), ConsumerInfoErrorKind::TimedOut | ConsumerInfoErrorKind::StreamNotFound)
             };
-            match while_settling(name, settling, || stream.consumer_info(name)).await {
+            match while_settling(&format!("consumer {name}"), settling, || stream.consumer_info(name)).await {
                 Ok(_) => Ok(true),
                 Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => Ok(false),
                 Err(e) => Err(BusError::Connection(format!("consumer {name}: {e}"))),
@@ -281,7 +279,7 @@ impl NatsBus {
                 _ => false,
             };
             async move {
-                while_settling(name, settling, || stream.create_consumer(config.clone()))
+                while_settling(&format!("consumer {name}"), settling, || stream.create_consumer(config.clone()))
                     .await
                     .map(|c| (index, c))
                     .map_err(|e| self.consumer_error(name, e))
