@@ -10,6 +10,7 @@
 //! - [`rest`]: the HTTP API, and [`openapi`]: its OpenAPI document;
 //! - [`web`]: the browser test client and the API docs page (embedded static files);
 //! - [`auth`]: who a client is (development mode or JWT);
+//! - [`defaults`]: the defaults of the settings, declared once;
 //! - `delivery`: what comes back from the bus (stored messages, outcomes, typing, presence) on
 //!   its way to local rooms and sockets, and the subscriptions that bring only that;
 //! - [`limits`]: rate and connection limits;
@@ -21,6 +22,7 @@
 //! - [`wire`]: the JSON the clients see.
 
 pub mod auth;
+pub mod defaults;
 mod delivery;
 pub mod limits;
 pub mod listener;
@@ -84,17 +86,17 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             gateway_id: format!("gw-{}", uuid::Uuid::new_v4().simple()),
-            max_content_chars: 10_000,
-            max_payload_bytes: 1_000_000,
-            query_timeout: Duration::from_secs(5),
-            max_pending_sends: 256,
-            max_rooms_per_socket: 100,
-            max_buffered_packets: 1024,
+            max_content_chars: defaults::MAX_CONTENT_CHARS,
+            max_payload_bytes: defaults::MAX_PAYLOAD_BYTES,
+            query_timeout: defaults::QUERY_TIMEOUT,
+            max_pending_sends: defaults::MAX_PENDING_SENDS,
+            max_rooms_per_socket: defaults::MAX_ROOMS_PER_SOCKET,
+            max_buffered_packets: defaults::MAX_BUFFERED_PACKETS,
             allowed_origins: None,
             auth: AuthConfig::Development,
             limits: LimitsConfig::default(),
             trust_forwarded_for: false,
-            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
         }
     }
 }

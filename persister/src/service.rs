@@ -15,6 +15,7 @@ use futures::StreamExt;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::defaults;
 use crate::store::{NewMessage, Store, StoreError};
 use crate::trace::{batch_span, CommandSpans};
 
@@ -56,10 +57,10 @@ pub struct PersisterConfig {
 impl Default for PersisterConfig {
     fn default() -> Self {
         Self {
-            store_timeout: Duration::from_secs(30),
-            max_batch: 256,
-            batch_linger: Duration::ZERO,
-            batches_in_flight: 1,
+            store_timeout: defaults::STORE_TIMEOUT,
+            max_batch: defaults::MAX_BATCH,
+            batch_linger: defaults::BATCH_LINGER,
+            batches_in_flight: defaults::BATCHES_IN_FLIGHT_IN_PROCESS,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! Any number of replicas can run: each keeps the whole state, and the one holding a lease in
 //! the key-value store announces (see `service` and `lease`).
 
+pub mod defaults;
 mod lease;
 pub mod metrics;
 mod service;
