@@ -18,30 +18,12 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::{
-    Acker, Backoff, Bus, BusError, ConnectionEvent, Headers, Job, KeyValue, Message, NatsServers, Retryable,
-    Subscription, WorkQueue,
+    Acker, Backoff, Bus, BusError, ConnectionEvent, Job, KeyValue, Message, NatsServers, Retryable, Subscription,
+    WorkQueue,
 };
 
 /// Reconnections of this process's NATS clients, for the dashboards.
 pub const RECONNECTS_METRIC: &str = "chat_nats_reconnects_total";
-
-fn to_nats_headers(headers: &Headers) -> async_nats::HeaderMap {
-    let mut map = async_nats::HeaderMap::new();
-    for (name, value) in headers.iter() {
-        map.insert(name, value);
-    }
-    map
-}
-
-fn from_nats_headers(headers: Option<&async_nats::HeaderMap>) -> Headers {
-    let mut out = Headers::new();
-    for (name, values) in headers.into_iter().flat_map(|map| map.iter()) {
-        if let Some(value) = values.first() {
-            out.insert(name.as_ref() as &str, value.as_str());
-        }
-    }
-    out
-}
 
 /// The durable work queue's stream: its name, what it holds, and its limits.
 #[derive(Clone, Debug)]
@@ -337,7 +319,6 @@ impl NatsBus {
         Box::pin(subscriber.map(|m| Message {
             subject: m.subject.to_string(),
             reply: m.reply.map(|r| r.to_string()),
-            headers: from_nats_headers(m.headers.as_ref()),
             payload: m.payload,
         }))
     }
@@ -351,13 +332,11 @@ impl NatsBus {
 
 #[async_trait]
 impl Bus for NatsBus {
-    async fn publish_with_headers(&self, subject: &str, headers: Headers, payload: Bytes) -> Result<(), BusError> {
-        let published = if headers.is_empty() {
-            self.client.publish(subject.to_owned(), payload).await
-        } else {
-            self.client.publish_with_headers(subject.to_owned(), to_nats_headers(&headers), payload).await
-        };
-        published.map_err(|e| BusError::Connection(format!("publish on {subject}: {e}")))
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+        self.client
+            .publish(subject.to_owned(), payload)
+            .await
+            .map_err(|e| BusError::Connection(format!("publish on {subject}: {e}")))
     }
 
     async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {
@@ -380,17 +359,8 @@ impl Bus for NatsBus {
         Ok(Self::into_subscription(subscriber))
     }
 
-    async fn request_with_headers(
-        &self,
-        subject: &str,
-        headers: Headers,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, BusError> {
-        let mut request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
-        if !headers.is_empty() {
-            request = request.headers(to_nats_headers(&headers));
-        }
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+        let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
         match self.client.send_request(subject.to_owned(), request).await {
             Ok(answer) => Ok(answer.payload),
             Err(e) => Err(match e.kind() {
@@ -401,15 +371,9 @@ impl Bus for NatsBus {
         }
     }
 
-    async fn enqueue_with_headers(
-        &self,
-        subject: &str,
-        dedup_id: &str,
-        headers: Headers,
-        payload: Bytes,
-    ) -> Result<(), BusError> {
-        // The message id travels as a header too (`Nats-Msg-Id`): set after ours.
-        let publish = PublishMessage::build().headers(to_nats_headers(&headers)).payload(payload).message_id(dedup_id);
+    async fn enqueue(&self, subject: &str, dedup_id: &str, payload: Bytes) -> Result<(), BusError> {
+        // The id goes in the `Nats-Msg-Id` header, by which the stream drops duplicates.
+        let publish = PublishMessage::build().payload(payload).message_id(dedup_id);
         let ack = self
             .jetstream
             .send_publish(subject.to_owned(), publish)
@@ -437,9 +401,8 @@ impl Bus for NatsBus {
             match next {
                 Ok(message) => {
                     let subject = message.subject.to_string();
-                    let headers = from_nats_headers(message.headers.as_ref());
                     let payload = message.payload.clone();
-                    Some(Job::new(subject, headers, payload, Box::new(JetStreamAcker(message))))
+                    Some(Job::new(subject, payload, Box::new(JetStreamAcker(message))))
                 }
                 Err(e) => {
                     // Missed heartbeats and reconnects surface here; the stream resumes by itself.
