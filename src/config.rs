@@ -1,5 +1,10 @@
 //! Command line and environment: every setting has a flag, an environment variable, and a
 //! default that works on a developer's machine.
+//!
+//! A setting that a library crate's config also has takes its default from that crate's
+//! `defaults` module, so a run without flags and a config's `Default` agree. Such durations are
+//! [`humantime::Duration`]s here: clap shows a default through `Display`, which
+//! [`std::time::Duration`] lacks.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -7,9 +12,12 @@ use std::time::Duration;
 
 use chat_bus::{NatsServers, NatsUrlError};
 use chat_gateway::auth::{AuthConfig, JwtConfig};
+use chat_gateway::defaults as gateway_defaults;
 use chat_gateway::limits::{LimitsConfig, Rate};
 use chat_gateway::GatewayConfig;
+use chat_persister::defaults as persister_defaults;
 use chat_persister::PersisterConfig;
+use chat_presence::defaults as presence_defaults;
 use chat_presence::PresenceConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -120,51 +128,51 @@ pub struct Settings {
     pub startup_timeout: Duration,
 
     /// How often a gateway tells presence which sockets it has open.
-    #[arg(long, env = "CHAT_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
-    pub heartbeat_interval: Duration,
+    #[arg(long, env = "CHAT_HEARTBEAT_INTERVAL", default_value_t = gateway_defaults::HEARTBEAT_INTERVAL.into(), global = true)]
+    pub heartbeat_interval: humantime::Duration,
 
     /// How long presence waits for a silent gateway before taking its users offline.
-    #[arg(long, env = "CHAT_GATEWAY_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration, global = true)]
-    pub gateway_timeout: Duration,
+    #[arg(long, env = "CHAT_GATEWAY_TIMEOUT", default_value_t = presence_defaults::GATEWAY_TIMEOUT.into(), global = true)]
+    pub gateway_timeout: humantime::Duration,
 
     /// The term of the lease held by the presence replica that announces: when it dies,
     /// another replica takes over within about this long.
-    #[arg(long, env = "CHAT_PRESENCE_LEASE", default_value = "5s", value_parser = parse_lease, global = true)]
-    pub presence_lease: Duration,
+    #[arg(long, env = "CHAT_PRESENCE_LEASE", default_value_t = presence_defaults::LEASE.into(), value_parser = parse_lease, global = true)]
+    pub presence_lease: humantime::Duration,
 
     /// How long the persister retries a batch while the database is unavailable before the
     /// senders get `message-error`.
-    #[arg(long, env = "CHAT_STORE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
-    pub store_timeout: Duration,
+    #[arg(long, env = "CHAT_STORE_TIMEOUT", default_value_t = persister_defaults::STORE_TIMEOUT.into(), global = true)]
+    pub store_timeout: humantime::Duration,
 
     /// Most send commands the persister stores in one transaction.
-    #[arg(long, env = "CHAT_BATCH_MAX", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096), global = true)]
+    #[arg(long, env = "CHAT_BATCH_MAX", default_value_t = persister_defaults::MAX_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=4096), global = true)]
     pub batch_max: u32,
 
     /// How long a persister batch waits for more commands after its first (commands already
     /// waiting are always taken). Zero adds no latency when idle.
-    #[arg(long, env = "CHAT_BATCH_LINGER", default_value = "0ms", value_parser = humantime::parse_duration, global = true)]
-    pub batch_linger: Duration,
+    #[arg(long, env = "CHAT_BATCH_LINGER", default_value_t = persister_defaults::BATCH_LINGER.into(), global = true)]
+    pub batch_linger: humantime::Duration,
 
     /// Batches a persister stores at once (on NATS; the all-in-one mode's in-process queue
     /// keeps one, since only NATS hands out a partition's jobs one at a time).
-    #[arg(long, env = "CHAT_BATCHES_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64), global = true)]
+    #[arg(long, env = "CHAT_BATCHES_IN_FLIGHT", default_value_t = persister_defaults::BATCHES_IN_FLIGHT as u32, value_parser = clap::value_parser!(u32).range(1..=64), global = true)]
     pub batches_in_flight: u32,
 
     /// Longest message `content` accepted, in characters.
-    #[arg(long, env = "CHAT_MAX_CONTENT_CHARS", default_value_t = 10_000, global = true)]
+    #[arg(long, env = "CHAT_MAX_CONTENT_CHARS", default_value_t = gateway_defaults::MAX_CONTENT_CHARS, global = true)]
     pub max_content_chars: usize,
 
     /// Largest Socket.IO packet accepted, in bytes; a client that sends more is disconnected.
-    #[arg(long, env = "CHAT_MAX_PAYLOAD_BYTES", default_value_t = 1_000_000, global = true)]
+    #[arg(long, env = "CHAT_MAX_PAYLOAD_BYTES", default_value_t = gateway_defaults::MAX_PAYLOAD_BYTES, global = true)]
     pub max_payload_bytes: u64,
 
     /// Conversation rooms one socket may be in at once.
-    #[arg(long, env = "CHAT_MAX_ROOMS_PER_SOCKET", default_value_t = 100, global = true)]
+    #[arg(long, env = "CHAT_MAX_ROOMS_PER_SOCKET", default_value_t = gateway_defaults::MAX_ROOMS_PER_SOCKET, global = true)]
     pub max_rooms_per_socket: usize,
 
     /// Packets waiting to be written to one socket before it is disconnected as a slow reader.
-    #[arg(long, env = "CHAT_MAX_BUFFERED_PACKETS", default_value_t = 1024, global = true)]
+    #[arg(long, env = "CHAT_MAX_BUFFERED_PACKETS", default_value_t = gateway_defaults::MAX_BUFFERED_PACKETS, global = true)]
     pub max_buffered_packets: usize,
 
     /// How clients prove who they are: `development` trusts the `userId` query (anyone can be
@@ -185,7 +193,7 @@ pub struct Settings {
     pub jwt_jwks_file: Option<PathBuf>,
 
     /// JWT: the claim holding the user id.
-    #[arg(long, env = "CHAT_JWT_USER_CLAIM", default_value = "sub", global = true)]
+    #[arg(long, env = "CHAT_JWT_USER_CLAIM", default_value = gateway_defaults::JWT_USER_CLAIM, global = true)]
     pub jwt_user_claim: String,
 
     /// JWT: accepted audiences, comma-separated (unset: not checked).
@@ -197,31 +205,31 @@ pub struct Settings {
     pub jwt_issuer: Option<String>,
 
     /// JWT: clock-skew allowance for expiry and not-before.
-    #[arg(long, env = "CHAT_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
-    pub jwt_leeway: Duration,
+    #[arg(long, env = "CHAT_JWT_LEEWAY", default_value_t = gateway_defaults::JWT_LEEWAY.into(), global = true)]
+    pub jwt_leeway: humantime::Duration,
 
     /// Messages a user may send per second, per gateway (token bucket refill rate).
-    #[arg(long, env = "CHAT_SEND_RATE", default_value_t = 20, global = true)]
+    #[arg(long, env = "CHAT_SEND_RATE", default_value_t = gateway_defaults::SEND_RATE, global = true)]
     pub send_rate: u32,
 
     /// Messages a user may send in a burst, per gateway.
-    #[arg(long, env = "CHAT_SEND_BURST", default_value_t = 40, global = true)]
+    #[arg(long, env = "CHAT_SEND_BURST", default_value_t = gateway_defaults::SEND_BURST, global = true)]
     pub send_burst: u32,
 
     /// Typing events a user may send per second (burst: twice that), per gateway.
-    #[arg(long, env = "CHAT_TYPING_RATE", default_value_t = 10, global = true)]
+    #[arg(long, env = "CHAT_TYPING_RATE", default_value_t = gateway_defaults::TYPING_RATE, global = true)]
     pub typing_rate: u32,
 
     /// Joins a user may make per second (burst: 100), per gateway.
-    #[arg(long, env = "CHAT_JOIN_RATE", default_value_t = 20, global = true)]
+    #[arg(long, env = "CHAT_JOIN_RATE", default_value_t = gateway_defaults::JOIN_RATE, global = true)]
     pub join_rate: u32,
 
     /// Open connections one user may have on one gateway.
-    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_USER", default_value_t = 20, global = true)]
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_USER", default_value_t = gateway_defaults::MAX_CONNECTIONS_PER_USER, global = true)]
     pub max_connections_per_user: usize,
 
     /// Open connections one client address may have on one gateway.
-    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 200, global = true)]
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = gateway_defaults::MAX_CONNECTIONS_PER_ADDRESS, global = true)]
     pub max_connections_per_address: usize,
 
     /// Take the client address from X-Forwarded-For (only behind a load balancer you trust).
@@ -251,13 +259,16 @@ impl Settings {
             max_content_chars: self.max_content_chars,
             max_payload_bytes: self.max_payload_bytes,
             allowed_origins: self.cors_origins.clone(),
-            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_interval: self.heartbeat_interval.into(),
             max_rooms_per_socket: self.max_rooms_per_socket,
             max_buffered_packets: self.max_buffered_packets,
             limits: LimitsConfig {
                 sends: Rate { per_second: self.send_rate, burst: self.send_burst },
-                typing: Rate { per_second: self.typing_rate, burst: self.typing_rate.saturating_mul(2) },
-                joins: Rate { per_second: self.join_rate, burst: 100 },
+                typing: Rate {
+                    per_second: self.typing_rate,
+                    burst: self.typing_rate.saturating_mul(gateway_defaults::TYPING_BURST_PER_RATE),
+                },
+                joins: Rate { per_second: self.join_rate, burst: gateway_defaults::JOIN_BURST },
                 max_connections_per_user: self.max_connections_per_user,
                 max_connections_per_address: self.max_connections_per_address,
             },
@@ -280,9 +291,9 @@ impl Settings {
 
     pub fn persister_config(&self) -> PersisterConfig {
         PersisterConfig {
-            store_timeout: self.store_timeout,
+            store_timeout: self.store_timeout.into(),
             max_batch: self.batch_max as usize,
-            batch_linger: self.batch_linger,
+            batch_linger: self.batch_linger.into(),
             batches_in_flight: self.batches_in_flight as usize,
         }
     }
@@ -291,8 +302,8 @@ impl Settings {
         // The pod name in Kubernetes, and the process id: unique per replica.
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "presence".to_owned());
         PresenceConfig {
-            gateway_timeout: self.gateway_timeout,
-            lease: self.presence_lease,
+            gateway_timeout: self.gateway_timeout.into(),
+            lease: self.presence_lease.into(),
             replica_id: format!("{host}-{}", std::process::id()),
         }
     }
@@ -308,12 +319,12 @@ impl Settings {
 
 /// A lease is renewed every quarter of its term: under a second, renewals would load the
 /// key-value store for nothing; JetStream also expires entries in whole steps.
-fn parse_lease(raw: &str) -> Result<Duration, String> {
+fn parse_lease(raw: &str) -> Result<humantime::Duration, String> {
     let lease = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
     if lease < Duration::from_secs(1) {
         return Err(format!("{raw} is too short for a lease: at least 1s"));
     }
-    Ok(lease)
+    Ok(lease.into())
 }
 
 /// Subject tokens may not be empty or hold spaces or wildcards.
@@ -351,6 +362,41 @@ mod tests {
         assert_eq!(cli.settings.stream_replicas, 1);
         assert_eq!(cli.settings.shutdown_grace, Duration::from_secs(10));
         assert_eq!(Command::All.role(), "all");
+    }
+
+    #[test]
+    fn the_flags_default_to_the_configs_defaults() {
+        let settings = Cli::try_parse_from(["chat", "--auth", "jwt"]).expect("parses").settings;
+        let (gateway, defaults) = (settings.gateway_config(), GatewayConfig::default());
+        assert_eq!(gateway.max_content_chars, defaults.max_content_chars);
+        assert_eq!(gateway.max_payload_bytes, defaults.max_payload_bytes);
+        assert_eq!(gateway.query_timeout, defaults.query_timeout);
+        assert_eq!(gateway.max_pending_sends, defaults.max_pending_sends);
+        assert_eq!(gateway.max_rooms_per_socket, defaults.max_rooms_per_socket);
+        assert_eq!(gateway.max_buffered_packets, defaults.max_buffered_packets);
+        assert_eq!(gateway.heartbeat_interval, defaults.heartbeat_interval);
+        assert_eq!(gateway.trust_forwarded_for, defaults.trust_forwarded_for);
+        let (limits, default_limits) = (&gateway.limits, &defaults.limits);
+        assert_eq!(limits.sends, default_limits.sends);
+        assert_eq!(limits.typing, default_limits.typing);
+        assert_eq!(limits.joins, default_limits.joins);
+        assert_eq!(limits.max_connections_per_user, default_limits.max_connections_per_user);
+        assert_eq!(limits.max_connections_per_address, default_limits.max_connections_per_address);
+        let AuthConfig::Jwt(jwt) = gateway.auth else { panic!("--auth jwt gives a JWT config") };
+        assert_eq!(jwt.user_claim, JwtConfig::default().user_claim);
+        assert_eq!(jwt.leeway_seconds, JwtConfig::default().leeway_seconds);
+
+        let (persister, defaults) = (settings.persister_config(), PersisterConfig::default());
+        assert_eq!(persister.store_timeout, defaults.store_timeout);
+        assert_eq!(persister.max_batch, defaults.max_batch);
+        assert_eq!(persister.batch_linger, defaults.batch_linger);
+        // The one difference, on purpose: the flag's default is for NATS, the config's for any queue.
+        assert_eq!(persister.batches_in_flight, persister_defaults::BATCHES_IN_FLIGHT);
+        assert_eq!(defaults.batches_in_flight, persister_defaults::BATCHES_IN_FLIGHT_IN_PROCESS);
+
+        let (presence, defaults) = (settings.presence_config(), PresenceConfig::default());
+        assert_eq!(presence.gateway_timeout, defaults.gateway_timeout);
+        assert_eq!(presence.lease, defaults.lease);
     }
 
     #[test]

@@ -65,7 +65,7 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
                 None => {
                     // The in-process queue hands out jobs in one line, not one partition at a
                     // time: only one batch at a time keeps a conversation's messages in order.
-                    persister_config.batches_in_flight = 1;
+                    persister_config.batches_in_flight = chat_persister::defaults::BATCHES_IN_FLIGHT_IN_PROCESS;
                     (Arc::new(MemoryBus::new()), Vec::new())
                 }
             };

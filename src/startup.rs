@@ -3,30 +3,25 @@
 use std::future::Future;
 use std::time::Duration;
 
+use chat_bus::{Backoff, Retryable};
 use tokio::time::Instant;
 
 /// Calls `connect` until it succeeds, waiting longer after each failure (up to 5 s), and
 /// logging each one; gives up with the last error once `deadline` has passed. A role thus
 /// waits for a dependency that starts after it, but never runs silently without one.
-pub async fn retry<T, E, F, Fut>(what: &str, deadline: Duration, mut connect: F) -> anyhow::Result<T>
+pub async fn retry<T, E, F, Fut>(what: &str, deadline: Duration, connect: F) -> anyhow::Result<T>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
     let started = Instant::now();
-    let mut delay = Duration::from_millis(250);
-    loop {
-        match connect().await {
-            Ok(value) => return Ok(value),
-            Err(e) if started.elapsed() + delay < deadline => {
-                tracing::warn!(dependency = what, error = %e, retry_in = ?delay, "dependency unavailable; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => anyhow::bail!("{what} unavailable after {:?}: {e}", started.elapsed()),
-        }
-    }
+    let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5), started + deadline);
+    // Every error is worth another attempt: a dependency that refuses now may accept later.
+    backoff
+        .retry(&format!("connecting to {what}"), |_| Retryable::BeforeDeadline, connect)
+        .await
+        .map_err(|e| anyhow::anyhow!("{what} unavailable after {:?}: {e}", started.elapsed()))
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before it kills a pod).

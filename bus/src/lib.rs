@@ -9,16 +9,17 @@
 //! - a **durable work queue** ([`Bus::enqueue`], [`Bus::work_queue`]): a message accepted by
 //!   `enqueue` stays until a consumer acknowledges it.
 //!
-//! Messages and jobs may carry [`Headers`] beside their payload: name/value pairs the services
-//! do not interpret, such as the W3C trace context that makes one message's journey one trace.
-//!
 //! It also offers small **key-value buckets** ([`Bus::key_value`]) for state that must outlive
 //! a process.
 //!
 //! [`MemoryBus`] implements it inside one process for the all-in-one mode; [`NatsBus`]
 //! implements it on NATS and JetStream for the cluster mode. The services cannot tell which one
 //! they run on.
+//!
+//! [`Backoff`] retries an operation that fails for a while (a dependency that is not up yet):
+//! here because every role and the bus itself need it.
 
+mod backoff;
 mod memory;
 mod nats;
 mod servers;
@@ -32,13 +33,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
+pub use backoff::{Backoff, Retryable};
 pub use memory::MemoryBus;
 pub use nats::{NatsBus, WorkQueueSettings, RECONNECTS_METRIC};
 pub use servers::{NatsServers, NatsUrlError};
 pub use subject::subject_matches;
 
-/// Name/value pairs that travel beside a payload (NATS message headers), e.g. `traceparent`.
-/// Names are compared without regard to case, as in HTTP and NATS; a name holds one value.
+/// Name/value pairs such as the W3C trace context (`traceparent`, `tracestate`) that
+/// `chat-telemetry` writes and reads. They travel inside payloads (the `trace` maps of the
+/// protobuf messages), since a batch carries many messages of many traces. Names are compared
+/// without regard to case, as in HTTP; a name holds one value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Headers(Vec<(String, String)>);
 
@@ -106,7 +110,6 @@ pub struct Message {
     pub subject: String,
     /// Where the publisher waits for an answer (request-reply), if it does.
     pub reply: Option<String>,
-    pub headers: Headers,
     pub payload: Bytes,
 }
 
@@ -117,14 +120,13 @@ pub type Subscription = Pin<Box<dyn Stream<Item = Message> + Send>>;
 /// it out again (after a restart of the consumer, say), so consumers must be idempotent.
 pub struct Job {
     pub subject: String,
-    pub headers: Headers,
     pub payload: Bytes,
     acker: Box<dyn Acker>,
 }
 
 impl Job {
-    pub fn new(subject: String, headers: Headers, payload: Bytes, acker: Box<dyn Acker>) -> Self {
-        Self { subject, headers, payload, acker }
+    pub fn new(subject: String, payload: Bytes, acker: Box<dyn Acker>) -> Self {
+        Self { subject, payload, acker }
     }
 
     /// Marks the job done: the queue will not hand it out again.
@@ -170,16 +172,11 @@ pub enum BusError {
     Replicas { what: String, replicas: usize, reason: String },
 }
 
-/// The bus. The methods without headers are the ones with empty [`Headers`].
+/// The bus.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Publishes on a core subject; subscribers that are not listening now never see it.
-    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
-        self.publish_with_headers(subject, Headers::new(), payload).await
-    }
-
-    /// [`Bus::publish`] with headers, which subscribers find in [`Message::headers`].
-    async fn publish_with_headers(&self, subject: &str, headers: Headers, payload: Bytes) -> Result<(), BusError>;
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError>;
 
     /// Receives every message published on subjects matching `subject` from now on.
     async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError>;
@@ -188,33 +185,11 @@ pub trait Bus: Send + Sync + 'static {
     async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription, BusError>;
 
     /// Publishes with a reply subject and waits for the first answer.
-    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
-        self.request_with_headers(subject, Headers::new(), payload, timeout).await
-    }
-
-    /// [`Bus::request`] with headers on the request.
-    async fn request_with_headers(
-        &self,
-        subject: &str,
-        headers: Headers,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, BusError>;
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError>;
 
     /// Puts a message on the durable work queue; returns once the queue holds it. `dedup_id`
     /// identifies the message: the queue may drop a second message with the same id.
-    async fn enqueue(&self, subject: &str, dedup_id: &str, payload: Bytes) -> Result<(), BusError> {
-        self.enqueue_with_headers(subject, dedup_id, Headers::new(), payload).await
-    }
-
-    /// [`Bus::enqueue`] with headers, which the consumer finds in [`Job::headers`].
-    async fn enqueue_with_headers(
-        &self,
-        subject: &str,
-        dedup_id: &str,
-        headers: Headers,
-        payload: Bytes,
-    ) -> Result<(), BusError>;
+    async fn enqueue(&self, subject: &str, dedup_id: &str, payload: Bytes) -> Result<(), BusError>;
 
     /// How many jobs wait in the work queue for the consumers named `consumer` (handed out
     /// but not yet acknowledged included): the consumers' lag.
@@ -262,4 +237,19 @@ pub trait KeyValue: Send + Sync {
     /// Writes `value` under `key` if the key's revision is still `revision`: the new revision,
     /// or `None` when the key was written, deleted or expired meanwhile.
     async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<Option<u64>, BusError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_are_compared_without_regard_to_case() {
+        let mut headers = Headers::new();
+        headers.insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        headers.insert("TraceParent", "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01");
+        assert_eq!(headers.get("TRACEPARENT"), Some("00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"));
+        assert_eq!(headers.names().count(), 1, "a second insert replaces the value");
+        assert!(Headers::new().is_empty());
+    }
 }

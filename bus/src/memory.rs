@@ -19,10 +19,10 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::subject::{has_wildcard, subject_matches};
-use crate::{Acker, Bus, BusError, ConnectionEvent, Headers, Job, KeyValue, Message, Subscription, WorkQueue};
+use crate::{Acker, Bus, BusError, ConnectionEvent, Job, KeyValue, Message, Subscription, WorkQueue};
 
-/// A job waiting in the in-process work queue: subject, headers, payload.
-type QueuedJob = (String, Headers, Bytes);
+/// A job waiting in the in-process work queue: subject, payload.
+type QueuedJob = (String, Bytes);
 
 /// How many messages a subscription may hold before new ones are dropped.
 const SUBSCRIPTION_CAPACITY: usize = 65_536;
@@ -152,8 +152,8 @@ impl MemoryBus {
 
 #[async_trait]
 impl Bus for MemoryBus {
-    async fn publish_with_headers(&self, subject: &str, headers: Headers, payload: Bytes) -> Result<(), BusError> {
-        self.deliver(Message { subject: subject.to_owned(), reply: None, headers, payload });
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+        self.deliver(Message { subject: subject.to_owned(), reply: None, payload });
         Ok(())
     }
 
@@ -165,16 +165,10 @@ impl Bus for MemoryBus {
         Ok(self.add_subscriber(subject, Some(group)))
     }
 
-    async fn request_with_headers(
-        &self,
-        subject: &str,
-        headers: Headers,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, BusError> {
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
         let inbox = format!("_INBOX.{}", uuid::Uuid::new_v4().simple());
         let mut answers = self.add_subscriber(&inbox, None);
-        let request = Message { subject: subject.to_owned(), reply: Some(inbox), headers, payload };
+        let request = Message { subject: subject.to_owned(), reply: Some(inbox), payload };
         if self.deliver(request) == 0 {
             return Err(BusError::NoResponders { subject: subject.to_owned() });
         }
@@ -184,16 +178,10 @@ impl Bus for MemoryBus {
         }
     }
 
-    async fn enqueue_with_headers(
-        &self,
-        subject: &str,
-        _dedup_id: &str,
-        headers: Headers,
-        payload: Bytes,
-    ) -> Result<(), BusError> {
+    async fn enqueue(&self, subject: &str, _dedup_id: &str, payload: Bytes) -> Result<(), BusError> {
         self.inner
             .jobs_tx
-            .send((subject.to_owned(), headers, payload))
+            .send((subject.to_owned(), payload))
             .await
             .map_err(|_| BusError::Rejected("the in-process work queue has no consumer any more".into()))
     }
@@ -206,8 +194,7 @@ impl Bus for MemoryBus {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
             .ok_or_else(|| BusError::Rejected("the in-process work queue has only one consumer".into()))?;
-        let jobs = tokio_stream_from(rx)
-            .map(|(subject, headers, payload)| Job::new(subject, headers, payload, Box::new(NothingToAck)));
+        let jobs = tokio_stream_from(rx).map(|(subject, payload)| Job::new(subject, payload, Box::new(NothingToAck)));
         Ok(Box::pin(jobs))
     }
 
@@ -415,42 +402,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn headers_travel_with_published_messages_requests_and_jobs() {
+    async fn jobs_not_yet_taken_are_pending() {
         let bus = MemoryBus::new();
-        let mut headers = Headers::new();
-        headers.insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
-        headers.insert("TraceParent", "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01");
-
-        let mut sub = bus.subscribe("chat.msg.1").await.unwrap();
-        bus.publish_with_headers("chat.msg.1", headers.clone(), Bytes::from_static(b"m")).await.unwrap();
-        let got = next(&mut sub).await;
-        assert_eq!(got.headers.get("TRACEPARENT"), Some("00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"));
-        assert_eq!(got.headers.names().count(), 1, "a second insert replaces the value");
-
-        bus.publish("chat.msg.1", Bytes::from_static(b"plain")).await.unwrap();
-        assert!(next(&mut sub).await.headers.is_empty());
-
-        let mut server = bus.subscribe("rpc.headers").await.unwrap();
-        let responder = bus.clone();
-        tokio::spawn(async move {
-            let request = next(&mut server).await;
-            let echoed = request.headers.get("traceparent").unwrap_or("none").to_owned();
-            responder.publish(&request.reply.expect("reply subject"), Bytes::from(echoed)).await.unwrap();
-        });
-        let answer = bus
-            .request_with_headers("rpc.headers", headers.clone(), Bytes::new(), Duration::from_secs(1))
-            .await
-            .unwrap();
-        assert_eq!(answer, "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01");
-
         let mut jobs = bus.work_queue("persister").await.unwrap();
         assert_eq!(bus.work_queue_pending("persister").await.unwrap(), 0);
-        bus.enqueue_with_headers("chat.in.1", "a", headers.clone(), Bytes::from_static(b"j")).await.unwrap();
+        bus.enqueue("chat.in.1", "a", Bytes::from_static(b"j")).await.unwrap();
         bus.enqueue("chat.in.1", "b", Bytes::from_static(b"k")).await.unwrap();
         assert_eq!(bus.work_queue_pending("persister").await.unwrap(), 2);
-        let job = jobs.next().await.unwrap();
-        assert_eq!(job.headers, headers);
-        assert!(jobs.next().await.unwrap().headers.is_empty());
+        assert_eq!(jobs.next().await.unwrap().payload, "j");
+        assert_eq!(jobs.next().await.unwrap().payload, "k");
         assert_eq!(bus.work_queue_pending("persister").await.unwrap(), 0);
         assert!(bus.is_connected());
     }

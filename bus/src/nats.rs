@@ -18,29 +18,12 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::{
-    Acker, Bus, BusError, ConnectionEvent, Headers, Job, KeyValue, Message, NatsServers, Subscription, WorkQueue,
+    Acker, Backoff, Bus, BusError, ConnectionEvent, Job, KeyValue, Message, NatsServers, Retryable, Subscription,
+    WorkQueue,
 };
 
 /// Reconnections of this process's NATS clients, for the dashboards.
 pub const RECONNECTS_METRIC: &str = "chat_nats_reconnects_total";
-
-fn to_nats_headers(headers: &Headers) -> async_nats::HeaderMap {
-    let mut map = async_nats::HeaderMap::new();
-    for (name, value) in headers.iter() {
-        map.insert(name, value);
-    }
-    map
-}
-
-fn from_nats_headers(headers: Option<&async_nats::HeaderMap>) -> Headers {
-    let mut out = Headers::new();
-    for (name, values) in headers.into_iter().flat_map(|map| map.iter()) {
-        if let Some(value) = values.first() {
-            out.insert(name.as_ref() as &str, value.as_str());
-        }
-    }
-    out
-}
 
 /// The durable work queue's stream: its name, what it holds, and its limits.
 #[derive(Clone, Debug)]
@@ -135,27 +118,24 @@ async fn create_or_update_stream(
 /// How long a request about a consumer is repeated while JetStream says its stream is settling.
 const SETTLING_PATIENCE: Duration = Duration::from_secs(30);
 
+/// The wait between two such requests, the same each time: settling lasts a few seconds, and a
+/// short wait notices its end soon.
+const SETTLING_RETRY: Duration = Duration::from_millis(500);
+
 /// Runs `request` until it succeeds, fails for good, or [`SETTLING_PATIENCE`] has passed. For a
 /// few seconds after a stream is created or changes its replica count (while it elects its
 /// leader), JetStream answers requests about its consumers with "stream not found",
 /// "temporarily unavailable" or not at all (`settling` tells those answers), although the stream
 /// is there (measured on NATS 2.9, updating the consumers right after a change of replicas).
-async fn while_settling<T, E, F, Fut>(what: &str, settling: impl Fn(&E) -> bool, mut request: F) -> Result<T, E>
+async fn while_settling<T, E, F, Fut>(what: &str, settling: impl Fn(&E) -> bool, request: F) -> Result<T, E>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
-    let started = tokio::time::Instant::now();
-    loop {
-        match request().await {
-            Err(e) if settling(&e) && started.elapsed() < SETTLING_PATIENCE => {
-                tracing::warn!(consumer = what, error = %e, "JetStream is settling; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            done => return done,
-        }
-    }
+    let backoff = Backoff::new(SETTLING_RETRY, SETTLING_RETRY, tokio::time::Instant::now() + SETTLING_PATIENCE);
+    let retryable = |e: &E| if settling(e) { Retryable::BeforeDeadline } else { Retryable::No };
+    backoff.retry(&format!("a JetStream request about {what}"), retryable, request).await
 }
 
 /// The error of a failed stream creation or update: [`BusError::Replicas`] when the replica
@@ -262,7 +242,7 @@ impl NatsBus {
             let settling = |e: &jetstream::context::ConsumerInfoError| {
                 matches!(e.kind(), ConsumerInfoErrorKind::TimedOut | ConsumerInfoErrorKind::StreamNotFound)
             };
-            match while_settling(name, settling, || stream.consumer_info(name)).await {
+            match while_settling(&format!("consumer {name}"), settling, || stream.consumer_info(name)).await {
                 Ok(_) => Ok(true),
                 Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => Ok(false),
                 Err(e) => Err(BusError::Connection(format!("consumer {name}: {e}"))),
@@ -281,7 +261,7 @@ impl NatsBus {
                 _ => false,
             };
             async move {
-                while_settling(name, settling, || stream.create_consumer(config.clone()))
+                while_settling(&format!("consumer {name}"), settling, || stream.create_consumer(config.clone()))
                     .await
                     .map(|c| (index, c))
                     .map_err(|e| self.consumer_error(name, e))
@@ -339,7 +319,6 @@ impl NatsBus {
         Box::pin(subscriber.map(|m| Message {
             subject: m.subject.to_string(),
             reply: m.reply.map(|r| r.to_string()),
-            headers: from_nats_headers(m.headers.as_ref()),
             payload: m.payload,
         }))
     }
@@ -353,13 +332,11 @@ impl NatsBus {
 
 #[async_trait]
 impl Bus for NatsBus {
-    async fn publish_with_headers(&self, subject: &str, headers: Headers, payload: Bytes) -> Result<(), BusError> {
-        let published = if headers.is_empty() {
-            self.client.publish(subject.to_owned(), payload).await
-        } else {
-            self.client.publish_with_headers(subject.to_owned(), to_nats_headers(&headers), payload).await
-        };
-        published.map_err(|e| BusError::Connection(format!("publish on {subject}: {e}")))
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+        self.client
+            .publish(subject.to_owned(), payload)
+            .await
+            .map_err(|e| BusError::Connection(format!("publish on {subject}: {e}")))
     }
 
     async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {
@@ -382,17 +359,8 @@ impl Bus for NatsBus {
         Ok(Self::into_subscription(subscriber))
     }
 
-    async fn request_with_headers(
-        &self,
-        subject: &str,
-        headers: Headers,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, BusError> {
-        let mut request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
-        if !headers.is_empty() {
-            request = request.headers(to_nats_headers(&headers));
-        }
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+        let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
         match self.client.send_request(subject.to_owned(), request).await {
             Ok(answer) => Ok(answer.payload),
             Err(e) => Err(match e.kind() {
@@ -403,15 +371,9 @@ impl Bus for NatsBus {
         }
     }
 
-    async fn enqueue_with_headers(
-        &self,
-        subject: &str,
-        dedup_id: &str,
-        headers: Headers,
-        payload: Bytes,
-    ) -> Result<(), BusError> {
-        // The message id travels as a header too (`Nats-Msg-Id`): set after ours.
-        let publish = PublishMessage::build().headers(to_nats_headers(&headers)).payload(payload).message_id(dedup_id);
+    async fn enqueue(&self, subject: &str, dedup_id: &str, payload: Bytes) -> Result<(), BusError> {
+        // The id goes in the `Nats-Msg-Id` header, by which the stream drops duplicates.
+        let publish = PublishMessage::build().payload(payload).message_id(dedup_id);
         let ack = self
             .jetstream
             .send_publish(subject.to_owned(), publish)
@@ -439,9 +401,8 @@ impl Bus for NatsBus {
             match next {
                 Ok(message) => {
                     let subject = message.subject.to_string();
-                    let headers = from_nats_headers(message.headers.as_ref());
                     let payload = message.payload.clone();
-                    Some(Job::new(subject, headers, payload, Box::new(JetStreamAcker(message))))
+                    Some(Job::new(subject, payload, Box::new(JetStreamAcker(message))))
                 }
                 Err(e) => {
                     // Missed heartbeats and reconnects surface here; the stream resumes by itself.

@@ -61,10 +61,10 @@ impl Default for JwtConfig {
             hs256_secret: None,
             public_key_file: None,
             jwks_file: None,
-            user_claim: "sub".into(),
+            user_claim: crate::defaults::JWT_USER_CLAIM.into(),
             audience: None,
             issuer: None,
-            leeway_seconds: 30,
+            leeway_seconds: crate::defaults::JWT_LEEWAY.as_secs(),
         }
     }
 }

@@ -15,6 +15,7 @@ use socketioxide::socket::Sid;
 use socketioxide::SocketIo;
 
 use crate::auth::{AuthConfig, Authenticator};
+use crate::defaults;
 use crate::limits::{Limits, LimitsConfig};
 use crate::metrics;
 use crate::outbox::Outbox;
@@ -59,17 +60,17 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             gateway_id: format!("gw-{}", uuid::Uuid::new_v4().simple()),
-            max_content_chars: 10_000,
-            max_payload_bytes: 1_000_000,
-            query_timeout: Duration::from_secs(5),
-            max_pending_sends: 256,
-            max_rooms_per_socket: 100,
-            max_buffered_packets: 1024,
+            max_content_chars: defaults::MAX_CONTENT_CHARS,
+            max_payload_bytes: defaults::MAX_PAYLOAD_BYTES,
+            query_timeout: defaults::QUERY_TIMEOUT,
+            max_pending_sends: defaults::MAX_PENDING_SENDS,
+            max_rooms_per_socket: defaults::MAX_ROOMS_PER_SOCKET,
+            max_buffered_packets: defaults::MAX_BUFFERED_PACKETS,
             allowed_origins: None,
             auth: AuthConfig::Development,
             limits: LimitsConfig::default(),
             trust_forwarded_for: false,
-            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
         }
     }
 }

@@ -20,9 +20,11 @@
 //! - ground: `room_state` (the delivery rules, without I/O), `emit` (every write to a socket),
 //!   [`errors`] (what a client is told when a request fails), [`wire`] (the client-facing
 //!   JSON and event names), [`validate`] (payload rules), [`auth`], [`limits`], [`metrics`],
-//!   [`listener`] (the TCP listener that drops peers which stop reading).
+//!   [`listener`] (the TCP listener that drops peers which stop reading), [`defaults`] (the
+//!   settings' defaults, declared once).
 
 pub mod auth;
+pub mod defaults;
 mod delivery;
 mod emit;
 pub mod errors;

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::defaults;
+
 /// A token bucket: `per_second` tokens flow in, at most `burst` are held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rate {
@@ -40,11 +42,14 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            sends: Rate { per_second: 20, burst: 40 },
-            typing: Rate { per_second: 10, burst: 20 },
-            joins: Rate { per_second: 20, burst: 100 },
-            max_connections_per_user: 20,
-            max_connections_per_address: 200,
+            sends: Rate { per_second: defaults::SEND_RATE, burst: defaults::SEND_BURST },
+            typing: Rate {
+                per_second: defaults::TYPING_RATE,
+                burst: defaults::TYPING_RATE * defaults::TYPING_BURST_PER_RATE,
+            },
+            joins: Rate { per_second: defaults::JOIN_RATE, burst: defaults::JOIN_BURST },
+            max_connections_per_user: defaults::MAX_CONNECTIONS_PER_USER,
+            max_connections_per_address: defaults::MAX_CONNECTIONS_PER_ADDRESS,
         }
     }
 }

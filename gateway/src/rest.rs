@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chat_proto::{
     conversation_reply, ConversationList, ConversationReply, ErrorKind, ListConversations, ListMessages, MessagePage,
-    OpenConversation, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
+    OpenConversation, MAX_PAGE_SIZE, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
 };
 use serde_json::Value;
 
@@ -28,9 +28,9 @@ use crate::gateway::Gateway;
 use crate::queries::QueryFailure;
 use crate::wire::{ConversationJson, ConversationListJson, ErrorJson, ErrorMessage, MessageJson, MessagePageJson};
 
-/// Page size when the request names none, and the most a page may hold.
+/// Page size when the request names none (the most a page may hold is
+/// [`chat_proto::MAX_PAGE_SIZE`]).
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
-pub const MAX_PAGE_SIZE: u32 = 100;
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let body_limit = usize::try_from(gateway.config.max_payload_bytes).unwrap_or(usize::MAX);

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chat_bus::BusError;
+use chat_bus::{Backoff, BusError, Retryable};
 use chat_proto::{ListMessages, MessagePage, StoredMessage, RPC_LIST_MESSAGES};
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
@@ -209,20 +209,18 @@ pub async fn resync_rooms(queries: &Queries, io: &SocketIo, rooms: Vec<SharedRoo
     for room in rooms {
         let conversation_id = room.conversation_id;
         let since = room.lock().resync_from();
-        let deadline = tokio::time::Instant::now() + RESYNC_PATIENCE;
-        let mut delay = std::time::Duration::from_millis(250);
-        let missed = loop {
-            match read_after(queries, conversation_id, since, MAX_REPLAY).await {
-                Ok(found) => break Some(found),
-                Err(e) if tokio::time::Instant::now() + delay < deadline => {
-                    tracing::debug!(conversation_id, error = %e, "room resync: history not available yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(2));
-                }
-                Err(e) => {
-                    tracing::warn!(conversation_id, error = %e, "room resync failed; messages may be missing");
-                    break None;
-                }
+        let backoff = Backoff::new(
+            std::time::Duration::from_millis(250),
+            std::time::Duration::from_secs(2),
+            tokio::time::Instant::now() + RESYNC_PATIENCE,
+        )
+        .log_level(tracing::Level::DEBUG);
+        let reading = || read_after(queries, conversation_id, since, MAX_REPLAY);
+        let missed = match backoff.retry("room resync", |_| Retryable::BeforeDeadline, reading).await {
+            Ok(found) => Some(found),
+            Err(e) => {
+                tracing::warn!(conversation_id, error = %e, "room resync failed; messages may be missing");
+                None
             }
         };
         let (missed, complete) = missed.unwrap_or((Vec::new(), true));

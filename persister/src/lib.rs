@@ -6,6 +6,7 @@
 //! subject of the gateway that sent it). It also answers the read queries of the REST API and
 //! of presence over request-reply. See `service` for the loops and `store` for the SQL.
 
+pub mod defaults;
 pub mod entity;
 pub mod metrics;
 mod queries;

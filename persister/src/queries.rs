@@ -8,16 +8,13 @@ use std::future::Future;
 use chat_bus::BusError;
 use chat_proto::{
     conversation_reply, ContactList, ConversationList, ConversationReply, ErrorKind, GetConversation, ListContacts,
-    ListConversations, ListMessages, MessagePage, OpenConversation, QueryError, QueryReply, RPC_GET_CONVERSATION,
-    RPC_LIST_CONTACTS, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
+    ListConversations, ListMessages, MessagePage, OpenConversation, QueryError, QueryReply, MAX_PAGE_SIZE,
+    RPC_GET_CONVERSATION, RPC_LIST_CONTACTS, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
 };
 use futures::StreamExt;
 
 use crate::service::{Persister, CONSUMER_NAME};
 use crate::store::{HistoryWindow, StoreError};
-
-/// Largest history page served, whatever the request asks.
-pub const MAX_PAGE_SIZE: u32 = 100;
 
 impl Persister {
     pub(crate) async fn start_query_responders(&self) -> Result<(), BusError> {

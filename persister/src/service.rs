@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use chat_bus::{Bus, BusError, Job, WorkQueue};
+use chat_bus::{Backoff, Bus, BusError, Job, Retryable, WorkQueue};
 use chat_proto::{
     gateway_event, room_event, send_outcome, Conversation, DeliveredMessage, Delivery, ErrorKind, GatewayEvent,
     QueryError, RoomEvent, SendBatch, SendMessage, SendOutcome, Subjects,
@@ -15,6 +15,7 @@ use futures::StreamExt;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::defaults;
 use crate::store::{NewMessage, Store, StoreError};
 use crate::trace::{batch_span, CommandSpans};
 
@@ -56,10 +57,10 @@ pub struct PersisterConfig {
 impl Default for PersisterConfig {
     fn default() -> Self {
         Self {
-            store_timeout: Duration::from_secs(30),
-            max_batch: 256,
-            batch_linger: Duration::ZERO,
-            batches_in_flight: 1,
+            store_timeout: defaults::STORE_TIMEOUT,
+            max_batch: defaults::MAX_BATCH,
+            batch_linger: defaults::BATCH_LINGER,
+            batches_in_flight: defaults::BATCHES_IN_FLIGHT_IN_PROCESS,
         }
     }
 }
@@ -186,45 +187,48 @@ impl Persister {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .is_some_and(|at| at.elapsed() < self.config.store_timeout);
         let deadline = if recently_gave_up { Instant::now() } else { Instant::now() + self.config.store_timeout };
-        let mut delay = Duration::from_millis(250);
         // After a commit with an unknown outcome the batch may be stored already: giving up
         // would tell senders "failed" about messages that exist. So the batch is then retried
         // until the database answers (the retry finds the rows by their dedup keys), and the
         // partition waits meanwhile, which keeps later messages behind it.
         let mut outcome_unknown = false;
+        let retryable = |e: &StoreError| {
+            outcome_unknown |= matches!(e, StoreError::CommitUnknown(_));
+            if outcome_unknown {
+                Retryable::Always
+            } else {
+                Retryable::BeforeDeadline
+            }
+        };
         let started = Instant::now();
-        let outcomes = loop {
-            match self.store_batch(&commands).await {
-                Ok(outcomes) => {
-                    *self.gave_up_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
-                    break outcomes;
-                }
-                Err(e)
-                    if outcome_unknown
-                        || matches!(e, StoreError::CommitUnknown(_))
-                        || Instant::now() + delay < deadline =>
-                {
-                    outcome_unknown |= matches!(e, StoreError::CommitUnknown(_));
-                    tracing::warn!(error = %e, retry_in = ?delay, "storing a batch failed; retrying");
-                    // Tell the queue we are still at it, so it does not hand the jobs to
-                    // another persister meanwhile.
-                    for job in &jobs {
-                        if let Err(e) = job.in_progress().await {
-                            tracing::debug!(error = %e, "progress signal failed");
-                        }
+        let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2), deadline);
+        let (batch, held) = (&commands, &jobs);
+        let store = || async move {
+            let stored = self.store_batch(batch).await;
+            if stored.is_err() {
+                // Tell the queue we are still at it, so it does not hand the jobs to another
+                // persister while the batch waits for its next attempt.
+                for job in held {
+                    if let Err(e) = job.in_progress().await {
+                        tracing::debug!(error = %e, "progress signal failed");
                     }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, messages = commands.len(), "storing a batch failed; giving up");
-                    *self.gave_up_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
-                    let refusal = QueryError::new(
-                        ErrorKind::Internal,
-                        format!("storage unavailable for {:?}", self.config.store_timeout),
-                    );
-                    break commands.iter().map(|c| (c, send_outcome::Result::Refused(refusal.clone()))).collect();
-                }
+            }
+            stored
+        };
+        let outcomes = match backoff.retry("storing a batch", retryable, store).await {
+            Ok(outcomes) => {
+                *self.gave_up_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+                outcomes
+            }
+            Err(e) => {
+                tracing::error!(error = %e, messages = commands.len(), "storing a batch failed; giving up");
+                *self.gave_up_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
+                let refusal = QueryError::new(
+                    ErrorKind::Internal,
+                    format!("storage unavailable for {:?}", self.config.store_timeout),
+                );
+                commands.iter().map(|c| (c, send_outcome::Result::Refused(refusal.clone()))).collect()
             }
         };
         self.publish_deliveries(outcomes, &spans).await;

@@ -5,12 +5,13 @@
 //! online while at least one of their sockets is open, on any gateway; [`PresenceState`] counts
 //! them and reports only the transitions (first socket opened, last socket closed). Each
 //! transition is announced to the user's contacts, the users who share a conversation with
-//! them, on their personal subjects: never to every socket of the cluster, which would cost
-//! O(N²) as users arrive.
+//! them: on the subject of each gateway where contacts have sockets, naming the contacts there.
+//! Never to every socket of the cluster, which would cost O(N²) as users arrive.
 //!
 //! Any number of replicas can run: each keeps the whole state, and the one holding a lease in
 //! the key-value store announces (see `service` and `lease`).
 
+pub mod defaults;
 mod lease;
 pub mod metrics;
 mod service;

@@ -27,6 +27,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::defaults;
 use crate::lease::Lease;
 use crate::state::PresenceState;
 
@@ -51,8 +52,8 @@ pub struct PresenceConfig {
 impl Default for PresenceConfig {
     fn default() -> Self {
         Self {
-            gateway_timeout: Duration::from_secs(15),
-            lease: Duration::from_secs(5),
+            gateway_timeout: defaults::GATEWAY_TIMEOUT,
+            lease: defaults::LEASE,
             replica_id: format!("presence-{}", std::process::id()),
         }
     }

@@ -344,6 +344,10 @@ pub struct ConversationList {
     pub error: Option<QueryError>,
 }
 
+/// Most messages one history page holds, whatever a request asks: the gateway caps a client's
+/// `limit` to it, and the persister serves no more.
+pub const MAX_PAGE_SIZE: u32 = 100;
+
 /// One page of a conversation's history, oldest first: by page number, or by cursor.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct ListMessages {
@@ -352,6 +356,7 @@ pub struct ListMessages {
     /// Page number from 1; ignored when a cursor is given.
     #[prost(uint32, tag = "2")]
     pub page: u32,
+    /// Messages per page, at most [`MAX_PAGE_SIZE`].
     #[prost(uint32, tag = "3")]
     pub limit: u32,
     /// Cursor: the first `limit` messages with a larger id.

@@ -3,8 +3,9 @@
 //! - [`tracing_setup`]: the process's `tracing` subscriber: logs to stderr (text or JSON),
 //!   and, when an OTLP endpoint is configured through the standard `OTEL_*` variables, span
 //!   export over OTLP/HTTP;
-//! - [`propagation`]: the W3C trace context (`traceparent`, `tracestate`) in bus message
-//!   headers, so that one chat message's journey through gateways and persisters is one trace;
+//! - [`propagation`]: the W3C trace context (`traceparent`, `tracestate`) carried in the
+//!   messages on the bus (inside their payloads), so that one chat message's journey through
+//!   gateways and persisters is one trace;
 //! - [`prometheus`]: the Prometheus recorder behind every role's `GET /metrics`, with process
 //!   metrics.
 //!

@@ -1,7 +1,8 @@
-//! The W3C trace context on the bus: a producer writes its span's context into a message's
-//! [`Headers`]; a consumer makes the span that handles the message a child of it (or links to
-//! it). Without span export installed, spans carry no context: nothing is written and nothing
-//! read, so the headers stay empty.
+//! The W3C trace context on the bus: a producer writes its span's context into [`Headers`],
+//! which travel inside the message's payload (its `trace` map: a batch carries many messages
+//! of many traces); a consumer makes the span that handles the message a child of it (or links
+//! to it). Without span export installed, spans carry no context: nothing is written and
+//! nothing read, so the headers stay empty.
 
 use chat_bus::Headers;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
