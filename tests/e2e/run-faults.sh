@@ -3,7 +3,7 @@
 # E2E_MODE=cluster, twice: on one NATS server, then on a NATS cluster of three with the work
 # queue and the presence bucket in three replicas (E2E_NATS_SERVERS=3; FAULTS_NATS_SERVERS="1"
 # or "3" runs one of the two). Each file starts its own cluster (persister, presence, two
-# gateways; see harness.mjs), puts a steady message load on it and injects faults (the
+# gateways; see harness/settings.mjs), puts a steady message load on it and injects faults (the
 # persister, a gateway, NATS, one NATS server of three or presence killed, Postgres
 # unreachable, the announcing presence replica of two killed, a rolling restart of every role),
 # or fuzzes every event and route. Needs Postgres at 127.0.0.1:5432, NATS

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the end-to-end suite against the release binary, three times: first E2E_MODE=single
 # (one all-in-one process), then E2E_MODE=cluster (persister, presence and two gateways over
-# NATS JetStream at 127.0.0.1:4222 and Postgres at 127.0.0.1:5432; see harness.mjs), then
+# NATS JetStream at 127.0.0.1:4222 and Postgres at 127.0.0.1:5432; see harness/settings.mjs), then
 # "cluster3": the cluster again, on a NATS cluster of three nats-server processes that each test
 # file starts for itself, with the work queue and the presence bucket in three replicas
 # (E2E_NATS_SERVERS=3). Without NATS (nats-server, for cluster3) or Postgres the cluster passes

@@ -20,7 +20,7 @@
 // gateway cut off from NATS (the recovery a NATS restart relies on, made certain); Postgres unreachable for 10 s
 // (shorter than the store timeout; store-timeout.test.mjs: longer); presence killed and
 // restarted, then a gateway killed: contacts see the truth within the gateway timeout (3 s
-// here, see harness.mjs). The frame (load, verification, table) is runner.mjs.
+// here, see harness/settings.mjs). The frame (load, verification, table) is runner.mjs.
 
 import assert from 'node:assert/strict';
 import { after } from 'node:test';

@@ -2,7 +2,7 @@
 // real client, and the checks of what they saw against the database.
 //
 // A `Load` is K conversations, each between two fresh users whose sockets start on different
-// gateways (user id parity picks the gateway; see harness.mjs). Every user's `LoadClient`:
+// gateways (user id parity picks the gateway; see harness/server.mjs). Every user's `LoadClient`:
 //   - joins its conversation before the load starts, then sends a message every 40–60 ms with a
 //     fresh `client_msg_id` and a content `<tag>:<sender>:<seq>:<client_msg_id>`, so that a
 //     message stored twice is recognisable in the database;
