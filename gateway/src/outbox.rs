@@ -189,25 +189,12 @@ async fn run_lane(publisher: Publisher, mut queue: mpsc::UnboundedReceiver<Queue
 /// Splits commands into batches of at most [`MAX_BATCH_BYTES`] (a larger command goes alone),
 /// keeping the order.
 fn split_by_size(commands: Vec<Queued>) -> Vec<Vec<Queued>> {
-    let mut batches: Vec<Vec<Queued>> = Vec::new();
-    let mut bytes = 0;
-    for queued in commands {
-        // Each command also costs its field tag and length prefix (at most 1 + 10 bytes), and
-        // its trace context is added later (about 100 bytes).
-        let len = queued.command.encoded_len() + 128;
-        match batches.last_mut() {
-            Some(batch) if bytes + len <= MAX_BATCH_BYTES => {
-                batch.push(queued);
-                bytes += len;
-            }
-            _ => {
-                batches.push(vec![queued]);
-                bytes = len;
-            }
-        }
-    }
-    batches
+    // Each command's trace context is added later: about 100 bytes.
+    chat_proto::split_by_size(commands, MAX_BATCH_BYTES, |queued| queued.command.encoded_len() + TRACE_CONTEXT_BYTES)
 }
+
+/// Room kept per command for the trace context it gets when it leaves the outbox.
+const TRACE_CONTEXT_BYTES: usize = 117;
 
 /// Publishes one batch and waits until the work queue has stored it; on failure each sender
 /// gets `message-error`. Whether it was stored.

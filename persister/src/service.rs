@@ -330,47 +330,55 @@ impl Persister {
 /// gateway's outcomes for that gateway, in the order they were pushed.
 #[derive(Default)]
 struct RoutedDeliveries {
-    rooms: Vec<(i64, DeliveryChunks)>,
-    gateways: Vec<(String, DeliveryChunks)>,
+    rooms: Vec<(i64, Vec<DeliveredMessage>)>,
+    gateways: Vec<(String, Vec<SendOutcome>)>,
 }
 
 impl RoutedDeliveries {
     fn push_message(&mut self, message: DeliveredMessage) {
         let conversation_id = message.message.as_ref().map_or(0, |m| m.conversation_id);
-        chunks_for(&mut self.rooms, conversation_id).push_message(message);
+        entries_for(&mut self.rooms, conversation_id).push(message);
     }
 
     fn push_outcome(&mut self, outcome: SendOutcome) {
-        chunks_for(&mut self.gateways, outcome.gateway_id.clone()).push_outcome(outcome);
+        entries_for(&mut self.gateways, outcome.gateway_id.clone()).push(outcome);
     }
 
-    /// The publications: subject and encoded payload.
+    /// The publications: subject and encoded payload, each under [`MAX_DELIVERY_BYTES`] (a
+    /// single larger entry goes alone), in order.
     fn finish(self, subjects: &Subjects) -> Vec<(String, bytes::Bytes)> {
-        let rooms = self.rooms.into_iter().flat_map(|(conversation_id, chunks)| {
+        let rooms = self.rooms.into_iter().flat_map(|(conversation_id, messages)| {
             let subject = subjects.room(conversation_id);
-            chunks.finish().into_iter().map(move |delivery| {
-                let event = RoomEvent { event: Some(room_event::Event::Messages(delivery)) };
-                (subject.clone(), chat_proto::encode(&event))
-            })
+            chat_proto::split_by_size(messages, MAX_DELIVERY_BYTES, |m| m.encoded_len()).into_iter().map(
+                move |messages| {
+                    let delivery = Delivery { messages, outcomes: Vec::new() };
+                    let event = RoomEvent { event: Some(room_event::Event::Messages(delivery)) };
+                    (subject.clone(), chat_proto::encode(&event))
+                },
+            )
         });
-        let gateways = self.gateways.into_iter().flat_map(|(gateway, chunks)| {
+        let gateways = self.gateways.into_iter().flat_map(|(gateway, outcomes)| {
             let subject = subjects.gateway(&gateway);
-            chunks.finish().into_iter().map(move |delivery| {
-                let event = GatewayEvent { event: Some(gateway_event::Event::Outcomes(delivery)) };
-                (subject.clone(), chat_proto::encode(&event))
-            })
+            chat_proto::split_by_size(outcomes, MAX_DELIVERY_BYTES, |o| o.encoded_len()).into_iter().map(
+                move |outcomes| {
+                    let delivery = Delivery { messages: Vec::new(), outcomes };
+                    let event = GatewayEvent { event: Some(gateway_event::Event::Outcomes(delivery)) };
+                    (subject.clone(), chat_proto::encode(&event))
+                },
+            )
         });
         rooms.chain(gateways).collect()
     }
 }
 
-/// The chunks of one conversation or gateway, added at the end when it is new. A batch touches
-/// at most a few hundred of each, and a linear search keeps their order without a second map.
-fn chunks_for<K: PartialEq>(routes: &mut Vec<(K, DeliveryChunks)>, key: K) -> &mut DeliveryChunks {
+/// The entries of one conversation or gateway, added at the end when it is new. A batch
+/// touches at most a few hundred of each, and a linear search keeps their order without a
+/// second map.
+fn entries_for<K: PartialEq, T>(routes: &mut Vec<(K, Vec<T>)>, key: K) -> &mut Vec<T> {
     let index = match routes.iter().position(|(known, _)| *known == key) {
         Some(index) => index,
         None => {
-            routes.push((key, DeliveryChunks::default()));
+            routes.push((key, Vec::new()));
             routes.len() - 1
         }
     };
@@ -402,45 +410,6 @@ impl TakenJob {
 /// with room for a message of the longest content.
 pub(crate) const MAX_DELIVERY_BYTES: usize = 256 * 1024;
 
-/// Splits what a batch confirmed into deliveries of at most [`MAX_DELIVERY_BYTES`] (a single
-/// larger entry goes alone), keeping the order.
-#[derive(Default)]
-struct DeliveryChunks {
-    done: Vec<Delivery>,
-    current: Delivery,
-    current_bytes: usize,
-}
-
-impl DeliveryChunks {
-    fn push_message(&mut self, message: DeliveredMessage) {
-        self.make_room(message.encoded_len());
-        self.current.messages.push(message);
-    }
-
-    fn push_outcome(&mut self, outcome: SendOutcome) {
-        self.make_room(outcome.encoded_len());
-        self.current.outcomes.push(outcome);
-    }
-
-    /// Starts a new delivery when an entry of `len` bytes would not fit in the current one.
-    fn make_room(&mut self, len: usize) {
-        // Each entry also costs its field tag and length prefix: at most 1 + 10 bytes.
-        let entry = len + 11;
-        if self.current_bytes > 0 && self.current_bytes + entry > MAX_DELIVERY_BYTES {
-            self.done.push(std::mem::take(&mut self.current));
-            self.current_bytes = 0;
-        }
-        self.current_bytes += entry;
-    }
-
-    fn finish(mut self) -> Vec<Delivery> {
-        if self.current_bytes > 0 {
-            self.done.push(self.current);
-        }
-        self.done
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,25 +420,34 @@ mod tests {
         DeliveredMessage { message: Some(message), trace: Default::default() }
     }
 
+    /// The room publications of `routed`: each payload's size and its message ids.
+    fn room_publications(routed: RoutedDeliveries) -> Vec<(usize, Vec<i64>)> {
+        routed
+            .finish(&Subjects::new("chat"))
+            .iter()
+            .map(|(_, payload)| match chat_proto::decode::<RoomEvent>(payload).map(|e| e.event) {
+                Ok(Some(room_event::Event::Messages(delivery))) => {
+                    let ids = delivery.messages.iter().filter_map(|m| m.message.as_ref().map(|m| m.id)).collect();
+                    (payload.len(), ids)
+                }
+                other => panic!("not the messages of a room: {other:?}"),
+            })
+            .collect()
+    }
+
     #[test]
     fn deliveries_stay_under_the_size_limit_and_keep_the_order() {
-        let mut chunks = DeliveryChunks::default();
+        let mut routed = RoutedDeliveries::default();
         for id in 1..=100 {
-            chunks.push_message(message(id, 10_000));
+            routed.push_message(message(id, 10_000));
         }
-        chunks.push_outcome(SendOutcome { request_id: "r".into(), ..Default::default() });
-        let deliveries = chunks.finish();
-        assert!(deliveries.len() >= 4, "1 MB of messages needs several deliveries, got {}", deliveries.len());
-        for delivery in &deliveries {
-            let len = chat_proto::encode(delivery).len();
-            assert!(len <= MAX_DELIVERY_BYTES, "a delivery of {len} bytes");
+        let published = room_publications(routed);
+        assert!(published.len() >= 4, "1 MB of messages needs several deliveries, got {}", published.len());
+        for (len, _) in &published {
+            assert!(*len <= MAX_DELIVERY_BYTES, "a delivery of {len} bytes");
         }
-        let ids: Vec<i64> = deliveries
-            .iter()
-            .flat_map(|d| d.messages.iter().filter_map(|m| m.message.as_ref().map(|m| m.id)))
-            .collect();
+        let ids: Vec<i64> = published.into_iter().flat_map(|(_, ids)| ids).collect();
         assert_eq!(ids, (1..=100).collect::<Vec<_>>());
-        assert_eq!(deliveries.last().map(|d| d.outcomes.len()), Some(1), "the outcome comes last");
     }
 
     #[test]
@@ -518,12 +496,12 @@ mod tests {
 
     #[test]
     fn an_oversized_entry_goes_alone_and_nothing_empty_is_published() {
-        let mut chunks = DeliveryChunks::default();
-        assert!(DeliveryChunks::default().finish().is_empty());
-        chunks.push_message(message(1, 10));
-        chunks.push_message(message(2, MAX_DELIVERY_BYTES + 1));
-        chunks.push_message(message(3, 10));
-        let sizes: Vec<usize> = chunks.finish().iter().map(|d| d.messages.len()).collect();
-        assert_eq!(sizes, vec![1, 1, 1]);
+        assert!(RoutedDeliveries::default().finish(&Subjects::new("chat")).is_empty());
+        let mut routed = RoutedDeliveries::default();
+        for (id, len) in [(1, 10), (2, MAX_DELIVERY_BYTES + 1), (3, 10)] {
+            routed.push_message(message(id, len));
+        }
+        let ids: Vec<Vec<i64>> = room_publications(routed).into_iter().map(|(_, ids)| ids).collect();
+        assert_eq!(ids, vec![vec![1], vec![2], vec![3]]);
     }
 }
