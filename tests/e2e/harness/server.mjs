@@ -538,8 +538,7 @@ export function useServer({
     return p;
   };
 
-  /** Cluster: sends `signal` (default SIGKILL) to a role's process and waits for it to exit. */
-  /** Cluster: sends `signal` to a role and waits for its exit; returns `{code, signal}`. */
+  /** Cluster: sends `signal` (default SIGKILL) to a role and waits for its exit; returns `{code, signal}`. */
   const killRole = async (role, signal = 'SIGKILL') => {
     requireCluster('killRole');
     const p = roleProc(role);
@@ -662,11 +661,6 @@ export function useServer({
   };
 
   /**
-   * pgProxy: Postgres unreachable for the roles for `ms` (see the header); resolves after, with
-   * `{ atCommit }`. `{ atCommit: true }`: the outage begins right after a COMMIT has reached
-   * Postgres, whose answer never gets back (waits up to 5 s for one; else begins anyway).
-   */
-  /**
    * natsProxy: gateway `i` (0 = A, 1 = B) cut off from NATS for `ms`: its connection is reset
    * and new ones refused meanwhile (the other roles keep theirs); resolves after.
    */
@@ -679,6 +673,11 @@ export function useServer({
     appendLog(`[harness] ${GATEWAY_IDS[i]} may reach NATS again\n`);
   };
 
+  /**
+   * pgProxy: Postgres unreachable for the roles for `ms` (see the header); resolves after, with
+   * `{ atCommit }`. `{ atCommit: true }`: the outage begins right after a COMMIT has reached
+   * Postgres, whose answer never gets back (waits up to 5 s for one; else begins anyway).
+   */
   const pgOutage = async (ms, { atCommit = false } = {}) => {
     requireCluster('pgOutage');
     if (!h.pgProxy) throw new Error("pgOutage needs useServer({ only: 'cluster', pgProxy: true })");
