@@ -239,8 +239,16 @@ impl NatsBus {
         let partitions = &self.work_queue.partitions;
         let names: Vec<String> = (0..partitions.len()).map(|index| format!("{consumer}-{index}")).collect();
         let exists = futures::future::try_join_all(names.iter().map(|name| async move {
-            let settling = |e: &jetstream::context::ConsumerInfoError| {
-                matches!(e.kind(), ConsumerInfoErrorKind::TimedOut | ConsumerInfoErrorKind::StreamNotFound)
+            // While a stream changes its replica count, JetStream may answer "temporarily
+            // unavailable" (10008) for a few seconds: seen on NATS 2.9 after 3 → 1 → 3.
+            let settling = |e: &jetstream::context::ConsumerInfoError| match e.kind() {
+                ConsumerInfoErrorKind::TimedOut
+                | ConsumerInfoErrorKind::StreamNotFound
+                | ConsumerInfoErrorKind::Offline => true,
+                ConsumerInfoErrorKind::JetStream(api) => {
+                    api.error_code() == jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE
+                }
+                _ => false,
             };
             match while_settling(&format!("consumer {name}"), settling, || stream.consumer_info(name)).await {
                 Ok(_) => Ok(true),
