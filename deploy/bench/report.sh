@@ -303,4 +303,6 @@ $(cat "$RAW/commands.txt" 2>/dev/null)
 \`\`\`
 
 Raw JSON of every step: [raw/](raw/).
+
+Earlier measurements and analyses, each with its date and machine: [EARLIER.md](EARLIER.md).
 EOF
