@@ -4,25 +4,18 @@
 
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { test, useServer } from './harness.mjs';
+import { test, useServer, firstOf } from './harness.mjs';
 
 const srv = useServer();
 
 /** Emits a send and resolves with the first message-sent or message-error that follows. */
 function sendRaw(s, payload, timeoutMs = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { cleanup(); reject(new Error('no answer to send-message')); }, timeoutMs);
-    const onSent = (m) => { cleanup(); resolve({ sent: m }); };
-    const onError = (e) => { cleanup(); resolve({ error: e.error }); };
-    function cleanup() {
-      clearTimeout(timer);
-      s.off('message-sent', onSent);
-      s.off('message-error', onError);
-    }
-    s.on('message-sent', onSent);
-    s.on('message-error', onError);
-    s.emit('send-message', payload);
-  });
+  const answered = firstOf(s, {
+    'message-sent': (m) => ({ sent: m }),
+    'message-error': (e) => ({ error: e.error }),
+  }, timeoutMs, 'no answer to send-message');
+  s.emit('send-message', payload);
+  return answered;
 }
 
 test('a retried send with the same client_msg_id is stored once and confirmed with the same message', async () => {

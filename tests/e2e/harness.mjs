@@ -15,7 +15,7 @@
 // re-exports their public API, so test files import from './harness.mjs' only:
 //   harness/settings.mjs   test-run settings from the environment (binary, E2E_MODE,
 //                          E2E_NATS_SERVERS), constants, skipping a file (the `test` here)
-//   harness/events.mjs     socket event helpers (once, collect, expectNone, recordEvents, ...)
+//   harness/events.mjs     socket event helpers (once, firstOf, collect, expectNone, recordEvents, ...)
 //   harness/processes.mjs  the `chat` roles (and nats-servers) as child processes
 //   harness/services.mjs   Postgres and NATS: psql, checks, the fault-injection TCP proxy, cleanup
 //   harness/server.mjs     useServer(): a test file's whole deployment and its helpers
@@ -27,7 +27,7 @@ export {
   test, MODE, NATS_SERVERS, STREAM_REPLICAS, NATS_HOST, NATS_PORT, PG_HOST, PG_PORT, PG_USER,
   USERID_ERROR, chatBinary,
 } from './harness/settings.mjs';
-export { once, collect, expectNone, recordEvents, label, safeJson } from './harness/events.mjs';
+export { once, firstOf, collect, expectNone, recordEvents, label, safeJson } from './harness/events.mjs';
 export { freePort } from './harness/processes.mjs';
 export { psql, natsServerBinary } from './harness/services.mjs';
 export { useServer } from './harness/server.mjs';

@@ -26,6 +26,34 @@ export function once(socket, event, timeoutMs = 3000, filter = () => true) {
   });
 }
 
+/**
+ * Settles with the first of several events on `socket`: `handlers` maps each event name to a
+ * function of its first argument, whose result resolves the promise (or whose throw rejects
+ * it). No event within `timeoutMs`: rejects with `timeoutMessage`. The listeners are in place
+ * when this returns, so an event emitted right after is not missed.
+ */
+export function firstOf(socket, handlers, timeoutMs, timeoutMessage) {
+  return new Promise((resolve, reject) => {
+    const listeners = Object.entries(handlers).map(([event, handle]) => [event, (payload) => {
+      cleanup();
+      try {
+        resolve(handle(payload));
+      } catch (error) {
+        reject(error);
+      }
+    }]);
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(timeoutMessage));
+    }, timeoutMs);
+    function cleanup() {
+      clearTimeout(timer);
+      for (const [event, listener] of listeners) socket.off(event, listener);
+    }
+    for (const [event, listener] of listeners) socket.on(event, listener);
+  });
+}
+
 /** Resolves with the first arguments of the next `count` `event`s on `socket`, in arrival order. */
 export function collect(socket, event, count, timeoutMs = 5000) {
   return new Promise((resolve, reject) => {

@@ -64,7 +64,7 @@ import {
   HEALTH_TIMEOUT_MS, CLUSTER_HEALTH_TIMEOUT_MS, CONNECT_TIMEOUT_MS, LOG_LIMIT, CLUSTER_FLAGS, GATEWAY_IDS,
   skipReason, skipFile, chatBinary,
 } from './settings.mjs';
-import { once, collect, expectNone, recordEvents, label, safeJson } from './events.mjs';
+import { once, firstOf, collect, expectNone, recordEvents, label, safeJson } from './events.mjs';
 import { ServerProcess, waitHealthy, freePort } from './processes.mjs';
 import {
   psql, clusterDependencyProblems, natsServerBinary, natsServerProblem, waitNatsNodesReady,
@@ -451,24 +451,11 @@ export function useServer({
   /** A connected socket for `userId` (rejects on connect_error / timeout). Options: see socket(). */
   const connect = (userId, opts = {}) => {
     const s = socket({ userId }, opts);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new Error(`user ${userId} did not connect within ${CONNECT_TIMEOUT_MS} ms (${label(s)})`));
-      }, CONNECT_TIMEOUT_MS);
-      const onConnect = () => { cleanup(); resolve(s); };
-      const onError = (err) => { cleanup(); reject(new Error(`user ${userId} connect_error: ${err.message} (${label(s)})`)); };
-      const onDisconnect = (reason) => { cleanup(); reject(new Error(`user ${userId} disconnected while connecting: ${reason} (${label(s)})`)); };
-      function cleanup() {
-        clearTimeout(timer);
-        s.off('connect', onConnect);
-        s.off('connect_error', onError);
-        s.off('disconnect', onDisconnect);
-      }
-      s.on('connect', onConnect);
-      s.on('connect_error', onError);
-      s.on('disconnect', onDisconnect);
-    });
+    return firstOf(s, {
+      connect: () => s,
+      connect_error: (err) => { throw new Error(`user ${userId} connect_error: ${err.message} (${label(s)})`); },
+      disconnect: (reason) => { throw new Error(`user ${userId} disconnected while connecting: ${reason} (${label(s)})`); },
+    }, CONNECT_TIMEOUT_MS, `user ${userId} did not connect within ${CONNECT_TIMEOUT_MS} ms (${label(s)})`);
   };
 
   /** `n` user ids never used before in this file. */
@@ -505,25 +492,16 @@ export function useServer({
   };
 
   /** Sends a message and resolves with the `message-sent` payload (fails on `message-error`). */
-  const send = (s, senderId, conversationId, content, messageType = 'text', timeoutMs = 3000) =>
-    new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new Error(`no message-sent within ${timeoutMs} ms on ${label(s)}`));
-      }, timeoutMs);
-      const onSent = (m) => { cleanup(); resolve(m); };
-      const onError = (e) => { cleanup(); reject(new Error(`unexpected message-error on ${label(s)}: ${safeJson(e)}`)); };
-      function cleanup() {
-        clearTimeout(timer);
-        s.off('message-sent', onSent);
-        s.off('message-error', onError);
-      }
-      s.on('message-sent', onSent);
-      s.on('message-error', onError);
-      s.emit('send-message', {
-        sender_id: senderId, conversation_id: conversationId, message_type: messageType, content,
-      });
+  const send = (s, senderId, conversationId, content, messageType = 'text', timeoutMs = 3000) => {
+    const answered = firstOf(s, {
+      'message-sent': (m) => m,
+      'message-error': (e) => { throw new Error(`unexpected message-error on ${label(s)}: ${safeJson(e)}`); },
+    }, timeoutMs, `no message-sent within ${timeoutMs} ms on ${label(s)}`);
+    s.emit('send-message', {
+      sender_id: senderId, conversation_id: conversationId, message_type: messageType, content,
     });
+    return answered;
+  };
 
   /** GET the message history of a conversation; asserts 200. */
   const history = async (conversationId, query = '') => {
