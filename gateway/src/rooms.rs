@@ -45,16 +45,20 @@ impl Room {
 
     /// Sends messages to the room's members here, each serialized once. Called under the
     /// room's lock (see the module doc).
-    fn send_to_members(&self, io: &SocketIo, messages: Vec<StoredMessage>) {
-        if messages.is_empty() {
-            return;
+    fn send_to_members(&self, io: &SocketIo, messages: impl IntoIterator<Item = StoredMessage>) {
+        let mut messages = messages.into_iter().peekable();
+        if messages.peek().is_none() {
+            return; // the common case of a duplicate: no member lookup
         }
         let Some(namespace) = io.of(NAMESPACE) else { return };
         let members = namespace.to(room_of_conversation(self.conversation_id)).sockets();
         for message in messages {
             let json = match serde_json::value::to_raw_value(&MessageJson::from(message)) {
                 Ok(json) => json,
-                Err(e) => return tracing::error!(error = %e, "cannot serialize a stored message"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot serialize a stored message");
+                    continue;
+                }
             };
             for socket in &members {
                 emit(socket, event::RECEIVE_MESSAGE, &json);
@@ -66,9 +70,7 @@ impl Room {
 /// Live delivery of one stored message to the room's sockets on this gateway.
 pub fn deliver_live(io: &SocketIo, room: &Room, message: StoredMessage) {
     let mut state = room.lock();
-    if let Some(message) = state.live(message) {
-        room.send_to_members(io, vec![message]);
-    }
+    room.send_to_members(io, state.live(message));
     drop(state);
 }
 
