@@ -205,7 +205,7 @@ impl Publisher {
         // context travels in the command, so the persister's span of it becomes its child.
         let mut enqueue_spans = Vec::with_capacity(queued.len());
         let mut senders = Vec::with_capacity(queued.len());
-        let mut batch = SendBatch { commands: Vec::with_capacity(queued.len()) };
+        let mut batch = SendBatch { commands: Vec::with_capacity(queued.len()), receipts: Vec::new() };
         for Queued { mut command, span, pending } in queued {
             let enqueue = tracing::info_span!(
                 parent: &span,
@@ -256,7 +256,7 @@ mod tests {
         assert!(batches.len() >= 4, "1 MB of commands needs several batches, got {}", batches.len());
         for batch in &batches {
             let commands: Vec<SendMessage> = batch.iter().map(|q| q.command.clone()).collect();
-            let len = chat_proto::encode(&SendBatch { commands }).len();
+            let len = chat_proto::encode(&SendBatch { commands, receipts: Vec::new() }).len();
             assert!(len <= MAX_BATCH_BYTES, "a batch of {len} bytes");
         }
         let lengths: Vec<usize> = batches.iter().flatten().map(|q| q.command.content.len()).collect();

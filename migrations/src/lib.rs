@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_create_conversations_and_messages;
 mod m20261125_000002_add_message_dedup_key;
+mod m20261204_000003_create_conversation_members;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_create_conversations_and_messages::Migration),
             Box::new(m20261125_000002_add_message_dedup_key::Migration),
+            Box::new(m20261204_000003_create_conversation_members::Migration),
         ]
     }
 }

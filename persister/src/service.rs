@@ -351,7 +351,7 @@ impl RoutedDeliveries {
             let subject = subjects.room(conversation_id);
             chat_proto::split_by_size(messages, MAX_DELIVERY_BYTES, |m| m.encoded_len()).into_iter().map(
                 move |messages| {
-                    let delivery = Delivery { messages, outcomes: Vec::new() };
+                    let delivery = Delivery { messages, ..Default::default() };
                     let event = RoomEvent { event: Some(room_event::Event::Messages(delivery)) };
                     (subject.clone(), chat_proto::encode(&event))
                 },
@@ -361,7 +361,7 @@ impl RoutedDeliveries {
             let subject = subjects.gateway(&gateway);
             chat_proto::split_by_size(outcomes, MAX_DELIVERY_BYTES, |o| o.encoded_len()).into_iter().map(
                 move |outcomes| {
-                    let delivery = Delivery { messages: Vec::new(), outcomes };
+                    let delivery = Delivery { outcomes, ..Default::default() };
                     let event = GatewayEvent { event: Some(gateway_event::Event::Outcomes(delivery)) };
                     (subject.clone(), chat_proto::encode(&event))
                 },

@@ -58,6 +58,10 @@ pub struct SendBatch {
     /// batching, reads as a batch without commands (see [`SendBatch::from_payload`]).
     #[prost(message, repeated, tag = "16")]
     pub commands: Vec<SendMessage>,
+    /// Receipts of the same gateway for the same partition: they travel, are stored and are
+    /// answered like sends, in the same batches.
+    #[prost(message, repeated, tag = "17")]
+    pub receipts: Vec<MarkReceipt>,
 }
 
 impl SendBatch {
@@ -65,11 +69,12 @@ impl SendBatch {
     /// rolling upgrade).
     pub fn from_payload(payload: &[u8]) -> Result<Self, crate::DecodeError> {
         let batch: SendBatch = crate::decode(payload)?;
-        if !batch.commands.is_empty() {
+        if !batch.commands.is_empty() || !batch.receipts.is_empty() {
             return Ok(batch);
         }
         let lone: SendMessage = crate::decode(payload)?;
-        Ok(SendBatch { commands: if lone.request_id.is_empty() { Vec::new() } else { vec![lone] } })
+        let commands = if lone.request_id.is_empty() { Vec::new() } else { vec![lone] };
+        Ok(SendBatch { commands, receipts: Vec::new() })
     }
 }
 
@@ -84,6 +89,99 @@ impl SendMessage {
         }
     }
 }
+
+/// Which of a member's two positions in a conversation a receipt moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ReceiptKind {
+    Delivered = 0,
+    /// Reading implies delivered: it moves both positions.
+    Read = 1,
+}
+
+/// A `mark-delivered` or `mark-read` that passed the gateway's validation, on its way to the
+/// persister in its conversation's partition (so a conversation's receipts and messages are
+/// stored in one order).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MarkReceipt {
+    /// Unique per attempt; the outcome carries it back.
+    #[prost(string, tag = "1")]
+    pub request_id: String,
+    #[prost(string, tag = "2")]
+    pub gateway_id: String,
+    #[prost(string, tag = "3")]
+    pub socket_id: String,
+    #[prost(int64, tag = "4")]
+    pub user_id: i64,
+    #[prost(int64, tag = "5")]
+    pub conversation_id: i64,
+    #[prost(int64, tag = "6")]
+    pub message_id: i64,
+    #[prost(enumeration = "ReceiptKind", tag = "7")]
+    pub kind: i32,
+    /// Trace context (W3C `traceparent`/`tracestate`) of the gateway's `enqueue` span.
+    #[prost(map = "string, string", tag = "8")]
+    pub trace: std::collections::HashMap<String, String>,
+}
+
+/// Where a member of a conversation stands: the newest message it has had delivered, or
+/// read, and since when. Positions only move forward.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ReceiptPosition {
+    #[prost(int64, tag = "1")]
+    pub conversation_id: i64,
+    #[prost(int64, tag = "2")]
+    pub user_id: i64,
+    #[prost(enumeration = "ReceiptKind", tag = "3")]
+    pub kind: i32,
+    #[prost(int64, tag = "4")]
+    pub message_id: i64,
+    #[prost(int64, tag = "5")]
+    pub at_ms: i64,
+}
+
+/// Positions that moved, in the order they were stored: on a conversation's room subject (in
+/// a [`RoomEvent`]) and on the subject of the user who moved them (in a [`UserEvent`]).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ReceiptPositions {
+    #[prost(message, repeated, tag = "1")]
+    pub positions: Vec<ReceiptPosition>,
+}
+
+/// The persister's answer to one [`MarkReceipt`], for the socket that sent it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReceiptOutcome {
+    #[prost(string, tag = "1")]
+    pub request_id: String,
+    #[prost(string, tag = "2")]
+    pub socket_id: String,
+    #[prost(string, tag = "3")]
+    pub gateway_id: String,
+    #[prost(oneof = "receipt_outcome::Result", tags = "4, 5")]
+    pub result: Option<receipt_outcome::Result>,
+    /// Whether this receipt moved the position (and so was announced).
+    #[prost(bool, tag = "6")]
+    pub moved: bool,
+    #[prost(map = "string, string", tag = "7")]
+    pub trace: std::collections::HashMap<String, String>,
+}
+
+pub mod receipt_outcome {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Result {
+        /// The member's position after the receipt (its own, or a newer one it already had).
+        #[prost(message, tag = "4")]
+        Position(super::ReceiptPosition),
+        /// `NotFound` with message "message": the message is not a stored message of the
+        /// conversation; `NotFound` otherwise: no such conversation; `Forbidden`: not a
+        /// member; `Internal`: storage gave up.
+        #[prost(message, tag = "5")]
+        Refused(super::QueryError),
+    }
+}
+
+/// The reason text of a receipt refused because its message is not one of the conversation's.
+pub const UNKNOWN_MESSAGE: &str = "message";
 
 /// A message as stored: what `message-sent` and `receive-message` carry.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -150,6 +248,9 @@ pub struct Delivery {
     pub messages: Vec<DeliveredMessage>,
     #[prost(message, repeated, tag = "2")]
     pub outcomes: Vec<SendOutcome>,
+    /// On a gateway's subject: the outcomes of its receipts.
+    #[prost(message, repeated, tag = "3")]
+    pub receipt_outcomes: Vec<ReceiptOutcome>,
 }
 
 /// A stored message on its way to the conversation's rooms.
@@ -180,7 +281,7 @@ pub struct Typing {
 /// the conversation: its stored messages, or a typing indicator.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RoomEvent {
-    #[prost(oneof = "room_event::Event", tags = "1, 2")]
+    #[prost(oneof = "room_event::Event", tags = "1, 2, 3")]
     pub event: Option<room_event::Event>,
 }
 
@@ -192,6 +293,25 @@ pub mod room_event {
         Messages(super::Delivery),
         #[prost(message, tag = "2")]
         Typing(super::Typing),
+        /// Members' positions that moved.
+        #[prost(message, tag = "3")]
+        Receipts(super::ReceiptPositions),
+    }
+}
+
+/// What travels on one user's subject, heard by the gateways that have a socket of the user:
+/// the positions the user moved, for the user's sockets outside the conversation's room.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UserEvent {
+    #[prost(oneof = "user_event::Event", tags = "1")]
+    pub event: Option<user_event::Event>,
+}
+
+pub mod user_event {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Event {
+        #[prost(message, tag = "1")]
+        Receipts(super::ReceiptPositions),
     }
 }
 
@@ -330,16 +450,88 @@ pub mod conversation_reply {
     }
 }
 
+/// A user's conversations. With `limit` 0 (gateways before the inbox): all of them, newest
+/// first, in `conversations`. Otherwise one inbox page, in `entries`.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct ListConversations {
     #[prost(int64, tag = "1")]
     pub user_id: i64,
+    /// Conversations per page, at most [`MAX_PAGE_SIZE`].
+    #[prost(uint32, tag = "2")]
+    pub limit: u32,
+    /// Cursor: the conversations after this one in inbox order (its activity time in
+    /// microseconds and its id, as the previous page's `next_before` gave them).
+    #[prost(message, optional, tag = "3")]
+    pub before: Option<InboxCursor>,
+}
+
+/// A place in a user's inbox order: newest activity first, then highest id.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct InboxCursor {
+    #[prost(int64, tag = "1")]
+    pub activity_us: i64,
+    #[prost(int64, tag = "2")]
+    pub conversation_id: i64,
 }
 
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct ConversationList {
     #[prost(message, repeated, tag = "1")]
     pub conversations: Vec<Conversation>,
+    #[prost(message, optional, tag = "2")]
+    pub error: Option<QueryError>,
+    /// An inbox page, newest activity first.
+    #[prost(message, repeated, tag = "3")]
+    pub entries: Vec<InboxEntry>,
+    /// Unread messages over all the user's conversations.
+    #[prost(int64, tag = "4")]
+    pub total_unread: i64,
+    /// Where the next page starts; none after the last page.
+    #[prost(message, optional, tag = "5")]
+    pub next_before: Option<InboxCursor>,
+}
+
+/// One conversation of a user's inbox.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct InboxEntry {
+    #[prost(message, optional, tag = "1")]
+    pub conversation: Option<Conversation>,
+    #[prost(message, optional, tag = "2")]
+    pub last_message: Option<StoredMessage>,
+    #[prost(int64, tag = "3")]
+    pub unread_count: i64,
+    #[prost(int64, tag = "4")]
+    pub last_activity_ms: i64,
+    #[prost(message, repeated, tag = "5")]
+    pub members: Vec<MemberPositions>,
+}
+
+/// A member's read and delivered positions (0: none yet), with when they last moved (0: never).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct MemberPositions {
+    #[prost(int64, tag = "1")]
+    pub user_id: i64,
+    #[prost(int64, tag = "2")]
+    pub last_read_message_id: i64,
+    #[prost(int64, tag = "3")]
+    pub last_delivered_message_id: i64,
+    #[prost(int64, tag = "4")]
+    pub read_at_ms: i64,
+    #[prost(int64, tag = "5")]
+    pub delivered_at_ms: i64,
+}
+
+/// The read and delivered positions of a conversation's members: what a replaying join sends.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct GetPositions {
+    #[prost(int64, tag = "1")]
+    pub conversation_id: i64,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct PositionList {
+    #[prost(message, repeated, tag = "1")]
+    pub members: Vec<MemberPositions>,
     #[prost(message, optional, tag = "2")]
     pub error: Option<QueryError>,
 }
@@ -429,7 +621,7 @@ macro_rules! reply_with_error_field {
         }
     )*};
 }
-reply_with_error_field!(ConversationList, MessagePage, ContactList);
+reply_with_error_field!(ConversationList, MessagePage, ContactList, PositionList);
 
 #[cfg(test)]
 mod tests {
@@ -479,7 +671,7 @@ mod tests {
             ..Default::default()
         };
         let second = SendMessage { request_id: "r2".into(), ..command.clone() };
-        let batch = SendBatch { commands: vec![command.clone(), second] };
+        let batch = SendBatch { commands: vec![command.clone(), second], receipts: Vec::new() };
         assert_eq!(SendBatch::from_payload(&crate::encode(&batch)).expect("decodes"), batch);
         let lone = SendBatch::from_payload(&crate::encode(&command)).expect("decodes");
         assert_eq!(lone.commands, vec![command]);

@@ -76,6 +76,12 @@ impl Subjects {
         format!("{}.gw.{token}", self.prefix)
     }
 
+    /// One user's subject ([`crate::UserEvent`]: the receipts the user moved), heard by the
+    /// gateways that have a socket of the user.
+    pub fn user(&self, user_id: i64) -> String {
+        format!("{}.user.{user_id}", self.prefix)
+    }
+
     /// Socket events and heartbeats, from gateways to presence.
     pub fn presence_reports(&self) -> String {
         format!("{}.presence.reports", self.prefix)
@@ -118,6 +124,7 @@ pub const RPC_OPEN_CONVERSATION: &str = "conversation.open";
 pub const RPC_LIST_CONVERSATIONS: &str = "conversation.list";
 pub const RPC_LIST_MESSAGES: &str = "messages.list";
 pub const RPC_LIST_CONTACTS: &str = "contacts.list";
+pub const RPC_GET_POSITIONS: &str = "positions.get";
 
 #[cfg(test)]
 mod tests {
@@ -137,6 +144,7 @@ mod tests {
         let subjects = Subjects::new("chat");
         assert_eq!(subjects.room(42), "chat.room.42");
         assert_eq!(subjects.gateway("gw-1"), "chat.gw.gw-1");
+        assert_eq!(subjects.user(5), "chat.user.5");
         assert_eq!(
             subjects.gateway("chat-gateway-7d9.pod a*b>c"),
             "chat.gw.chat-gateway-7d9_pod_a_b_c",

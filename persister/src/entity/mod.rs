@@ -1,4 +1,5 @@
 //! sea-orm entities of the tables created by `chat-migrations`.
 
 pub mod conversation;
+pub mod member;
 pub mod message;

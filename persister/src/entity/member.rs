@@ -1,0 +1,49 @@
+use sea_orm::entity::prelude::*;
+
+/// A member of a conversation: its read and delivered positions, its unread count, and the
+/// conversation's newest message and activity (see migration 3).
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "conversation_members")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub conversation_id: i64,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub user_id: i64,
+    pub last_read_message_id: i64,
+    pub read_at: Option<DateTimeUtc>,
+    pub last_delivered_message_id: i64,
+    pub delivered_at: Option<DateTimeUtc>,
+    pub unread_count: i64,
+    pub last_message_id: i64,
+    pub last_activity_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::conversation::Entity",
+        from = "Column::ConversationId",
+        to = "super::conversation::Column::Id"
+    )]
+    Conversation,
+}
+
+impl Related<super::conversation::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Conversation.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+impl From<Model> for chat_proto::MemberPositions {
+    fn from(model: Model) -> Self {
+        Self {
+            user_id: model.user_id,
+            last_read_message_id: model.last_read_message_id,
+            last_delivered_message_id: model.last_delivered_message_id,
+            read_at_ms: model.read_at.map_or(0, |at| at.timestamp_millis()),
+            delivered_at_ms: model.delivered_at.map_or(0, |at| at.timestamp_millis()),
+        }
+    }
+}
