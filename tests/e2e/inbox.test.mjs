@@ -1,12 +1,13 @@
 // The inbox (issue 16): read and delivered receipts (`mark-delivered`, `mark-read` and the
 // `message-delivered` / `message-read` announcements), unread counts, the replay of positions on
 // a join with lastMessageId, and the inbox list `GET /api/chats/users/{id}/conversations` with
-// its cursor pages. Runs all-in-one and as a cluster; where gateways matter they are forced
-// (0 = gateway A, 1 = gateway B; both are the one server in single mode). The JWT rule of the
-// list is in inbox-jwt.test.mjs, which needs a server in the secure mode.
+// its cursor pages; in cluster mode also the conversation_members table behind them. Runs
+// all-in-one and as a cluster; where gateways matter they are forced (0 = gateway A, 1 =
+// gateway B; both are the one server in single mode). Elsewhere, as they need a server of their
+// own: the JWT rule of the list in inbox-jwt.test.mjs, storage failures in faults/receipts.test.mjs.
 
 import assert from 'node:assert/strict';
-import { test, useServer, recordEvents, label, safeJson } from './harness.mjs';
+import { test, useServer, recordEvents, label, safeJson, psql } from './harness.mjs';
 
 const srv = useServer();
 
@@ -43,6 +44,17 @@ const receiptLog = (rec) => rec.events
 /** Resolves after QUIET_MS; fails if any receipt announcement reaches one of `sockets` meanwhile. */
 const quiet = (sockets, ms = QUIET_MS) =>
   Promise.all(sockets.flatMap((s) => RECEIPTS.map((event) => srv.expectNone(s, event, ms))));
+
+/**
+ * Resolves with the one payload of the next `event` that reaches every socket of `sockets`
+ * (asserting it is the same on each). Waiting for all of them matters before a quiet window:
+ * the copies travel separately (room and user subjects, per gateway) and may arrive apart.
+ */
+async function announced(sockets, event, timeoutMs = 5000) {
+  const payloads = await Promise.all(sockets.map((s) => srv.once(s, event, timeoutMs)));
+  for (const p of payloads) assert.deepEqual(p, payloads[0], `the same ${event} on every socket`);
+  return payloads[0];
+}
 
 /**
  * Resolves with the next `count` events named in `names` on `socket` ({name, payload}, in
@@ -164,18 +176,14 @@ test('receipts across gateways: acks carry the position; the room and every sock
   const m1 = await srv.send(sb, b, conv.id, 'first');
   const m2 = await srv.send(sb, b, conv.id, 'second');
 
-  let arrivals = Object.values(reached).map((s) => srv.once(s, 'message-delivered', 5000));
+  const delivered = announced(Object.values(reached), 'message-delivered');
   assert.deepEqual(await mark(sa, 'mark-delivered', conv.id, m1.id), ok(conv.id, m1.id), 'mark-delivered ack');
-  const delivered = await Promise.all(arrivals);
-  assertReceipt(delivered[0], 'message-delivered', { conversationId: conv.id, userId: a, messageId: m1.id });
-  for (const p of delivered) assert.deepEqual(p, delivered[0], 'one announcement, the same everywhere');
+  assertReceipt(await delivered, 'message-delivered', { conversationId: conv.id, userId: a, messageId: m1.id });
 
   // Read from the socket that is not in the room.
-  arrivals = Object.values(reached).map((s) => srv.once(s, 'message-read', 5000));
+  const read = announced(Object.values(reached), 'message-read');
   assert.deepEqual(await mark(saOut, 'mark-read', conv.id, m2.id), ok(conv.id, m2.id), 'mark-read ack');
-  const read = await Promise.all(arrivals);
-  assertReceipt(read[0], 'message-read', { conversationId: conv.id, userId: a, messageId: m2.id });
-  for (const p of read) assert.deepEqual(p, read[0], 'one announcement, the same everywhere');
+  assertReceipt(await read, 'message-read', { conversationId: conv.id, userId: a, messageId: m2.id });
 
   // No duplicates and nothing else (no message-delivered for the read either).
   const watched = { ...reached, sbOut };
@@ -199,7 +207,7 @@ test('positions only move forward: an older or the same message answers the curr
   const recA = recordEvents(sa);
   const recB = recordEvents(sb);
 
-  let seen = srv.once(sb, 'message-read', 5000);
+  let seen = announced([sa, sb], 'message-read');
   assert.deepEqual(await mark(sa, 'mark-read', conv.id, m2), ok(conv.id, m2));
   assertReceipt(await seen, 'message-read', { conversationId: conv.id, userId: a, messageId: m2 });
 
@@ -211,7 +219,7 @@ test('positions only move forward: an older or the same message answers the curr
   await silent;
 
   // Delivered moves ahead of read; each position answers for itself.
-  seen = srv.once(sb, 'message-delivered', 5000);
+  seen = announced([sa, sb], 'message-delivered');
   assert.deepEqual(await mark(sa, 'mark-delivered', conv.id, m3), ok(conv.id, m3));
   assertReceipt(await seen, 'message-delivered', { conversationId: conv.id, userId: a, messageId: m3 });
   silent = quiet([sa, sb]);
@@ -221,7 +229,7 @@ test('positions only move forward: an older or the same message answers the curr
   await silent;
 
   // The next announcement is the next real move, not a late one of the refused-as-older marks.
-  seen = srv.once(sb, 'message-read', 5000);
+  seen = announced([sa, sb], 'message-read');
   assert.deepEqual(await mark(sa, 'mark-read', conv.id, m4), ok(conv.id, m4));
   assertReceipt(await seen, 'message-read', { conversationId: conv.id, userId: a, messageId: m4 });
   await quiet([sa, sb]);
@@ -235,7 +243,7 @@ test('mark-read moves the delivered position too, without a message-delivered', 
   const { a, b, conv, sa, sb } = await srv.pairAcrossGateways();
   const m1 = await srv.send(sb, b, conv.id, 'read me');
   const noDelivered = Promise.all([sa, sb].map((s) => srv.expectNone(s, 'message-delivered', QUIET_MS)));
-  const seen = srv.once(sb, 'message-read', 5000);
+  const seen = announced([sa, sb], 'message-read');
   assert.deepEqual(await mark(sa, 'mark-read', conv.id, m1.id), ok(conv.id, m1.id));
   assertReceipt(await seen, 'message-read', { conversationId: conv.id, userId: a, messageId: m1.id });
   await noDelivered;
@@ -275,7 +283,8 @@ test("a sender's own messages count as read and delivered by them, silently; unr
   listA = await inbox(a);
   assert.equal(entryOf(listA, conv.id).unread_count, 1, 'only b3 is unread for a');
   assert.equal(listA.total_unread, 1);
-  assert.equal(entryOf(await inbox(b), conv.id).unread_count, 1, "b's unread is still a1 only");
+  // b's own b3 moved b's read position past a1: nothing unread for b any more.
+  assert.equal(entryOf(await inbox(b), conv.id).unread_count, 0, "b's answer counts as having read a1");
   assert.deepEqual(membersOf(entryOf(listA, conv.id)).find((m) => m.user_id === b), member(b, b3.id, b3.id));
 
   // Sending announced no receipt anywhere (receive-message already tells).
@@ -284,39 +293,66 @@ test("a sender's own messages count as read and delivered by them, silently; unr
   assert.ok(b1.id < b2.id && b2.id < a1.id && a1.id < b3.id);
 });
 
-const INVALID = [
-  [{}, 'conversationId must be an integer number, messageId must be an integer number'],
-  [{ messageId: 1 }, 'conversationId must be an integer number'],
-  [{ conversationId: 'abc', messageId: 1 }, 'conversationId must be an integer number'],
-  [{ conversationId: 1.5, messageId: 1 }, 'conversationId must be an integer number'],
-  [{ conversationId: 0, messageId: 1 }, 'conversationId must be a positive number'],
-  [{ conversationId: -4, messageId: 1 }, 'conversationId must be a positive number'],
-  [{ conversationId: 0, messageId: -5 }, 'conversationId must be a positive number, messageId must be a positive number'],
-  [{ conversationId: 'x', messageId: 'y' }, 'conversationId must be an integer number, messageId must be an integer number'],
-];
-
-test('mark-delivered / mark-read with invalid payloads are refused in the ack and an error event, and change nothing', async () => {
-  const { a, b, conv, sa, sb } = await srv.pairAcrossGateways();
-  const m1 = await srv.send(sb, b, conv.id, 'hello');
-  const recB = recordEvents(sb);
-  // The conversation's own id with a bad message id, and the table above.
-  const cases = [
-    ...INVALID,
-    [{ conversationId: conv.id }, 'messageId must be an integer number'],
-    [{ conversationId: String(conv.id), messageId: m1.id }, 'conversationId must be an integer number'],
-    [{ conversationId: conv.id, messageId: String(m1.id) }, 'messageId must be an integer number'],
-    [{ conversationId: conv.id, messageId: m1.id + 0.5 }, 'messageId must be an integer number'],
-    [{ conversationId: conv.id, messageId: 0 }, 'messageId must be a positive number'],
-    [{ conversationId: conv.id, messageId: -1 }, 'messageId must be a positive number'],
-  ];
+/**
+ * Runs every refusal case through both events on `s`; collects what differs from the contract
+ * (so one run shows every deviation) and asserts that nothing does.
+ */
+async function assertAllRefused(s, cases) {
+  const deviations = [];
   for (const event of ['mark-delivered', 'mark-read']) {
-    for (const [payload, error] of cases) await assertRefused(sa, event, payload, error);
+    for (const [payload, error] of cases) {
+      try {
+        await assertRefused(s, event, payload, error);
+      } catch (err) {
+        if (!(err instanceof assert.AssertionError)) throw err;
+        deviations.push(`${event} ${safeJson(payload)}: expected ${JSON.stringify(error)}; ack ${safeJson(err.actual)}`);
+      }
+    }
   }
+  assert.deepEqual(deviations, [], `refusals that differ from the contract:\n${deviations.join('\n')}`);
+}
+
+/** What the refusal tests check after the refusals: nothing announced, nothing stored. */
+async function assertNothingMoved(a, conv, recB, sb) {
   await quiet([sb]);
   assert.deepEqual(receiptLog(recB), [], 'nothing announced');
   const entry = entryOf(await inbox(a), conv.id);
   assert.deepEqual(membersOf(entry).find((m) => m.user_id === a), member(a, null, null), "a's positions did not move");
   assert.equal(entry.unread_count, 1);
+}
+
+test('mark-delivered / mark-read with bad ids are refused in the ack and an error event, and change nothing', async () => {
+  const { a, b, conv, sa, sb } = await srv.pairAcrossGateways();
+  const m1 = await srv.send(sb, b, conv.id, 'hello');
+  const recB = recordEvents(sb);
+  await assertAllRefused(sa, [
+    [{ conversationId: 'abc', messageId: m1.id }, 'conversationId must be an integer number'],
+    [{ conversationId: String(conv.id), messageId: m1.id }, 'conversationId must be an integer number'],
+    [{ conversationId: 1.5, messageId: m1.id }, 'conversationId must be an integer number'],
+    [{ conversationId: conv.id, messageId: String(m1.id) }, 'messageId must be an integer number'],
+    [{ conversationId: conv.id, messageId: m1.id + 0.5 }, 'messageId must be an integer number'],
+    [{ conversationId: 0, messageId: m1.id }, 'conversationId must be a positive number'],
+    [{ conversationId: -4, messageId: m1.id }, 'conversationId must be a positive number'],
+    [{ conversationId: conv.id, messageId: 0 }, 'messageId must be a positive number'],
+    [{ conversationId: conv.id, messageId: -1 }, 'messageId must be a positive number'],
+    [{ conversationId: 0, messageId: -5 }, 'conversationId must be a positive number, messageId must be a positive number'],
+    [{ conversationId: 'x', messageId: 'y' }, 'conversationId must be an integer number, messageId must be an integer number'],
+    [{ conversationId: 'x', messageId: 0 }, 'conversationId must be an integer number, messageId must be a positive number'],
+  ]);
+  await assertNothingMoved(a, conv, recB, sb);
+});
+
+// The contract gives one text for an id that is missing or not an integer.
+test('mark-delivered / mark-read with missing ids: "<field> must be an integer number"', async () => {
+  const { a, b, conv, sa, sb } = await srv.pairAcrossGateways();
+  const m1 = await srv.send(sb, b, conv.id, 'hello');
+  const recB = recordEvents(sb);
+  await assertAllRefused(sa, [
+    [{}, 'conversationId must be an integer number, messageId must be an integer number'],
+    [{ messageId: m1.id }, 'conversationId must be an integer number'],
+    [{ conversationId: conv.id }, 'messageId must be an integer number'],
+  ]);
+  await assertNothingMoved(a, conv, recB, sb);
 });
 
 test("refusals: unknown conversation, non-member, another conversation's message, a message not stored yet", async () => {
@@ -572,4 +608,60 @@ test('inbox: a before that is not a next_before → 400', async () => {
     const res = await srv.api('GET', `/api/chats/users/${u}/conversations?before=${encodeURIComponent(bad)}`);
     assertBadRequest(res, BAD_CURSOR);
   }
+});
+
+// --- storage (cluster: Postgres) ------------------------------------------------------------
+
+/**
+ * Rows of a query in this file's database, each as an array of its `columns` (by name) in
+ * strings. Through jsonb: one line whatever psql's formatting, but its keys lose their order.
+ */
+async function rows(sql, columns) {
+  const res = await psql(`select coalesce(jsonb_agg(to_jsonb(t)), '[]'::jsonb) from (${sql}) t`, { database: srv.dbName });
+  assert.ok(res.ok, `psql: ${res.stderr}`);
+  return JSON.parse(res.stdout.trim()).map((row) => columns.map((c) => String(row[c])));
+}
+
+test('storage: conversation_members as the contract describes it, kept in step with the API', {
+  skip: srv.mode === 'cluster' ? false : 'the Postgres schema exists in cluster mode only',
+}, async () => {
+  const columns = await rows(`select column_name::text, data_type::text, is_nullable::text, coalesce(column_default, '') as dflt from information_schema.columns
+    where table_name = 'conversation_members' order by column_name`, ['column_name', 'data_type', 'is_nullable', 'dflt']);
+  assert.deepEqual(columns.map(([name, type, nullable, dflt]) => [name, type, nullable, dflt.replace(/::bigint$/, '')]).sort(), [
+    ['conversation_id', 'bigint', 'NO', ''],
+    ['delivered_at', 'timestamp with time zone', 'YES', ''],
+    ['last_activity_at', 'timestamp with time zone', 'NO', ''],
+    ['last_delivered_message_id', 'bigint', 'NO', '0'],
+    ['last_message_id', 'bigint', 'NO', '0'],
+    ['last_read_message_id', 'bigint', 'NO', '0'],
+    ['read_at', 'timestamp with time zone', 'YES', ''],
+    ['unread_count', 'bigint', 'NO', '0'],
+    ['user_id', 'bigint', 'NO', ''],
+  ]);
+  const constraints = (await rows(`select contype::text, pg_get_constraintdef(oid) as def from pg_constraint
+    where conrelid = 'conversation_members'::regclass order by contype`, ['contype', 'def'])).map(([t, def]) => `${t} ${def}`);
+  assert.ok(constraints.includes('p PRIMARY KEY (conversation_id, user_id)'), safeJson(constraints));
+  assert.ok(constraints.some((c) => /^f FOREIGN KEY \(conversation_id\) REFERENCES conversations\(id\)/.test(c)), safeJson(constraints));
+  const [[indexdef] = []] = await rows("select indexdef from pg_indexes where indexname = 'conversation_members_inbox'", ['indexdef']);
+  assert.match(String(indexdef), /ON \S*conversation_members USING btree \(user_id, last_activity_at( DESC)?, conversation_id( DESC)?\)$/);
+
+  // The row of each member follows the messages and the receipts.
+  const { a, b, conv, sa, sb } = await srv.pairAcrossGateways();
+  const m1 = await srv.send(sb, b, conv.id, 'one');
+  const m2 = await srv.send(sb, b, conv.id, 'two');
+  assert.deepEqual(await mark(sa, 'mark-read', conv.id, m1.id), ok(conv.id, m1.id));
+  const stored = await rows(`select user_id, last_read_message_id, read_at is not null as read, last_delivered_message_id,
+      delivered_at is not null as delivered, unread_count, last_message_id,
+      extract(epoch from last_activity_at) * 1000 as activity_ms
+    from conversation_members where conversation_id = ${conv.id} order by user_id`,
+  ['user_id', 'last_read_message_id', 'read', 'last_delivered_message_id', 'delivered', 'unread_count', 'last_message_id', 'activity_ms']);
+  // The activity is the newest message's time (stored finer than the API's milliseconds).
+  for (const row of stored) {
+    const activityMs = Number(row.pop());
+    assert.ok(Math.abs(activityMs - Date.parse(m2.timestamp)) < 1, `last_activity_at ${activityMs} ms, message at ${m2.timestamp}`);
+  }
+  assert.deepEqual(stored, [
+    [String(a), String(m1.id), 'true', String(m1.id), 'true', '1', String(m2.id)],
+    [String(b), String(m2.id), 'true', String(m2.id), 'true', '0', String(m2.id)],
+  ].sort((x, y) => Number(x[0]) - Number(y[0])));
 });
