@@ -305,7 +305,8 @@ async function assertAllRefused(s, cases) {
         await assertRefused(s, event, payload, error);
       } catch (err) {
         if (!(err instanceof assert.AssertionError)) throw err;
-        deviations.push(`${event} ${safeJson(payload)}: expected ${JSON.stringify(error)}; ack ${safeJson(err.actual)}`);
+        // The assertion's first line names the part (ack or error event) that differs.
+        deviations.push(`${err.message.split('\n')[0]}: expected ${JSON.stringify(error)}, got ${safeJson(err.actual)}`);
       }
     }
   }
