@@ -10,6 +10,10 @@
 //!   gateway (before the join that opens it is answered) and dropped when its last member
 //!   leaves: the conversation's stored messages and typing.
 //!
+//! - the subject of each user with a socket here, [`Subjects::user`](chat_proto::Subjects::user),
+//!   subscribed when the user's first socket arrives and dropped when the last leaves: the
+//!   receipts the user moved, for the user's sockets outside the conversation's room.
+//!
 //! A gateway with no sockets therefore receives nothing of the cluster's traffic. Each
 //! subscription is handled by one task, in order of arrival: a conversation's messages reach
 //! its room in the order the persisters published them, which is id order.
@@ -17,15 +21,20 @@
 use std::sync::Arc;
 
 use chat_bus::{BusError, Headers, Message, Subscription};
-use chat_proto::{gateway_event, room_event, send_outcome, GatewayEvent, RoomEvent, SendOutcome, Typing};
+use chat_proto::{
+    gateway_event, receipt_outcome, room_event, send_outcome, user_event, GatewayEvent, ReceiptOutcome, RoomEvent,
+    SendOutcome, Typing, UserEvent,
+};
 use futures::StreamExt;
 
-use crate::emit::{chat_socket, emit, emit_message_error, emit_to_rooms, room_of_conversation, room_of_user};
+use crate::emit::{
+    chat_socket, emit, emit_message_error, emit_to_rooms, refuse_receipt, room_of_conversation, room_of_user,
+};
 use crate::errors::ClientError;
 use crate::gateway::Gateway;
 use crate::metrics;
 use crate::rooms::{self, Listening, SharedRoom};
-use crate::wire::{event, MessageJson, PresenceEvent, TypingEvent};
+use crate::wire::{event, MessageJson, PresenceEvent, ReceiptAck, ReceiptEvent, TypingEvent, NAMESPACE};
 
 /// Subscribes to this gateway's own subject and starts handling it. Returns once the
 /// subscription is in place, so nothing published after `listen` returns is missed.
@@ -47,6 +56,15 @@ pub(crate) async fn listen_to_room(
     let events = gw.bus.subscribe(&gw.subjects.room(conversation_id)).await?;
     let gateway = gw.clone();
     let task = spawn_handler(events, move |message| on_room_event(&gateway, &room, message));
+    Ok(Listening::new(task))
+}
+
+/// Subscribes to a user's subject, now that the user has a socket here. Returns once the
+/// subscription is in place; dropping the returned [`Listening`] unsubscribes.
+pub(crate) async fn listen_to_user(gw: &Arc<Gateway>, user_id: i64) -> Result<Listening, BusError> {
+    let events = gw.bus.subscribe(&gw.subjects.user(user_id)).await?;
+    let gateway = gw.clone();
+    let task = spawn_handler(events, move |message| on_user_event(&gateway, user_id, message));
     Ok(Listening::new(task))
 }
 
@@ -89,6 +107,26 @@ fn on_room_event(gw: &Gateway, room: &SharedRoom, message: Message) {
             }
         }
         room_event::Event::Typing(typing) => on_typing(gw, typing),
+        room_event::Event::Receipts(receipts) => rooms::deliver_receipts(&gw.io, room, receipts.positions),
+    }
+}
+
+/// Receipts a user moved, to the user's sockets here that are not in the conversation's room
+/// (those hear them on the room subject): each socket gets each once.
+fn on_user_event(gw: &Gateway, user_id: i64, message: Message) {
+    let positions = match chat_proto::decode::<UserEvent>(&message.payload) {
+        Ok(UserEvent { event: Some(user_event::Event::Receipts(receipts)) }) => receipts.positions,
+        Ok(UserEvent { event: None }) => return tracing::warn!(user_id, "ignoring an empty user event"),
+        Err(e) => return tracing::warn!(user_id, error = %e, "ignoring an undecodable user event"),
+    };
+    for position in positions {
+        let Some(namespace) = gw.io.of(NAMESPACE) else { return };
+        let outside =
+            namespace.to(room_of_user(user_id)).except(room_of_conversation(position.conversation_id)).sockets();
+        let receipt = ReceiptEvent::of(&position);
+        for socket in &outside {
+            emit(socket, receipt.name(), &receipt);
+        }
     }
 }
 
@@ -96,10 +134,15 @@ fn on_room_event(gw: &Gateway, room: &SharedRoom, message: Message) {
 fn on_gateway_event(gw: &Gateway, message: Message) {
     match chat_proto::decode::<GatewayEvent>(&message.payload) {
         Ok(GatewayEvent { event: Some(gateway_event::Event::Outcomes(delivery)) }) => {
+            // Two gateway ids could share a subject (see `Subjects::gateway`).
             for outcome in delivery.outcomes {
-                // Two gateway ids could share a subject (see `Subjects::gateway`).
                 if outcome.gateway_id == gw.config.gateway_id {
                     answer_send(gw, outcome);
+                }
+            }
+            for outcome in delivery.receipt_outcomes {
+                if outcome.gateway_id == gw.config.gateway_id {
+                    answer_receipt(gw, outcome);
                 }
             }
         }
@@ -115,7 +158,7 @@ fn on_gateway_event(gw: &Gateway, message: Message) {
 
 /// `message-sent` or `message-error` to the socket that sent, if it is still here.
 fn answer_send(gw: &Gateway, outcome: SendOutcome) {
-    let started = gw.outbox.answered(&outcome.request_id);
+    let started = gw.outbox.answered(&outcome.request_id).map(|answered| answered.sent_at);
     let Some(socket) = outcome.socket_id.parse().ok().and_then(|sid| chat_socket(&gw.io, sid)) else {
         return; // the sender has gone
     };
@@ -140,6 +183,34 @@ fn answer_send(gw: &Gateway, outcome: SendOutcome) {
         }
         Some(send_outcome::Result::Error(text)) => emit_message_error(&socket, &ClientError::from_refusal_text(&text)),
         None => emit_message_error(&socket, &ClientError::SendFailed),
+    }
+}
+
+/// The acknowledgement of a receipt, with the member's position; or its refusal, also told
+/// to the socket as `error`.
+fn answer_receipt(gw: &Gateway, outcome: ReceiptOutcome) {
+    let Some(answered) = gw.outbox.answered(&outcome.request_id) else { return };
+    let socket = outcome.socket_id.parse().ok().and_then(|sid| chat_socket(&gw.io, sid));
+    let echo = (outcome.conversation_id.into(), outcome.message_id.into());
+    match outcome.result {
+        Some(receipt_outcome::Result::Position(position)) => {
+            metrics::receipt_acknowledged(answered.sent_at.elapsed());
+            let Some(ack) = answered.ack else { return };
+            let answer = ReceiptAck {
+                success: true,
+                conversation_id: position.conversation_id.into(),
+                message_id: position.message_id.into(),
+                error: None,
+            };
+            if let Err(e) = ack.send(&answer) {
+                tracing::debug!(error = %e, "acknowledgement failed");
+            }
+        }
+        Some(receipt_outcome::Result::Refused(refusal)) => {
+            let error = ClientError::from_receipt_refusal(&refusal);
+            refuse_receipt(socket.as_ref(), answered.ack, echo, &error);
+        }
+        None => refuse_receipt(socket.as_ref(), answered.ack, echo, &ClientError::ReceiptFailed),
     }
 }
 

@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
-use socketioxide::extract::SocketRef;
+use serde_json::Value;
+use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError, SocketIo};
 
 use crate::errors::ClientError;
 use crate::metrics;
-use crate::wire::{event, ErrorEvent, MessageErrorEvent, NAMESPACE};
+use crate::wire::{event, ErrorEvent, MessageErrorEvent, ReceiptAck, NAMESPACE};
 
 /// The Socket.IO room of a user's sockets on this gateway (presence changes go there).
 pub fn room_of_user(user_id: i64) -> String {
@@ -68,6 +69,21 @@ pub fn emit_error(socket: &SocketRef, error: &ClientError) {
 pub fn emit_message_error(socket: &SocketRef, error: &ClientError) {
     metrics::error(error.kind());
     emit(socket, event::MESSAGE_ERROR, &MessageErrorEvent { error: error.to_string() });
+}
+
+/// A refused `mark-delivered` or `mark-read`: `error` to its socket (if still here) and a
+/// failed acknowledgement, whose ids `echo` (conversation, message) what the client sent.
+pub fn refuse_receipt(socket: Option<&SocketRef>, ack: Option<AckSender>, echo: (Value, Value), error: &ClientError) {
+    if let Some(socket) = socket {
+        emit_error(socket, error);
+    }
+    if let Some(ack) = ack {
+        let (conversation_id, message_id) = echo;
+        let answer = ReceiptAck { success: false, conversation_id, message_id, error: Some(error.to_string()) };
+        if let Err(e) = ack.send(&answer) {
+            tracing::debug!(error = %e, "acknowledgement failed");
+        }
+    }
 }
 
 /// Marks a socket whose buffer overflowed; set once per socket when it is admitted.

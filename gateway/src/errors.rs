@@ -52,6 +52,14 @@ pub enum ClientError {
     /// The persister gave up storing the send; the persister's words say for how long it tried.
     #[error("Failed to send message: {0}")]
     StorageUnavailable(String),
+    #[error("Message not found in this conversation")]
+    MessageNotFound,
+    /// The receipt could not be put on the bus, or its outcome came back empty.
+    #[error("Failed to update the receipt")]
+    ReceiptFailed,
+    /// The persister gave up storing the receipt; its words say for how long it tried.
+    #[error("Failed to update the receipt: {0}")]
+    ReceiptStorageUnavailable(String),
     #[error(
         "Could not replay missed messages; fetch them with GET /api/chats/conversations/{conversation_id}/messages?after={after}"
     )]
@@ -82,14 +90,15 @@ impl ClientError {
             | ClientError::SendAsAnotherUser
             | ClientError::NotAllowedToJoin
             | ClientError::NotAllowedToSend => Failure::Unauthorized,
-            ClientError::ConversationNotFound => Failure::NotFound,
+            ClientError::ConversationNotFound | ClientError::MessageNotFound => Failure::NotFound,
             ClientError::RateLimited(_) => Failure::RateLimited,
             ClientError::TooManyConnections(_) | ClientError::TooManyPendingSends | ClientError::TooManyRooms(_) => {
                 Failure::Limit
             }
-            ClientError::SendFailed => Failure::Bus,
+            ClientError::SendFailed | ClientError::ReceiptFailed => Failure::Bus,
             ClientError::JoinFailed
             | ClientError::StorageUnavailable(_)
+            | ClientError::ReceiptStorageUnavailable(_)
             | ClientError::ReplayFailed { .. }
             | ClientError::ReplayTruncated { .. } => Failure::Storage,
         }
@@ -102,6 +111,17 @@ impl ClientError {
             ErrorKind::Forbidden => ClientError::NotAllowedToSend,
             ErrorKind::Invalid => ClientError::Invalid(refusal.message.clone()),
             ErrorKind::Internal => ClientError::StorageUnavailable(refusal.message.clone()),
+        }
+    }
+
+    /// A receipt the persister refused: non-members as for joins.
+    pub fn from_receipt_refusal(refusal: &QueryError) -> Self {
+        match refusal.kind() {
+            ErrorKind::NotFound if refusal.message == chat_proto::UNKNOWN_MESSAGE => ClientError::MessageNotFound,
+            ErrorKind::NotFound => ClientError::ConversationNotFound,
+            ErrorKind::Forbidden => ClientError::NotAllowedToJoin,
+            ErrorKind::Invalid => ClientError::Invalid(refusal.message.clone()),
+            ErrorKind::Internal => ClientError::ReceiptStorageUnavailable(refusal.message.clone()),
         }
     }
 

@@ -16,6 +16,7 @@ use socketioxide::SocketIo;
 
 use crate::auth::{AuthConfig, Authenticator};
 use crate::defaults;
+use crate::interest::Interests;
 use crate::limits::{Limits, LimitsConfig};
 use crate::metrics;
 use crate::outbox::Outbox;
@@ -83,6 +84,9 @@ pub struct Gateway {
     pub(crate) io: SocketIo,
     /// Conversation rooms with a member here, each with its delivery state.
     pub(crate) rooms: LocalRooms,
+    /// Users with a socket here, each holding the user's subject (their receipts, for their
+    /// sockets outside the conversation's room).
+    pub(crate) users: Interests<()>,
     /// Sends on their way to the work queue, and those whose outcome is awaited.
     pub(crate) outbox: Outbox,
     /// Queries to the persister.
@@ -109,6 +113,7 @@ impl Gateway {
             outbox: Outbox::start(bus.clone(), subjects.clone(), io.clone()),
             queries: Queries::new(bus.clone(), subjects.clone(), config.query_timeout),
             rooms: LocalRooms::default(),
+            users: Interests::default(),
             limits: Limits::new(config.limits.clone()),
             local_sockets: tokio::sync::Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),

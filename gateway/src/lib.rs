@@ -30,6 +30,7 @@ mod emit;
 pub mod errors;
 mod events;
 pub mod gateway;
+mod interest;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

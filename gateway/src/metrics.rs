@@ -11,13 +11,23 @@ pub const EVENTS_IN: &str = "chat_gateway_events_in_total";
 pub const EVENTS_OUT: &str = "chat_gateway_events_out_total";
 pub const ERRORS: &str = "chat_gateway_errors_total";
 pub const SEND_ACK_SECONDS: &str = "chat_gateway_send_ack_seconds";
+pub const RECEIPT_ACK_SECONDS: &str = "chat_gateway_receipt_ack_seconds";
 
 /// Client events counted by name; any other is counted as `other`.
-pub const EVENTS_IN_NAMES: [&str; 5] =
-    [event::SEND_MESSAGE, event::JOIN_CONVERSATION, event::LEAVE_CONVERSATION, event::TYPING, "other"];
+pub const EVENTS_IN_NAMES: [&str; 7] = [
+    event::SEND_MESSAGE,
+    event::JOIN_CONVERSATION,
+    event::LEAVE_CONVERSATION,
+    event::TYPING,
+    event::MARK_DELIVERED,
+    event::MARK_READ,
+    "other",
+];
 /// Events sent to clients.
-pub const EVENTS_OUT_NAMES: [&str; 10] = [
+pub const EVENTS_OUT_NAMES: [&str; 12] = [
     event::RECEIVE_MESSAGE,
+    event::MESSAGE_DELIVERED,
+    event::MESSAGE_READ,
     event::MESSAGE_SENT,
     event::MESSAGE_ERROR,
     event::USER_TYPING,
@@ -83,10 +93,16 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "From a send-message received to its message-sent emitted"
     );
+    metrics::describe_histogram!(
+        RECEIPT_ACK_SECONDS,
+        metrics::Unit::Seconds,
+        "From a mark-delivered or mark-read received to its acknowledgement"
+    );
     metrics::gauge!(CONNECTIONS).set(0.0);
     metrics::gauge!(ROOMS).set(0.0);
     // Registering a histogram shows its buckets, empty, before the first observation.
     let _ = metrics::histogram!(SEND_ACK_SECONDS);
+    let _ = metrics::histogram!(RECEIPT_ACK_SECONDS);
     for event in EVENTS_IN_NAMES {
         metrics::counter!(EVENTS_IN, "event" => event).absolute(0);
     }
@@ -114,6 +130,10 @@ pub(crate) fn error(kind: Failure) {
 
 pub(crate) fn send_acknowledged(elapsed: Duration) {
     metrics::histogram!(SEND_ACK_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn receipt_acknowledged(elapsed: Duration) {
+    metrics::histogram!(RECEIPT_ACK_SECONDS).record(elapsed.as_secs_f64());
 }
 
 pub(crate) fn set_rooms(rooms: usize) {

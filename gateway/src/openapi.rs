@@ -8,8 +8,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::rest;
 use crate::wire::{
-    ConversationJson, ConversationListJson, ConversationRef, ErrorJson, ErrorMessage, MessageJson, MessagePageJson,
-    OpenConversationJson,
+    ConversationJson, ConversationListJson, ConversationRef, ErrorJson, ErrorMessage, InboxEntryJson, MemberJson,
+    MessageJson, MessagePageJson, OpenConversationJson,
 };
 
 /// Name of the bearer-token security scheme.
@@ -19,7 +19,7 @@ pub const BEARER_SCHEME: &str = "bearer_jwt";
 #[openapi(
     info(
         title = "chat REST API",
-        description = "Conversations and their history. Real-time messaging is the Socket.IO namespace `/chat` \
+        description = "Conversations, their history and a user's inbox. Real-time messaging is the Socket.IO namespace `/chat` \
                        (see the README). Errors are JSON `{statusCode, error, message}`, where `message` is a text \
                        or, for a request that fails validation, the list of every problem.",
     ),
@@ -30,6 +30,8 @@ pub const BEARER_SCHEME: &str = "bearer_jwt";
         ConversationRef,
         ErrorJson,
         ErrorMessage,
+        InboxEntryJson,
+        MemberJson,
         MessageJson,
         MessagePageJson,
         OpenConversationJson,

@@ -1,6 +1,8 @@
-//! Sends on their way to the work queue, one lane per partition, batched (group commit).
+//! Sends and receipts on their way to the work queue, one lane per partition, batched (group
+//! commit).
 //!
-//! The `send-message` handler puts each validated command in its partition's lane,
+//! The `send-message`, `mark-delivered` and `mark-read` handlers put each validated command in
+//! its conversation's partition's lane,
 //! synchronously, in the order the socket sent them. One task per lane takes whatever is
 //! waiting (up to [`MAX_BATCH_COMMANDS`] commands, [`MAX_BATCH_BYTES`] bytes), publishes it as
 //! one [`SendBatch`] on the partition's subject, waits until JetStream has stored it, and goes
@@ -24,13 +26,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chat_bus::Bus;
-use chat_proto::{SendBatch, SendMessage, Subjects};
+use chat_proto::{MarkReceipt, SendBatch, SendMessage, Subjects};
 use prost::Message as _;
+use socketioxide::extract::AckSender;
 use socketioxide::SocketIo;
 use tokio::sync::mpsc;
 use tracing::{Instrument, Span};
 
-use crate::emit::{chat_socket, emit_message_error};
+use crate::emit::{chat_socket, emit_message_error, refuse_receipt};
 use crate::errors::ClientError;
 
 /// Most commands in one batch: bounds the rows of the persister's insert statement.
@@ -46,11 +49,54 @@ pub const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_millis(25
 
 /// A command waiting in its lane.
 pub(crate) struct Queued {
-    pub command: SendMessage,
-    /// The `send-message` span, root of the message's trace.
+    pub command: Outgoing,
+    /// A receipt's acknowledgement: it waits in the in-flight cache (not in the lane) until
+    /// the outcome comes back.
+    pub ack: Option<AckSender>,
+    /// The handler's span (`send-message`, `mark-read`, ...), root of the command's trace.
     pub span: Span,
     /// The sending socket's count of commands not yet on the bus, decremented once this one is.
     pub pending: Arc<AtomicUsize>,
+}
+
+/// What travels to the persister.
+pub(crate) enum Outgoing {
+    Send(SendMessage),
+    Receipt(MarkReceipt),
+}
+
+impl Outgoing {
+    fn request_id(&self) -> &str {
+        match self {
+            Outgoing::Send(send) => &send.request_id,
+            Outgoing::Receipt(receipt) => &receipt.request_id,
+        }
+    }
+
+    fn conversation_id(&self) -> i64 {
+        match self {
+            Outgoing::Send(send) => send.conversation_id,
+            Outgoing::Receipt(receipt) => receipt.conversation_id,
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        match self {
+            Outgoing::Send(send) => send.encoded_len(),
+            Outgoing::Receipt(receipt) => receipt.encoded_len(),
+        }
+    }
+}
+
+/// A receipt's acknowledgement, kept until its outcome comes back (taken once).
+type PendingAck = Arc<std::sync::Mutex<Option<AckSender>>>;
+
+/// What [`Outbox::answered`] knows of a command whose outcome came back.
+pub(crate) struct Answered {
+    /// When the client sent it.
+    pub sent_at: Instant,
+    /// A receipt's acknowledgement.
+    pub ack: Option<AckSender>,
 }
 
 /// The lanes, one per partition of the work queue, and the sends whose outcome has not come
@@ -66,7 +112,11 @@ pub(crate) struct Outbox {
 /// client sent it, and its partition): for the send-to-ack latency, the lanes' wait for
 /// answers, and the drain at shutdown. Bounded: an outcome lost on the way cannot make it grow
 /// for ever.
-type InFlight = quick_cache::sync::Cache<String, (Instant, u32)>;
+type InFlight = quick_cache::sync::Cache<String, (Instant, u32, Option<PendingAck>)>;
+
+fn take_ack(ack: Option<PendingAck>) -> Option<AckSender> {
+    ack.and_then(|ack| ack.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take())
+}
 
 /// The answer a lane waits for: the outcome of the last command of its previous batch.
 #[derive(Default)]
@@ -136,23 +186,24 @@ impl Outbox {
 
     /// Puts a command in its conversation's lane; never waits. (Each socket bounds what it has
     /// waiting, so the lanes need no bound of their own.)
-    pub(crate) fn push(&self, queued: Queued) {
-        let partition = self.subjects.partition_of(queued.command.conversation_id);
-        self.in_flight.insert(queued.command.request_id.clone(), (Instant::now(), partition));
+    pub(crate) fn push(&self, mut queued: Queued) {
+        let partition = self.subjects.partition_of(queued.command.conversation_id());
+        let ack = queued.ack.take().map(|ack| Arc::new(std::sync::Mutex::new(Some(ack))));
+        self.in_flight.insert(queued.command.request_id().to_owned(), (Instant::now(), partition, ack));
         if let Some(lane) = self.lanes.get(partition as usize) {
             // The lane tasks live as long as the runtime: the send cannot fail.
             let _ = lane.send(queued);
         }
     }
 
-    /// The outcome of a send came back: its lane may go on if it waited for it. When the
-    /// client sent it, if it was still in flight.
-    pub(crate) fn answered(&self, request_id: &str) -> Option<Instant> {
-        let (_, (sent_at, partition)) = self.in_flight.remove(request_id)?;
+    /// The outcome of a command came back: its lane may go on if it waited for it. When the
+    /// client sent it, and a receipt's acknowledgement, if it was still in flight.
+    pub(crate) fn answered(&self, request_id: &str) -> Option<Answered> {
+        let (_, (sent_at, partition, ack)) = self.in_flight.remove(request_id)?;
         if let Some(answers) = self.answers.get(partition as usize) {
             answers.answered(request_id);
         }
-        Some(sent_at)
+        Some(Answered { sent_at, ack: take_ack(ack) })
     }
 
     /// Sends whose outcome has not come back yet.
@@ -176,7 +227,7 @@ async fn run_lane(publisher: Publisher, mut queue: mpsc::UnboundedReceiver<Queue
             // A partition's jobs are stored in order, so the answer to the last command comes
             // after the others'.
             if let Some(last) = batch.last() {
-                answers.await_answer_to(&last.command.request_id);
+                answers.await_answer_to(last.command.request_id());
             }
             if !publisher.publish(batch).await {
                 answers.forget(); // no answer will come
@@ -197,16 +248,17 @@ fn split_by_size(commands: Vec<Queued>) -> Vec<Vec<Queued>> {
 const TRACE_CONTEXT_BYTES: usize = 117;
 
 /// Publishes one batch and waits until the work queue has stored it; on failure each sender
-/// gets `message-error`. Whether it was stored.
+/// gets `message-error`, each receipt a failed acknowledgement and `error`. Whether it was
+/// stored.
 impl Publisher {
     async fn publish(&self, queued: Vec<Queued>) -> bool {
         let subject = self.subject.as_str();
-        // Each command's `enqueue` span, a child of its `send-message`, lasts the publication; its
-        // context travels in the command, so the persister's span of it becomes its child.
+        // Each command's `enqueue` span, a child of its handler's span, lasts the publication;
+        // its context travels in the command, so the persister's span of it becomes its child.
         let mut enqueue_spans = Vec::with_capacity(queued.len());
         let mut senders = Vec::with_capacity(queued.len());
-        let mut batch = SendBatch { commands: Vec::with_capacity(queued.len()), receipts: Vec::new() };
-        for Queued { mut command, span, pending } in queued {
+        let mut batch = SendBatch::default();
+        for Queued { command, span, pending, .. } in queued {
             let enqueue = tracing::info_span!(
                 parent: &span,
                 "enqueue",
@@ -214,25 +266,45 @@ impl Publisher {
                 messaging.system = "nats",
                 messaging.destination.name = %subject,
             );
-            command.trace = chat_telemetry::inject_context(&enqueue).into_iter().collect();
+            let trace = chat_telemetry::inject_context(&enqueue).into_iter().collect();
             enqueue_spans.push(enqueue);
-            senders.push((span, pending));
-            batch.commands.push(command);
+            let sender = match command {
+                Outgoing::Send(mut send) => {
+                    send.trace = trace;
+                    let sender = (send.request_id.clone(), send.socket_id.clone(), None);
+                    batch.commands.push(send);
+                    sender
+                }
+                Outgoing::Receipt(mut receipt) => {
+                    receipt.trace = trace;
+                    let ids = Some((receipt.conversation_id, receipt.message_id));
+                    let sender = (receipt.request_id.clone(), receipt.socket_id.clone(), ids);
+                    batch.receipts.push(receipt);
+                    sender
+                }
+            };
+            senders.push((sender, span, pending));
         }
         // Deduplicated by the first command's request id, unique to this attempt: a client's retry
         // must reach the persister, which answers it with the message stored the first time.
-        let dedup_id = batch.commands.first().map_or("", |c| c.request_id.as_str());
+        let dedup_id = senders.first().map_or(String::new(), |((request_id, _, _), _, _)| request_id.clone());
         let publishing = enqueue_spans.first().cloned().unwrap_or_else(Span::none);
-        let enqueued = self.bus.enqueue(subject, dedup_id, chat_proto::encode(&batch)).instrument(publishing).await;
+        let enqueued = self.bus.enqueue(subject, &dedup_id, chat_proto::encode(&batch)).instrument(publishing).await;
         drop(enqueue_spans);
-        for (command, (span, pending)) in batch.commands.iter().zip(senders) {
+        for ((request_id, socket_id, receipt_ids), span, pending) in senders {
             pending.fetch_sub(1, Ordering::SeqCst);
             if let Err(e) = &enqueued {
                 let _entered = span.enter();
-                tracing::error!(error = %e, "putting a send on the bus failed");
-                self.in_flight.remove(&command.request_id);
-                if let Some(socket) = command.socket_id.parse().ok().and_then(|sid| chat_socket(&self.io, sid)) {
-                    emit_message_error(&socket, &ClientError::SendFailed);
+                tracing::error!(error = %e, "putting a command on the bus failed");
+                let ack = self.in_flight.remove(&request_id).and_then(|(_, (_, _, ack))| take_ack(ack));
+                let socket = socket_id.parse().ok().and_then(|sid| chat_socket(&self.io, sid));
+                match (receipt_ids, socket) {
+                    (None, Some(socket)) => emit_message_error(&socket, &ClientError::SendFailed),
+                    (Some((conversation_id, message_id)), socket) => {
+                        let echo = (conversation_id.into(), message_id.into());
+                        refuse_receipt(socket.as_ref(), ack, echo, &ClientError::ReceiptFailed);
+                    }
+                    (None, None) => {}
                 }
             }
         }
@@ -246,7 +318,14 @@ mod tests {
 
     fn queued(content_len: usize) -> Queued {
         let command = SendMessage { request_id: "r".into(), content: "x".repeat(content_len), ..Default::default() };
-        Queued { command, span: Span::none(), pending: Arc::default() }
+        Queued { command: Outgoing::Send(command), ack: None, span: Span::none(), pending: Arc::default() }
+    }
+
+    fn sent(command: &Outgoing) -> Option<SendMessage> {
+        match command {
+            Outgoing::Send(send) => Some(send.clone()),
+            Outgoing::Receipt(_) => None,
+        }
     }
 
     #[test]
@@ -255,11 +334,12 @@ mod tests {
         let batches = split_by_size(commands);
         assert!(batches.len() >= 4, "1 MB of commands needs several batches, got {}", batches.len());
         for batch in &batches {
-            let commands: Vec<SendMessage> = batch.iter().map(|q| q.command.clone()).collect();
+            let commands: Vec<SendMessage> = batch.iter().filter_map(|q| sent(&q.command)).collect();
             let len = chat_proto::encode(&SendBatch { commands, receipts: Vec::new() }).len();
             assert!(len <= MAX_BATCH_BYTES, "a batch of {len} bytes");
         }
-        let lengths: Vec<usize> = batches.iter().flatten().map(|q| q.command.content.len()).collect();
+        let lengths: Vec<usize> =
+            batches.iter().flatten().filter_map(|q| sent(&q.command)).map(|c| c.content.len()).collect();
         assert_eq!(lengths, (0..100).map(|i| 10_000 + i).collect::<Vec<_>>(), "order kept");
     }
 

@@ -18,19 +18,24 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chat_proto::{
-    conversation_reply, ConversationList, ConversationReply, ErrorKind, ListConversations, ListMessages, MessagePage,
-    OpenConversation, MAX_PAGE_SIZE, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
+    conversation_reply, ConversationList, ConversationReply, ErrorKind, InboxCursor, ListConversations, ListMessages,
+    MessagePage, OpenConversation, MAX_PAGE_SIZE, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
 };
 use serde_json::Value;
 
 use crate::auth::{bearer_token, Credentials};
 use crate::gateway::Gateway;
 use crate::queries::QueryFailure;
-use crate::wire::{ConversationJson, ConversationListJson, ErrorJson, ErrorMessage, MessageJson, MessagePageJson};
+use crate::wire::{
+    ConversationJson, ConversationListJson, ErrorJson, ErrorMessage, InboxEntryJson, MessageJson, MessagePageJson,
+};
 
 /// Page size when the request names none (the most a page may hold is
 /// [`chat_proto::MAX_PAGE_SIZE`]).
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
+
+/// Inbox page size when the request names none (at most [`chat_proto::MAX_PAGE_SIZE`]).
+pub const DEFAULT_INBOX_PAGE_SIZE: u32 = 50;
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let body_limit = usize::try_from(gateway.config.max_payload_bytes).unwrap_or(usize::MAX);
@@ -274,20 +279,41 @@ pub async fn list_messages(
     Ok(Json(MessagePageJson { data, limit, total: reply.total, page, after: after_id, before: before_id }))
 }
 
-/// `GET /api/chats/users/{id}/conversations`: newest first.
+/// `GET /api/chats/users/{id}/conversations`: the user's inbox, newest activity first, by
+/// cursor (`?limit=&before=<next_before>`).
 #[utoipa::path(
     get,
     path = "/api/chats/users/{id}/conversations",
     tag = "conversations",
-    summary = "A user's conversations",
-    description = "Newest first. With JWT authentication a caller lists only their own.",
-    params(("id" = i64, Path, description = "User id", minimum = 1, example = 1)),
+    summary = "A user's inbox",
+    description = "The user's conversations, newest activity first (the last message's time, else the \
+                   conversation's creation; ties by id, highest first), each with its last message, the user's \
+                   unread count (messages from others after the user's read position) and every member's read \
+                   and delivered positions; `total_unread` counts all the user's conversations. Page with \
+                   `before=<next_before>` of the previous page. With JWT authentication a caller lists only \
+                   their own.",
+    params(
+        ("id" = i64, Path, description = "User id", minimum = 1, example = 1),
+        ("limit" = Option<u32>, Query, description = "Conversations per page: default 50, at most 100 (larger is \
+            capped)", minimum = 1, example = 50),
+        ("before" = Option<String>, Query, description = "Cursor: `next_before` of the previous page",
+            example = "1764964800000000_7"),
+    ),
     security((), ("bearer_jwt" = [])),
     responses(
-        (status = 200, description = "The user's conversations", body = ConversationListJson,
+        (status = 200, description = "A page of the user's inbox", body = ConversationListJson,
             example = json!({"data": [{"id": 7, "sender_id": 1, "receiver_id": 2,
-                                       "created_at": "2026-11-25T19:51:58.530Z"}]})),
-        (status = 400, description = "Bad user id", body = ErrorJson,
+                                       "created_at": "2026-11-25T19:51:58.530Z",
+                                       "last_activity_at": "2026-11-25T19:52:10.002Z",
+                                       "last_message": {"id": 42, "sender_id": 2, "conversation_id": 7,
+                                                        "timestamp": "2026-11-25T19:52:10.002Z",
+                                                        "message_type": "text", "content": "Hi!"},
+                                       "unread_count": 1,
+                                       "members": [
+                                           {"user_id": 1, "last_read_message_id": 41, "last_delivered_message_id": 42},
+                                           {"user_id": 2, "last_read_message_id": 42, "last_delivered_message_id": 42}]}],
+                             "total_unread": 3, "limit": 50, "next_before": null})),
+        (status = 400, description = "Bad user id, limit or cursor", body = ErrorJson,
             example = json!({"statusCode": 400, "error": "Bad Request", "message": ["user id must be a positive integer"]})),
         (status = 403, description = "JWT mode: another user's list", body = ErrorJson,
             example = json!({"statusCode": 403, "error": "Forbidden", "message": "You can only list your own conversations"})),
@@ -297,18 +323,43 @@ pub async fn list_conversations(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<ConversationListJson>, ApiError> {
     let caller = caller(&gw, &headers)?;
     let mut problems = Vec::new();
-    let Some(user_id) = parse_integer(Some(&id), "user id", 1, &mut problems) else {
+    let user_id = parse_integer(Some(&id), "user id", 1, &mut problems);
+    let limit =
+        parse_integer(params.get("limit"), "limit", 1, &mut problems).unwrap_or(i64::from(DEFAULT_INBOX_PAGE_SIZE));
+    let before = params.get("before").and_then(|raw| {
+        let cursor = parse_inbox_cursor(raw);
+        if cursor.is_none() {
+            problems.push("before must be a cursor from next_before".into());
+        }
+        cursor
+    });
+    let Some(user_id) = user_id.filter(|_| problems.is_empty()) else {
         return Err(ApiError::invalid(problems));
     };
     if caller.is_some_and(|caller| caller != user_id) {
         return Err(forbidden("You can only list your own conversations"));
     }
-    let reply: ConversationList = gw.queries.query(RPC_LIST_CONVERSATIONS, &ListConversations { user_id }).await?;
-    let data: Vec<ConversationJson> = reply.conversations.into_iter().map(ConversationJson::from).collect();
-    Ok(Json(ConversationListJson { data }))
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX).min(MAX_PAGE_SIZE);
+    let reply: ConversationList =
+        gw.queries.query(RPC_LIST_CONVERSATIONS, &ListConversations { user_id, limit, before }).await?;
+    Ok(Json(ConversationListJson {
+        data: reply.entries.into_iter().filter_map(InboxEntryJson::from_entry).collect(),
+        total_unread: reply.total_unread,
+        limit,
+        next_before: reply.next_before.map(|c| format!("{}_{}", c.activity_us, c.conversation_id)),
+    }))
+}
+
+/// An inbox cursor as `next_before` writes it: `<activity in microseconds>_<conversation id>`.
+fn parse_inbox_cursor(raw: &str) -> Option<InboxCursor> {
+    let (activity, id) = raw.split_once('_')?;
+    let activity_us = activity.parse::<i64>().ok().filter(|us| *us >= 0)?;
+    let conversation_id = id.parse::<i64>().ok().filter(|id| *id > 0)?;
+    Some(InboxCursor { activity_us, conversation_id })
 }
 
 /// An integer of at least `min` from a path or query parameter; `None` when absent (no

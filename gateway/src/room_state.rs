@@ -30,7 +30,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 
-use chat_proto::StoredMessage;
+use chat_proto::{ReceiptPosition, StoredMessage};
 
 /// How many delivered ids a room remembers to recognise duplicates.
 pub const RECENT_IDS: usize = 4_096;
@@ -45,6 +45,8 @@ pub struct RoomState<S> {
     last_delivered: i64,
     /// Sockets replaying missed messages, with the live messages delivered meanwhile.
     replaying: HashMap<S, Vec<StoredMessage>>,
+    /// The same sockets, with the receipts delivered meanwhile.
+    replaying_receipts: HashMap<S, Vec<ReceiptPosition>>,
     /// While the bus connection is lost or the room resynchronises: where the room stood,
     /// and the live messages heard meanwhile.
     resync: Option<Resync>,
@@ -63,6 +65,7 @@ impl<S: Eq + Hash> Default for RoomState<S> {
             recent_set: HashSet::new(),
             last_delivered: 0,
             replaying: HashMap::new(),
+            replaying_receipts: HashMap::new(),
             resync: None,
         }
     }
@@ -93,9 +96,28 @@ impl<S: Eq + Hash> RoomState<S> {
         self.last_delivered = self.last_delivered.max(newest_id);
     }
 
-    /// Step 1 of a replay: keep live messages for `socket` from now on.
-    pub fn begin_replay(&mut self, socket: S) {
+    /// Step 1 of a replay: keep live messages and receipts for `socket` from now on.
+    pub fn begin_replay(&mut self, socket: S)
+    where
+        S: Clone,
+    {
+        self.replaying_receipts.insert(socket.clone(), Vec::new());
         self.replaying.insert(socket, Vec::new());
+    }
+
+    /// A receipt heard on the room subject: the members get it now (positions only move
+    /// forward, so it needs no ordering with messages), and the sockets replaying get it after
+    /// the positions their replay reads.
+    pub fn live_receipt(&mut self, position: &ReceiptPosition) {
+        for kept in self.replaying_receipts.values_mut() {
+            kept.push(position.clone());
+        }
+    }
+
+    /// With step 3 of a replay: the receipts kept for `socket`, in order; to send after the
+    /// positions the replay read.
+    pub fn end_replay_receipts(&mut self, socket: &S) -> Vec<ReceiptPosition> {
+        self.replaying_receipts.remove(socket).unwrap_or_default()
     }
 
     /// Step 3 of a replay that sent history up to `replayed_up_to`: the live messages kept for
@@ -169,6 +191,21 @@ mod tests {
         assert_eq!(room.live(message(2)).map(|m| m.id), Some(2));
         assert!(room.live(message(2)).is_none(), "a redelivery is dropped");
         assert!(room.live(message(1)).is_none());
+    }
+
+    #[test]
+    fn receipts_heard_during_a_replay_are_kept_for_the_replaying_socket_only() {
+        let mut room = RoomState::<&str>::default();
+        let read = |message_id| ReceiptPosition { conversation_id: 1, user_id: 2, message_id, ..Default::default() };
+        room.live_receipt(&read(1)); // before the replay: the member had it
+        room.begin_replay("s");
+        room.live_receipt(&read(2));
+        room.live_receipt(&read(3));
+        let kept: Vec<i64> = room.end_replay_receipts(&"s").iter().map(|p| p.message_id).collect();
+        assert_eq!(kept, vec![2, 3]);
+        assert!(room.end_replay_receipts(&"s").is_empty(), "taken once");
+        room.live_receipt(&read(4));
+        assert!(room.end_replay_receipts(&"s").is_empty(), "kept only while replaying");
     }
 
     #[test]

@@ -4,20 +4,23 @@
 //! in `room_state`; this module reads history for it and sends what it returns, under the
 //! room's lock, so that a socket ending its replay joins the room between two live messages.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chat_bus::{Backoff, BusError, Retryable};
-use chat_proto::{ListMessages, MessagePage, StoredMessage, RPC_LIST_MESSAGES};
+use chat_bus::{Backoff, Retryable};
+use chat_proto::{
+    GetPositions, ListMessages, MessagePage, PositionList, ReceiptPosition, StoredMessage, RPC_GET_POSITIONS,
+    RPC_LIST_MESSAGES,
+};
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use socketioxide::SocketIo;
 
 use crate::emit::{emit, emit_error, room_of_conversation};
 use crate::errors::ClientError;
+pub(crate) use crate::interest::{Interests, Listening};
 use crate::queries::{Queries, QueryFailure};
 use crate::room_state::RoomState;
-use crate::wire::{event, MessageJson, NAMESPACE};
+use crate::wire::{event, MessageJson, ReceiptEvent, NAMESPACE};
 
 /// Most messages replayed on one join; past that the client is told to page through history.
 pub const MAX_REPLAY: usize = 1_000;
@@ -67,6 +70,24 @@ impl Room {
     }
 }
 
+/// Live delivery of members' moved positions to the room's sockets on this gateway (and, kept,
+/// to those replaying).
+pub fn deliver_receipts(io: &SocketIo, room: &Room, positions: Vec<ReceiptPosition>) {
+    let mut state = room.lock();
+    for position in &positions {
+        state.live_receipt(position);
+    }
+    let Some(namespace) = io.of(NAMESPACE) else { return };
+    let members = namespace.to(room_of_conversation(room.conversation_id)).sockets();
+    for position in &positions {
+        let receipt = ReceiptEvent::of(position);
+        for socket in &members {
+            emit(socket, receipt.name(), &receipt);
+        }
+    }
+    drop(state);
+}
+
 /// Live delivery of one stored message to the room's sockets on this gateway.
 pub fn deliver_live(io: &SocketIo, room: &Room, message: StoredMessage) {
     let mut state = room.lock();
@@ -75,95 +96,9 @@ pub fn deliver_live(io: &SocketIo, room: &Room, message: StoredMessage) {
 }
 
 /// The conversation rooms open on this gateway (those with a local member): each with its
-/// delivery state, how many sockets hold it, and the subscription to its room subject.
-#[derive(Default)]
-pub(crate) struct LocalRooms(Mutex<HashMap<i64, LocalRoom>>);
-
-struct LocalRoom {
-    holders: usize,
-    room: SharedRoom,
-    /// Set once the room subject is subscribed. Its holders wait for the one subscription
-    /// together; dropped with the room, it unsubscribes.
-    listening: Arc<tokio::sync::OnceCell<Listening>>,
-}
-
-/// The task that hands a room subject's messages to its room; dropping this stops the task,
-/// which drops the subscription.
-pub(crate) struct Listening(tokio::task::AbortHandle);
-
-impl Listening {
-    pub(crate) fn new(task: tokio::task::AbortHandle) -> Self {
-        Self(task)
-    }
-}
-
-impl Drop for Listening {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl LocalRooms {
-    /// Adds a holder of the conversation's room, opening it if needed; its delivery state.
-    /// The first holder subscribes with `listen` (the others wait for it), so that when this
-    /// returns every message stored from now on reaches the room. On failure the holder is
-    /// not added.
-    pub(crate) async fn open<F, Fut>(&self, conversation_id: i64, listen: F) -> Result<SharedRoom, BusError>
-    where
-        F: FnOnce(SharedRoom) -> Fut,
-        Fut: std::future::Future<Output = Result<Listening, BusError>>,
-    {
-        // The map is never locked across the subscription (a round trip to the bus): joins of
-        // other rooms must not queue behind it.
-        let (room, listening) = {
-            let mut rooms = self.lock();
-            let local = rooms.entry(conversation_id).or_insert_with(|| LocalRoom {
-                holders: 0,
-                room: Room::shared(conversation_id),
-                listening: Arc::default(),
-            });
-            local.holders += 1;
-            (local.room.clone(), local.listening.clone())
-        };
-        match listening.get_or_try_init(|| listen(room.clone())).await {
-            Ok(_) => Ok(room),
-            Err(e) => {
-                // A holder still waiting tries to subscribe itself.
-                self.close(conversation_id);
-                Err(e)
-            }
-        }
-    }
-
-    /// Removes a holder; the last one closes the room and unsubscribes from its subject.
-    pub(crate) fn close(&self, conversation_id: i64) {
-        let closed = {
-            let mut rooms = self.lock();
-            match rooms.get_mut(&conversation_id) {
-                Some(local) if local.holders > 1 => {
-                    local.holders -= 1;
-                    None
-                }
-                Some(_) => rooms.remove(&conversation_id),
-                None => None,
-            }
-        };
-        drop(closed); // unsubscribes, outside the lock
-    }
-
-    pub(crate) fn all(&self) -> Vec<SharedRoom> {
-        self.lock().values().map(|local| local.room.clone()).collect()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<i64, LocalRoom>> {
-        // Every update under this lock is one counter change, insert or remove.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
+/// delivery state, held by the sockets joined to it, and subscribed to its room subject while
+/// held.
+pub(crate) type LocalRooms = Interests<SharedRoom>;
 
 /// Joins `socket` to the room, first replaying what it missed after `last_seen` when given.
 pub async fn join_room(queries: &Queries, socket: &SocketRef, room: &Room, last_seen: Option<i64>) {
@@ -176,12 +111,34 @@ pub async fn join_room(queries: &Queries, socket: &SocketRef, room: &Room, last_
     };
     room.lock().begin_replay(socket.id);
     let replayed_up_to = replay(queries, socket, room.conversation_id, last_seen).await;
+    let positions = read_positions(queries, room.conversation_id).await;
     let mut state = room.lock();
     for message in state.end_replay(&socket.id, replayed_up_to) {
         emit(socket, event::RECEIVE_MESSAGE, &MessageJson::from(message));
     }
+    // The members' positions as read, then those that moved while they were read: a
+    // reconnecting client misses no receipt (it keeps the newest of each).
+    for receipt in positions {
+        emit(socket, receipt.name(), &receipt);
+    }
+    for position in state.end_replay_receipts(&socket.id) {
+        let receipt = ReceiptEvent::of(&position);
+        emit(socket, receipt.name(), &receipt);
+    }
     socket.join(room_of_conversation(room.conversation_id));
     drop(state);
+}
+
+/// The current positions of the conversation's members, as the events that tell them (none
+/// when they cannot be read: the socket still gets every later receipt).
+async fn read_positions(queries: &Queries, conversation_id: i64) -> Vec<ReceiptEvent> {
+    match queries.query::<_, PositionList>(RPC_GET_POSITIONS, &GetPositions { conversation_id }).await {
+        Ok(list) => list.members.iter().flat_map(|member| ReceiptEvent::current(conversation_id, member)).collect(),
+        Err(e) => {
+            tracing::warn!(conversation_id, error = %e, "reading the members' positions failed");
+            Vec::new()
+        }
+    }
 }
 
 /// Reads the conversation's newest message id, where a room new here starts from.
@@ -282,83 +239,4 @@ async fn replay(queries: &Queries, socket: &SocketRef, conversation_id: i64, las
         emit_error(socket, &ClientError::ReplayTruncated { conversation_id, after: replayed_up_to });
     }
     replayed_up_to
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-    use chat_bus::{Bus, MemoryBus};
-    use futures::StreamExt;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
-    use tokio::sync::mpsc;
-
-    /// What a room's listener would do with its subject: here, count the subscriptions made
-    /// and forward every payload heard.
-    struct Probe {
-        bus: MemoryBus,
-        subscriptions: AtomicUsize,
-        heard: mpsc::UnboundedSender<Bytes>,
-    }
-
-    impl Probe {
-        async fn listen(self: Arc<Self>, subject: &'static str) -> Result<Listening, BusError> {
-            self.subscriptions.fetch_add(1, Ordering::SeqCst);
-            let mut messages = self.bus.subscribe(subject).await?;
-            let heard = self.heard.clone();
-            let task = tokio::spawn(async move {
-                while let Some(message) = messages.next().await {
-                    let _ = heard.send(message.payload);
-                }
-            });
-            Ok(Listening::new(task.abort_handle()))
-        }
-    }
-
-    async fn heard_within(heard: &mut mpsc::UnboundedReceiver<Bytes>, wait: Duration) -> Vec<Bytes> {
-        let mut got = Vec::new();
-        while let Ok(Some(payload)) = tokio::time::timeout(wait, heard.recv()).await {
-            got.push(payload);
-        }
-        got
-    }
-
-    #[tokio::test]
-    async fn a_room_listens_once_while_held_and_stops_with_its_last_holder() {
-        let bus = MemoryBus::new();
-        let (tx, mut heard) = mpsc::unbounded_channel();
-        let probe = Arc::new(Probe { bus: bus.clone(), subscriptions: AtomicUsize::new(0), heard: tx });
-        let rooms = LocalRooms::default();
-
-        let first = rooms.open(7, |_| probe.clone().listen("chat.room.7")).await.expect("opens");
-        let second = rooms.open(7, |_| probe.clone().listen("chat.room.7")).await.expect("holds");
-        assert!(Arc::ptr_eq(&first, &second), "one delivery state per room");
-        assert_eq!(probe.subscriptions.load(Ordering::SeqCst), 1, "one subscription for both holders");
-        assert_eq!(rooms.len(), 1);
-
-        bus.publish("chat.room.7", Bytes::from_static(b"m1")).await.expect("published");
-        assert_eq!(heard_within(&mut heard, Duration::from_millis(100)).await, vec![Bytes::from_static(b"m1")]);
-
-        rooms.close(7);
-        bus.publish("chat.room.7", Bytes::from_static(b"m2")).await.expect("published");
-        assert_eq!(heard_within(&mut heard, Duration::from_millis(100)).await.len(), 1, "still held by one");
-
-        rooms.close(7);
-        assert_eq!(rooms.len(), 0);
-        tokio::task::yield_now().await; // the aborted listener drops its subscription
-        bus.publish("chat.room.7", Bytes::from_static(b"m3")).await.expect("published");
-        assert!(heard_within(&mut heard, Duration::from_millis(100)).await.is_empty(), "closed: nothing heard");
-
-        rooms.open(7, |_| probe.clone().listen("chat.room.7")).await.expect("reopens");
-        assert_eq!(probe.subscriptions.load(Ordering::SeqCst), 2, "a reopened room subscribes again");
-    }
-
-    #[tokio::test]
-    async fn a_room_whose_subscription_fails_is_not_held() {
-        let rooms = LocalRooms::default();
-        let failed = rooms.open(9, |_| async { Err(BusError::Connection("down".into())) }).await;
-        assert!(failed.is_err());
-        assert_eq!(rooms.len(), 0, "no holder left behind");
-    }
 }

@@ -139,6 +139,20 @@ pub fn conversation_id(payload: &Value) -> Result<i64, String> {
         .ok_or_else(|| "conversationId must be an integer number".to_owned())
 }
 
+/// A `mark-delivered` or `mark-read` payload: the conversation and the message.
+pub fn receipt(payload: &Value) -> Result<(i64, i64), String> {
+    if !payload.is_object() {
+        return Err("payload must be an object".into());
+    }
+    let mut errors = Vec::new();
+    let conversation_id = positive_id(payload.get("conversationId"), "conversationId", &mut errors);
+    let message_id = positive_id(payload.get("messageId"), "messageId", &mut errors);
+    match (conversation_id, message_id) {
+        (Some(conversation_id), Some(message_id)) if errors.is_empty() => Ok((conversation_id, message_id)),
+        _ => Err(errors.join(", ")),
+    }
+}
+
 /// The optional `lastMessageId` of a join: the last message the client saw, to replay the
 /// ones after it (an extension of the spec's payload).
 pub fn last_message_id(payload: &Value) -> Result<Option<i64>, String> {
@@ -193,6 +207,20 @@ pub fn user_id_from_query(query: Option<&str>) -> Option<i64> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn receipts_name_a_conversation_and_a_message() {
+        assert_eq!(receipt(&json!({"conversationId": 3, "messageId": 9})), Ok((3, 9)));
+        assert_eq!(
+            receipt(&json!({"conversationId": 0, "messageId": "x"})),
+            Err("conversationId must be a positive number, messageId must be an integer number".into())
+        );
+        assert_eq!(
+            receipt(&json!({"conversationId": 3})),
+            Err("messageId should not be empty, messageId must be an integer number".into())
+        );
+        assert_eq!(receipt(&json!([1, 2])), Err("payload must be an object".into()));
+    }
 
     fn send_error(payload: Value) -> String {
         send_message(&payload, 10).expect_err("invalid")

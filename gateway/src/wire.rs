@@ -3,7 +3,7 @@
 //! The REST shapes' `ToSchema` derives (with examples) make the components of the OpenAPI
 //! document (see `openapi`).
 
-use chat_proto::{Conversation, StoredMessage};
+use chat_proto::{Conversation, MemberPositions, ReceiptKind, ReceiptPosition, StoredMessage};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -18,6 +18,8 @@ pub mod event {
     pub const JOIN_CONVERSATION: &str = "join-conversation";
     pub const LEAVE_CONVERSATION: &str = "leave-conversation";
     pub const TYPING: &str = "typing";
+    pub const MARK_DELIVERED: &str = "mark-delivered";
+    pub const MARK_READ: &str = "mark-read";
     // To clients.
     pub const RECEIVE_MESSAGE: &str = "receive-message";
     pub const MESSAGE_SENT: &str = "message-sent";
@@ -26,6 +28,8 @@ pub mod event {
     pub const USER_ONLINE: &str = "user:online";
     pub const USER_OFFLINE: &str = "user:offline";
     pub const JOINED_CONVERSATION: &str = "joined-conversation";
+    pub const MESSAGE_DELIVERED: &str = "message-delivered";
+    pub const MESSAGE_READ: &str = "message-read";
     pub const ERROR: &str = "error";
     /// An extension of the spec: the gateway is shutting down, reconnect.
     pub const SERVER_SHUTDOWN: &str = "server-shutdown";
@@ -60,6 +64,90 @@ pub struct RoomAck {
     pub conversation_id: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The acknowledgement of `mark-delivered` and `mark-read`: on success `messageId` is the
+/// member's position after the call; on failure both ids echo what the client sent.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiptAck {
+    pub success: bool,
+    pub conversation_id: Value,
+    pub message_id: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `message-delivered`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveredEvent {
+    pub conversation_id: i64,
+    pub user_id: i64,
+    pub message_id: i64,
+    pub delivered_at: String,
+}
+
+/// `message-read`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadEvent {
+    pub conversation_id: i64,
+    pub user_id: i64,
+    pub message_id: i64,
+    pub read_at: String,
+}
+
+/// A member's position as the event that announces it: its name and its payload.
+pub enum ReceiptEvent {
+    Delivered(DeliveredEvent),
+    Read(ReadEvent),
+}
+
+impl ReceiptEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReceiptEvent::Delivered(_) => event::MESSAGE_DELIVERED,
+            ReceiptEvent::Read(_) => event::MESSAGE_READ,
+        }
+    }
+
+    pub fn of(position: &ReceiptPosition) -> Self {
+        let (conversation_id, user_id, message_id) = (position.conversation_id, position.user_id, position.message_id);
+        let at = iso_timestamp(position.at_ms);
+        match position.kind() {
+            ReceiptKind::Read => ReceiptEvent::Read(ReadEvent { conversation_id, user_id, message_id, read_at: at }),
+            ReceiptKind::Delivered => {
+                ReceiptEvent::Delivered(DeliveredEvent { conversation_id, user_id, message_id, delivered_at: at })
+            }
+        }
+    }
+
+    /// The events that tell a member's current positions (none for a position not yet set),
+    /// delivered first.
+    pub fn current(conversation_id: i64, member: &MemberPositions) -> Vec<Self> {
+        let position = |kind: ReceiptKind, message_id: i64, at_ms: i64| {
+            (message_id > 0).then_some(ReceiptPosition {
+                conversation_id,
+                user_id: member.user_id,
+                kind: kind as i32,
+                message_id,
+                at_ms,
+            })
+        };
+        let delivered = position(ReceiptKind::Delivered, member.last_delivered_message_id, member.delivered_at_ms);
+        let read = position(ReceiptKind::Read, member.last_read_message_id, member.read_at_ms);
+        delivered.into_iter().chain(read).map(|position| Self::of(&position)).collect()
+    }
+}
+
+impl Serialize for ReceiptEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ReceiptEvent::Delivered(event) => event.serialize(serializer),
+            ReceiptEvent::Read(event) => event.serialize(serializer),
+        }
+    }
 }
 
 /// `user-typing`.
@@ -166,10 +254,67 @@ pub struct MessagePageJson {
     pub before: Option<i64>,
 }
 
-/// A user's conversations, newest first.
+/// A page of a user's inbox: conversations, newest activity first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConversationListJson {
-    pub data: Vec<ConversationJson>,
+    pub data: Vec<InboxEntryJson>,
+    /// Unread messages over all the user's conversations (not only this page).
+    #[schema(minimum = 0)]
+    pub total_unread: i64,
+    /// The page size used (the request's, capped at 100).
+    #[schema(minimum = 1, maximum = 100)]
+    pub limit: u32,
+    /// Pass as `before` for the next page; null on the last page.
+    pub next_before: Option<String>,
+}
+
+/// One conversation of a user's inbox.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InboxEntryJson {
+    #[serde(flatten)]
+    pub conversation: ConversationJson,
+    /// The newest message's time, else the conversation's creation: the inbox order.
+    #[schema(format = DateTime)]
+    pub last_activity_at: String,
+    /// The newest message, or null.
+    pub last_message: Option<MessageJson>,
+    /// Messages from others after the user's read position.
+    #[schema(minimum = 0)]
+    pub unread_count: i64,
+    pub members: Vec<MemberJson>,
+}
+
+/// A member's read and delivered positions (null: none yet).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberJson {
+    #[schema(minimum = 1)]
+    pub user_id: i64,
+    pub last_read_message_id: Option<i64>,
+    pub last_delivered_message_id: Option<i64>,
+}
+
+impl From<&MemberPositions> for MemberJson {
+    fn from(member: &MemberPositions) -> Self {
+        let set = |id: i64| (id > 0).then_some(id);
+        Self {
+            user_id: member.user_id,
+            last_read_message_id: set(member.last_read_message_id),
+            last_delivered_message_id: set(member.last_delivered_message_id),
+        }
+    }
+}
+
+impl InboxEntryJson {
+    /// `None` for an entry without its conversation (never sent by the persister).
+    pub fn from_entry(entry: chat_proto::InboxEntry) -> Option<Self> {
+        Some(Self {
+            conversation: ConversationJson::from(entry.conversation?),
+            last_activity_at: iso_timestamp(entry.last_activity_ms),
+            last_message: entry.last_message.map(MessageJson::from),
+            unread_count: entry.unread_count,
+            members: entry.members.iter().map(MemberJson::from).collect(),
+        })
+    }
 }
 
 /// Every REST error: the HTTP status, its reason phrase, and what went wrong.

@@ -99,3 +99,89 @@ async fn a_client_without_a_user_is_told_why_and_disconnected() {
     );
     assert!(client.closed_within(support::WAIT).await, "disconnected after the error");
 }
+
+/// Sends `content` as `client`'s user and returns the stored message's id.
+async fn send(client: &mut support::Client, user: i64, conversation: i64, content: &str) -> i64 {
+    let send =
+        json!({ "sender_id": user, "conversation_id": conversation, "message_type": "text", "content": content });
+    client.emit("send-message", send).await;
+    client.next("message-sent").await["id"].as_i64().expect("an id")
+}
+
+#[tokio::test]
+async fn a_read_receipt_reaches_the_room_and_the_reader_s_other_sockets_once() {
+    let server = Server::start().await;
+    let conversation = server.conversation(1, 2).await;
+    let (mut alice, mut bob) = (server.connect(1).await, server.connect(2).await);
+    let mut bob_elsewhere = server.connect(2).await; // not joined to the room
+    for client in [&mut alice, &mut bob] {
+        client.emit_with_ack("join-conversation", json!({ "conversationId": conversation })).await;
+    }
+    let first = send(&mut alice, 1, conversation, "one").await;
+    let second = send(&mut alice, 1, conversation, "two").await;
+
+    let ack = bob.emit_with_ack("mark-read", json!({ "conversationId": conversation, "messageId": second })).await;
+    assert_eq!(ack, json!({ "success": true, "conversationId": conversation, "messageId": second }));
+    for client in [&mut alice, &mut bob, &mut bob_elsewhere] {
+        let read = client.all_within("message-read", Duration::from_millis(300)).await;
+        assert_eq!(read.len(), 1, "once each: {read:?}");
+        assert_eq!((read[0]["userId"].as_i64(), read[0]["messageId"].as_i64()), (Some(2), Some(second)));
+        assert!(read[0]["readAt"].as_str().is_some_and(|at| at.ends_with('Z')));
+    }
+
+    // An older message: success with the current position, and nothing announced.
+    let ack = bob.emit_with_ack("mark-delivered", json!({ "conversationId": conversation, "messageId": first })).await;
+    assert_eq!(ack["messageId"], second, "reading implied delivered up to {second}");
+    assert!(alice.all_within("message-delivered", Duration::from_millis(300)).await.is_empty());
+}
+
+#[tokio::test]
+async fn receipts_are_refused_for_foreign_messages_and_non_members() {
+    let server = Server::start().await;
+    let conversation = server.conversation(1, 2).await;
+    let other = server.conversation(1, 3).await;
+    let mut alice = server.connect(1).await;
+    let foreign = send(&mut alice, 1, other, "elsewhere").await;
+    let mut bob = server.connect(2).await;
+
+    let refusals = [
+        (json!({ "conversationId": conversation, "messageId": foreign }), "Message not found in this conversation"),
+        (
+            json!({ "conversationId": conversation, "messageId": foreign + 1000 }),
+            "Message not found in this conversation",
+        ),
+        (json!({ "conversationId": other, "messageId": foreign }), "Unauthorized to join this conversation"),
+        (json!({ "conversationId": 999_999, "messageId": foreign }), "Conversation not found"),
+        (
+            json!({ "conversationId": conversation }),
+            "messageId should not be empty, messageId must be an integer number",
+        ),
+    ];
+    for (payload, text) in refusals {
+        let ack = bob.emit_with_ack("mark-read", payload.clone()).await;
+        assert_eq!(ack["success"], false, "{payload}");
+        assert_eq!(ack["error"], text, "{payload}");
+        assert_eq!(ack["conversationId"], payload["conversationId"], "echoed");
+        assert_eq!(bob.next("error").await["message"], text);
+    }
+}
+
+#[tokio::test]
+async fn a_replaying_join_gets_the_members_positions_after_the_missed_messages() {
+    let server = Server::start().await;
+    let conversation = server.conversation(1, 2).await;
+    let mut alice = server.connect(1).await;
+    let first = send(&mut alice, 1, conversation, "one").await;
+    let second = send(&mut alice, 1, conversation, "two").await;
+    let mut bob = server.connect(2).await;
+    bob.emit_with_ack("mark-delivered", json!({ "conversationId": conversation, "messageId": second })).await;
+
+    let mut alice_again = server.connect(1).await;
+    let join = json!({ "conversationId": conversation, "lastMessageId": first });
+    alice_again.emit_with_ack("join-conversation", join).await;
+    assert_eq!(alice_again.next("receive-message").await["id"], second);
+    let delivered = alice_again.all_within("message-delivered", Duration::from_millis(300)).await;
+    let by_user: Vec<(i64, i64)> =
+        delivered.iter().filter_map(|d| Some((d["userId"].as_i64()?, d["messageId"].as_i64()?))).collect();
+    assert_eq!(by_user, vec![(1, second), (2, second)], "the sender's own and the receiver's");
+}

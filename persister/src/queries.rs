@@ -7,9 +7,10 @@ use std::future::Future;
 
 use chat_bus::BusError;
 use chat_proto::{
-    conversation_reply, ContactList, ConversationList, ConversationReply, ErrorKind, GetConversation, ListContacts,
-    ListConversations, ListMessages, MessagePage, OpenConversation, QueryError, QueryReply, MAX_PAGE_SIZE,
-    RPC_GET_CONVERSATION, RPC_LIST_CONTACTS, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
+    conversation_reply, ContactList, ConversationList, ConversationReply, ErrorKind, GetConversation, GetPositions,
+    InboxCursor, InboxEntry, ListContacts, ListConversations, ListMessages, MessagePage, OpenConversation,
+    PositionList, QueryError, QueryReply, MAX_PAGE_SIZE, RPC_GET_CONVERSATION, RPC_GET_POSITIONS, RPC_LIST_CONTACTS,
+    RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
 };
 use futures::StreamExt;
 
@@ -25,6 +26,7 @@ impl Persister {
             .await?;
         self.respond(RPC_LIST_MESSAGES, |p, q: ListMessages| async move { p.list_messages(q).await }).await?;
         self.respond(RPC_LIST_CONTACTS, |p, q: ListContacts| async move { p.list_contacts(q).await }).await?;
+        self.respond(RPC_GET_POSITIONS, |p, q: GetPositions| async move { p.get_positions(q).await }).await?;
         Ok(())
     }
 
@@ -81,9 +83,44 @@ impl Persister {
         Ok(ConversationReply { result: Some(conversation_reply::Result::Conversation(conversation)), created })
     }
 
+    /// An inbox page; or, for a gateway of the previous version (`limit` 0), every
+    /// conversation of the user in the old shape.
     async fn list_conversations(&self, query: ListConversations) -> Result<ConversationList, QueryError> {
-        let conversations = self.store.conversations_of(query.user_id).await.map_err(internal)?;
-        Ok(ConversationList { conversations, error: None })
+        if query.limit == 0 {
+            let conversations = self.store.conversations_of(query.user_id).await.map_err(internal)?;
+            return Ok(ConversationList { conversations, ..Default::default() });
+        }
+        let before = match query.before {
+            Some(cursor) => Some((
+                chrono::DateTime::from_timestamp_micros(cursor.activity_us)
+                    .ok_or_else(|| QueryError::new(ErrorKind::Invalid, "before is not a valid cursor"))?,
+                cursor.conversation_id,
+            )),
+            None => None,
+        };
+        let limit = u64::from(query.limit.min(MAX_PAGE_SIZE));
+        let page = self.store.inbox_page(query.user_id, limit, before).await.map_err(internal)?;
+        let entries = page
+            .entries
+            .into_iter()
+            .map(|row| InboxEntry {
+                last_message: row.last_message.map(|m| m.into_stored(None)),
+                unread_count: row.own.unread_count,
+                last_activity_ms: row.own.last_activity_at.timestamp_millis(),
+                members: row.members.into_iter().map(Into::into).collect(),
+                conversation: Some(row.conversation.into()),
+            })
+            .collect();
+        let next_before = page.next_before.map(|(activity, conversation_id)| InboxCursor {
+            activity_us: activity.timestamp_micros(),
+            conversation_id,
+        });
+        Ok(ConversationList { entries, total_unread: page.total_unread, next_before, ..Default::default() })
+    }
+
+    async fn get_positions(&self, query: GetPositions) -> Result<PositionList, QueryError> {
+        let rows = self.store.positions(query.conversation_id).await.map_err(internal)?;
+        Ok(PositionList { members: rows.into_iter().map(Into::into).collect(), error: None })
     }
 
     async fn list_messages(&self, query: ListMessages) -> Result<MessagePage, QueryError> {

@@ -8,15 +8,16 @@ use tracing::Instrument;
 
 use chat_bus::{Backoff, Bus, BusError, Job, Retryable, WorkQueue};
 use chat_proto::{
-    gateway_event, room_event, send_outcome, Conversation, DeliveredMessage, Delivery, ErrorKind, GatewayEvent,
-    QueryError, RoomEvent, SendBatch, SendMessage, SendOutcome, Subjects,
+    gateway_event, receipt_outcome, room_event, send_outcome, user_event, Conversation, DeliveredMessage, Delivery,
+    ErrorKind, GatewayEvent, MarkReceipt, QueryError, ReceiptKind, ReceiptOutcome, ReceiptPosition, ReceiptPositions,
+    RoomEvent, SendBatch, SendMessage, SendOutcome, Subjects, UserEvent, UNKNOWN_MESSAGE,
 };
 use futures::StreamExt;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::defaults;
-use crate::store::{NewMessage, Store, StoreError};
+use crate::store::{NewMessage, NewReceipt, Store, StoreError, StoredReceipt};
 use crate::trace::{batch_span, CommandSpans};
 
 /// Name of the durable consumer that all persister replicas share.
@@ -135,7 +136,7 @@ impl Persister {
     /// longer than the linger time.
     async fn fill_batch(&self, first: Job, jobs: &mut WorkQueue) -> Vec<TakenJob> {
         let mut batch = vec![TakenJob::read(first)];
-        let mut commands = batch[0].commands.len();
+        let mut commands = batch[0].len();
         let deadline = Instant::now() + self.config.batch_linger;
         while commands < self.config.max_batch {
             // `timeout_at` polls the queue before the clock, so jobs already waiting are taken
@@ -143,7 +144,7 @@ impl Persister {
             match tokio::time::timeout_at(deadline, jobs.next()).await {
                 Ok(Some(job)) => {
                     let taken = TakenJob::read(job);
-                    commands += taken.commands.len();
+                    commands += taken.len();
                     batch.push(taken);
                 }
                 Ok(None) | Err(_) => break,
@@ -174,12 +175,14 @@ impl Persister {
         let mut spans = CommandSpans::default();
         let mut jobs = Vec::with_capacity(taken.len());
         let mut commands = Vec::new();
-        for TakenJob { job, commands: of_job } in taken {
+        let mut receipts = Vec::new();
+        for TakenJob { job, commands: of_job, receipts: receipts_of_job } in taken {
             for command in &of_job {
                 spans.open(&job.subject, command);
             }
             jobs.push(job);
             commands.extend(of_job);
+            receipts.extend(receipts_of_job);
         }
         let recently_gave_up = self
             .gave_up_at
@@ -202,9 +205,14 @@ impl Persister {
         };
         let started = Instant::now();
         let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2), deadline);
-        let (batch, held) = (&commands, &jobs);
+        let (batch, marked, held) = (&commands, &receipts, &jobs);
         let store = || async move {
-            let stored = self.store_batch(batch).await;
+            // Messages first: a receipt of the batch may name one of them. Both are
+            // idempotent, so a retry after a failure of the second redoes the first harmlessly.
+            let stored = match self.store_batch(batch).await {
+                Ok(messages) => self.store_receipts(marked).await.map(|receipts| (messages, receipts)),
+                Err(e) => Err(e),
+            };
             if stored.is_err() {
                 // Tell the queue we are still at it, so it does not hand the jobs to another
                 // persister while the batch waits for its next attempt.
@@ -216,22 +224,26 @@ impl Persister {
             }
             stored
         };
-        let outcomes = match backoff.retry("storing a batch", retryable, store).await {
+        let (outcomes, receipt_outcomes) = match backoff.retry("storing a batch", retryable, store).await {
             Ok(outcomes) => {
                 *self.gave_up_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
                 outcomes
             }
             Err(e) => {
-                tracing::error!(error = %e, messages = commands.len(), "storing a batch failed; giving up");
+                tracing::error!(error = %e, messages = commands.len(), receipts = receipts.len(), "storing a batch failed; giving up");
                 *self.gave_up_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
                 let refusal = QueryError::new(
                     ErrorKind::Internal,
                     format!("storage unavailable for {:?}", self.config.store_timeout),
                 );
-                commands.iter().map(|c| (c, send_outcome::Result::Refused(refusal.clone()))).collect()
+                let refused_receipts = receipts.iter().map(|r| (r, ReceiptAnswer::Refused(refusal.clone()))).collect();
+                (
+                    commands.iter().map(|c| (c, send_outcome::Result::Refused(refusal.clone()))).collect(),
+                    refused_receipts,
+                )
             }
         };
-        self.publish_deliveries(outcomes, &spans).await;
+        self.publish_deliveries(outcomes, receipt_outcomes, &spans).await;
         let stored_in = started.elapsed();
         let size = jobs.len();
         for job in jobs {
@@ -261,12 +273,13 @@ impl Persister {
         }
         let batch: Vec<NewMessage> = accepted
             .iter()
-            .map(|(c, _)| NewMessage {
+            .map(|(c, conversation)| NewMessage {
                 conversation_id: c.conversation_id,
                 sender_id: c.sender_id,
                 message_type: c.message_type.clone(),
                 content: c.content.clone(),
                 dedup_key: c.dedup_key(),
+                members: vec![conversation.sender_id, conversation.receiver_id],
             })
             .collect();
         let stored = if batch.is_empty() {
@@ -293,14 +306,59 @@ impl Persister {
         Ok(results)
     }
 
+    /// Checks and stores the receipts of a batch; the answer to each, in order. Fails as a
+    /// whole when the database does, so the batch can be retried.
+    async fn store_receipts<'a>(
+        &self,
+        receipts: &'a [MarkReceipt],
+    ) -> Result<Vec<(&'a MarkReceipt, ReceiptAnswer)>, StoreError> {
+        let mut answers: Vec<(&MarkReceipt, Option<ReceiptAnswer>)> = Vec::with_capacity(receipts.len());
+        let mut accepted = Vec::with_capacity(receipts.len());
+        for receipt in receipts {
+            let refusal = match self.conversation(receipt.conversation_id).await? {
+                Some(conversation) if conversation.has_participant(receipt.user_id) => None,
+                Some(_) => Some(QueryError::new(ErrorKind::Forbidden, "not a member of the conversation")),
+                None => Some(QueryError::new(ErrorKind::NotFound, "conversation")),
+            };
+            if refusal.is_none() {
+                accepted.push(NewReceipt {
+                    conversation_id: receipt.conversation_id,
+                    user_id: receipt.user_id,
+                    message_id: receipt.message_id,
+                    read: receipt.kind() == ReceiptKind::Read,
+                });
+            }
+            answers.push((receipt, refusal.map(ReceiptAnswer::Refused)));
+        }
+        let mut stored = self.store.apply_receipts(&accepted).await?.into_iter();
+        Ok(answers
+            .into_iter()
+            .map(|(receipt, answer)| {
+                let answer = answer.unwrap_or_else(|| match stored.next().flatten() {
+                    Some(stored) => ReceiptAnswer::Stored(stored),
+                    None => ReceiptAnswer::Refused(QueryError::new(ErrorKind::NotFound, UNKNOWN_MESSAGE)),
+                });
+                (receipt, answer)
+            })
+            .collect())
+    }
+
     /// Publishes what a batch confirmed to those who need it: each conversation's stored
     /// messages on its room subject (heard only by gateways with a member of it), each
     /// gateway's outcomes on that gateway's subject. One publication per conversation and per
     /// gateway in the batch (more only past [`MAX_DELIVERY_BYTES`]), never one per message.
     /// Each message and outcome carries the trace context of its own publication span, a
     /// child of its command's `store-message`.
-    async fn publish_deliveries(&self, outcomes: Vec<(&SendMessage, send_outcome::Result)>, spans: &CommandSpans) {
+    async fn publish_deliveries(
+        &self,
+        outcomes: Vec<(&SendMessage, send_outcome::Result)>,
+        receipts: Vec<(&MarkReceipt, ReceiptAnswer)>,
+        spans: &CommandSpans,
+    ) {
         let mut routed = RoutedDeliveries::default();
+        for (receipt, answer) in receipts {
+            routed.push_receipt(receipt, answer);
+        }
         for (command, result) in &outcomes {
             if let send_outcome::Result::Stored(message) = result {
                 let span = tracing::info_span!(parent: &spans.of(command), "publish-message", otel.kind = "producer");
@@ -326,15 +384,63 @@ impl Persister {
     }
 }
 
-/// What a batch confirmed, sorted by subject: each conversation's messages for its room, each
-/// gateway's outcomes for that gateway, in the order they were pushed.
+/// What the store did with a receipt.
+enum ReceiptAnswer {
+    Stored(StoredReceipt),
+    Refused(QueryError),
+}
+
+/// What a batch confirmed, sorted by subject: each conversation's messages and moved receipts
+/// for its room, each gateway's outcomes for that gateway, each user's moved receipts for the
+/// user's other sockets, in the order they were pushed.
 #[derive(Default)]
 struct RoutedDeliveries {
     rooms: Vec<(i64, Vec<DeliveredMessage>)>,
     gateways: Vec<(String, Vec<SendOutcome>)>,
+    receipt_outcomes: Vec<(String, Vec<ReceiptOutcome>)>,
+    room_receipts: Vec<(i64, Vec<ReceiptPosition>)>,
+    user_receipts: Vec<(i64, Vec<ReceiptPosition>)>,
 }
 
 impl RoutedDeliveries {
+    /// A receipt's outcome for its gateway, and, when it moved a position, the position for
+    /// the conversation's room and the user's sockets.
+    fn push_receipt(&mut self, receipt: &MarkReceipt, answer: ReceiptAnswer) {
+        let (result, moved) = match answer {
+            ReceiptAnswer::Stored(StoredReceipt { positions, moved }) => {
+                let read = receipt.kind() == ReceiptKind::Read;
+                let (message_id, at) = if read {
+                    (positions.last_read_message_id, positions.read_at)
+                } else {
+                    (positions.last_delivered_message_id, positions.delivered_at)
+                };
+                let position = ReceiptPosition {
+                    conversation_id: receipt.conversation_id,
+                    user_id: receipt.user_id,
+                    kind: receipt.kind,
+                    message_id,
+                    at_ms: at.map_or(0, |at| at.timestamp_millis()),
+                };
+                if moved {
+                    entries_for(&mut self.room_receipts, receipt.conversation_id).push(position.clone());
+                    entries_for(&mut self.user_receipts, receipt.user_id).push(position.clone());
+                }
+                (receipt_outcome::Result::Position(position), moved)
+            }
+            ReceiptAnswer::Refused(refusal) => (receipt_outcome::Result::Refused(refusal), false),
+        };
+        entries_for(&mut self.receipt_outcomes, receipt.gateway_id.clone()).push(ReceiptOutcome {
+            request_id: receipt.request_id.clone(),
+            socket_id: receipt.socket_id.clone(),
+            gateway_id: receipt.gateway_id.clone(),
+            result: Some(result),
+            moved,
+            trace: Default::default(),
+            conversation_id: receipt.conversation_id,
+            message_id: receipt.message_id,
+        });
+    }
+
     fn push_message(&mut self, message: DeliveredMessage) {
         let conversation_id = message.message.as_ref().map_or(0, |m| m.conversation_id);
         entries_for(&mut self.rooms, conversation_id).push(message);
@@ -367,7 +473,23 @@ impl RoutedDeliveries {
                 },
             )
         });
-        rooms.chain(gateways).collect()
+        // Receipts are small: a batch's share for one subject fits one payload. Their outcomes
+        // go after the sends' (a lane awaits the answer to its batch's last command, and a
+        // batch's receipts come after its sends).
+        let receipt_outcomes = self.receipt_outcomes.into_iter().map(|(gateway, receipt_outcomes)| {
+            let delivery = Delivery { receipt_outcomes, ..Default::default() };
+            let event = GatewayEvent { event: Some(gateway_event::Event::Outcomes(delivery)) };
+            (subjects.gateway(&gateway), chat_proto::encode(&event))
+        });
+        let room_receipts = self.room_receipts.into_iter().map(|(conversation_id, positions)| {
+            let event = RoomEvent { event: Some(room_event::Event::Receipts(ReceiptPositions { positions })) };
+            (subjects.room(conversation_id), chat_proto::encode(&event))
+        });
+        let user_receipts = self.user_receipts.into_iter().map(|(user_id, positions)| {
+            let event = UserEvent { event: Some(user_event::Event::Receipts(ReceiptPositions { positions })) };
+            (subjects.user(user_id), chat_proto::encode(&event))
+        });
+        rooms.chain(room_receipts).chain(user_receipts).chain(gateways).chain(receipt_outcomes).collect()
     }
 }
 
@@ -385,24 +507,30 @@ fn entries_for<K: PartialEq, T>(routes: &mut Vec<(K, Vec<T>)>, key: K) -> &mut V
     &mut routes[index].1
 }
 
-/// A job taken from the work queue, with the send commands it carries.
+/// A job taken from the work queue, with the send commands and receipts it carries.
 struct TakenJob {
     job: Job,
     commands: Vec<SendMessage>,
+    receipts: Vec<MarkReceipt>,
 }
 
 impl TakenJob {
     fn read(job: Job) -> Self {
-        let commands = match SendBatch::from_payload(&job.payload) {
-            Ok(batch) => batch.commands,
+        let batch = match SendBatch::from_payload(&job.payload) {
+            Ok(batch) => batch,
             // Only our gateways publish here; an undecodable batch has nobody to answer. It is
             // still acknowledged with its batch, so it does not block its partition.
             Err(e) => {
                 tracing::error!(subject = %job.subject, error = %e, "dropping undecodable send commands");
-                Vec::new()
+                SendBatch::default()
             }
         };
-        Self { job, commands }
+        Self { job, commands: batch.commands, receipts: batch.receipts }
+    }
+
+    /// How many commands and receipts it carries.
+    fn len(&self) -> usize {
+        self.commands.len() + self.receipts.len()
     }
 }
 

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use chat_migrations::{Migrator, MigratorTrait};
 use chat_proto::Conversation;
+use sea_orm::sea_query::Expr;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
 };
 
-use crate::entity::{conversation, message};
+use crate::entity::{conversation, member, message};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,8 +56,30 @@ pub struct NewMessage {
     pub content: String,
     /// Unique per sender: a second message with the same key is not stored.
     pub dedup_key: String,
+    /// The conversation's members, whose inbox rows the message moves.
+    pub members: Vec<i64>,
 }
 
+/// A receipt accepted for storage: move `user_id`'s position in the conversation to
+/// `message_id`, if that is forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewReceipt {
+    pub conversation_id: i64,
+    pub user_id: i64,
+    pub message_id: i64,
+    /// Reading implies delivered: a read moves both positions.
+    pub read: bool,
+}
+
+/// What storing a receipt did: the member's positions afterwards, and whether this receipt
+/// is the one that moved them (the newest of its member and kind in the batch, past the
+/// position stored before). `None` when the message is not a stored message of the
+/// conversation, or the member has no row (not a member).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredReceipt {
+    pub positions: member::Model,
+    pub moved: bool,
+}
 /// Handle to the database. Cheap to clone (a connection pool).
 #[derive(Clone)]
 pub struct Store {
@@ -137,6 +160,29 @@ impl Store {
             .one(&self.db)
             .await?
             .ok_or(DbErr::RecordNotFound(format!("conversation of users {low} and {high}")))?;
+        // Every time, not only when created: an earlier call that stopped between the two
+        // statements left the conversation without its members' rows.
+        let members = [existing.sender_id, existing.receiver_id].map(|user_id| member::ActiveModel {
+            conversation_id: Set(existing.id),
+            user_id: Set(user_id),
+            last_read_message_id: Set(0),
+            read_at: Set(None),
+            last_delivered_message_id: Set(0),
+            delivered_at: Set(None),
+            unread_count: Set(0),
+            last_message_id: Set(0),
+            last_activity_at: Set(existing.created_at),
+        });
+        let added = member::Entity::insert_many(members)
+            .on_conflict(
+                OnConflict::columns([member::Column::ConversationId, member::Column::UserId]).do_nothing().to_owned(),
+            )
+            .exec(&self.db)
+            .await;
+        match added {
+            Ok(_) | Err(DbErr::RecordNotInserted) => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok((existing.into(), created))
     }
 
@@ -163,19 +209,39 @@ impl Store {
         Ok(contacts)
     }
 
-    /// Stores a batch of messages with one multi-row `INSERT`: all of them or none. One
-    /// statement is a transaction of its own, so the batch costs one round trip (no `BEGIN`,
-    /// no `COMMIT`). A message whose sender already stored one under the same dedup key is not
-    /// stored again: the one stored first takes its place in the result, so a retried send
-    /// gets the original back. The result is in the order of `batch`.
+    /// Stores a batch of messages with one multi-row `INSERT`, and moves its members' inbox
+    /// rows with one multi-row upsert, in one transaction: all of it or none. A message whose
+    /// sender already stored one under the same dedup key is not stored again (and moves no
+    /// counter): the one stored first takes its place in the result, so a retried send gets
+    /// the original back. The result is in the order of `batch`.
     ///
-    /// [`StoreError::CommitUnknown`] when the batch may be stored nevertheless: the statement
-    /// was sent and no answer came, or it succeeded and reading back the duplicates failed.
+    /// [`StoreError::CommitUnknown`] when the batch may be stored nevertheless: the commit was
+    /// sent and no answer came, or it succeeded and reading back the duplicates failed.
     pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<message::Model>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let now = chrono::Utc::now();
+        let txn = self.db.begin().await?;
+        let inserted = Self::insert_new(&txn, batch).await?;
+        if !inserted.is_empty() {
+            member::Entity::insert_many(inbox_moves(batch, &inserted))
+                .on_conflict(inbox_move_rules())
+                .exec(&txn)
+                .await?;
+        }
+        if let Err(e) = txn.commit().await {
+            return Err(if may_have_run(&e) { StoreError::CommitUnknown(e) } else { e.into() });
+        }
+        // From here on the batch is stored: a failure must not be reported as "not stored".
+        self.with_originals(batch, inserted).await.map_err(StoreError::CommitUnknown)
+    }
+
+    /// The rows of `batch` that are new (not duplicates), as inserted.
+    async fn insert_new(
+        txn: &sea_orm::DatabaseTransaction,
+        batch: &[NewMessage],
+    ) -> Result<Vec<message::Model>, StoreError> {
+        let now = now_in_micros();
         let rows = batch.iter().map(|new| message::ActiveModel {
             conversation_id: Set(new.conversation_id),
             sender_id: Set(new.sender_id),
@@ -189,17 +255,15 @@ impl Store {
             .on_conflict(
                 OnConflict::columns([message::Column::SenderId, message::Column::DedupKey]).do_nothing().to_owned(),
             )
-            .exec_with_returning_many(&self.db)
+            .exec_with_returning_many(txn)
             .await;
-        let inserted = match inserted {
-            Ok(models) => models,
+        match inserted {
+            Ok(models) => Ok(models),
             // Every row conflicted: nothing new. (Backends differ in how they say so.)
-            Err(DbErr::RecordNotInserted | DbErr::RecordNotFound(_)) => Vec::new(),
-            Err(e) if may_have_run(&e) => return Err(StoreError::CommitUnknown(e)),
-            Err(e) => return Err(e.into()),
-        };
-        // From here on the batch is stored: a failure must not be reported as "not stored".
-        self.with_originals(batch, inserted).await.map_err(StoreError::CommitUnknown)
+            Err(DbErr::RecordNotInserted | DbErr::RecordNotFound(_)) => Ok(Vec::new()),
+            // Inside the transaction: whatever happened, nothing is committed.
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The stored message of each of `batch`, in its order: the row `inserted` when it was new,
@@ -241,6 +305,239 @@ impl Store {
         Ok(stored)
     }
 
+    /// Stores a batch of receipts; what each did, in the order of `receipts`. Within the
+    /// batch only the newest receipt of each member and kind matters (positions only move
+    /// forward), so the batch costs four statements whatever its size: the messages' check,
+    /// the members' positions, the unread counts after the new read positions, and one upsert.
+    pub async fn apply_receipts(&self, receipts: &[NewReceipt]) -> Result<Vec<Option<StoredReceipt>>, StoreError> {
+        if receipts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Which receipts name a stored message of their own conversation.
+        let ids: Vec<i64> = receipts.iter().map(|r| r.message_id).collect();
+        let conversation_of: HashMap<i64, i64> = message::Entity::find()
+            .select_only()
+            .column(message::Column::Id)
+            .column(message::Column::ConversationId)
+            .filter(message::Column::Id.is_in(ids))
+            .into_tuple::<(i64, i64)>()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .collect();
+        let valid = |r: &NewReceipt| conversation_of.get(&r.message_id) == Some(&r.conversation_id);
+
+        // The wanted positions of each member: the newest read and delivered of the batch.
+        let mut wanted: Vec<((i64, i64), (i64, i64))> = Vec::new();
+        for receipt in receipts.iter().filter(|r| valid(r)) {
+            let key = (receipt.conversation_id, receipt.user_id);
+            let index = match wanted.iter().position(|(k, _)| *k == key) {
+                Some(index) => index,
+                None => {
+                    wanted.push((key, (0, 0)));
+                    wanted.len() - 1
+                }
+            };
+            let (read, delivered) = &mut wanted[index].1;
+            if receipt.read {
+                *read = (*read).max(receipt.message_id);
+            }
+            *delivered = (*delivered).max(receipt.message_id);
+        }
+        let mut current: HashMap<(i64, i64), member::Model> = HashMap::new();
+        for chunk in wanted.chunks(PAIRS_PER_STATEMENT) {
+            let mut pairs = sea_orm::Condition::any();
+            for ((conversation_id, user_id), _) in chunk {
+                pairs = pairs.add(
+                    sea_orm::Condition::all()
+                        .add(member::Column::ConversationId.eq(*conversation_id))
+                        .add(member::Column::UserId.eq(*user_id)),
+                );
+            }
+            for row in member::Entity::find().filter(pairs).all(&self.db).await? {
+                current.insert((row.conversation_id, row.user_id), row);
+            }
+        }
+
+        // The rows after the batch; the unread counts of the read positions that move.
+        let now = now_in_micros();
+        let mut after: HashMap<(i64, i64), member::Model> = HashMap::new();
+        let mut unread_after: Vec<(i64, i64, i64)> = Vec::new();
+        for (key, (read, delivered)) in &wanted {
+            let Some(row) = current.get(key) else { continue };
+            let mut row = row.clone();
+            if *read > row.last_read_message_id {
+                row.last_read_message_id = *read;
+                row.read_at = Some(now);
+                unread_after.push((key.0, key.1, *read));
+            }
+            if *delivered > row.last_delivered_message_id {
+                row.last_delivered_message_id = *delivered;
+                row.delivered_at = Some(now);
+            }
+            after.insert(*key, row);
+        }
+        for (key, unread) in self.unread_after(&unread_after).await? {
+            if let Some(row) = after.get_mut(&key) {
+                row.unread_count = unread;
+            }
+        }
+        let moved: Vec<&member::Model> =
+            after.iter().filter(|(key, row)| current.get(key) != Some(row)).map(|(_, row)| row).collect();
+        if !moved.is_empty() {
+            let rows = moved.iter().map(|row| member::ActiveModel {
+                conversation_id: Set(row.conversation_id),
+                user_id: Set(row.user_id),
+                last_read_message_id: Set(row.last_read_message_id),
+                read_at: Set(row.read_at),
+                last_delivered_message_id: Set(row.last_delivered_message_id),
+                delivered_at: Set(row.delivered_at),
+                unread_count: Set(row.unread_count),
+                last_message_id: Set(row.last_message_id),
+                last_activity_at: Set(row.last_activity_at),
+            });
+            member::Entity::insert_many(rows).on_conflict(receipt_move_rules()).exec(&self.db).await?;
+        }
+
+        // Each receipt's answer; the newest of its member and kind is the one that moved it.
+        Ok(receipts
+            .iter()
+            .map(|receipt| {
+                let key = (receipt.conversation_id, receipt.user_id);
+                let row = after.get(&key).filter(|_| valid(receipt))?;
+                let before = current.get(&key)?;
+                let moved = if receipt.read {
+                    row.last_read_message_id == receipt.message_id && before.last_read_message_id < receipt.message_id
+                } else {
+                    row.last_delivered_message_id == receipt.message_id
+                        && before.last_delivered_message_id < receipt.message_id
+                };
+                Some(StoredReceipt { positions: row.clone(), moved })
+            })
+            .collect())
+    }
+
+    /// For each (conversation, user, read position): the messages of others after it.
+    async fn unread_after(&self, positions: &[(i64, i64, i64)]) -> Result<Vec<((i64, i64), i64)>, StoreError> {
+        #[derive(FromQueryResult)]
+        struct Count {
+            slot: i64,
+            unread: i64,
+        }
+        let backend = self.db.get_database_backend();
+        let mut counts = Vec::with_capacity(positions.len());
+        for chunk in positions.chunks(PAIRS_PER_STATEMENT) {
+            // One statement for the chunk: each count is an index range scan of the unread tail.
+            let mut sql = String::new();
+            let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 3);
+            for (slot, (conversation_id, user_id, read)) in chunk.iter().enumerate() {
+                if slot > 0 {
+                    sql.push_str(" UNION ALL ");
+                }
+                let n = values.len();
+                let p = |i: usize| match backend {
+                    sea_orm::DatabaseBackend::Postgres => format!("${}", n + i),
+                    _ => "?".to_owned(),
+                };
+                sql.push_str(&format!(
+                    "SELECT CAST({slot} AS BIGINT) AS slot, COUNT(*) AS unread FROM messages \
+                     WHERE conversation_id = {} AND id > {} AND sender_id <> {}",
+                    p(1),
+                    p(2),
+                    p(3)
+                ));
+                values.extend([(*conversation_id).into(), (*read).into(), (*user_id).into()]);
+            }
+            let rows =
+                Count::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(&self.db).await?;
+            for row in rows {
+                if let Some((conversation_id, user_id, _)) = usize::try_from(row.slot).ok().and_then(|i| chunk.get(i)) {
+                    counts.push(((*conversation_id, *user_id), row.unread));
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// One page of `user_id`'s inbox, newest activity first (ties: highest conversation id),
+    /// after `before` when given; and the user's unread messages over all conversations.
+    /// Four statements whatever the page size: the page (an index range scan of the user's
+    /// rows), its conversations, their last messages and their members, plus the total.
+    pub async fn inbox_page(
+        &self,
+        user_id: i64,
+        limit: u64,
+        before: Option<(chrono::DateTime<chrono::Utc>, i64)>,
+    ) -> Result<InboxPage, StoreError> {
+        use member::Column as M;
+        let mut page = member::Entity::find().filter(M::UserId.eq(user_id));
+        if let Some((activity, conversation_id)) = before {
+            page = page.filter(
+                sea_orm::Condition::any().add(M::LastActivityAt.lt(activity)).add(
+                    sea_orm::Condition::all()
+                        .add(M::LastActivityAt.eq(activity))
+                        .add(M::ConversationId.lt(conversation_id)),
+                ),
+            );
+        }
+        let mut rows = page
+            .order_by_desc(M::LastActivityAt)
+            .order_by_desc(M::ConversationId)
+            .limit(limit.saturating_add(1))
+            .all(&self.db)
+            .await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let ids: Vec<i64> = rows.iter().map(|row| row.conversation_id).collect();
+        let last_ids: Vec<i64> = rows.iter().map(|row| row.last_message_id).filter(|id| *id > 0).collect();
+        let (conversations, last_messages, members) = if ids.is_empty() {
+            Default::default()
+        } else {
+            (
+                conversation::Entity::find().filter(conversation::Column::Id.is_in(ids.clone())).all(&self.db).await?,
+                message::Entity::find().filter(message::Column::Id.is_in(last_ids)).all(&self.db).await?,
+                member::Entity::find()
+                    .filter(M::ConversationId.is_in(ids))
+                    .order_by_asc(M::UserId)
+                    .all(&self.db)
+                    .await?,
+            )
+        };
+        let total_unread: Option<i64> = member::Entity::find()
+            .select_only()
+            .column_as(Expr::cust("CAST(COALESCE(SUM(unread_count), 0) AS BIGINT)"), "total")
+            .filter(M::UserId.eq(user_id))
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        let next_before = rows.last().filter(|_| more).map(|row| (row.last_activity_at, row.conversation_id));
+        let mut conversations: HashMap<i64, conversation::Model> =
+            conversations.into_iter().map(|c| (c.id, c)).collect();
+        let mut last_messages: HashMap<i64, message::Model> = last_messages.into_iter().map(|m| (m.id, m)).collect();
+        let entries = rows
+            .into_iter()
+            .filter_map(|row| {
+                let conversation = conversations.remove(&row.conversation_id)?;
+                Some(InboxRow {
+                    last_message: last_messages.remove(&row.last_message_id),
+                    members: members.iter().filter(|m| m.conversation_id == row.conversation_id).cloned().collect(),
+                    conversation,
+                    own: row,
+                })
+            })
+            .collect();
+        Ok(InboxPage { entries, total_unread: total_unread.unwrap_or(0), next_before })
+    }
+
+    /// The read and delivered positions of a conversation's members.
+    pub async fn positions(&self, conversation_id: i64) -> Result<Vec<member::Model>, StoreError> {
+        Ok(member::Entity::find()
+            .filter(member::Column::ConversationId.eq(conversation_id))
+            .order_by_asc(member::Column::UserId)
+            .all(&self.db)
+            .await?)
+    }
+
     /// A conversation's messages in id order (oldest first) as chosen by `window`, and the
     /// conversation's total message count.
     pub async fn messages_page(
@@ -280,6 +577,119 @@ impl Store {
         };
         Ok((rows, total))
     }
+}
+
+/// One page of a user's inbox (see [`Store::inbox_page`]).
+#[derive(Debug)]
+pub struct InboxPage {
+    pub entries: Vec<InboxRow>,
+    pub total_unread: i64,
+    /// Where the next page starts (the last entry's activity and id); `None` on the last page.
+    pub next_before: Option<(chrono::DateTime<chrono::Utc>, i64)>,
+}
+
+/// One conversation of an inbox page: the user's own row, the conversation, its newest
+/// message and every member's row.
+#[derive(Debug)]
+pub struct InboxRow {
+    pub own: member::Model,
+    pub conversation: conversation::Model,
+    pub last_message: Option<message::Model>,
+    pub members: Vec<member::Model>,
+}
+
+/// Now, to the microsecond: what Postgres keeps, so that an inbox cursor made from a stored
+/// time finds the same time again on every backend.
+fn now_in_micros() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}
+
+/// Most (conversation, member) pairs one statement names: well under every backend's limit
+/// on bound parameters.
+const PAIRS_PER_STATEMENT: usize = 200;
+
+/// The inbox rows a batch's new messages move, one per member of each conversation in the
+/// batch: the conversation's newest message and activity, and for each member either the
+/// messages of others to add to the unread count, or, for a member who sent one of them, the
+/// new read and delivered position (their newest own message) and the unread count after it.
+/// `inserted` is in id order; each row says where the member stands after the batch.
+fn inbox_moves(batch: &[NewMessage], inserted: &[message::Model]) -> Vec<member::ActiveModel> {
+    let mut rows = Vec::new();
+    let mut conversations: Vec<i64> = inserted.iter().map(|m| m.conversation_id).collect();
+    conversations.sort_unstable();
+    conversations.dedup();
+    for conversation_id in conversations {
+        let new: Vec<&message::Model> = inserted.iter().filter(|m| m.conversation_id == conversation_id).collect();
+        let Some(newest) = new.iter().max_by_key(|m| m.id) else { continue };
+        let members = batch.iter().find(|m| m.conversation_id == conversation_id).map_or(&[][..], |m| &m.members[..]);
+        for &user_id in members {
+            let own_last = new.iter().filter(|m| m.sender_id == user_id).map(|m| m.id).max().unwrap_or(0);
+            let unread = new.iter().filter(|m| m.sender_id != user_id && m.id > own_last).count();
+            let read_at = (own_last > 0).then_some(newest.created_at);
+            rows.push(member::ActiveModel {
+                conversation_id: Set(conversation_id),
+                user_id: Set(user_id),
+                last_read_message_id: Set(own_last),
+                read_at: Set(read_at),
+                last_delivered_message_id: Set(own_last),
+                delivered_at: Set(read_at),
+                unread_count: Set(i64::try_from(unread).unwrap_or(i64::MAX)),
+                last_message_id: Set(newest.id),
+                last_activity_at: Set(newest.created_at),
+            });
+        }
+    }
+    rows
+}
+
+/// How a row of [`inbox_moves`] meets the stored one: a position only moves forward; a member
+/// who sent in the batch has the unread count after their message, the others the stored
+/// count plus the new messages; the newest message and activity are the later of the two.
+/// (Portable SQL: `excluded` and the table's name work on Postgres and SQLite alike.)
+fn inbox_move_rules() -> OnConflict {
+    let t = MEMBERS_TABLE;
+    OnConflict::columns([member::Column::ConversationId, member::Column::UserId])
+        .value(member::Column::LastReadMessageId, forward("last_read_message_id", "last_read_message_id"))
+        .value(member::Column::ReadAt, forward("last_read_message_id", "read_at"))
+        .value(
+            member::Column::LastDeliveredMessageId,
+            forward("last_delivered_message_id", "last_delivered_message_id"),
+        )
+        .value(member::Column::DeliveredAt, forward("last_delivered_message_id", "delivered_at"))
+        .value(
+            member::Column::UnreadCount,
+            Expr::cust(format!(
+                "CASE WHEN excluded.last_read_message_id > 0 THEN excluded.unread_count \
+                 ELSE {t}.unread_count + excluded.unread_count END"
+            )),
+        )
+        .value(member::Column::LastMessageId, forward("last_message_id", "last_message_id"))
+        .value(member::Column::LastActivityAt, forward("last_message_id", "last_activity_at"))
+        .to_owned()
+}
+
+const MEMBERS_TABLE: &str = "conversation_members";
+
+/// `with` from the incoming row when its `column` is ahead of the stored one, else as stored.
+fn forward(column: &str, with: &str) -> sea_orm::sea_query::SimpleExpr {
+    let t = MEMBERS_TABLE;
+    Expr::cust(format!("CASE WHEN excluded.{column} > {t}.{column} THEN excluded.{with} ELSE {t}.{with} END"))
+}
+
+/// How a receipt's row meets the stored one: positions only move forward, and the unread count
+/// goes with the read position; the conversation's newest message is left as stored.
+fn receipt_move_rules() -> OnConflict {
+    OnConflict::columns([member::Column::ConversationId, member::Column::UserId])
+        .value(member::Column::LastReadMessageId, forward("last_read_message_id", "last_read_message_id"))
+        .value(member::Column::ReadAt, forward("last_read_message_id", "read_at"))
+        .value(member::Column::UnreadCount, forward("last_read_message_id", "unread_count"))
+        .value(
+            member::Column::LastDeliveredMessageId,
+            forward("last_delivered_message_id", "last_delivered_message_id"),
+        )
+        .value(member::Column::DeliveredAt, forward("last_delivered_message_id", "delivered_at"))
+        .to_owned()
 }
 
 /// Which part of a conversation's history to read.
@@ -335,6 +745,7 @@ mod tests {
             message_type: "text".into(),
             content: content.into(),
             dedup_key: format!("k:{content}"),
+            members: vec![1, 2],
         }
     }
 
@@ -394,6 +805,95 @@ mod tests {
         let other = store.insert_messages(&[text(conv.id, 2, "hello")]).await.unwrap();
         assert_ne!(other[0].id, first[0].id);
         assert_eq!(store.messages_page(conv.id, HistoryWindow::Page { page: 1, limit: 10 }).await.unwrap().1, 2);
+    }
+
+    fn read(conversation_id: i64, user_id: i64, message_id: i64) -> NewReceipt {
+        NewReceipt { conversation_id, user_id, message_id, read: true }
+    }
+
+    /// (unread count, last read, last delivered) of a member.
+    async fn standing(store: &Store, conversation_id: i64, user_id: i64) -> (i64, i64, i64) {
+        let rows = store.positions(conversation_id).await.unwrap();
+        let row = rows.iter().find(|row| row.user_id == user_id).expect("a member's row");
+        (row.unread_count, row.last_read_message_id, row.last_delivered_message_id)
+    }
+
+    #[tokio::test]
+    async fn messages_move_the_members_unread_counts_and_the_sender_s_positions() {
+        let (_dir, store) = temp_store().await;
+        let (conv, _) = store.open_conversation(1, 2).await.unwrap();
+        assert_eq!(standing(&store, conv.id, 1).await, (0, 0, 0), "rows made with the conversation");
+        let stored = store.insert_messages(&[text(conv.id, 1, "a"), text(conv.id, 1, "b")]).await.unwrap();
+        assert_eq!(standing(&store, conv.id, 2).await, (2, 0, 0));
+        assert_eq!(standing(&store, conv.id, 1).await, (0, stored[1].id, stored[1].id), "own messages are read");
+        // A redelivered batch moves nothing.
+        store.insert_messages(&[text(conv.id, 1, "a"), text(conv.id, 1, "b")]).await.unwrap();
+        assert_eq!(standing(&store, conv.id, 2).await, (2, 0, 0));
+        // Replying reads what came before.
+        let reply = store.insert_messages(&[text(conv.id, 2, "c")]).await.unwrap();
+        assert_eq!(standing(&store, conv.id, 2).await, (0, reply[0].id, reply[0].id));
+        assert_eq!(standing(&store, conv.id, 1).await.0, 1);
+    }
+
+    #[tokio::test]
+    async fn receipts_move_positions_forward_only_and_refuse_foreign_messages() {
+        let (_dir, store) = temp_store().await;
+        let (conv, _) = store.open_conversation(1, 2).await.unwrap();
+        let (other, _) = store.open_conversation(1, 3).await.unwrap();
+        let batch: Vec<_> = (0..4).map(|i| text(conv.id, 1, &format!("m{i}"))).collect();
+        let ids: Vec<i64> = store.insert_messages(&batch).await.unwrap().iter().map(|m| m.id).collect();
+        let foreign = store.insert_messages(&[text(other.id, 1, "x")]).await.unwrap()[0].id;
+
+        let delivered = NewReceipt { read: false, ..read(conv.id, 2, ids[3]) };
+        let answers = store
+            .apply_receipts(&[read(conv.id, 2, ids[1]), read(conv.id, 2, ids[0]), delivered, read(conv.id, 2, foreign)])
+            .await
+            .unwrap();
+        let moved: Vec<Option<bool>> = answers.iter().map(|a| a.as_ref().map(|a| a.moved)).collect();
+        assert_eq!(moved, vec![Some(true), Some(false), Some(true), None], "the newest of each kind moves");
+        assert_eq!(standing(&store, conv.id, 2).await, (2, ids[1], ids[3]));
+        assert!(answers[0].as_ref().is_some_and(|a| a.positions.read_at.is_some()));
+
+        // Older again: nothing moves, the answer has the current position.
+        let again = store.apply_receipts(&[read(conv.id, 2, ids[0])]).await.unwrap();
+        let again = again[0].as_ref().expect("a member's receipt");
+        assert!(!again.moved);
+        assert_eq!(again.positions.last_read_message_id, ids[1]);
+        // Reading implies delivered, and the unread count follows the read position.
+        store.apply_receipts(&[read(conv.id, 2, ids[3])]).await.unwrap();
+        assert_eq!(standing(&store, conv.id, 2).await, (0, ids[3], ids[3]));
+        // A user without a row (not a member) gets no answer.
+        assert_eq!(store.apply_receipts(&[read(conv.id, 9, ids[3])]).await.unwrap(), vec![None]);
+    }
+
+    #[tokio::test]
+    async fn the_inbox_pages_by_newest_activity_with_the_total_unread() {
+        let (_dir, store) = temp_store().await;
+        let mut conversations = Vec::new();
+        for other in 2..=6 {
+            conversations.push(store.open_conversation(1, other).await.unwrap().0);
+        }
+        // The oldest conversation gets a message from the other side: it comes first.
+        let oldest = conversations[0].id;
+        let last = store.insert_messages(&[text(oldest, 2, "hi"), text(oldest, 2, "there")]).await.unwrap();
+        let first = store.inbox_page(1, 2, None).await.unwrap();
+        assert_eq!(first.total_unread, 2);
+        assert_eq!(first.entries[0].conversation.id, oldest);
+        assert_eq!(first.entries[0].own.unread_count, 2);
+        assert_eq!(first.entries[0].last_message.as_ref().map(|m| m.id), Some(last[1].id));
+        assert_eq!(first.entries[0].members.len(), 2);
+        // Walk every page: each conversation once, newest first, and no cursor after the last.
+        let mut seen: Vec<i64> = first.entries.iter().map(|e| e.conversation.id).collect();
+        let mut cursor = first.next_before;
+        while let Some(before) = cursor {
+            let page = store.inbox_page(1, 2, Some(before)).await.unwrap();
+            seen.extend(page.entries.iter().map(|e| e.conversation.id));
+            cursor = page.next_before;
+        }
+        let mut expected: Vec<i64> = conversations[1..].iter().rev().map(|c| c.id).collect();
+        expected.insert(0, oldest);
+        assert_eq!(seen, expected);
+        assert_eq!(store.inbox_page(2, 10, None).await.unwrap().total_unread, 0, "own messages are not unread");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! at the end. Without a reachable server the test is skipped with a loud message, except
 //! under `CI=true`, where that is a failure.
 
-use chat_persister::{HistoryWindow, NewMessage, Store};
+use chat_persister::{HistoryWindow, NewMessage, NewReceipt, Store};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -47,6 +47,7 @@ async fn the_store_works_on_postgres() {
             message_type: "text".into(),
             content: format!("m{i}"),
             dedup_key: format!("r:{i}"),
+            members: vec![10, 20],
         })
         .collect();
     let stored = store.insert_messages(&batch).await.unwrap();
@@ -65,6 +66,37 @@ async fn the_store_works_on_postgres() {
     let repeated = store.insert_messages(&batch[..10]).await.unwrap();
     assert_eq!(repeated, stored[..10].to_vec());
     assert_eq!(store.messages_page(a.id, HistoryWindow::Page { page: 1, limit: 1 }).await.unwrap().1, 50);
+
+    // The inbox rows moved with the batch, in the same transaction; receipts move them on.
+    let read = |message_id| NewReceipt { conversation_id: a.id, user_id: 20, message_id, read: true };
+    let inbox = store.inbox_page(20, 50, None).await.unwrap();
+    assert_eq!((inbox.total_unread, inbox.entries.len()), (50, 1));
+    let answers = store.apply_receipts(&[read(stored[9].id), read(stored[4].id)]).await.unwrap();
+    assert_eq!(answers.iter().map(|a| a.as_ref().map(|a| a.moved)).collect::<Vec<_>>(), vec![Some(true), Some(false)]);
+    assert_eq!(store.inbox_page(20, 50, None).await.unwrap().total_unread, 40);
+    // Many members' counts in one statement (placeholders numbered past the first pair).
+    let mut pairs = Vec::new();
+    for other in 100..130 {
+        let (conversation, _) = store.open_conversation(20, other).await.unwrap();
+        let message = |key: &str| NewMessage {
+            conversation_id: conversation.id,
+            sender_id: 20,
+            dedup_key: format!("{key}:{other}"),
+            members: vec![20, other],
+            ..batch[0].clone()
+        };
+        let id = store.insert_messages(&[message("first"), message("second")]).await.unwrap()[0].id;
+        pairs.push(NewReceipt { conversation_id: conversation.id, user_id: other, message_id: id, read: true });
+    }
+    let answers = store.apply_receipts(&pairs).await.unwrap();
+    for (answer, pair) in answers.iter().zip(&pairs) {
+        let answer = answer.as_ref().expect("a member's receipt");
+        assert_eq!((answer.positions.last_read_message_id, answer.positions.unread_count), (pair.message_id, 1));
+    }
+    let page = store.inbox_page(20, 10, None).await.unwrap();
+    let next = store.inbox_page(20, 10, page.next_before).await.unwrap();
+    assert!(page.entries.iter().all(|e| next.entries.iter().all(|n| n.conversation.id != e.conversation.id)));
+    assert_eq!(page.entries.len() + next.entries.len(), 20);
 
     drop((store, again));
     admin.execute_unprepared(&format!("drop database {name} with (force)")).await.unwrap();

@@ -164,6 +164,11 @@ pub struct ReceiptOutcome {
     pub moved: bool,
     #[prost(map = "string, string", tag = "7")]
     pub trace: std::collections::HashMap<String, String>,
+    /// The receipt's own conversation and message, for the answer to a refusal.
+    #[prost(int64, tag = "8")]
+    pub conversation_id: i64,
+    #[prost(int64, tag = "9")]
+    pub message_id: i64,
 }
 
 pub mod receipt_outcome {
@@ -474,7 +479,7 @@ pub struct InboxCursor {
     pub conversation_id: i64,
 }
 
-#[derive(Clone, PartialEq, Eq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct ConversationList {
     #[prost(message, repeated, tag = "1")]
     pub conversations: Vec<Conversation>,
@@ -492,7 +497,7 @@ pub struct ConversationList {
 }
 
 /// One conversation of a user's inbox.
-#[derive(Clone, PartialEq, Eq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct InboxEntry {
     #[prost(message, optional, tag = "1")]
     pub conversation: Option<Conversation>,
@@ -654,6 +659,18 @@ mod tests {
                 trace: Default::default(),
             }],
             outcomes: vec![outcome],
+            receipt_outcomes: vec![ReceiptOutcome {
+                request_id: "r2".into(),
+                result: Some(receipt_outcome::Result::Position(ReceiptPosition {
+                    conversation_id: 3,
+                    user_id: 2,
+                    kind: ReceiptKind::Read as i32,
+                    message_id: 7,
+                    at_ms: 1_700_000_000_200,
+                })),
+                moved: true,
+                ..Default::default()
+            }],
         };
         let bytes = crate::encode(&delivery);
         let back: Delivery = crate::decode(&bytes).expect("decodes");
@@ -675,6 +692,11 @@ mod tests {
         assert_eq!(SendBatch::from_payload(&crate::encode(&batch)).expect("decodes"), batch);
         let lone = SendBatch::from_payload(&crate::encode(&command)).expect("decodes");
         assert_eq!(lone.commands, vec![command]);
+        let receipts_only = SendBatch {
+            commands: Vec::new(),
+            receipts: vec![MarkReceipt { request_id: "r3".into(), message_id: 9, ..Default::default() }],
+        };
+        assert_eq!(SendBatch::from_payload(&crate::encode(&receipts_only)).expect("decodes"), receipts_only);
         assert!(SendBatch::from_payload(&[]).expect("empty is valid").commands.is_empty());
     }
 

@@ -10,7 +10,7 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::socket_state::{Membership, SocketState};
-use super::{join, send, typing};
+use super::{join, receipts, send, typing};
 use crate::auth::Credentials;
 use crate::emit::{emit_error, room_of_user, Overflowed};
 use crate::errors::ClientError;
@@ -18,6 +18,7 @@ use crate::gateway::Gateway;
 use crate::metrics::{self, OpenConnection};
 use crate::validate;
 use crate::wire::event;
+use chat_proto::ReceiptKind;
 
 /// What the connect middleware decided about a socket, for the connect handler: its state
 /// and the held membership lock, or why it was refused. Taken once.
@@ -109,7 +110,20 @@ fn client_address(socket: &SocketRef, trust_forwarded_for: bool) -> Option<std::
     parts.extensions.get::<axum::extract::ConnectInfo<crate::listener::ClientAddr>>().map(|info| info.0 .0.ip())
 }
 
-async fn set_up(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, membership: OwnedMutexGuard<Membership>) {
+async fn set_up(
+    gw: &Arc<Gateway>,
+    state: &SocketState,
+    socket: &SocketRef,
+    mut membership: OwnedMutexGuard<Membership>,
+) {
+    // The user's subject first: a receipt the user moves on another device from now on reaches
+    // this socket.
+    let user_id = state.user_id;
+    let listening = gw.users.open(user_id, || (), |()| crate::delivery::listen_to_user(gw, user_id)).await;
+    match listening {
+        Ok(()) => membership.holds_user_subject = true,
+        Err(e) => tracing::warn!(user_id, error = %e, "subscribing to the user's subject failed"),
+    }
     gw.report_socket(&socket.id, state.user_id, true).await;
     tracing::debug!(socket = %socket.id, user_id = state.user_id, "socket connected");
     drop(membership);
@@ -120,6 +134,9 @@ async fn tear_down(gw: &Gateway, state: &SocketState, socket: &SocketRef) {
     membership.closed = true;
     for conversation_id in std::mem::take(&mut membership.conversations) {
         join::release_room(gw, conversation_id);
+    }
+    if std::mem::take(&mut membership.holds_user_subject) {
+        gw.users.close(state.user_id);
     }
     gw.report_socket(&socket.id, state.user_id, false).await;
     tracing::debug!(socket = %socket.id, user_id = state.user_id, "socket disconnected");
@@ -151,6 +168,16 @@ fn bind_handlers(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketRef
             join::on_leave(&g, &s, &socket, ack, payload.unwrap_or(Value::Null)).await;
         },
     );
+
+    // Synchronous, like sends: a socket's receipts and sends reach the bus in its order.
+    for (name, kind) in [(event::MARK_DELIVERED, ReceiptKind::Delivered), (event::MARK_READ, ReceiptKind::Read)] {
+        let (g, s) = (gw.clone(), state.clone());
+        socket.on(name, move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| {
+            metrics::event_in(name);
+            receipts::on_mark(&g, &s, &socket, ack, payload.unwrap_or(Value::Null), kind);
+            std::future::ready(())
+        });
+    }
 
     let (g, s) = (gw.clone(), state.clone());
     socket.on(event::TYPING, move |socket: SocketRef, TryData(payload): TryData<Value>| async move {

@@ -102,7 +102,14 @@ async fn join(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payloa
 /// Holds the conversation's room here, opening it (subscribed to its room subject) for its
 /// first holder.
 async fn hold_room(gw: &Arc<Gateway>, conversation_id: i64) -> Result<SharedRoom, chat_bus::BusError> {
-    let room = gw.rooms.open(conversation_id, |room| delivery::listen_to_room(gw, conversation_id, room)).await;
+    let room = gw
+        .rooms
+        .open(
+            conversation_id,
+            || rooms::Room::shared(conversation_id),
+            |room| delivery::listen_to_room(gw, conversation_id, room),
+        )
+        .await;
     metrics::set_rooms(gw.rooms.len());
     room
 }

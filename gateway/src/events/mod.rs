@@ -5,6 +5,7 @@
 //!   handlers;
 //! - `send`: `send-message`;
 //! - `join`: `join-conversation` and `leave-conversation`;
+//! - `receipts`: `mark-delivered` and `mark-read`;
 //! - `typing`: `typing`;
 //! - `socket_state`: what the gateway keeps per socket.
 //!
@@ -25,6 +26,7 @@
 
 mod connection;
 mod join;
+mod receipts;
 mod send;
 mod socket_state;
 mod typing;

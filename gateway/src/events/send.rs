@@ -15,7 +15,7 @@ use crate::emit::emit_message_error;
 use crate::errors::ClientError;
 use crate::gateway::Gateway;
 use crate::limits::Action;
-use crate::outbox::Queued;
+use crate::outbox::{Outgoing, Queued};
 use crate::validate;
 
 /// Its span, the root of the message's trace, lasts until the command is on the work queue.
@@ -39,7 +39,12 @@ pub(super) fn on_send(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef
         state.pending_sends.fetch_sub(1, Ordering::SeqCst);
         return emit_message_error(socket, &ClientError::TooManyPendingSends);
     }
-    gw.outbox.push(Queued { command, span: span.clone(), pending: state.pending_sends.clone() });
+    gw.outbox.push(Queued {
+        command: Outgoing::Send(command),
+        ack: None,
+        span: span.clone(),
+        pending: state.pending_sends.clone(),
+    });
 }
 
 /// The command for the persister, or why the send is refused here.

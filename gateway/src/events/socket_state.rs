@@ -25,6 +25,8 @@ pub(super) struct SocketState {
 pub(super) struct Membership {
     /// Conversation rooms joined, each holding the gateway's room of the conversation.
     pub conversations: HashSet<i64>,
+    /// Holds this gateway's interest in the user's subject (released at tear-down).
+    pub holds_user_subject: bool,
     /// Torn down: nothing may be acquired any more.
     pub closed: bool,
 }

@@ -1,0 +1,74 @@
+//! `mark-delivered` and `mark-read`: validated, checked against the socket's limits, then
+//! handed to the outbox synchronously, in the conversation's lane with its sends, so that the
+//! persister stores a conversation's messages and receipts in one order. The acknowledgement
+//! waits in the outbox until the persister's outcome comes back through `delivery`, which also
+//! announces the positions that moved (`message-delivered`, `message-read`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use chat_proto::{MarkReceipt, ReceiptKind};
+use serde_json::Value;
+use socketioxide::extract::{AckSender, SocketRef};
+
+use super::socket_state::SocketState;
+use crate::emit::refuse_receipt;
+use crate::errors::ClientError;
+use crate::gateway::Gateway;
+use crate::outbox::{Outgoing, Queued};
+use crate::validate;
+
+pub(super) fn on_mark(
+    gw: &Arc<Gateway>,
+    state: &SocketState,
+    socket: &SocketRef,
+    ack: AckSender,
+    payload: Value,
+    kind: ReceiptKind,
+) {
+    let name = match kind {
+        ReceiptKind::Delivered => "mark-delivered",
+        ReceiptKind::Read => "mark-read",
+    };
+    let span = tracing::info_span!(
+        parent: None,
+        "receipt",
+        otel.name = name,
+        otel.kind = "server",
+        user_id = state.user_id,
+        conversation_id = tracing::field::Empty,
+    );
+    let _entered = span.enter();
+    let (conversation_id, message_id) = match validate::receipt(&payload) {
+        Ok(ids) => ids,
+        Err(problem) => return refuse(socket, ack, &payload, &ClientError::Invalid(problem)),
+    };
+    span.record("conversation_id", conversation_id);
+    // Receipts share the socket's bound on commands not yet on the bus with its sends.
+    if state.pending_sends.fetch_add(1, Ordering::SeqCst) >= gw.config.max_pending_sends {
+        state.pending_sends.fetch_sub(1, Ordering::SeqCst);
+        return refuse(socket, ack, &payload, &ClientError::TooManyPendingSends);
+    }
+    let receipt = MarkReceipt {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        gateway_id: gw.config.gateway_id.clone(),
+        socket_id: socket.id.to_string(),
+        user_id: state.user_id,
+        conversation_id,
+        message_id,
+        kind: kind as i32,
+        trace: Default::default(), // set when it leaves the outbox
+    };
+    gw.outbox.push(Queued {
+        command: Outgoing::Receipt(receipt),
+        ack: Some(ack),
+        span: span.clone(),
+        pending: state.pending_sends.clone(),
+    });
+}
+
+/// The `error` event and a failed acknowledgement, echoing the ids sent.
+fn refuse(socket: &SocketRef, ack: AckSender, payload: &Value, error: &ClientError) {
+    let echo = |field: &str| payload.get(field).cloned().unwrap_or(Value::Null);
+    refuse_receipt(Some(socket), Some(ack), (echo("conversationId"), echo("messageId")), error);
+}
