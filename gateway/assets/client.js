@@ -511,7 +511,15 @@
   function scheduleInboxRefresh() {
     if (!state.socket) return;
     clearTimeout(state.inbox.debounce);
-    state.inbox.debounce = setTimeout(() => loadInbox(null), INBOX_DEBOUNCE_MS);
+    state.inbox.debounce = setTimeout(() => {
+      if (state.socket?.connected) loadInbox(null);
+    }, INBOX_DEBOUNCE_MS);
+  }
+
+  /** Forgets a load that is due or under way: its answer would come for a socket gone since. */
+  function cancelInboxLoad() {
+    clearTimeout(state.inbox.debounce);
+    state.inbox.seq += 1;
   }
 
   /** The first inbox page (`before` null: it replaces the list), or the page after `before`. */
@@ -641,9 +649,8 @@
   }
 
   function clearInbox() {
-    clearTimeout(state.inbox.debounce);
+    cancelInboxLoad();
     clearInterval(state.inbox.poll);
-    state.inbox.seq += 1; // drops the answer of a load under way
     state.inbox.entries.clear();
     state.inbox.next = null;
     state.deliveredRequested.clear();
@@ -756,10 +763,13 @@
     socket.on('connect', () => {
       setStatus(`connected as user ${userId}`, 'connected');
       setConnectedControls(true);
-      if (state.conversationId !== null) join(state.conversationId);
-      else loadInbox(null); // a join refreshes it too
+      // Not at once: a socket the server refuses (a bad token) is connected for a moment, told
+      // why, then disconnected, and the same credentials would only fail on REST too.
+      if (state.conversationId !== null) join(state.conversationId); // which refreshes it
+      else scheduleInboxRefresh();
     });
     socket.on('disconnect', (reason) => {
+      cancelInboxLoad();
       setStatus(`disconnected (${reason})`, 'disconnected');
       setConnectedControls(false);
     });

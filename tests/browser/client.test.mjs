@@ -181,6 +181,7 @@ test('the inbox shows an unread message; opening it reads it: two ticks for the 
   }));
   assert.deepEqual(listed, { unread: '1', badgeShown: true, peer: `User ${a}`, preview: text, markup: 0 });
   assert.equal(await pageB.page.evaluate(() => window.__injected), undefined);
+  await screenshot(pageB.page, `inbox-unread-${srv.mode}`);
 
   // The list brought the message to B's device: A sees one tick.
   await pageA.page.waitForSelector(`#messages > li[data-id="${sent.id}"][data-receipt="delivered"]`);
