@@ -68,6 +68,20 @@ impl Room {
             }
         }
     }
+
+    /// Sends receipts to the room's members here. Called under the room's lock.
+    fn send_receipts_to_members(&self, io: &SocketIo, receipts: &[ReceiptEvent]) {
+        if receipts.is_empty() {
+            return;
+        }
+        let Some(namespace) = io.of(NAMESPACE) else { return };
+        let members = namespace.to(room_of_conversation(self.conversation_id)).sockets();
+        for receipt in receipts {
+            for socket in &members {
+                emit(socket, receipt.name(), receipt);
+            }
+        }
+    }
 }
 
 /// Live delivery of members' moved positions to the room's sockets on this gateway (and, kept,
@@ -77,14 +91,8 @@ pub fn deliver_receipts(io: &SocketIo, room: &Room, positions: Vec<ReceiptPositi
     for position in &positions {
         state.live_receipt(position);
     }
-    let Some(namespace) = io.of(NAMESPACE) else { return };
-    let members = namespace.to(room_of_conversation(room.conversation_id)).sockets();
-    for position in &positions {
-        let receipt = ReceiptEvent::of(position);
-        for socket in &members {
-            emit(socket, receipt.name(), &receipt);
-        }
-    }
+    let receipts: Vec<ReceiptEvent> = positions.iter().map(ReceiptEvent::of).collect();
+    room.send_receipts_to_members(io, &receipts);
     drop(state);
 }
 
@@ -187,9 +195,12 @@ pub async fn resync_rooms(queries: &Queries, io: &SocketIo, rooms: Vec<SharedRoo
             tracing::warn!(conversation_id, "room resync stopped at {MAX_REPLAY} messages");
         }
         tracing::info!(conversation_id, since, missed = missed.len(), "room resynchronised");
+        // Receipts published meanwhile are gone too: the members get the current positions.
+        let positions = read_positions(queries, conversation_id).await;
         let mut state = room.lock();
         let delivered = state.end_resync(missed);
         room.send_to_members(io, delivered);
+        room.send_receipts_to_members(io, &positions);
         drop(state);
     }
 }

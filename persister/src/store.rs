@@ -649,14 +649,7 @@ fn inbox_moves(batch: &[NewMessage], inserted: &[message::Model]) -> Vec<member:
 /// (Portable SQL: `excluded` and the table's name work on Postgres and SQLite alike.)
 fn inbox_move_rules() -> OnConflict {
     let t = MEMBERS_TABLE;
-    OnConflict::columns([member::Column::ConversationId, member::Column::UserId])
-        .value(member::Column::LastReadMessageId, forward("last_read_message_id", "last_read_message_id"))
-        .value(member::Column::ReadAt, forward("last_read_message_id", "read_at"))
-        .value(
-            member::Column::LastDeliveredMessageId,
-            forward("last_delivered_message_id", "last_delivered_message_id"),
-        )
-        .value(member::Column::DeliveredAt, forward("last_delivered_message_id", "delivered_at"))
+    positions_forward()
         .value(
             member::Column::UnreadCount,
             Expr::cust(format!(
@@ -669,27 +662,32 @@ fn inbox_move_rules() -> OnConflict {
         .to_owned()
 }
 
-const MEMBERS_TABLE: &str = "conversation_members";
-
-/// `with` from the incoming row when its `column` is ahead of the stored one, else as stored.
-fn forward(column: &str, with: &str) -> sea_orm::sea_query::SimpleExpr {
-    let t = MEMBERS_TABLE;
-    Expr::cust(format!("CASE WHEN excluded.{column} > {t}.{column} THEN excluded.{with} ELSE {t}.{with} END"))
-}
-
 /// How a receipt's row meets the stored one: positions only move forward, and the unread count
 /// goes with the read position; the conversation's newest message is left as stored.
 fn receipt_move_rules() -> OnConflict {
+    positions_forward().value(member::Column::UnreadCount, forward("last_read_message_id", "unread_count")).to_owned()
+}
+
+/// An upsert of members' rows whose read and delivered positions (and their times) only move
+/// forward.
+fn positions_forward() -> OnConflict {
     OnConflict::columns([member::Column::ConversationId, member::Column::UserId])
         .value(member::Column::LastReadMessageId, forward("last_read_message_id", "last_read_message_id"))
         .value(member::Column::ReadAt, forward("last_read_message_id", "read_at"))
-        .value(member::Column::UnreadCount, forward("last_read_message_id", "unread_count"))
         .value(
             member::Column::LastDeliveredMessageId,
             forward("last_delivered_message_id", "last_delivered_message_id"),
         )
         .value(member::Column::DeliveredAt, forward("last_delivered_message_id", "delivered_at"))
         .to_owned()
+}
+
+const MEMBERS_TABLE: &str = "conversation_members";
+
+/// `with` from the incoming row when its `column` is ahead of the stored one, else as stored.
+fn forward(column: &str, with: &str) -> sea_orm::sea_query::SimpleExpr {
+    let t = MEMBERS_TABLE;
+    Expr::cust(format!("CASE WHEN excluded.{column} > {t}.{column} THEN excluded.{with} ELSE {t}.{with} END"))
 }
 
 /// Which part of a conversation's history to read.

@@ -112,7 +112,8 @@ test('POST /api/chats/conversations: validation failures create nothing', async 
   await srv.api('POST', '/api/chats/conversations', { sender_id: a, receiver_id: '9' });
   const res = await srv.api('GET', `/api/chats/users/${a}/conversations`);
   assert.equal(res.status, 200);
-  assert.deepEqual(res.body, { data: [] });
+  assert.deepEqual(res.body.data, []);
+  assert.equal(res.body.total_unread, 0);
 });
 
 const badRaw = [
@@ -278,7 +279,7 @@ test('GET messages with a non-numeric conversation id → 400', async () => {
 
 // --- GET /api/chats/users/{userId}/conversations ----------------------------
 
-test('GET /api/chats/users/{id}/conversations → 200 {data} newest first, as sender or receiver', async () => {
+test('GET /api/chats/users/{id}/conversations → 200 {data, total_unread, limit, next_before} newest first, as sender or receiver', async () => {
   const [u, v1, v2, v3, other] = srv.users(5);
   const c1 = await srv.openConversation(u, v1);
   await new Promise((r) => setTimeout(r, 15));
@@ -289,11 +290,16 @@ test('GET /api/chats/users/{id}/conversations → 200 {data} newest first, as se
 
   const res = await srv.api('GET', `/api/chats/users/${u}/conversations`);
   assert.equal(res.status, 200, res.text);
-  assert.deepEqual(Object.keys(res.body), ['data']);
+  assert.deepEqual(Object.keys(res.body), ['data', 'total_unread', 'limit', 'next_before']);
   assert.deepEqual(res.body.data.map((c) => c.id), [c3.id, c2.id, c1.id]);
-  assert.deepEqual(res.body.data[0], c3);
-  assert.deepEqual(res.body.data[1], c2);
-  assert.deepEqual(res.body.data[2], c1);
+  // Each entry is the conversation as POST answered it, with the inbox's fields added.
+  const asOpened = ({ id, sender_id, receiver_id, created_at }) => ({ id, sender_id, receiver_id, created_at });
+  assert.deepEqual(res.body.data.map(asOpened), [c3, c2, c1]);
+  for (const c of res.body.data) {
+    assert.equal(c.last_message, null, 'no messages yet');
+    assert.equal(c.unread_count, 0);
+    assert.equal(c.last_activity_at, c.created_at, 'activity is the creation until a message');
+  }
   for (const c of res.body.data) {
     for (const k of ['id', 'sender_id', 'receiver_id', 'created_at']) assert.ok(k in c, `missing ${k}`);
     assertIsoDate(c.created_at, 'created_at');
@@ -302,9 +308,9 @@ test('GET /api/chats/users/{id}/conversations → 200 {data} newest first, as se
   assert.ok(ts[0] >= ts[1] && ts[1] >= ts[2], `created_at not newest-first: ${JSON.stringify(ts)}`);
 });
 
-test('GET /api/chats/users/{id}/conversations for a user without conversations → 200 {data: []}', async () => {
+test('GET /api/chats/users/{id}/conversations for a user without conversations → 200 {data: [], total_unread: 0}', async () => {
   const [u] = srv.users(1);
   const res = await srv.api('GET', `/api/chats/users/${u}/conversations`);
   assert.equal(res.status, 200);
-  assert.deepEqual(res.body, { data: [] });
+  assert.deepEqual(res.body, { data: [], total_unread: 0, limit: 50, next_before: null });
 });
