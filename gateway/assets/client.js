@@ -1,5 +1,7 @@
 // The test client page: connect as a user, open or join a conversation, read its history page by
-// page, send messages and watch their state, see who types and who comes and goes.
+// page, send messages and watch their state, see who types and who comes and goes, see the
+// inbox (conversations with their unread counts) and, on one's own messages, ticks for what the
+// other member got (one) and read (two).
 //
 // Everything the server or another user sends is rendered with textContent, never as HTML: a
 // message is shown exactly as it was typed. The page's Content-Security-Policy forbids inline
@@ -17,6 +19,19 @@
   /** The `before` cursor for the newest page: every message id is below it. */
   const NEWEST = Number.MAX_SAFE_INTEGER;
   const LOG_LIMIT = 200;
+  /** How long a receipt (`mark-delivered`, `mark-read`) may wait for its acknowledgement. */
+  const ACK_TIMEOUT_MS = 10_000;
+  const INBOX_PAGE_SIZE = 50;
+  /** A burst of events (a replay, a busy conversation) refreshes the inbox once, this long after the last. */
+  const INBOX_DEBOUNCE_MS = 300;
+  /**
+   * No event reaches a socket about conversations it has not joined, so a message there shows
+   * up in the inbox only by asking: every this often while the tab is visible (and on Refresh).
+   */
+  const INBOX_POLL_MS = 15_000;
+  /** Tick marks by receipt: what the other member did with one of our messages. */
+  const TICKS = { none: '', delivered: '\u2713', read: '\u2713\u2713' };
+  const TICK_TITLES = { none: '', delivered: 'delivered', read: 'read' };
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -41,6 +56,10 @@
     message: $('message'),
     send: $('send'),
     presence: $('presence'),
+    inbox: $('inbox'),
+    totalUnread: $('total-unread'),
+    inboxRefresh: $('inbox-refresh'),
+    inboxMore: $('inbox-more'),
     errors: $('errors'),
     events: $('events'),
   };
@@ -62,6 +81,21 @@
     typing: { active: false, sentAt: 0, idleTimer: null },
     /** Other users typing here: user id → the timer that hides them. */
     typers: new Map(),
+    /**
+     * The other member's positions in the open conversation (a conversation has two members):
+     * the newest message id they got, and read. Events and inbox pages may arrive in any order,
+     * so a position only ever moves forward here, as on the server.
+     */
+    peer: { delivered: 0, read: 0 },
+    /** The newest message id of the open conversation we asked to mark read. */
+    readRequested: 0,
+    /** Conversation id → the newest message id we asked to mark delivered there. */
+    deliveredRequested: new Map(),
+    /**
+     * The inbox: the entries shown (conversation id → entry), the cursor of the next page, the
+     * number of the latest load (an older load's answer is dropped), and the timers.
+     */
+    inbox: { entries: new Map(), next: null, seq: 0, debounce: null, poll: null },
   };
 
   // ---- small helpers -------------------------------------------------------------------------
@@ -114,6 +148,7 @@
 
   function setConnectedControls(connected) {
     ui.disconnect.disabled = !connected;
+    ui.inboxRefresh.disabled = !connected;
     ui.create.disabled = !connected;
     ui.join.disabled = !connected;
     const inConversation = connected && state.conversationId !== null;
@@ -150,6 +185,7 @@
   function messageRow(own) {
     const row = element('li', own ? 'message own' : 'message');
     row.append(element('span', 'meta'), element('p', 'content'), element('span', 'state'));
+    if (own) row.append(element('span', 'ticks'));
     return row;
   }
 
@@ -162,6 +198,7 @@
     state.rows.set(message.id, row);
     state.oldestId = state.oldestId === null ? message.id : Math.min(state.oldestId, message.id);
     state.newestId = Math.max(state.newestId, message.id);
+    renderTicks(row);
   }
 
   function setRowState(row, kind, text = kind) {
@@ -201,6 +238,11 @@
   }
 
   function onReceive(message) {
+    if (!message) return;
+    const fromOther = message.sender_id !== state.userId;
+    // It reached this device: delivered, whichever conversation it is in.
+    if (fromOther) markDelivered(message.conversation_id, message.id);
+    scheduleInboxRefresh(); // its preview, its unread count, the order
     if (message.conversation_id !== state.conversationId) return;
     hideTyper(message.sender_id);
     if (state.rows.has(message.id)) return;
@@ -213,6 +255,7 @@
       showStored(message, 'received');
     }
     ui.messages.lastElementChild?.scrollIntoView({ block: 'nearest' });
+    if (fromOther) markRead();
   }
 
   function onSent(message) {
@@ -303,6 +346,8 @@
     state.conversationId = conversationId;
     state.oldestId = null;
     state.newestId = 0;
+    state.peer = { delivered: 0, read: 0 };
+    state.readRequested = 0;
     state.rows.clear();
     state.pending = [];
     for (const timer of state.typers.values()) clearTimeout(timer);
@@ -339,9 +384,15 @@
     ui.joined.textContent = `joined conversation ${conversationId}`;
     if (!rejoin) {
       resetConversation(conversationId);
+      // A join without `lastMessageId` replays no receipts: the ticks start from the inbox list.
+      const entry = state.inbox.entries.get(conversationId);
+      if (entry) notePositionsOf(entry);
       await loadPage(NEWEST);
     }
     setConnectedControls(socket.connected);
+    markCurrentInInbox();
+    markRead();
+    scheduleInboxRefresh();
   }
 
   function joinFromForm(event) {
@@ -349,6 +400,264 @@
     const id = positiveInteger(ui.conversationId.value);
     if (id === null) return showError('Conversation ID must be a positive integer');
     join(id);
+  }
+
+  // ---- receipts ------------------------------------------------------------------------------
+
+  /** What the other member did with message `id`, by their positions: reading implies delivered. */
+  function receiptOf(id, positions) {
+    if (id <= positions.read) return 'read';
+    if (id <= positions.delivered) return 'delivered';
+    return 'none';
+  }
+
+  function setTicks(el, receipt) {
+    el.dataset.receipt = receipt;
+    el.textContent = TICKS[receipt];
+    el.title = TICK_TITLES[receipt];
+  }
+
+  /** The ticks of one of our stored messages in the open conversation (others' have none). */
+  function renderTicks(row) {
+    const ticks = row.querySelector('.ticks');
+    const id = Number(row.dataset.id);
+    if (!ticks || !Number.isSafeInteger(id)) return;
+    const receipt = receiptOf(id, state.peer);
+    row.dataset.receipt = receipt;
+    setTicks(ticks, receipt);
+  }
+
+  /**
+   * A member's position from an event or an inbox page. Only the other member's positions in
+   * the open conversation show (as ticks); ours show as unread counts, from the inbox.
+   */
+  function notePosition(conversationId, userId, kind, messageId) {
+    const id = positiveInteger(messageId);
+    if (conversationId !== state.conversationId || userId === state.userId || id === null) return;
+    const { delivered, read } = state.peer;
+    if (kind === 'read') state.peer.read = Math.max(read, id);
+    state.peer.delivered = Math.max(delivered, state.peer.read, kind === 'delivered' ? id : 0);
+    if (state.peer.read === read && state.peer.delivered === delivered) return;
+    for (const row of state.rows.values()) renderTicks(row);
+  }
+
+  function notePositionsOf(entry) {
+    for (const member of entry.members ?? []) {
+      notePosition(entry.id, member.user_id, 'read', member.last_read_message_id);
+      notePosition(entry.id, member.user_id, 'delivered', member.last_delivered_message_id);
+    }
+  }
+
+  function onReceipt(payload, kind) {
+    if (!payload) return;
+    notePosition(payload.conversationId, payload.userId, kind, payload.messageId);
+    // Someone read: unread counts (ours, if it was us on another tab) and the inbox's ticks move.
+    if (kind === 'read') scheduleInboxRefresh();
+  }
+
+  /**
+   * Emits a receipt and waits for its acknowledgement: the ack, or null when refused or not
+   * answered. A refusal's reason also comes as an `error` event, shown by that handler; the
+   * ack itself goes to the events list (acks are not events, and would show nowhere else).
+   */
+  async function emitReceipt(name, conversationId, messageId) {
+    const socket = state.socket;
+    if (!socket) return null;
+    let ack;
+    try {
+      ack = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck(name, { conversationId, messageId });
+    } catch {
+      // Unless the user disconnected meanwhile, which answers nothing by design.
+      if (state.socket === socket) showError(`${name} ${conversationId}/${messageId}: no answer`);
+      return null;
+    }
+    logEvent(`ack ${name}`, ack);
+    return ack && ack.success === true ? ack : null;
+  }
+
+  /** Tells the sender their message reached this device, once per message. */
+  function markDelivered(conversationId, messageId) {
+    const conversation = positiveInteger(conversationId);
+    const id = positiveInteger(messageId);
+    if (!state.socket || conversation === null || id === null) return;
+    if ((state.deliveredRequested.get(conversation) ?? 0) >= id) return;
+    state.deliveredRequested.set(conversation, id);
+    emitReceipt('mark-delivered', conversation, id);
+  }
+
+  /**
+   * Marks the open conversation read up to its newest message, but only while the person can
+   * see it: a conversation open in a background tab has not been read.
+   */
+  async function markRead() {
+    const conversationId = state.conversationId;
+    const id = state.newestId;
+    if (!state.socket || conversationId === null || id === 0) return;
+    if (document.visibilityState !== 'visible' || id <= state.readRequested) return;
+    state.readRequested = id;
+    const ack = await emitReceipt('mark-read', conversationId, id);
+    // Not done: let the next message or the next visibility ask again.
+    if (!ack && state.conversationId === conversationId && state.readRequested === id) state.readRequested = 0;
+  }
+
+  function onVisibilityChange() {
+    if (document.visibilityState !== 'visible') return;
+    markRead();
+    scheduleInboxRefresh();
+  }
+
+  // ---- inbox ---------------------------------------------------------------------------------
+
+  function scheduleInboxRefresh() {
+    if (!state.socket) return;
+    clearTimeout(state.inbox.debounce);
+    state.inbox.debounce = setTimeout(() => {
+      if (state.socket?.connected) loadInbox(null);
+    }, INBOX_DEBOUNCE_MS);
+  }
+
+  /** Forgets a load that is due or under way: its answer would come for a socket gone since. */
+  function cancelInboxLoad() {
+    clearTimeout(state.inbox.debounce);
+    state.inbox.seq += 1;
+  }
+
+  /** The first inbox page (`before` null: it replaces the list), or the page after `before`. */
+  async function loadInbox(before) {
+    clearTimeout(state.inbox.debounce);
+    const userId = state.userId;
+    const seq = ++state.inbox.seq;
+    const cursor = before === null ? '' : `&before=${encodeURIComponent(before)}`;
+    try {
+      const page = await rest('GET', `/api/chats/users/${userId}/conversations?limit=${INBOX_PAGE_SIZE}${cursor}`);
+      // A later load (or a disconnect) came since: its answer is the one to show.
+      if (seq !== state.inbox.seq || !state.socket || userId !== state.userId) return;
+      showInbox(page, before !== null);
+    } catch (e) {
+      if (seq === state.inbox.seq && state.socket) showError(e.message);
+    }
+  }
+
+  function showInbox(page, append) {
+    if (!append) {
+      ui.inbox.replaceChildren();
+      state.inbox.entries.clear();
+    }
+    for (const entry of Array.isArray(page.data) ? page.data : []) {
+      const id = positiveInteger(entry.id);
+      if (id === null) continue;
+      // Activity between two pages may move a conversation onto the next one: show it once.
+      ui.inbox.querySelector(`li[data-conversation="${id}"]`)?.remove();
+      state.inbox.entries.set(id, entry);
+      ui.inbox.append(inboxItem(entry));
+      notePositionsOf(entry);
+      deliverFromInbox(entry);
+    }
+    const total = Number.isSafeInteger(page.total_unread) ? page.total_unread : 0;
+    ui.totalUnread.textContent = String(total);
+    ui.totalUnread.dataset.count = String(total);
+    state.inbox.next = typeof page.next_before === 'string' ? page.next_before : null;
+    ui.inboxMore.hidden = state.inbox.next === null;
+  }
+
+  /** The other member's positions in an inbox entry (0 for none yet). */
+  function otherPositions(entry) {
+    const other = (entry.members ?? []).find((member) => member.user_id !== state.userId);
+    return { delivered: other?.last_delivered_message_id ?? 0, read: other?.last_read_message_id ?? 0 };
+  }
+
+  function timeOf(iso) {
+    const time = new Date(iso);
+    if (Number.isNaN(time.getTime())) return String(iso ?? '');
+    const today = time.toDateString() === new Date().toDateString();
+    return today ? time.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : time.toLocaleDateString();
+  }
+
+  /** The last message as one short line of text; the list item clips it to its width. */
+  function previewOf(message, own) {
+    const text = String(message.content ?? '').replace(/\s+/g, ' ').slice(0, 120);
+    const kind = message.message_type && message.message_type !== 'text' ? `[${message.message_type}] ` : '';
+    return `${own ? 'You: ' : ''}${kind}${text}`;
+  }
+
+  function unreadBadge(count) {
+    const badge = element('span', 'badge unread', String(count));
+    badge.title = `${count} unread`;
+    badge.hidden = count === 0; // zeros would be noise in a list; the item's data-unread still says 0
+    return badge;
+  }
+
+  function inboxItem(entry) {
+    const unread = Number.isSafeInteger(entry.unread_count) ? entry.unread_count : 0;
+    const item = element('li', 'inbox-item');
+    item.dataset.conversation = String(entry.id);
+    item.dataset.unread = String(unread);
+    if (entry.id === state.conversationId) item.classList.add('current');
+
+    const other = entry.sender_id === state.userId ? entry.receiver_id : entry.sender_id;
+    const head = element('span', 'inbox-line');
+    head.append(element('span', 'inbox-peer', `User ${other}`), element('span', 'inbox-time', timeOf(entry.last_activity_at)));
+
+    const last = entry.last_message;
+    const own = Boolean(last) && last.sender_id === state.userId;
+    const ticks = element('span', 'ticks');
+    setTicks(ticks, own ? receiptOf(last.id, otherPositions(entry)) : 'none');
+    const preview = element('span', last ? 'inbox-preview' : 'inbox-preview empty', last ? previewOf(last, own) : 'no messages yet');
+    const body = element('span', 'inbox-line');
+    body.append(ticks, preview, unreadBadge(unread));
+
+    const open = element('button', 'inbox-open');
+    open.type = 'button';
+    open.title = `Open conversation ${entry.id}`;
+    open.append(head, body);
+    open.addEventListener('click', () => openFromInbox(entry.id));
+    item.append(open);
+    return item;
+  }
+
+  /**
+   * The list brought the newest message of a conversation this socket has not joined (which
+   * gets no `receive-message` for it) to this device: that is a delivery too.
+   */
+  function deliverFromInbox(entry) {
+    const last = entry.last_message;
+    if (!last || last.sender_id === state.userId) return;
+    const mine = (entry.members ?? []).find((member) => member.user_id === state.userId);
+    if ((mine?.last_delivered_message_id ?? 0) < last.id) markDelivered(entry.id, last.id);
+  }
+
+  function markCurrentInInbox() {
+    for (const item of ui.inbox.children) {
+      item.classList.toggle('current', Number(item.dataset.conversation) === state.conversationId);
+    }
+  }
+
+  function openFromInbox(conversationId) {
+    ui.conversationId.value = String(conversationId);
+    join(conversationId);
+  }
+
+  function loadMoreInbox() {
+    if (state.inbox.next !== null) loadInbox(state.inbox.next);
+  }
+
+  function startInboxPoll() {
+    clearInterval(state.inbox.poll);
+    state.inbox.poll = setInterval(() => {
+      if (document.visibilityState === 'visible' && state.socket?.connected) loadInbox(null);
+    }, INBOX_POLL_MS);
+  }
+
+  function clearInbox() {
+    cancelInboxLoad();
+    clearInterval(state.inbox.poll);
+    state.inbox.entries.clear();
+    state.inbox.next = null;
+    state.deliveredRequested.clear();
+    ui.inbox.replaceChildren();
+    ui.inboxMore.hidden = true;
+    ui.totalUnread.textContent = '0';
+    ui.totalUnread.dataset.count = '0';
   }
 
   // ---- typing --------------------------------------------------------------------------------
@@ -424,6 +733,7 @@
       state.socket.disconnect();
     }
     state.socket = null;
+    clearInbox();
     resetConversation(null);
     ui.joined.textContent = '';
     setStatus('disconnected', 'disconnected');
@@ -453,9 +763,13 @@
     socket.on('connect', () => {
       setStatus(`connected as user ${userId}`, 'connected');
       setConnectedControls(true);
-      if (state.conversationId !== null) join(state.conversationId);
+      // Not at once: a socket the server refuses (a bad token) is connected for a moment, told
+      // why, then disconnected, and the same credentials would only fail on REST too.
+      if (state.conversationId !== null) join(state.conversationId); // which refreshes it
+      else scheduleInboxRefresh();
     });
     socket.on('disconnect', (reason) => {
+      cancelInboxLoad();
       setStatus(`disconnected (${reason})`, 'disconnected');
       setConnectedControls(false);
     });
@@ -465,8 +779,11 @@
     socket.on('message-sent', onSent);
     socket.on('message-error', onSendError);
     socket.on('user-typing', onUserTyping);
+    socket.on('message-delivered', (payload) => onReceipt(payload, 'delivered'));
+    socket.on('message-read', (payload) => onReceipt(payload, 'read'));
     socket.on('user:online', (payload) => onPresence(payload, true));
     socket.on('user:offline', (payload) => onPresence(payload, false));
+    startInboxPoll();
   }
 
   // ---- wiring --------------------------------------------------------------------------------
@@ -477,6 +794,9 @@
   ui.createForm.addEventListener('submit', createConversation);
   ui.joinForm.addEventListener('submit', joinFromForm);
   ui.loadOlder.addEventListener('click', loadOlder);
+  ui.inboxRefresh.addEventListener('click', () => loadInbox(null));
+  ui.inboxMore.addEventListener('click', loadMoreInbox);
+  document.addEventListener('visibilitychange', onVisibilityChange);
   ui.sendForm.addEventListener('submit', send);
   ui.message.addEventListener('input', onInput);
   ui.message.addEventListener('keydown', (event) => {

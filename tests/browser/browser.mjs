@@ -131,6 +131,20 @@ export function shownMessages(page) {
   })));
 }
 
+/** The inbox item of conversation `id` (a selector). */
+export const inboxItem = (id) => `#inbox > li[data-conversation="${id}"]`;
+
+/**
+ * What the page shows of the other member's receipt of message `id` (one of ours): its row's
+ * `data-receipt` ("none", "delivered", "read"), the tick marks, and their colour.
+ */
+export function shownReceipt(page, id) {
+  return page.$eval(`#messages > li[data-id="${id}"]`, (row) => {
+    const ticks = row.querySelector('.ticks');
+    return { receipt: row.dataset.receipt, ticks: ticks.textContent, color: getComputedStyle(ticks).color };
+  });
+}
+
 /** Types `text` into the message box key by key, as a person does. */
 export async function typeMessage(page, text, delay = 0) {
   await page.click('#message');

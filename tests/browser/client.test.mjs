@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { test, useServer } from '../e2e/harness.mjs';
 import {
-  createConversation, joinConversation, openClient, screenshot, shownMessages, typeMessage, useBrowser, waitForText,
+  createConversation, inboxItem, joinConversation, openClient, screenshot, shownMessages, shownReceipt, typeMessage,
+  useBrowser, waitForText,
 } from './browser.mjs';
 
 const srv = useServer();
@@ -151,4 +152,73 @@ test('joining a conversation of other users is refused and shown as an error', a
   assert.equal(await pageA.page.isEnabled('#send'), false, 'nothing to send to');
   pageA.check();
   await pageA.close();
+});
+
+test('the inbox shows an unread message; opening it reads it: two ticks for the sender, no badge left', async () => {
+  const [a, b] = srv.users(2);
+  const pageA = await openClient(browser(), gatewayA(), { userId: a });
+  const pageB = await openClient(browser(), gatewayB(), { userId: b });
+  const conversationId = await createConversation(pageA.page, b);
+  const item = inboxItem(conversationId);
+
+  const text = 'Lunch at <b>noon</b> & <img src=x onerror="window.__injected = 1">?';
+  await pageA.page.fill('#message', text);
+  await pageA.page.click('#send');
+  await pageA.page.waitForSelector('#messages > li.own[data-state="sent"]');
+  const [sent] = await shownMessages(pageA.page);
+  assert.deepEqual(await shownReceipt(pageA.page, sent.id).then((r) => [r.receipt, r.ticks]), ['none', ''], 'B has not got it yet');
+
+  // B has joined nothing, so no event tells its page about the message: Refresh asks the server.
+  await pageB.page.click('#inbox-refresh');
+  await waitForText(pageB.page, `${item} .unread`, '1');
+  await waitForText(pageB.page, '#total-unread', '1');
+  const listed = await pageB.page.$eval(item, (li) => ({
+    unread: li.dataset.unread,
+    badgeShown: !li.querySelector('.unread').hidden,
+    peer: li.querySelector('.inbox-peer').textContent,
+    preview: li.querySelector('.inbox-preview').textContent,
+    markup: li.querySelectorAll('b, img').length,
+  }));
+  assert.deepEqual(listed, { unread: '1', badgeShown: true, peer: `User ${a}`, preview: text, markup: 0 });
+  assert.equal(await pageB.page.evaluate(() => window.__injected), undefined);
+  await screenshot(pageB.page, `inbox-unread-${srv.mode}`);
+
+  // The list brought the message to B's device: A sees one tick.
+  await pageA.page.waitForSelector(`#messages > li[data-id="${sent.id}"][data-receipt="delivered"]`);
+  const delivered = await shownReceipt(pageA.page, sent.id);
+  assert.equal(delivered.ticks, '\u2713');
+
+  // B opens the conversation from the inbox, in a visible tab: it is read.
+  assert.equal(await pageB.page.evaluate(() => document.visibilityState), 'visible');
+  await pageB.page.click(`${item} .inbox-open`);
+  await waitForText(pageB.page, '#joined', `joined conversation ${conversationId}`);
+  await waitForText(pageB.page, '#messages > li:last-child .content', text);
+  await pageA.page.waitForSelector(`#messages > li[data-id="${sent.id}"][data-receipt="read"]`);
+  const read = await shownReceipt(pageA.page, sent.id);
+  assert.equal(read.ticks, '\u2713\u2713');
+  assert.notEqual(read.color, delivered.color, 'read ticks look different from delivered ones');
+
+  // B's badge goes to 0, and its item is the open one.
+  await pageB.page.waitForSelector(`${item}[data-unread="0"].current`);
+  await waitForText(pageB.page, '#total-unread', '0');
+  assert.equal(await pageB.page.isHidden(`${item} .unread`), true, 'no badge for 0');
+  assert.equal(await pageB.page.textContent(`${item} .unread`), '0');
+
+  // A's own inbox: its message counts as read by A, and shows B's two ticks.
+  await pageA.page.waitForSelector(`${item} .ticks[data-receipt="read"]`);
+  await waitForText(pageA.page, `${item} .inbox-preview`, `You: ${text}`);
+  await waitForText(pageA.page, '#total-unread', '0');
+  await screenshot(pageA.page, `inbox-sender-${srv.mode}`);
+  await screenshot(pageB.page, `inbox-reader-${srv.mode}`);
+
+  // A page opened later gets no receipt event for what happened before it joined: its ticks
+  // come from the inbox list's positions.
+  const pageA2 = await openClient(browser(), gatewayB(), { userId: a });
+  await joinConversation(pageA2.page, conversationId);
+  await pageA2.page.waitForSelector(`#messages > li[data-id="${sent.id}"][data-receipt="read"]`);
+
+  for (const client of [pageA, pageB, pageA2]) {
+    client.check();
+    await client.close();
+  }
 });
