@@ -343,15 +343,17 @@ test('mark-delivered / mark-read with bad ids are refused in the ack and an erro
   await assertNothingMoved(a, conv, recB, sb);
 });
 
-// The contract gives one text for an id that is missing or not an integer.
-test('mark-delivered / mark-read with missing ids: "<field> must be an integer number"', async () => {
+// A missing id reads as `send-message`'s do: "should not be empty" before "must be an integer number".
+test('mark-delivered / mark-read with missing ids: "<field> should not be empty, <field> must be an integer number"', async () => {
   const { a, b, conv, sa, sb } = await srv.pairAcrossGateways();
   const m1 = await srv.send(sb, b, conv.id, 'hello');
   const recB = recordEvents(sb);
+  const missing = (field) => `${field} should not be empty, ${field} must be an integer number`;
   await assertAllRefused(sa, [
-    [{}, 'conversationId must be an integer number, messageId must be an integer number'],
-    [{ messageId: m1.id }, 'conversationId must be an integer number'],
-    [{ conversationId: conv.id }, 'messageId must be an integer number'],
+    [{}, `${missing('conversationId')}, ${missing('messageId')}`],
+    [{ messageId: m1.id }, missing('conversationId')],
+    [{ conversationId: conv.id }, missing('messageId')],
+    [{ conversationId: null, messageId: '' }, `${missing('conversationId')}, ${missing('messageId')}`],
   ]);
   await assertNothingMoved(a, conv, recB, sb);
 });
