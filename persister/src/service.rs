@@ -463,23 +463,34 @@ impl RoutedDeliveries {
                 },
             )
         });
-        let gateways = self.gateways.into_iter().flat_map(|(gateway, outcomes)| {
+        // A gateway's receipt outcomes ride in its last publication of send outcomes (they are
+        // small): one publication per gateway and batch, and they arrive after the sends' (a
+        // lane awaits the answer to its batch's last command).
+        let mut receipt_outcomes = self.receipt_outcomes;
+        let mut gateways = Vec::with_capacity(self.gateways.len() + receipt_outcomes.len());
+        for (gateway, outcomes) in self.gateways {
+            let receipts = match receipt_outcomes.iter().position(|(known, _)| *known == gateway) {
+                Some(index) => receipt_outcomes.swap_remove(index).1,
+                None => Vec::new(),
+            };
+            gateways.push((gateway, outcomes, receipts));
+        }
+        gateways.extend(receipt_outcomes.into_iter().map(|(gateway, receipts)| (gateway, Vec::new(), receipts)));
+        let gateways = gateways.into_iter().flat_map(|(gateway, outcomes, receipt_outcomes)| {
             let subject = subjects.gateway(&gateway);
-            chat_proto::split_by_size(outcomes, MAX_DELIVERY_BYTES, |o| o.encoded_len()).into_iter().map(
-                move |outcomes| {
-                    let delivery = Delivery { outcomes, ..Default::default() };
-                    let event = GatewayEvent { event: Some(gateway_event::Event::Outcomes(delivery)) };
-                    (subject.clone(), chat_proto::encode(&event))
-                },
-            )
-        });
-        // Receipts are small: a batch's share for one subject fits one payload. Their outcomes
-        // go after the sends' (a lane awaits the answer to its batch's last command, and a
-        // batch's receipts come after its sends).
-        let receipt_outcomes = self.receipt_outcomes.into_iter().map(|(gateway, receipt_outcomes)| {
-            let delivery = Delivery { receipt_outcomes, ..Default::default() };
-            let event = GatewayEvent { event: Some(gateway_event::Event::Outcomes(delivery)) };
-            (subjects.gateway(&gateway), chat_proto::encode(&event))
+            let mut parts = chat_proto::split_by_size(outcomes, MAX_DELIVERY_BYTES, |o| o.encoded_len());
+            if parts.is_empty() {
+                parts.push(Vec::new());
+            }
+            let last = parts.len() - 1;
+            let mut receipt_outcomes = Some(receipt_outcomes);
+            parts.into_iter().enumerate().map(move |(index, outcomes)| {
+                let receipt_outcomes =
+                    if index == last { receipt_outcomes.take().unwrap_or_default() } else { Vec::new() };
+                let delivery = Delivery { outcomes, receipt_outcomes, ..Default::default() };
+                let event = GatewayEvent { event: Some(gateway_event::Event::Outcomes(delivery)) };
+                (subject.clone(), chat_proto::encode(&event))
+            })
         });
         let room_receipts = self.room_receipts.into_iter().map(|(conversation_id, positions)| {
             let event = RoomEvent { event: Some(room_event::Event::Receipts(ReceiptPositions { positions })) };
@@ -489,7 +500,7 @@ impl RoutedDeliveries {
             let event = UserEvent { event: Some(user_event::Event::Receipts(ReceiptPositions { positions })) };
             (subjects.user(user_id), chat_proto::encode(&event))
         });
-        rooms.chain(room_receipts).chain(user_receipts).chain(gateways).chain(receipt_outcomes).collect()
+        rooms.chain(room_receipts).chain(user_receipts).chain(gateways).collect()
     }
 }
 
@@ -620,6 +631,39 @@ mod tests {
             }
             other => panic!("not outcomes: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_gateway_s_receipt_outcomes_ride_with_its_send_outcomes() {
+        let mut routed = RoutedDeliveries::default();
+        routed.push_outcome(SendOutcome { request_id: "s1".into(), gateway_id: "gw-a".into(), ..Default::default() });
+        let receipt = |request_id: &str, gateway_id: &str| MarkReceipt {
+            request_id: request_id.into(),
+            gateway_id: gateway_id.into(),
+            ..Default::default()
+        };
+        let refused = || ReceiptAnswer::Refused(QueryError::new(ErrorKind::Forbidden, "no"));
+        routed.push_receipt(&receipt("r1", "gw-a"), refused());
+        routed.push_receipt(&receipt("r2", "gw-b"), refused());
+        let published = routed.finish(&Subjects::new("chat"));
+        let by_subject: Vec<(&str, Vec<String>, Vec<String>)> = published
+            .iter()
+            .map(|(subject, payload)| match chat_proto::decode::<GatewayEvent>(payload).map(|e| e.event) {
+                Ok(Some(gateway_event::Event::Outcomes(delivery))) => (
+                    subject.as_str(),
+                    delivery.outcomes.into_iter().map(|o| o.request_id).collect(),
+                    delivery.receipt_outcomes.into_iter().map(|o| o.request_id).collect(),
+                ),
+                other => panic!("not outcomes: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            by_subject,
+            vec![
+                ("chat.gw.gw-a", vec!["s1".to_owned()], vec!["r1".to_owned()]),
+                ("chat.gw.gw-b", vec![], vec!["r2".to_owned()]),
+            ]
+        );
     }
 
     #[test]
