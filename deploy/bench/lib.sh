@@ -1,4 +1,4 @@
-# Helpers shared by the benchmark (run.sh) and the CI smoke (smoke.sh); source it.
+# Helpers shared by the benchmarks (run.sh, inbox.sh) and the CI smoke (smoke.sh); source it.
 
 # The server limits lifted for load: one load generator is many users on one address, each
 # sending faster than a person would.
@@ -31,4 +31,31 @@ stop_pids() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
+}
+
+# start_nats DIR: a `nats-server -js` of the caller's own on a free port, its store in DIR (a
+# shared NATS is left alone); sets nats_pid and nats_url. NATS_SERVER_BIN picks the binary.
+start_nats() {
+  local bin=${NATS_SERVER_BIN:-$(command -v nats-server || echo /usr/sbin/nats-server)} port
+  port=$(free_port)
+  mkdir -p "$1"
+  "$bin" -a 127.0.0.1 -p "$port" -js -sd "$1" >"$1.log" 2>&1 &
+  nats_pid=$!
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
+  nats_url=nats://127.0.0.1:$port
+}
+
+# cpu_ticks PID...: user + system clock ticks the processes have used so far, summed over those
+# still alive (getconf CLK_TCK per second).
+cpu_ticks() {
+  local files=() pid
+  for pid in "$@"; do [[ -r /proc/$pid/stat ]] && files+=("/proc/$pid/stat"); done
+  if ((${#files[@]} == 0)); then echo 0; return; fi
+  # The command name (field 2) may hold spaces: fields are counted after its ")".
+  awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t + 0 }' "${files[@]}" 2>/dev/null || echo 0
+}
+
+# box_ticks: "busy total" clock ticks of the whole machine so far (/proc/stat).
+box_ticks() {
+  awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat
 }

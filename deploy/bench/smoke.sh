@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # CI smoke of the load generator (seconds, not a benchmark): starts the all-in-one `chat` on a
-# free port with a fresh data directory, runs `chat-loadgen rate` for 3 s at a low rate and
-# `chat-loadgen idle` with 50 connections, and fails if either reports a lost, duplicated or
-# out-of-order message or any error.
+# free port with a fresh data directory, runs `chat-loadgen rate` for 3 s at a low rate, the
+# same with read receipts (`--mark-read`), `chat-loadgen inbox-list` on the inbox of one of
+# those users, and `chat-loadgen idle` with 50 connections, and fails if any reports a lost,
+# duplicated or out-of-order message, a receipt not answered as the contract says, or any error.
 # Binaries: $CHAT_BIN (default $CARGO_TARGET_DIR/release/chat) and $LOADGEN_BIN (default
 # $CARGO_TARGET_DIR/release/chat-loadgen); build them first (`cargo build --release`).
 set -euo pipefail
@@ -31,6 +32,13 @@ url=http://127.0.0.1:$port
 status=0
 echo "== loadgen smoke: rate"
 "$loadgen" rate --url "$url" --users 20 --rate 200 --warmup 1s --duration 3s --drain 5s || status=1
+echo "== loadgen smoke: rate with read receipts"
+# User ids of its own, above every clock-derived base, so that the inbox below knows a user.
+base=2000000000000
+"$loadgen" rate --url "$url" --users 20 --rate 200 --warmup 1s --duration 3s --drain 5s --mark-read --user-base "$base" \
+  || status=1
+echo "== loadgen smoke: inbox-list"
+"$loadgen" inbox-list --url "$url" --user "$base" --requests 20 --warmup-requests 2 --expect-conversations 1 || status=1
 echo "== loadgen smoke: idle"
 "$loadgen" idle --url "$url" --users 50 --server-pid "$server" --settle-max 5s || status=1
 if ((status != 0)); then

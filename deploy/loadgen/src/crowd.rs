@@ -39,8 +39,9 @@ pub enum Setup {
 
 impl Crowd {
     /// Opens the conversations, connects every user and joins it to its conversation; user i
-    /// sends as `loads[i]` says (one load per user).
-    pub async fn assemble(common: &Common, setup: Setup, loads: Vec<Load>) -> anyhow::Result<Self> {
+    /// sends as `loads[i]` says (one load per user). With `mark_read`, every user marks each
+    /// message of its partner read as it arrives.
+    pub async fn assemble(common: &Common, setup: Setup, loads: Vec<Load>, mark_read: bool) -> anyhow::Result<Self> {
         let started = Instant::now();
         let users = common.users;
         if users < 2 || users % 2 != 0 || users as u64 >= USERS_PER_RUN {
@@ -66,6 +67,7 @@ impl Crowd {
             run: base / USERS_PER_RUN,
             setup_timeout: common.setup_timeout,
             connecting: Semaphore::new(common.connect_concurrency.max(1)),
+            mark_read,
         });
         let (phase, phase_rx) = watch::channel(Phase::Setup);
         let (ready_tx, mut ready) = mpsc::unbounded_channel();

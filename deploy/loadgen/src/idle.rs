@@ -45,7 +45,8 @@ pub struct IdleReport {
 pub async fn run(common: &Common, settle_max: Duration, hold: Duration) -> anyhow::Result<IdleReport> {
     let server_pids = &common.server_pid;
     let before = server_pids.iter().map(|&pid| rss_bytes(pid)).collect::<anyhow::Result<Vec<_>>>()?;
-    let mut crowd = Crowd::assemble(common, Setup::Tolerant, (0..common.users).map(|_| Load::Idle).collect()).await?;
+    let mut crowd =
+        Crowd::assemble(common, Setup::Tolerant, (0..common.users).map(|_| Load::Idle).collect(), false).await?;
     let metrics = crowd.metrics.clone();
     // Settled: no frame (presence announcements, join echoes) for a while, or settle_max.
     let give_up = Instant::now() + settle_max;

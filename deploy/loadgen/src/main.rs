@@ -1,15 +1,18 @@
 //! `chat-loadgen`: simulated users against the chat Socket.IO API (ours or any server speaking
 //! it), measuring acknowledgement and delivery latency, throughput, delivery guarantees and
-//! memory per idle connection. A table on stdout for people, `--json FILE` for machines; the
-//! exit status is 1 when a check failed (lost, duplicated, out-of-order messages, errors) and 2
-//! when the run could not be made.
+//! memory per idle connection; optionally with read receipts, and the latency of inbox pages.
+//! A table on stdout for people, `--json FILE` for machines; the exit status is 1 when a check
+//! failed (lost, duplicated, out-of-order messages, errors, receipts not answered as the
+//! contract says) and 2 when the run could not be made.
 
 mod check;
 mod crowd;
 mod idle;
+mod inbox;
 mod jetstream;
 mod metrics;
 mod procfs;
+mod receipt;
 mod rest;
 mod schedule;
 mod sio;
@@ -62,6 +65,8 @@ enum Mode {
         /// at a user with that many waits for an answer, counted as a cap hit.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         max_in_flight: Option<u32>,
+        #[command(flatten)]
+        receipts: Receipts,
     },
     /// Closed loop: every user keeps `--window` sends unanswered; finds the maximum throughput.
     Max {
@@ -69,6 +74,8 @@ enum Mode {
         common: Common,
         #[arg(long, default_value_t = 8)]
         window: u32,
+        #[command(flatten)]
+        receipts: Receipts,
     },
     /// Idle connections (each joined to a conversation): the servers' memory per connection.
     Idle {
@@ -80,6 +87,12 @@ enum Mode {
         /// How long to keep the connections open after measuring.
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         hold: Duration,
+    },
+    /// Latency of inbox pages (`GET /api/chats/users/{id}/conversations`) of one user, after
+    /// a walk over all of them that checks their order and unread counts.
+    InboxList {
+        #[command(flatten)]
+        args: inbox::InboxArgs,
     },
     /// The box's raw JetStream publish rate (file storage, acknowledged publishes).
     JetstreamBench {
@@ -97,6 +110,15 @@ enum Mode {
         #[arg(long, default_value_t = 256)]
         in_flight: usize,
     },
+}
+
+/// Read receipts in the messaging modes.
+#[derive(Debug, Args)]
+pub struct Receipts {
+    /// Every receiver marks each message of its partner read as it arrives (`mark-read` with
+    /// an acknowledgement); acks, refusals and `message-read` events are counted and checked.
+    #[arg(long)]
+    pub mark_read: bool,
 }
 
 /// Settings of every mode that simulates users.
@@ -164,20 +186,26 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         match cli.mode {
-            Mode::Rate { common, rate, arrival, seed, max_in_flight } => {
+            Mode::Rate { common, rate, arrival, seed, max_in_flight, receipts } => {
                 anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be a positive number");
                 let pace = traffic::Pace::Rate { rate, arrivals: arrival, seed, max_in_flight };
-                let report = traffic::run(&common, pace).await?;
+                let report = traffic::run(&common, pace, receipts.mark_read).await?;
                 report.print_table();
                 finish(cli.json, &report, report.ok)
             }
-            Mode::Max { common, window } => {
-                let report = traffic::run(&common, traffic::Pace::Max { window: window.max(1) }).await?;
+            Mode::Max { common, window, receipts } => {
+                let pace = traffic::Pace::Max { window: window.max(1) };
+                let report = traffic::run(&common, pace, receipts.mark_read).await?;
                 report.print_table();
                 finish(cli.json, &report, report.ok)
             }
             Mode::Idle { common, settle_max, hold } => {
                 let report = idle::run(&common, settle_max, hold).await?;
+                report.print_table();
+                finish(cli.json, &report, report.ok)
+            }
+            Mode::InboxList { args } => {
+                let report = inbox::run(&args).await?;
                 report.print_table();
                 finish(cli.json, &report, report.ok)
             }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 const ERROR_SAMPLES: usize = 10;
 
 /// Latencies are recorded in microseconds, up to an hour, to three significant digits.
-fn histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
 }
 
@@ -51,6 +51,8 @@ pub struct Metrics {
     pub cap_hits: Counter,
     /// Frames received other than pings (to tell when idle connections have settled).
     pub frames: Counter,
+    /// `--mark-read`: receipts and what the server said about them (see `receipt`).
+    pub receipts: ReceiptCounters,
     error_samples: Mutex<Vec<String>>,
 }
 
@@ -72,6 +74,7 @@ impl Metrics {
             foreign: Counter::default(),
             cap_hits: Counter::default(),
             frames: Counter::default(),
+            receipts: ReceiptCounters::default(),
             error_samples: Mutex::new(Vec::new()),
         }
     }
@@ -115,6 +118,33 @@ impl Metrics {
         }
     }
 
+    /// A receipt answered with success: the latency from its emission to the ack.
+    pub fn record_receipt_ack(&self, sent_ns: u64, now_ns: u64) {
+        self.receipts.acked.add(1);
+        if self.in_window(now_ns) {
+            self.receipts.acked_in_window.add(1);
+        }
+        if self.in_window(sent_ns) {
+            lock(&self.receipts.ack_latency).saturating_record(now_ns.saturating_sub(sent_ns) / 1000);
+        }
+    }
+
+    /// A receipt refused (or answered against the contract): it ends that receipt.
+    pub fn receipt_error(&self, what: impl Into<String>) {
+        self.receipts.errors.add(1);
+        self.sample(what.into());
+    }
+
+    /// Something about the `message-read` announcements that breaks the contract.
+    pub fn announcement_error(&self, what: impl Into<String>) {
+        self.receipts.announcement_errors.add(1);
+        self.sample(what.into());
+    }
+
+    pub fn receipt_ack_latency(&self) -> Percentiles {
+        Percentiles::of(&lock(&self.receipts.ack_latency))
+    }
+
     pub fn error(&self, what: impl Into<String>) {
         self.errors.add(1);
         self.sample(what.into());
@@ -145,6 +175,50 @@ impl Metrics {
     }
 }
 
+/// Receipts (`--mark-read`): every receiver marks each message of its partner read, with an
+/// acknowledgement, and both members hear of each position that moved (`message-read`).
+pub struct ReceiptCounters {
+    /// `mark-read` emitted.
+    pub sent: Counter,
+    /// Answered `success: true` (moved or superseded).
+    pub acked: Counter,
+    pub acked_in_window: Counter,
+    /// Of those, the ack's position was the marked message: the position moved and the
+    /// contract says both members' sockets hear of it.
+    pub moved: Counter,
+    /// The ack's position was a newer message: the member's position was past the marked one
+    /// already (its own newer message, which counts as read when stored, or a later receipt
+    /// stored first); nothing is announced for it.
+    pub superseded: Counter,
+    /// Refused (`success: false`), or an ack the contract does not allow.
+    pub errors: Counter,
+    /// `message-read` events received, over all sockets.
+    pub read_events: Counter,
+    /// `message-read` events that break the contract: another conversation or member, a
+    /// position that did not move forward.
+    pub announcement_errors: Counter,
+    /// `message-delivered` events received: none are expected, reading implies delivered.
+    pub delivered_events: Counter,
+    ack_latency: Mutex<Histogram<u64>>,
+}
+
+impl Default for ReceiptCounters {
+    fn default() -> Self {
+        Self {
+            sent: Counter::default(),
+            acked: Counter::default(),
+            acked_in_window: Counter::default(),
+            moved: Counter::default(),
+            superseded: Counter::default(),
+            errors: Counter::default(),
+            read_events: Counter::default(),
+            announcement_errors: Counter::default(),
+            delivered_events: Counter::default(),
+            ack_latency: Mutex::new(histogram()),
+        }
+    }
+}
+
 /// A poisoned lock only means another user task panicked; its counts are still good.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -163,7 +237,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
+    pub fn of(h: &Histogram<u64>) -> Self {
         let ms = |us: u64| Duration::from_micros(us).as_secs_f64() * 1000.0;
         Self {
             count: h.len(),

@@ -1,5 +1,6 @@
-//! Opening conversations over REST (`POST /api/chats/conversations`), on keep-alive HTTP/1.1
-//! connections, several in parallel.
+//! REST on keep-alive HTTP/1.1 connections: opening conversations
+//! (`POST /api/chats/conversations`, several connections in parallel), and plain `GET`s for the
+//! inbox pages.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -50,13 +51,14 @@ pub async fn open_conversations(
     Ok(ids)
 }
 
-struct Client {
+/// One keep-alive HTTP/1.1 connection, one request at a time.
+pub struct Client {
     authority: String,
     sender: SendRequest<Full<Bytes>>,
 }
 
 impl Client {
-    async fn connect(endpoint: &Endpoint) -> anyhow::Result<Self> {
+    pub async fn connect(endpoint: &Endpoint) -> anyhow::Result<Self> {
         let stream = tokio::net::TcpStream::connect(endpoint.addr)
             .await
             .with_context(|| format!("REST connection to {}", endpoint.authority))?;
@@ -64,6 +66,19 @@ impl Client {
         // The connection future drives the socket; it ends when `sender` is dropped.
         tokio::spawn(connection);
         Ok(Self { authority: endpoint.authority.clone(), sender })
+    }
+
+    /// `GET path` (with its query): the status and the whole body.
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, &self.authority)
+            .body(Full::new(Bytes::new()))
+            .with_context(|| format!("GET {path}: building the request"))?;
+        self.sender.ready().await.with_context(|| format!("GET {path}: the connection closed"))?;
+        let response = self.sender.send_request(request).await.with_context(|| format!("GET {path}"))?;
+        let status = response.status();
+        let body = response.into_body().collect().await.with_context(|| format!("GET {path}: reading the body"))?;
+        Ok((status, body.to_bytes()))
     }
 
     async fn open_conversation(&mut self, sender_id: u64, receiver_id: u64) -> anyhow::Result<u64> {

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::crowd::{Crowd, Setup};
-use crate::metrics::Percentiles;
+use crate::metrics::{Metrics, Percentiles};
 use crate::schedule::{self, Arrivals, Schedule};
 use crate::user::{Load, Outcome};
 use crate::{procfs, Common};
@@ -75,11 +75,89 @@ pub struct TrafficReport {
     pub server_cpu_s: Option<f64>,
     /// The same per 1,000 messages acknowledged in the window.
     pub server_cpu_s_per_1000_msgs: Option<f64>,
-    /// Every message acknowledged was delivered exactly once and in order, without errors.
+    /// CPU time of the load generator itself during the measured window: it shares the
+    /// machine, and receipts add to its work too.
+    pub loadgen_cpu_s: Option<f64>,
+    /// Whether every receiver marked each message of its partner read (`--mark-read`).
+    pub mark_read: bool,
+    /// `--mark-read`: the receipts and their announcements; `null` without.
+    pub receipts: Option<ReceiptReport>,
+    /// Every message acknowledged was delivered exactly once and in order, without errors;
+    /// with `--mark-read`, also every receipt acknowledged and announced as the contract says.
     pub ok: bool,
 }
 
-pub async fn run(common: &Common, pace: Pace) -> anyhow::Result<TrafficReport> {
+/// Receipts of a `--mark-read` run: every message a user received from its partner was marked
+/// read with `mark-read`, emitted with an acknowledgement.
+#[derive(Debug, Serialize)]
+pub struct ReceiptReport {
+    /// `mark-read` emitted (one per message received from the partner).
+    pub sent: u64,
+    /// Answered `success: true`.
+    pub acked: u64,
+    /// Of those, answered with the marked message as the position: the position moved.
+    pub moved: u64,
+    /// Answered with a newer position: the member was past the marked message already (its
+    /// own newer message counts as read, or a later receipt was stored first); not announced.
+    pub superseded: u64,
+    /// Refused, or answered against the contract.
+    pub errors: u64,
+    /// Emitted, never answered (within the drain).
+    pub unanswered: u64,
+    /// Successful acks that arrived in the measurement window, per second.
+    pub acked_per_s: f64,
+    /// `mark-read` emitted to its ack, receipts emitted in the window.
+    pub ack_latency_ms: Percentiles,
+    /// `message-read` events received over all sockets.
+    pub read_events: u64,
+    /// What the contract makes that: each moved position announced once to the socket of
+    /// each of the two members (the marking socket included).
+    pub read_events_expected: u64,
+    /// `message-read` events of another conversation or member, or not moving forward.
+    pub announcement_errors: u64,
+    /// `message-delivered` events: reading implies delivered, so 0 is expected.
+    pub delivered_events: u64,
+    pub ok: bool,
+}
+
+impl ReceiptReport {
+    fn of(metrics: &Metrics, seconds: f64) -> Self {
+        let r = &metrics.receipts;
+        let (sent, acked, errors) = (r.sent.get(), r.acked.get(), r.errors.get());
+        let mut report = Self {
+            sent,
+            acked,
+            moved: r.moved.get(),
+            superseded: r.superseded.get(),
+            errors,
+            unanswered: sent.saturating_sub(acked + errors),
+            acked_per_s: r.acked_in_window.get() as f64 / seconds,
+            ack_latency_ms: metrics.receipt_ack_latency(),
+            read_events: r.read_events.get(),
+            read_events_expected: 2 * r.moved.get(),
+            announcement_errors: r.announcement_errors.get(),
+            delivered_events: r.delivered_events.get(),
+            ok: false,
+        };
+        // Every message received from the partner is marked: as many receipts as deliveries.
+        report.ok = report.errors == 0
+            && report.unanswered == 0
+            && report.sent == metrics.delivered.get()
+            && report.read_events == report.read_events_expected
+            && report.announcement_errors == 0
+            && report.delivered_events == 0;
+        report
+    }
+
+    /// Every receipt answered and every announcement arrived (what the drain waits for).
+    fn settled(metrics: &Metrics) -> bool {
+        let r = &metrics.receipts;
+        r.acked.get() + r.errors.get() >= r.sent.get() && r.read_events.get() >= 2 * r.moved.get()
+    }
+}
+
+/// One run; with `mark_read`, every receiver marks each message of its partner read.
+pub async fn run(common: &Common, pace: Pace, mark_read: bool) -> anyhow::Result<TrafficReport> {
     let users = common.users;
     // Open loop: the schedule of the whole crowd (checked before any connection is opened) and
     // a queue per user through which it hands over the sends.
@@ -96,7 +174,7 @@ pub async fn run(common: &Common, pace: Pace) -> anyhow::Result<TrafficReport> {
         }
         Pace::Max { window } => (None, Vec::new(), (0..users).map(|_| Load::Closed { window }).collect()),
     };
-    let mut crowd = Crowd::assemble(common, Setup::Strict, loads).await?;
+    let mut crowd = Crowd::assemble(common, Setup::Strict, loads, mark_read).await?;
     let metrics = crowd.metrics.clone();
 
     let start = Instant::now() + Duration::from_millis(100);
@@ -107,8 +185,10 @@ pub async fn run(common: &Common, pace: Pace) -> anyhow::Result<TrafficReport> {
     let dispatcher = schedule.map(|schedule| tokio::spawn(schedule::dispatch(schedule, queues, start, stop_sending)));
     tokio::time::sleep_until(window_start).await;
     let cpu_before = server_cpu(&common.server_pid);
+    let own_cpu_before = procfs::cpu_seconds(std::process::id());
     tokio::time::sleep_until(stop_sending).await;
     let cpu_after = server_cpu(&common.server_pid);
+    let own_cpu_after = procfs::cpu_seconds(std::process::id());
     // It ends with the last send due before `stop_sending`, so this does not wait.
     if let Some(dispatcher) = dispatcher {
         if let Err(e) = dispatcher.await {
@@ -116,13 +196,25 @@ pub async fn run(common: &Common, pace: Pace) -> anyhow::Result<TrafficReport> {
         }
     }
 
-    // Drain: wait until every send is answered and every answer delivered, or until nothing
-    // has moved for `--drain` (a closed loop ends with thousands in flight on a slow server).
-    let progress = || metrics.acked.get() + metrics.message_errors.get() + metrics.delivered.get();
+    // Drain: wait until every send is answered and every answer delivered (and every receipt
+    // answered and announced), or until nothing has moved for `--drain` (a closed loop ends
+    // with thousands in flight on a slow server).
+    let progress = || {
+        let r = &metrics.receipts;
+        metrics.acked.get()
+            + metrics.message_errors.get()
+            + metrics.delivered.get()
+            + r.acked.get()
+            + r.errors.get()
+            + r.read_events.get()
+    };
     let (mut last_progress, mut last_change) = (progress(), Instant::now());
     while last_change.elapsed() < common.drain {
         let answered = metrics.acked.get() + metrics.message_errors.get();
-        if answered >= metrics.sent.get() && metrics.delivered.get() >= metrics.acked.get() {
+        if answered >= metrics.sent.get()
+            && metrics.delivered.get() >= metrics.acked.get()
+            && (!mark_read || ReceiptReport::settled(&metrics))
+        {
             break;
         }
         tokio::time::sleep(DRAIN_POLL).await;
@@ -183,6 +275,9 @@ pub async fn run(common: &Common, pace: Pace) -> anyhow::Result<TrafficReport> {
         foreign: metrics.foreign.get(),
         server_cpu_s: None,
         server_cpu_s_per_1000_msgs: None,
+        loadgen_cpu_s: own_cpu_before.zip(own_cpu_after).map(|(before, after)| after - before),
+        mark_read,
+        receipts: mark_read.then(|| ReceiptReport::of(&metrics, seconds)),
         ok: false,
     };
     if let Some(used) = cpu_used(&cpu_before, &cpu_after) {
@@ -196,7 +291,8 @@ pub async fn run(common: &Common, pace: Pace) -> anyhow::Result<TrafficReport> {
         && report.unanswered == 0
         && report.message_errors == 0
         && report.errors == 0
-        && report.foreign == 0;
+        && report.foreign == 0
+        && report.receipts.as_ref().is_none_or(|r| r.ok);
     Ok(report)
 }
 
@@ -278,8 +374,26 @@ impl TrafficReport {
             self.foreign,
             self.cap_hits
         );
+        if let Some(r) = &self.receipts {
+            println!(
+                "receipts (mark-read): sent {}, acked {} ({:.0}/s; moved {}, superseded {}), errors {}, unanswered {}",
+                r.sent, r.acked, r.acked_per_s, r.moved, r.superseded, r.errors, r.unanswered
+            );
+            let p = &r.ack_latency_ms;
+            println!(
+                "{:<18}{:>9.2}{:>9.2}{:>9.2}{:>9.2}{:>9.2}{:>9.2}{:>10}",
+                "receipt ack", p.p50, p.p90, p.p99, p.p999, p.max, p.mean, p.count
+            );
+            println!(
+                "message-read events {} (expected {}), not as the contract says {}, message-delivered events {}",
+                r.read_events, r.read_events_expected, r.announcement_errors, r.delivered_events
+            );
+        }
         if let (Some(cpu), Some(per_1000)) = (self.server_cpu_s, self.server_cpu_s_per_1000_msgs) {
             println!("server CPU in the window: {cpu:.2} s, {per_1000:.3} s per 1,000 messages");
+        }
+        if let Some(cpu) = self.loadgen_cpu_s {
+            println!("load generator CPU in the window: {cpu:.2} s");
         }
         for sample in &self.error_samples {
             println!("  e.g. {sample}");

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::check::{Arrival, Inbox, SeqSet, Stamp};
 use crate::metrics::Metrics;
+use crate::receipt::Marker;
 use crate::sio::{self, Endpoint, Inbound};
 
 /// Who a user is and where it connects.
@@ -58,6 +59,8 @@ pub struct Shared {
     pub setup_timeout: Duration,
     /// Bounds the connections being opened at once.
     pub connecting: Semaphore,
+    /// `--mark-read`: every user marks each message of its partner read as it arrives.
+    pub mark_read: bool,
 }
 
 /// What one user saw, for the delivery check at the end.
@@ -86,6 +89,8 @@ enum Reply {
     Pong,
     /// A send was answered (`message-sent` or `message-error`).
     Answered,
+    /// A packet to send now (a receipt).
+    Send(String),
     Closed,
 }
 
@@ -96,11 +101,13 @@ pub async fn run(
     ready: mpsc::UnboundedSender<Result<(), String>>,
     phase: watch::Receiver<Phase>,
 ) -> Outcome {
+    let marker = shared.mark_read.then(|| Marker::new(plan.conversation, plan.user_id, plan.partner_id));
     let mut user = User {
         outcome: Outcome { index: plan.index, partner: plan.partner, ..Outcome::default() },
         content: String::new(),
         metrics: Arc::clone(&shared.metrics),
         run: shared.run,
+        marker,
         plan,
     };
     let opened = {
@@ -136,6 +143,8 @@ struct User {
     outcome: Outcome,
     /// Reused buffer for the stamp of the next message.
     content: String,
+    /// `--mark-read`: the user's receipts.
+    marker: Option<Marker>,
 }
 
 impl User {
@@ -180,6 +189,7 @@ impl User {
                     match self.handle(&text) {
                         Reply::Nothing => None,
                         Reply::Pong => Some(sio::PONG.to_owned()),
+                        Reply::Send(packet) => Some(packet),
                         Reply::Closed => return,
                         Reply::Answered => {
                             in_flight = in_flight.saturating_sub(1);
@@ -297,9 +307,33 @@ impl User {
                     if stamp.sender == self.plan.partner
                         && self.outcome.inbox.record(stamp.seq, id) != Arrival::Duplicate
                     {
-                        self.metrics.record_delivery(stamp.at_ns, self.metrics.now_ns());
+                        let now = self.metrics.now_ns();
+                        self.metrics.record_delivery(stamp.at_ns, now);
+                        // As a client showing the conversation: each new message of the
+                        // partner is marked read as soon as it is shown.
+                        if let Some(marker) = &mut self.marker {
+                            return Reply::Send(marker.mark(id, now, &self.metrics));
+                        }
                     }
                 }
+                Reply::Nothing
+            }
+            Inbound::Ack { id, args } => {
+                match &mut self.marker {
+                    Some(marker) => marker.answer(id, args, self.metrics.now_ns(), &self.metrics),
+                    None => self.metrics.error(format!("user {}: an ack nothing asked for", self.plan.user_id)),
+                }
+                Reply::Nothing
+            }
+            Inbound::Event { name: "message-read", payload } => {
+                if let Some(marker) = &mut self.marker {
+                    marker.announcement(payload, &self.metrics);
+                }
+                Reply::Nothing
+            }
+            // Reading implies delivered, announced as `message-read` alone.
+            Inbound::Event { name: "message-delivered", .. } => {
+                self.metrics.receipts.delivered_events.add(1);
                 Reply::Nothing
             }
             Inbound::Event { name: "message-error", payload } => {
