@@ -140,11 +140,24 @@ export async function waitNatsNodesReady(nodes, clusterSize, timeoutMs) {
 }
 
 /**
+ * The transaction status of the last ReadyForQuery message ('Z', length 5, then 'I' idle, 'T'
+ * in a transaction, 'E' in a failed one) that the server sent before `end` in `chunk`, else
+ * `before` (the status the connection had when the chunk began).
+ */
+function transactionStatus(chunk, end, before) {
+  let status = before;
+  for (let at = chunk.indexOf('Z\0\0\0\x05'); at >= 0 && at + 5 < end; at = chunk.indexOf('Z\0\0\0\x05', at + 1)) {
+    status = String.fromCharCode(chunk[at + 5]);
+  }
+  return status;
+}
+
+/**
  * A TCP proxy on 127.0.0.1 to `host:port` (for Postgres faults): `outage(ms)` resets every
  * proxied connection and, for `ms`, accepts and resets new ones (the listening port stays
  * ours); then it proxies again. `holdNextCommit()` waits for a write to commit (a client's
- * `COMMIT` reaching the server, or the server completing an `INSERT`: a statement outside a
- * transaction commits on its own, at the Sync the client sent with it) and holds back the
+ * `COMMIT` reaching the server, or the server completing an `INSERT` outside a transaction,
+ * which commits on its own at the Sync the client sent with it) and holds back the
  * server's answers on that connection until `release()`. With `{ atCommit: true }` the outage
  * begins 100 ms after such a commit: the client cannot know whether its write was committed
  * (it was).
@@ -165,7 +178,8 @@ export async function startTcpProxy(host, port) {
       return;
     }
     const upstream = net.connect({ host, port });
-    const pair = { client, upstream, held: null }; // held: answers kept back, while holding
+    // held: answers kept back, while holding; status: the server's last transaction status.
+    const pair = { client, upstream, held: null, status: 'I' };
     pairs.add(pair);
     const close = () => {
       pairs.delete(pair);
@@ -189,8 +203,13 @@ export async function startTcpProxy(host, port) {
         pair.held.push(chunk);
         return;
       }
-      // CommandComplete of an INSERT ("INSERT 0 <rows>"): its answer is held from here on.
-      if (onCommit !== null && chunk.includes('INSERT 0 ')) {
+      // CommandComplete of an INSERT ("INSERT 0 <rows>") outside a transaction: its answer is
+      // held from here on. Inside one (BEGIN … COMMIT) it commits nothing: the client's COMMIT
+      // is the commit.
+      const insert = chunk.indexOf('INSERT 0 ');
+      const inTransaction = insert >= 0 && transactionStatus(chunk, insert, pair.status) !== 'I';
+      pair.status = transactionStatus(chunk, chunk.length, pair.status);
+      if (onCommit !== null && insert >= 0 && !inTransaction) {
         pair.held = [chunk];
         onCommit(pair);
         return;
