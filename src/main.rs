@@ -75,7 +75,7 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
             let persister =
                 Persister::new(bus.clone(), subjects.clone(), store, persister_config).start(stop.clone()).await?;
             chat_persister::metrics::spawn_pending_gauge(bus.clone());
-            let presence = Presence::new(bus.clone(), subjects.clone(), settings.presence_config()).start().await?;
+            let presence = start_presence(settings, &bus, &subjects).await?;
             let roles =
                 vec![role_task("persister", persister, &stop), stateless_role_task("presence", presence, &stop)];
             serve_gateway(settings, bus, subjects, Ops { metrics, dependencies }, roles, stop).await
@@ -99,7 +99,7 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
         Command::Presence => {
             let bus = connect_nats(settings, &subjects, "chat-presence").await?;
             let dependencies = vec![Dependency::Nats(bus.clone())];
-            let presence = Presence::new(bus, subjects, settings.presence_config()).start().await?;
+            let presence = start_presence(settings, &bus, &subjects).await?;
             let stop = stop_on_signal();
             let roles = vec![stateless_role_task("presence", presence, &stop)];
             serve_health(settings, "presence", Ops { metrics, dependencies }, roles, stop).await
@@ -148,6 +148,21 @@ async fn connect_nats(settings: &Settings, subjects: &Subjects, client_name: &st
     .await?;
     tracing::info!(%servers, replicas, prefix = subjects.prefix(), "connected to NATS");
     Ok(Arc::new(bus))
+}
+
+/// Starts the presence service, retried until the start-up timeout: its buckets are streams,
+/// and a JetStream cluster that has just formed (or is electing a leader after losing a node)
+/// may refuse or leave unanswered their creation for a few seconds, after which it succeeds.
+/// Nothing runs before the last step of `start` succeeds, so a failed attempt leaves nothing.
+async fn start_presence(
+    settings: &Settings,
+    bus: &Arc<dyn Bus>,
+    subjects: &Subjects,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), chat_presence::PresenceError>>> {
+    retry("the presence buckets", settings.startup_timeout, || {
+        Presence::new(bus.clone(), subjects.clone(), settings.presence_config()).start()
+    })
+    .await
 }
 
 /// A bus error as the operator should read it: a refused replica count names the setting
