@@ -195,6 +195,11 @@ fn answer_receipt(gw: &Gateway, outcome: ReceiptOutcome) {
     match outcome.result {
         Some(receipt_outcome::Result::Position(position)) => {
             metrics::receipt_acknowledged(answered.sent_at.elapsed());
+            // Before the ack: a receipt the client sends next for an older message is then
+            // answered here (see `events::receipts`).
+            if let Some(room) = gw.rooms.get(position.conversation_id) {
+                rooms::note_position(&room, &position);
+            }
             let Some(ack) = answered.ack else { return };
             let answer = ReceiptAck {
                 success: true,

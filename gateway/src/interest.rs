@@ -88,6 +88,11 @@ impl<V: Clone> Interests<V> {
         drop(closed); // unsubscribes, outside the lock
     }
 
+    /// The value of `key`, if it is held.
+    pub(crate) fn get(&self, key: i64) -> Option<V> {
+        self.lock().get(&key).map(|entry| entry.value.clone())
+    }
+
     pub(crate) fn all(&self) -> Vec<V> {
         self.lock().values().map(|entry| entry.value.clone()).collect()
     }

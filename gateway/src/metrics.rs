@@ -12,6 +12,7 @@ pub const EVENTS_OUT: &str = "chat_gateway_events_out_total";
 pub const ERRORS: &str = "chat_gateway_errors_total";
 pub const SEND_ACK_SECONDS: &str = "chat_gateway_send_ack_seconds";
 pub const RECEIPT_ACK_SECONDS: &str = "chat_gateway_receipt_ack_seconds";
+pub const RECEIPTS_SUPERSEDED: &str = "chat_gateway_receipts_superseded_total";
 
 /// Client events counted by name; any other is counted as `other`.
 pub const EVENTS_IN_NAMES: [&str; 7] = [
@@ -98,8 +99,13 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "From a mark-delivered or mark-read received to its acknowledgement"
     );
+    metrics::describe_counter!(
+        RECEIPTS_SUPERSEDED,
+        "Receipts answered by the gateway without the persister: at or below the member's known position"
+    );
     metrics::gauge!(CONNECTIONS).set(0.0);
     metrics::gauge!(ROOMS).set(0.0);
+    metrics::counter!(RECEIPTS_SUPERSEDED).absolute(0);
     // Registering a histogram shows its buckets, empty, before the first observation.
     let _ = metrics::histogram!(SEND_ACK_SECONDS);
     let _ = metrics::histogram!(RECEIPT_ACK_SECONDS);
@@ -134,6 +140,10 @@ pub(crate) fn send_acknowledged(elapsed: Duration) {
 
 pub(crate) fn receipt_acknowledged(elapsed: Duration) {
     metrics::histogram!(RECEIPT_ACK_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn receipt_answered_locally() {
+    metrics::counter!(RECEIPTS_SUPERSEDED).increment(1);
 }
 
 pub(crate) fn set_rooms(rooms: usize) {

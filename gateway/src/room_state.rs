@@ -26,11 +26,18 @@
 //! redelivery, or read by a resync and heard live) is dropped, while one that arrives late
 //! (stored before others but published after them, as when a persister retried a commit that
 //! had in fact succeeded) is still delivered rather than lost.
+//!
+//! **Known positions.** What the room has heard tells where its members stand at least: a
+//! member's own message counts as read (and delivered) by them when stored, and every moved
+//! position is announced on the room subject. Positions only move forward, so these are lower
+//! bounds of the stored ones; a receipt for a message the room delivered and at or below the
+//! member's known position would move nothing, and the gateway answers it without the
+//! persister ([`RoomState::superseded`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 
-use chat_proto::{ReceiptPosition, StoredMessage};
+use chat_proto::{ReceiptKind, ReceiptPosition, StoredMessage};
 
 /// How many delivered ids a room remembers to recognise duplicates.
 pub const RECENT_IDS: usize = 4_096;
@@ -50,6 +57,15 @@ pub struct RoomState<S> {
     /// While the bus connection is lost or the room resynchronises: where the room stood,
     /// and the live messages heard meanwhile.
     resync: Option<Resync>,
+    /// Each member's positions as far as the room has heard (lower bounds of the stored ones).
+    known: HashMap<i64, KnownPosition>,
+}
+
+/// A member's read and delivered positions; reading implies delivered, so `delivered >= read`.
+#[derive(Debug, Default, Clone, Copy)]
+struct KnownPosition {
+    read: i64,
+    delivered: i64,
 }
 
 #[derive(Debug)]
@@ -67,6 +83,7 @@ impl<S: Eq + Hash> Default for RoomState<S> {
             replaying: HashMap::new(),
             replaying_receipts: HashMap::new(),
             resync: None,
+            known: HashMap::new(),
         }
     }
 }
@@ -109,9 +126,36 @@ impl<S: Eq + Hash> RoomState<S> {
     /// forward, so it needs no ordering with messages), and the sockets replaying get it after
     /// the positions their replay reads.
     pub fn live_receipt(&mut self, position: &ReceiptPosition) {
+        self.note_position(position);
         for kept in self.replaying_receipts.values_mut() {
             kept.push(position.clone());
         }
+    }
+
+    /// A member's position as stored (a receipt's answer, or one heard): the known position
+    /// moves up to it.
+    pub fn note_position(&mut self, position: &ReceiptPosition) {
+        let known = self.known.entry(position.user_id).or_default();
+        if position.kind() == ReceiptKind::Read {
+            known.read = known.read.max(position.message_id);
+        }
+        known.delivered = known.delivered.max(position.message_id).max(known.read);
+    }
+
+    /// If a receipt of `user_id` for `message_id` would move nothing, the member's known
+    /// position of that kind, which answers it: the message must be one this room delivered
+    /// (so it is stored, and of this conversation) and at or below that position. `None`
+    /// means only the persister can tell.
+    pub fn superseded(&self, user_id: i64, kind: ReceiptKind, message_id: i64) -> Option<i64> {
+        if !self.recent_set.contains(&message_id) {
+            return None;
+        }
+        let known = self.known.get(&user_id)?;
+        let position = match kind {
+            ReceiptKind::Read => known.read,
+            ReceiptKind::Delivered => known.delivered,
+        };
+        (position >= message_id).then_some(position)
     }
 
     /// With step 3 of a replay: the receipts kept for `socket`, in order; to send after the
@@ -160,6 +204,10 @@ impl<S: Eq + Hash> RoomState<S> {
             }
         }
         self.last_delivered = self.last_delivered.max(message.id);
+        // The sender's own message counts as read (and delivered) by them.
+        let sender = self.known.entry(message.sender_id).or_default();
+        sender.read = sender.read.max(message.id);
+        sender.delivered = sender.delivered.max(message.id);
         for kept in self.replaying.values_mut() {
             kept.push(message.clone());
         }
@@ -206,6 +254,42 @@ mod tests {
         assert!(room.end_replay_receipts(&"s").is_empty(), "taken once");
         room.live_receipt(&read(4));
         assert!(room.end_replay_receipts(&"s").is_empty(), "kept only while replaying");
+    }
+
+    #[test]
+    fn a_receipt_at_or_below_a_known_position_is_superseded() {
+        let mut room = RoomState::<&str>::default();
+        let position = |user_id, kind: ReceiptKind, message_id| ReceiptPosition {
+            conversation_id: 1,
+            user_id,
+            kind: kind as i32,
+            message_id,
+            ..Default::default()
+        };
+        room.live(message(3)); // from user 1
+        room.live(StoredMessage { id: 4, sender_id: 2, ..message(4) });
+        room.live(message(5));
+        // User 1 sent 5: its read and delivered positions are at least 5.
+        assert_eq!(room.superseded(1, ReceiptKind::Read, 4), Some(5));
+        assert_eq!(room.superseded(1, ReceiptKind::Delivered, 5), Some(5));
+        // User 2 sent only 4: marking 5 may move its position; only the persister knows.
+        assert_eq!(room.superseded(2, ReceiptKind::Read, 5), None);
+        assert_eq!(room.superseded(2, ReceiptKind::Read, 3), Some(4));
+        // A message the room never delivered may be of another conversation, or not stored.
+        assert_eq!(room.superseded(1, ReceiptKind::Read, 2), None);
+        // A user the room has heard nothing of.
+        assert_eq!(room.superseded(9, ReceiptKind::Read, 3), None);
+        // A delivered position does not imply read; a read one implies delivered.
+        room.note_position(&position(2, ReceiptKind::Delivered, 5));
+        assert_eq!(room.superseded(2, ReceiptKind::Delivered, 5), Some(5));
+        assert_eq!(room.superseded(2, ReceiptKind::Read, 5), None);
+        room.live(StoredMessage { id: 6, sender_id: 1, ..message(6) });
+        room.live_receipt(&position(2, ReceiptKind::Read, 6));
+        assert_eq!(room.superseded(2, ReceiptKind::Delivered, 6), Some(6));
+        assert_eq!(room.superseded(2, ReceiptKind::Read, 5), Some(6));
+        // Positions never move back.
+        room.note_position(&position(2, ReceiptKind::Read, 4));
+        assert_eq!(room.superseded(2, ReceiptKind::Read, 6), Some(6));
     }
 
     #[test]

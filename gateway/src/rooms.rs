@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_bus::{Backoff, Retryable};
 use chat_proto::{
-    GetPositions, ListMessages, MessagePage, PositionList, ReceiptPosition, StoredMessage, RPC_GET_POSITIONS,
-    RPC_LIST_MESSAGES,
+    GetPositions, ListMessages, MessagePage, PositionList, ReceiptKind, ReceiptPosition, StoredMessage,
+    RPC_GET_POSITIONS, RPC_LIST_MESSAGES,
 };
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
@@ -94,6 +94,17 @@ pub fn deliver_receipts(io: &SocketIo, room: &Room, positions: Vec<ReceiptPositi
     let receipts: Vec<ReceiptEvent> = positions.iter().map(ReceiptEvent::of).collect();
     room.send_receipts_to_members(io, &receipts);
     drop(state);
+}
+
+/// A member's known position that answers their receipt without the persister, if the receipt
+/// would move nothing (see [`RoomState::superseded`]).
+pub fn superseded(room: &Room, user_id: i64, kind: ReceiptKind, message_id: i64) -> Option<i64> {
+    room.lock().superseded(user_id, kind, message_id)
+}
+
+/// A member's stored position, from the answer to their receipt.
+pub fn note_position(room: &Room, position: &ReceiptPosition) {
+    room.lock().note_position(position);
 }
 
 /// Live delivery of one stored message to the room's sockets on this gateway.

@@ -3,6 +3,12 @@
 //! persister stores a conversation's messages and receipts in one order. The acknowledgement
 //! waits in the outbox until the persister's outcome comes back through `delivery`, which also
 //! announces the positions that moved (`message-delivered`, `message-read`).
+//!
+//! A receipt this gateway can tell would move nothing (a message its room delivered, at or
+//! below the member's known position: see `room_state`) is answered here at once with that
+//! position, as the persister would answer it, without a trip through the bus and the
+//! database. Most receipts of an active conversation are of this kind: a member's own reply
+//! already counts as read.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,7 +22,8 @@ use crate::emit::refuse_receipt;
 use crate::errors::ClientError;
 use crate::gateway::Gateway;
 use crate::outbox::{Outgoing, Queued};
-use crate::validate;
+use crate::wire::ReceiptAck;
+use crate::{metrics, rooms, validate};
 
 pub(super) fn on_mark(
     gw: &Arc<Gateway>,
@@ -44,6 +51,21 @@ pub(super) fn on_mark(
         Err(problem) => return refuse(socket, ack, &payload, &ClientError::Invalid(problem)),
     };
     span.record("conversation_id", conversation_id);
+    let superseded_at =
+        gw.rooms.get(conversation_id).and_then(|room| rooms::superseded(&room, state.user_id, kind, message_id));
+    if let Some(position) = superseded_at {
+        metrics::receipt_answered_locally();
+        let answer = ReceiptAck {
+            success: true,
+            conversation_id: conversation_id.into(),
+            message_id: position.into(),
+            error: None,
+        };
+        if let Err(e) = ack.send(&answer) {
+            tracing::debug!(error = %e, "acknowledgement failed");
+        }
+        return;
+    }
     // Receipts share the socket's bound on commands not yet on the bus with its sends.
     if state.pending_sends.fetch_add(1, Ordering::SeqCst) >= gw.config.max_pending_sends {
         state.pending_sends.fetch_sub(1, Ordering::SeqCst);
