@@ -329,15 +329,13 @@ impl Store {
 
         // The wanted positions of each member: the newest read and delivered of the batch.
         let mut wanted: Vec<((i64, i64), (i64, i64))> = Vec::new();
+        let mut index_of: HashMap<(i64, i64), usize> = HashMap::new();
         for receipt in receipts.iter().filter(|r| valid(r)) {
             let key = (receipt.conversation_id, receipt.user_id);
-            let index = match wanted.iter().position(|(k, _)| *k == key) {
-                Some(index) => index,
-                None => {
-                    wanted.push((key, (0, 0)));
-                    wanted.len() - 1
-                }
-            };
+            let index = *index_of.entry(key).or_insert_with(|| {
+                wanted.push((key, (0, 0)));
+                wanted.len() - 1
+            });
             let (read, delivered) = &mut wanted[index].1;
             if receipt.read {
                 *read = (*read).max(receipt.message_id);
