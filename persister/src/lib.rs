@@ -6,10 +6,12 @@
 //! messages and moved receipts (to the conversation's subject), the receipts also to their
 //! user's subject, and the outcome of each command (to the subject of the gateway that sent
 //! it). It also answers the read queries of the REST API and
-//! of presence over request-reply. See `service` for the loops and `store` for the SQL.
+//! of presence over request-reply. See `service` for the loops, `store` for the SQL, and
+//! `known` for the receipts it answers without the database.
 
 pub mod defaults;
 pub mod entity;
+mod known;
 pub mod metrics;
 mod queries;
 mod service;

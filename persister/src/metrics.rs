@@ -10,6 +10,7 @@ pub const BATCH_SIZE: &str = "chat_persister_batch_size";
 pub const INSERT_SECONDS: &str = "chat_persister_insert_seconds";
 pub const MESSAGES_STORED: &str = "chat_persister_messages_stored_total";
 pub const CONSUMER_PENDING: &str = "chat_persister_consumer_pending";
+pub const RECEIPTS_SUPERSEDED: &str = "chat_persister_receipts_superseded_total";
 
 /// How often the work queue's backlog is read.
 pub const PENDING_POLL_INTERVAL: Duration = Duration::from_secs(5);
@@ -26,7 +27,12 @@ pub fn describe() {
         CONSUMER_PENDING,
         "Send commands waiting in the work queue for the persisters, handed out but unacknowledged included"
     );
+    metrics::describe_counter!(
+        RECEIPTS_SUPERSEDED,
+        "Receipts answered without the database: at or below the member's position known from this persister's commits"
+    );
     metrics::counter!(MESSAGES_STORED).absolute(0);
+    metrics::counter!(RECEIPTS_SUPERSEDED).absolute(0);
     // Registering a histogram shows its buckets, empty, before the first observation.
     let _ = metrics::histogram!(BATCH_SIZE);
     let _ = metrics::histogram!(INSERT_SECONDS);
@@ -40,6 +46,12 @@ pub(crate) fn batch(size: usize) {
 pub(crate) fn inserted(elapsed: Duration, stored: usize) {
     metrics::histogram!(INSERT_SECONDS).record(elapsed.as_secs_f64());
     metrics::counter!(MESSAGES_STORED).increment(stored as u64);
+}
+
+pub(crate) fn receipts_superseded(count: usize) {
+    if count > 0 {
+        metrics::counter!(RECEIPTS_SUPERSEDED).increment(count as u64);
+    }
 }
 
 /// Reads the work queue's backlog every [`PENDING_POLL_INTERVAL`] into the pending gauge,

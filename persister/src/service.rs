@@ -17,6 +17,7 @@ use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::defaults;
+use crate::known::KnownPositions;
 use crate::store::{NewMessage, NewReceipt, Store, StoreError, StoredReceipt};
 use crate::trace::{batch_span, CommandSpans};
 
@@ -72,6 +73,9 @@ pub struct Persister {
     pub(crate) subjects: Subjects,
     pub(crate) store: Store,
     pub(crate) conversations: Arc<ConversationCache>,
+    /// Members' positions as far as this persister committed them: receipts they supersede
+    /// are answered without the database.
+    known: Arc<KnownPositions>,
     config: PersisterConfig,
     /// When a batch last gave up on the database: while that is recent and the database still
     /// fails, later batches give up at once instead of each waiting the full store timeout.
@@ -85,6 +89,7 @@ impl Persister {
             subjects,
             store,
             conversations: Arc::new(ConversationCache::new(100_000)),
+            known: Arc::default(),
             config,
             gave_up_at: Arc::default(),
         }
@@ -289,6 +294,7 @@ impl Persister {
             let span = tracing::info_span!("insert-messages", messages = batch.len());
             let stored = self.store.insert_messages(&batch).instrument(span).await?;
             crate::metrics::inserted(started.elapsed(), stored.len());
+            self.known.messages_stored(&stored);
             stored
         };
         let mut results: Vec<(&SendMessage, send_outcome::Result)> = accepted
@@ -320,7 +326,14 @@ impl Persister {
                 Some(_) => Some(QueryError::new(ErrorKind::Forbidden, "not a member of the conversation")),
                 None => Some(QueryError::new(ErrorKind::NotFound, "conversation")),
             };
-            if refusal.is_none() {
+            let answer = match refusal {
+                Some(refusal) => Some(ReceiptAnswer::Refused(refusal)),
+                None => self
+                    .known
+                    .superseded(receipt.conversation_id, receipt.user_id, receipt.kind(), receipt.message_id)
+                    .map(ReceiptAnswer::Superseded),
+            };
+            if answer.is_none() {
                 accepted.push(NewReceipt {
                     conversation_id: receipt.conversation_id,
                     user_id: receipt.user_id,
@@ -328,9 +341,15 @@ impl Persister {
                     read: receipt.kind() == ReceiptKind::Read,
                 });
             }
-            answers.push((receipt, refusal.map(ReceiptAnswer::Refused)));
+            answers.push((receipt, answer));
         }
-        let mut stored = self.store.apply_receipts(&accepted).await?.into_iter();
+        let superseded = answers.iter().filter(|(_, a)| matches!(a, Some(ReceiptAnswer::Superseded(_)))).count();
+        crate::metrics::receipts_superseded(superseded);
+        let stored = self.store.apply_receipts(&accepted).await?;
+        for receipt in stored.iter().flatten() {
+            self.known.row_stored(&receipt.positions);
+        }
+        let mut stored = stored.into_iter();
         Ok(answers
             .into_iter()
             .map(|(receipt, answer)| {
@@ -387,6 +406,9 @@ impl Persister {
 /// What the store did with a receipt.
 enum ReceiptAnswer {
     Stored(StoredReceipt),
+    /// It would move nothing: the member's known position of its kind (see `known`), which
+    /// the database was not asked about.
+    Superseded(i64),
     Refused(QueryError),
 }
 
@@ -426,6 +448,18 @@ impl RoutedDeliveries {
                     entries_for(&mut self.user_receipts, receipt.user_id).push(position.clone());
                 }
                 (receipt_outcome::Result::Position(position), moved)
+            }
+            ReceiptAnswer::Superseded(message_id) => {
+                // Nothing moved, so nothing is announced: the gateway only needs the position
+                // for the acknowledgement (its time is not known here).
+                let position = ReceiptPosition {
+                    conversation_id: receipt.conversation_id,
+                    user_id: receipt.user_id,
+                    kind: receipt.kind,
+                    message_id,
+                    at_ms: 0,
+                };
+                (receipt_outcome::Result::Position(position), false)
             }
             ReceiptAnswer::Refused(refusal) => (receipt_outcome::Result::Refused(refusal), false),
         };
@@ -628,6 +662,38 @@ mod tests {
                 assert!(delivery.messages.is_empty());
                 let requests: Vec<&str> = delivery.outcomes.iter().map(|o| o.request_id.as_str()).collect();
                 assert_eq!(requests, ["r1", "r3"], "gateway a's outcomes only, in order");
+            }
+            other => panic!("not outcomes: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_superseded_receipt_is_answered_with_its_position_and_announced_nowhere() {
+        let mut routed = RoutedDeliveries::default();
+        let receipt = MarkReceipt {
+            request_id: "r1".into(),
+            gateway_id: "gw-a".into(),
+            conversation_id: 7,
+            user_id: 3,
+            message_id: 40,
+            kind: ReceiptKind::Read as i32,
+            ..Default::default()
+        };
+        routed.push_receipt(&receipt, ReceiptAnswer::Superseded(42));
+        let published = routed.finish(&Subjects::new("chat"));
+        let subjects: Vec<&str> = published.iter().map(|(subject, _)| subject.as_str()).collect();
+        assert_eq!(subjects, ["chat.gw.gw-a"], "no room or user publication: nothing moved");
+        match chat_proto::decode::<GatewayEvent>(&published[0].1).map(|e| e.event) {
+            Ok(Some(gateway_event::Event::Outcomes(delivery))) => {
+                let [outcome] = &delivery.receipt_outcomes[..] else { panic!("one outcome: {delivery:?}") };
+                assert!(!outcome.moved);
+                match &outcome.result {
+                    Some(receipt_outcome::Result::Position(position)) => {
+                        assert_eq!((position.conversation_id, position.user_id, position.message_id), (7, 3, 42));
+                        assert_eq!(position.kind(), ReceiptKind::Read);
+                    }
+                    other => panic!("not a position: {other:?}"),
+                }
             }
             other => panic!("not outcomes: {other:?}"),
         }

@@ -25,7 +25,7 @@ const CONTRACT = new Set([
   'chat_gateway_errors_total', 'chat_gateway_send_ack_seconds', 'chat_gateway_receipt_ack_seconds',
   'chat_gateway_receipts_superseded_total',
   'chat_persister_batch_size', 'chat_persister_insert_seconds', 'chat_persister_messages_stored_total',
-  'chat_persister_consumer_pending',
+  'chat_persister_consumer_pending', 'chat_persister_receipts_superseded_total',
   'chat_presence_online_users', 'chat_presence_sockets',
 ]);
 
