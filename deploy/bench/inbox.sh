@@ -105,19 +105,6 @@ new_database() { # new_database SUFFIX: creates it, name in $db (no subshell: cl
   databases+=("$db")
 }
 
-start() { # start NAME CMD...: a background process of the current configuration; pid in $last
-  local name=$1
-  shift
-  "$@" >"$tmp/$name.log" 2>&1 &
-  last=$!
-  started+=("$last")
-}
-
-stop_configuration() {
-  if ((${#started[@]})); then stop_pids "${started[@]}"; fi
-  started=()
-}
-
 # The Postgres backends serving database $1.
 backends() { psql "$pg/postgres" -Atc "select pid from pg_stat_activity where datname = '$1'" | tr '\n' ' '; }
 

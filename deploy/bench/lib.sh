@@ -33,6 +33,22 @@ stop_pids() {
   done
 }
 
+# start NAME CMD...: a background process of the caller's current configuration, its output in
+# $tmp/NAME.log; its pid in $last and added to the caller's `started` array.
+start() {
+  local name=$1
+  shift
+  "$@" >"$tmp/$name.log" 2>&1 &
+  last=$!
+  started+=("$last")
+}
+
+# stop_configuration: stops every process `start` started, and empties `started`.
+stop_configuration() {
+  if ((${#started[@]})); then stop_pids "${started[@]}"; fi
+  started=()
+}
+
 # start_nats DIR: a `nats-server -js` of the caller's own on a free port, its store in DIR (a
 # shared NATS is left alone); sets nats_pid and nats_url. NATS_SERVER_BIN picks the binary.
 start_nats() {

@@ -63,7 +63,6 @@ poisson_seed=1     # --seed of the Poisson runs: the same schedule in every run
 
 pg=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 redis_url=${REDIS_URL:-redis://127.0.0.1:6379}
-nats_server=${NATS_SERVER_BIN:-$(command -v nats-server || echo /usr/sbin/nats-server)}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/chat-target}
 chat=$CARGO_TARGET_DIR/release/chat
 loadgen=$CARGO_TARGET_DIR/release/chat-loadgen
@@ -263,30 +262,12 @@ search() {
       p99_ms: (map(select(.pass and .rate == $rate)) | first | .p99_ms // null)}' "$log_file")
 }
 
-start() { # start NAME CMD...: a background process of the current configuration; pid in $last
-  local name=$1
-  shift
-  "$@" >"$tmp/$name.log" 2>&1 &
-  last=$!
-  started+=("$last")
-}
-
-stop_configuration() {
-  if ((${#started[@]})); then stop_pids "${started[@]}"; fi
-  started=()
-}
-
 # ---- build
 log "build"
 (cd "$repo" && cargo build --release --locked -p chat -p chat-loadgen)
 
 # ---- our NATS server (the shared one is left alone)
-nats_port=$(free_port)
-mkdir -p "$tmp/nats"
-"$nats_server" -a 127.0.0.1 -p "$nats_port" -js -sd "$tmp/nats" >"$tmp/nats.log" 2>&1 &
-nats_pid=$!
-for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break; sleep 0.2; done
-nats_url=nats://127.0.0.1:$nats_port
+start_nats "$tmp/nats"
 
 # ---- the box's limits
 log "box limits: JetStream publishes"
