@@ -239,6 +239,62 @@ test('positions only move forward: an older or the same message answers the curr
   assert.deepEqual(membersOf(entryOf(await inbox(a), conv.id)).find((m) => m.user_id === a), member(a, m4, m4));
 });
 
+/** A counter of a cluster role's /metrics (0 while it has no sample). */
+async function counter(role, name) {
+  const res = await fetch(`${srv.roleUrl(role)}/metrics`, { signal: AbortSignal.timeout(5000) });
+  const text = await res.text();
+  assert.equal(res.status, 200, `GET /metrics of ${role}: ${res.status}`);
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? 0 : Number(line.split(' ')[1]);
+}
+
+const GATEWAY_SUPERSEDED = 'chat_gateway_receipts_superseded_total';
+const PERSISTER_SUPERSEDED = 'chat_persister_receipts_superseded_total';
+
+test("a receipt the reader's own newer message supersedes: the gateway answers it where the room is open, else the persister without the database", {
+  skip: srv.mode === 'cluster' ? false : 'the roles, and so their counters, are apart in cluster mode only',
+}, async () => {
+  const [a, c] = srv.users(2);
+  const conv = await srv.openConversation(a, c);
+  const sa = await srv.connect(a, { gateway: GW_A });
+  const sc = await srv.connect(c, { gateway: GW_A });
+  await srv.join(sa, conv.id);
+  await srv.join(sc, conv.id);
+  // a replies: its own message counts as read by a. Both heard live in the room on gateway A.
+  const received = new Set();
+  const heard = new Promise((resolve) => {
+    sa.on('receive-message', (m) => {
+      received.add(m?.id);
+      if (received.size === 2) resolve();
+    });
+  });
+  const x1 = await srv.send(sc, c, conv.id, 'from c');
+  const x2 = await srv.send(sa, a, conv.id, 'from a');
+  await Promise.race([heard, new Promise((_, reject) => setTimeout(() => reject(new Error(`heard only ${[...received]}`)), 5000))]);
+  assert.deepEqual([...received].sort((p, q) => p - q), [x1.id, x2.id]);
+
+  const before = {
+    gwa: await counter('gwa', GATEWAY_SUPERSEDED),
+    gwb: await counter('gwb', GATEWAY_SUPERSEDED),
+    persister: await counter('persister', PERSISTER_SUPERSEDED),
+  };
+  let silent = quiet([sa, sc]);
+  assert.deepEqual(await mark(sa, 'mark-read', conv.id, x1.id), ok(conv.id, x2.id), 'answered with the position past it');
+  await silent;
+  assert.equal(await counter('gwa', GATEWAY_SUPERSEDED), before.gwa + 1, 'gateway A answered it');
+  assert.equal(await counter('persister', PERSISTER_SUPERSEDED), before.persister, 'the persister never saw it');
+
+  // On gateway B no socket joined the conversation: no room there, so the receipt goes to the
+  // persister, which knows x1's conversation and a's position from its own commits.
+  const sa2 = await srv.connect(a, { gateway: GW_B });
+  silent = quiet([sa, sc, sa2]);
+  assert.deepEqual(await mark(sa2, 'mark-delivered', conv.id, x1.id), ok(conv.id, x2.id), 'answered with the position past it');
+  await silent;
+  assert.equal(await counter('gwb', GATEWAY_SUPERSEDED), before.gwb, 'gateway B could not tell');
+  assert.equal(await counter('persister', PERSISTER_SUPERSEDED), before.persister + 1, 'the persister answered it without the database');
+  assert.deepEqual(membersOf(entryOf(await inbox(a), conv.id)).find((m) => m.user_id === a), member(a, x2.id, x2.id));
+});
+
 test('mark-read moves the delivered position too, without a message-delivered', async () => {
   const { a, b, conv, sa, sb } = await srv.pairAcrossGateways();
   const m1 = await srv.send(sb, b, conv.id, 'read me');
