@@ -558,6 +558,8 @@
     ui.totalUnread.dataset.count = String(total);
     state.inbox.next = typeof page.next_before === 'string' ? page.next_before : null;
     ui.inboxMore.hidden = state.inbox.next === null;
+    // How many pages were shown: lets a watcher (the browser tests) tell a load has landed.
+    ui.inbox.dataset.pages = String(Number(ui.inbox.dataset.pages ?? 0) + 1);
   }
 
   /** The other member's positions in an inbox entry (0 for none yet). */

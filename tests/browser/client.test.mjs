@@ -158,6 +158,9 @@ test('the inbox shows an unread message; opening it reads it: two ticks for the 
   const [a, b] = srv.users(2);
   const pageA = await openClient(browser(), gatewayA(), { userId: a });
   const pageB = await openClient(browser(), gatewayB(), { userId: b });
+  // B's page loads its inbox a moment after connecting; were that load to come after A's send,
+  // it would bring the message to B's device (one tick) before the test looks.
+  await pageB.page.waitForSelector('#inbox[data-pages]');
   const conversationId = await createConversation(pageA.page, b);
   const item = inboxItem(conversationId);
 
