@@ -171,6 +171,10 @@ pub struct Settings {
     #[arg(long, env = "CHAT_MAX_ROOMS_PER_SOCKET", default_value_t = gateway_defaults::MAX_ROOMS_PER_SOCKET, global = true)]
     pub max_rooms_per_socket: usize,
 
+    /// Most members a group may have, its creator included.
+    #[arg(long, env = "CHAT_MAX_GROUP_MEMBERS", default_value_t = gateway_defaults::MAX_GROUP_MEMBERS, global = true)]
+    pub max_group_members: usize,
+
     /// Packets waiting to be written to one socket before it is disconnected as a slow reader.
     #[arg(long, env = "CHAT_MAX_BUFFERED_PACKETS", default_value_t = gateway_defaults::MAX_BUFFERED_PACKETS, global = true)]
     pub max_buffered_packets: usize,
@@ -261,6 +265,7 @@ impl Settings {
             allowed_origins: self.cors_origins.clone(),
             heartbeat_interval: self.heartbeat_interval.into(),
             max_rooms_per_socket: self.max_rooms_per_socket,
+            max_group_members: self.max_group_members,
             max_buffered_packets: self.max_buffered_packets,
             limits: LimitsConfig {
                 sends: Rate { per_second: self.send_rate, burst: self.send_burst },
@@ -373,6 +378,7 @@ mod tests {
         assert_eq!(gateway.query_timeout, defaults.query_timeout);
         assert_eq!(gateway.max_pending_sends, defaults.max_pending_sends);
         assert_eq!(gateway.max_rooms_per_socket, defaults.max_rooms_per_socket);
+        assert_eq!(gateway.max_group_members, defaults.max_group_members);
         assert_eq!(gateway.max_buffered_packets, defaults.max_buffered_packets);
         assert_eq!(gateway.heartbeat_interval, defaults.heartbeat_interval);
         assert_eq!(gateway.trust_forwarded_for, defaults.trust_forwarded_for);

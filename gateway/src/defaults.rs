@@ -19,6 +19,8 @@ pub const MAX_PENDING_SENDS: usize = 256;
 pub const MAX_ROOMS_PER_SOCKET: usize = 100;
 /// Packets waiting to be written to one socket before it is disconnected as a slow reader.
 pub const MAX_BUFFERED_PACKETS: usize = 1024;
+/// Most members a group may have, its creator included.
+pub const MAX_GROUP_MEMBERS: usize = 1_000;
 /// How often presence is told which sockets are open here.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 

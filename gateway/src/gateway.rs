@@ -40,6 +40,8 @@ pub struct GatewayConfig {
     pub max_pending_sends: usize,
     /// Conversation rooms one socket may be in at once.
     pub max_rooms_per_socket: usize,
+    /// Most members a group may have, its creator included.
+    pub max_group_members: usize,
     /// Packets waiting to be written to one socket before it counts as a slow reader and is
     /// disconnected.
     pub max_buffered_packets: usize,
@@ -66,6 +68,7 @@ impl Default for GatewayConfig {
             query_timeout: defaults::QUERY_TIMEOUT,
             max_pending_sends: defaults::MAX_PENDING_SENDS,
             max_rooms_per_socket: defaults::MAX_ROOMS_PER_SOCKET,
+            max_group_members: defaults::MAX_GROUP_MEMBERS,
             max_buffered_packets: defaults::MAX_BUFFERED_PACKETS,
             allowed_origins: None,
             auth: AuthConfig::Development,

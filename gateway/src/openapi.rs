@@ -8,8 +8,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::rest;
 use crate::wire::{
-    ConversationJson, ConversationListJson, ConversationRef, ErrorJson, ErrorMessage, InboxEntryJson, MemberJson,
-    MessageJson, MessagePageJson, OpenConversationJson,
+    ConversationJson, ConversationListJson, ConversationRef, CreateGroupJson, ErrorJson, ErrorMessage, GroupMemberJson,
+    InboxEntryJson, MemberJson, MessageJson, MessagePageJson, OpenConversationJson,
 };
 
 /// Name of the bearer-token security scheme.
@@ -23,13 +23,15 @@ pub const BEARER_SCHEME: &str = "bearer_jwt";
                        (see the README). Errors are JSON `{statusCode, error, message}`, where `message` is a text \
                        or, for a request that fails validation, the list of every problem.",
     ),
-    paths(rest::open_conversation, rest::list_messages, rest::list_conversations),
+    paths(rest::open_conversation, rest::create_group, rest::list_messages, rest::list_conversations),
     components(schemas(
         ConversationJson,
         ConversationListJson,
         ConversationRef,
+        CreateGroupJson,
         ErrorJson,
         ErrorMessage,
+        GroupMemberJson,
         InboxEntryJson,
         MemberJson,
         MessageJson,
@@ -38,7 +40,7 @@ pub const BEARER_SCHEME: &str = "bearer_jwt";
     )),
     modifiers(&BearerAuth, &CommonErrors),
     tags(
-        (name = "conversations", description = "Open conversations and read their messages"),
+        (name = "conversations", description = "Open conversations, create groups, read their messages"),
     ),
 )]
 struct ApiDoc;

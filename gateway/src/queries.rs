@@ -35,7 +35,7 @@ pub struct Queries {
     bus: Arc<dyn Bus>,
     subjects: Subjects,
     timeout: Duration,
-    conversations: quick_cache::sync::Cache<i64, Conversation>,
+    conversations: quick_cache::sync::Cache<i64, Arc<Conversation>>,
 }
 
 impl Queries {
@@ -60,7 +60,8 @@ impl Queries {
     }
 
     /// A conversation by id, from the cache or the persister.
-    pub async fn conversation(&self, id: i64) -> Result<Conversation, QueryFailure> {
+    /// (Shared: a group carries its member list.)
+    pub async fn conversation(&self, id: i64) -> Result<Arc<Conversation>, QueryFailure> {
         if let Some(hit) = self.conversations.get(&id) {
             return Ok(hit);
         }
@@ -68,6 +69,7 @@ impl Queries {
             self.query(RPC_GET_CONVERSATION, &GetConversation { conversation_id: id }).await?;
         match reply.result {
             Some(conversation_reply::Result::Conversation(conversation)) => {
+                let conversation = Arc::new(conversation);
                 self.conversations.insert(id, conversation.clone());
                 Ok(conversation)
             }

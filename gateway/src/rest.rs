@@ -18,8 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chat_proto::{
-    conversation_reply, ConversationList, ConversationReply, ErrorKind, InboxCursor, ListConversations, ListMessages,
-    MessagePage, OpenConversation, MAX_PAGE_SIZE, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
+    conversation_reply, ConversationList, ConversationReply, CreateGroup, ErrorKind, InboxCursor, ListConversations,
+    ListMessages, MessagePage, OpenConversation, MAX_GROUP_NAME_CHARS, MAX_PAGE_SIZE, RPC_CREATE_GROUP,
+    RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
 };
 use serde_json::Value;
 
@@ -41,6 +42,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let body_limit = usize::try_from(gateway.config.max_payload_bytes).unwrap_or(usize::MAX);
     Router::new()
         .route("/api/chats/conversations", post(open_conversation))
+        .route("/api/chats/groups", post(create_group))
         .route("/api/chats/conversations/{id}/messages", get(list_messages))
         .route("/api/chats/users/{id}/conversations", get(list_conversations))
         .fallback(not_found)
@@ -197,6 +199,94 @@ pub async fn open_conversation(
     };
     let status = if reply.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(ConversationJson::from(conversation))).into_response())
+}
+
+/// `POST /api/chats/groups {creator_id, name, member_ids}`: 201 with the new group.
+#[utoipa::path(
+    post,
+    path = "/api/chats/groups",
+    tag = "conversations",
+    summary = "Create a group",
+    description = "Creates a group conversation: the creator is its `owner`, the users of `member_ids` its \
+                   `member`s (the creator may be listed too; duplicates count once). A group has at most \
+                   `--max-group-members` members (default 1,000), the creator included. Its id is a conversation \
+                   id: joining, sending, typing, receipts, history and the inbox work on it as on a direct \
+                   conversation. With JWT authentication the caller must be the creator.",
+    request_body(content = crate::wire::CreateGroupJson, content_type = "application/json",
+        example = json!({"creator_id": 1, "name": "Team", "member_ids": [2, 3]})),
+    security((), ("bearer_jwt" = [])),
+    responses(
+        (status = 201, description = "Created", body = ConversationJson,
+            example = json!({"id": 8, "type": "group", "name": "Team", "created_at": "2026-12-05T10:00:00.000Z",
+                "members": [
+                    {"user_id": 1, "role": "owner", "joined_at": "2026-12-05T10:00:00.000Z"},
+                    {"user_id": 2, "role": "member", "joined_at": "2026-12-05T10:00:00.000Z"},
+                    {"user_id": 3, "role": "member", "joined_at": "2026-12-05T10:00:00.000Z"}]})),
+        (status = 400, description = "A bad creator, name or member list, too many members, or a body that is not \
+            a JSON object", body = ErrorJson,
+            example = json!({"statusCode": 400, "error": "Bad Request",
+                             "message": ["member_ids must be an array of positive integers"]})),
+        (status = 403, description = "JWT mode: the caller is not the creator", body = ErrorJson,
+            example = json!({"statusCode": 403, "error": "Forbidden",
+                             "message": "You can only create groups as yourself"})),
+        (status = 413, description = "Body over the maximum payload size", body = ErrorJson,
+            example = json!({"statusCode": 413, "error": "Payload Too Large",
+                             "message": "Failed to buffer the request body: length limit exceeded"})),
+    ),
+)]
+pub async fn create_group(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = caller(&gw, &headers)?;
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body is not valid JSON: {e}")))?;
+    let Some(fields) = body.as_object() else {
+        return Err(ApiError::invalid(vec!["body must be a JSON object".into()]));
+    };
+    let group = read_group(fields, gw.config.max_group_members).map_err(ApiError::invalid)?;
+    if caller.is_some_and(|caller| caller != group.creator_id) {
+        return Err(forbidden("You can only create groups as yourself"));
+    }
+    let reply: ConversationReply = gw.queries.query(RPC_CREATE_GROUP, &group).await?;
+    let Some(conversation_reply::Result::Conversation(conversation)) = reply.result else {
+        return Err(QueryFailure::Unavailable("empty group reply".into()).into());
+    };
+    Ok((StatusCode::CREATED, Json(ConversationJson::from(conversation))).into_response())
+}
+
+/// The group a `POST /api/chats/groups` body asks for, or every problem with it.
+fn read_group(fields: &serde_json::Map<String, Value>, max_members: usize) -> Result<CreateGroup, Vec<String>> {
+    let mut problems = Vec::new();
+    let creator_id = fields.get("creator_id").and_then(Value::as_i64).filter(|id| *id > 0);
+    if creator_id.is_none() {
+        problems.push("creator_id must be a positive integer".to_owned());
+    }
+    let name = fields.get("name").and_then(Value::as_str).map(str::trim).unwrap_or_default();
+    if name.is_empty() || name.chars().count() > MAX_GROUP_NAME_CHARS {
+        problems.push(format!("name must be a string of 1 to {MAX_GROUP_NAME_CHARS} characters"));
+    }
+    let member_ids: Option<Vec<i64>> = fields
+        .get("member_ids")
+        .and_then(Value::as_array)
+        .and_then(|ids| ids.iter().map(|id| id.as_i64().filter(|id| *id > 0)).collect());
+    if member_ids.is_none() {
+        problems.push("member_ids must be an array of positive integers".to_owned());
+    }
+    let (Some(creator_id), Some(mut member_ids)) = (creator_id, member_ids) else {
+        return Err(problems);
+    };
+    member_ids.retain(|id| *id != creator_id);
+    member_ids.sort_unstable();
+    member_ids.dedup();
+    if member_ids.len() + 1 > max_members {
+        problems.push(format!("a group has at most {max_members} members, its creator included"));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(CreateGroup { creator_id, name: name.to_owned(), member_ids })
 }
 
 /// `GET /api/chats/conversations/{id}/messages`: oldest first, by page

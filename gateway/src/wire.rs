@@ -196,30 +196,87 @@ pub struct MessageJson {
     pub conversation: Option<ConversationRef>,
 }
 
-/// The conversation attached to a message event.
+/// The conversation attached to a message event: a direct conversation's pair, as the spec
+/// has it, or a group's kind and name.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConversationRef {
     #[schema(minimum = 1)]
     pub id: i64,
+    /// `group` (absent for a direct conversation, whose shape the spec fixes).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^group$")]
+    pub kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
-    pub sender_id: i64,
+    pub sender_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
-    pub receiver_id: i64,
+    pub receiver_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
-/// A conversation as the REST API shows it.
+/// A conversation as the REST API shows it: a direct conversation has its two users
+/// (`sender_id` opened it), a group its name and members.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"id": 7, "sender_id": 1, "receiver_id": 2, "created_at": "2026-11-25T19:51:58.530Z"}))]
+#[schema(example = json!({"id": 7, "type": "direct", "sender_id": 1, "receiver_id": 2,
+                          "created_at": "2026-11-25T19:51:58.530Z"}))]
 pub struct ConversationJson {
     #[schema(minimum = 1)]
     pub id: i64,
+    /// `direct` or `group`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^(direct|group)$")]
+    pub kind: &'static str,
+    /// A direct conversation's user who opened it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
-    pub sender_id: i64,
+    pub sender_id: Option<i64>,
+    /// A direct conversation's other user.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
-    pub receiver_id: i64,
+    pub receiver_id: Option<i64>,
+    /// A group's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// ISO 8601 in UTC with milliseconds.
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// A group's members, oldest first (in an inbox entry they are in the entry's `members`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<GroupMemberJson>>,
+}
+
+/// A member of a group.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"user_id": 1, "role": "owner", "joined_at": "2026-11-25T19:51:58.530Z"}))]
+pub struct GroupMemberJson {
+    #[schema(minimum = 1)]
+    pub user_id: i64,
+    /// `owner`, `moderator` or `member`.
+    #[schema(pattern = "^(owner|moderator|member)$")]
+    pub role: &'static str,
+    #[schema(format = DateTime)]
+    pub joined_at: String,
+}
+
+impl From<&chat_proto::GroupMember> for GroupMemberJson {
+    fn from(member: &chat_proto::GroupMember) -> Self {
+        Self { user_id: member.user_id, role: member.role().as_str(), joined_at: iso_timestamp(member.joined_at_ms) }
+    }
+}
+
+/// The body of `POST /api/chats/groups`. (The handler reads the fields itself, to report every
+/// problem in the API's words.)
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[schema(example = json!({"creator_id": 1, "name": "Team", "member_ids": [2, 3]}))]
+pub struct CreateGroupJson {
+    #[schema(minimum = 1)]
+    pub creator_id: i64,
+    /// 1 to 100 characters (surrounding white space is dropped).
+    pub name: String,
+    /// The other members (the creator may be listed too; duplicates count once).
+    pub member_ids: Vec<i64>,
 }
 
 /// The body of `POST /api/chats/conversations`: two different users, in either order. (The
@@ -284,22 +341,33 @@ pub struct InboxEntryJson {
     pub members: Vec<MemberJson>,
 }
 
-/// A member's read and delivered positions (null: none yet).
+/// A member's read and delivered positions (null: none yet); in a group, also its role and
+/// when it joined.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MemberJson {
     #[schema(minimum = 1)]
     pub user_id: i64,
     pub last_read_message_id: Option<i64>,
     pub last_delivered_message_id: Option<i64>,
+    /// A group member's role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(owner|moderator|member)$")]
+    pub role: Option<&'static str>,
+    /// When a group member joined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub joined_at: Option<String>,
 }
 
-impl From<&MemberPositions> for MemberJson {
-    fn from(member: &MemberPositions) -> Self {
+impl MemberJson {
+    fn new(member: &MemberPositions, in_group: Option<&chat_proto::GroupMember>) -> Self {
         let set = |id: i64| (id > 0).then_some(id);
         Self {
             user_id: member.user_id,
             last_read_message_id: set(member.last_read_message_id),
             last_delivered_message_id: set(member.last_delivered_message_id),
+            role: in_group.map(|m| m.role().as_str()),
+            joined_at: in_group.map(|m| iso_timestamp(m.joined_at_ms)),
         }
     }
 }
@@ -307,12 +375,17 @@ impl From<&MemberPositions> for MemberJson {
 impl InboxEntryJson {
     /// `None` for an entry without its conversation (never sent by the persister).
     pub fn from_entry(entry: chat_proto::InboxEntry) -> Option<Self> {
+        let conversation = entry.conversation?;
+        let group_member = |user_id: i64| conversation.members.iter().find(|m| m.user_id == user_id);
+        let members = entry.members.iter().map(|m| MemberJson::new(m, group_member(m.user_id))).collect();
+        let mut json = ConversationJson::from(conversation.without_members());
+        json.members = None;
         Some(Self {
-            conversation: ConversationJson::from(entry.conversation?),
+            conversation: json,
             last_activity_at: iso_timestamp(entry.last_activity_ms),
             last_message: entry.last_message.map(MessageJson::from),
             unread_count: entry.unread_count,
-            members: entry.members.iter().map(MemberJson::from).collect(),
+            members,
         })
     }
 }
@@ -345,10 +418,24 @@ impl From<StoredMessage> for MessageJson {
             timestamp: iso_timestamp(m.timestamp_ms),
             message_type: m.message_type,
             content: m.content,
-            conversation: m.conversation.map(|c| ConversationRef {
-                id: c.id,
-                sender_id: c.sender_id,
-                receiver_id: c.receiver_id,
+            conversation: m.conversation.map(|c| {
+                if c.is_group() {
+                    ConversationRef {
+                        id: c.id,
+                        kind: Some("group"),
+                        sender_id: None,
+                        receiver_id: None,
+                        name: Some(c.name),
+                    }
+                } else {
+                    ConversationRef {
+                        id: c.id,
+                        kind: None,
+                        sender_id: Some(c.sender_id),
+                        receiver_id: Some(c.receiver_id),
+                        name: None,
+                    }
+                }
             }),
         }
     }
@@ -356,11 +443,27 @@ impl From<StoredMessage> for MessageJson {
 
 impl From<Conversation> for ConversationJson {
     fn from(c: Conversation) -> Self {
-        Self {
-            id: c.id,
-            sender_id: c.sender_id,
-            receiver_id: c.receiver_id,
-            created_at: iso_timestamp(c.created_at_ms),
+        let created_at = iso_timestamp(c.created_at_ms);
+        if c.is_group() {
+            Self {
+                id: c.id,
+                kind: "group",
+                sender_id: None,
+                receiver_id: None,
+                members: Some(c.members.iter().map(GroupMemberJson::from).collect()),
+                name: Some(c.name),
+                created_at,
+            }
+        } else {
+            Self {
+                id: c.id,
+                kind: "direct",
+                sender_id: Some(c.sender_id),
+                receiver_id: Some(c.receiver_id),
+                name: None,
+                created_at,
+                members: None,
+            }
         }
     }
 }
@@ -416,10 +519,49 @@ mod tests {
             timestamp_ms: 0,
             message_type: "text".into(),
             content: "hi".into(),
-            conversation: Some(Conversation { id: 2, sender_id: 1, receiver_id: 9, created_at_ms: 0 }),
+            conversation: Some(Conversation { id: 2, sender_id: 1, receiver_id: 9, ..Default::default() }),
         }))
         .unwrap();
         assert_eq!(json["conversation"], serde_json::json!({"id": 2, "sender_id": 1, "receiver_id": 9}));
         assert_eq!(json["timestamp"], "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn a_group_shows_its_kind_name_and_members_and_a_message_of_it_no_pair() {
+        let group = Conversation {
+            id: 4,
+            sender_id: 1,
+            kind: chat_proto::ConversationKind::Group as i32,
+            name: "Team".into(),
+            members: vec![
+                chat_proto::GroupMember { user_id: 1, role: chat_proto::MemberRole::Owner as i32, joined_at_ms: 0 },
+                chat_proto::GroupMember { user_id: 3, role: chat_proto::MemberRole::Member as i32, joined_at_ms: 0 },
+            ],
+            ..Default::default()
+        };
+        let json = serde_json::to_value(ConversationJson::from(group.clone())).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"id": 4, "type": "group", "name": "Team", "created_at": "1970-01-01T00:00:00.000Z",
+                "members": [{"user_id": 1, "role": "owner", "joined_at": "1970-01-01T00:00:00.000Z"},
+                            {"user_id": 3, "role": "member", "joined_at": "1970-01-01T00:00:00.000Z"}]})
+        );
+        let message = MessageJson::from(StoredMessage {
+            id: 5,
+            conversation_id: 4,
+            conversation: Some(group.without_members()),
+            ..Default::default()
+        });
+        let json = serde_json::to_value(message).unwrap();
+        assert_eq!(json["conversation"], serde_json::json!({"id": 4, "type": "group", "name": "Team"}));
+        let direct = serde_json::to_value(ConversationJson::from(Conversation {
+            id: 2,
+            sender_id: 1,
+            receiver_id: 9,
+            ..Default::default()
+        }))
+        .unwrap();
+        assert_eq!(direct["type"], "direct");
+        assert_eq!(direct.get("members"), None);
     }
 }

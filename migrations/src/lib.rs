@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_create_conversations_and_messages;
 mod m20261125_000002_add_message_dedup_key;
 mod m20261204_000003_create_conversation_members;
+mod m20261205_000004_add_groups;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_create_conversations_and_messages::Migration),
             Box::new(m20261125_000002_add_message_dedup_key::Migration),
             Box::new(m20261204_000003_create_conversation_members::Migration),
+            Box::new(m20261205_000004_add_groups::Migration),
         ]
     }
 }

@@ -132,6 +132,8 @@ mod tests {
             unread_count: 0,
             last_message_id: read.max(delivered),
             last_activity_at: chrono::Utc::now(),
+            role: "member".into(),
+            joined_at: None,
         }
     }
 

@@ -7,10 +7,11 @@ use std::future::Future;
 
 use chat_bus::BusError;
 use chat_proto::{
-    conversation_reply, ContactList, ConversationList, ConversationReply, ErrorKind, GetConversation, GetPositions,
-    InboxCursor, InboxEntry, ListContacts, ListConversations, ListMessages, MessagePage, OpenConversation,
-    PositionList, QueryError, QueryReply, MAX_PAGE_SIZE, RPC_GET_CONVERSATION, RPC_GET_POSITIONS, RPC_LIST_CONTACTS,
-    RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
+    conversation_reply, ContactList, Conversation, ConversationList, ConversationReply, CreateGroup, ErrorKind,
+    GetConversation, GetPositions, InboxCursor, InboxEntry, ListContacts, ListConversations, ListMessages, MessagePage,
+    OpenConversation, PositionList, QueryError, QueryReply, MAX_GROUP_NAME_CHARS, MAX_PAGE_SIZE, RPC_CREATE_GROUP,
+    RPC_GET_CONVERSATION, RPC_GET_POSITIONS, RPC_LIST_CONTACTS, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES,
+    RPC_OPEN_CONVERSATION,
 };
 use futures::StreamExt;
 
@@ -22,6 +23,7 @@ impl Persister {
         self.respond(RPC_GET_CONVERSATION, |p, q: GetConversation| async move { p.get_conversation(q).await }).await?;
         self.respond(RPC_OPEN_CONVERSATION, |p, q: OpenConversation| async move { p.open_conversation(q).await })
             .await?;
+        self.respond(RPC_CREATE_GROUP, |p, q: CreateGroup| async move { p.create_group(q).await }).await?;
         self.respond(RPC_LIST_CONVERSATIONS, |p, q: ListConversations| async move { p.list_conversations(q).await })
             .await?;
         self.respond(RPC_LIST_MESSAGES, |p, q: ListMessages| async move { p.list_messages(q).await }).await?;
@@ -68,7 +70,27 @@ impl Persister {
             .await
             .map_err(internal)?
             .ok_or_else(|| QueryError::new(ErrorKind::NotFound, "Conversation not found"))?;
-        Ok(ConversationReply { result: Some(conversation_reply::Result::Conversation(conversation)), created: false })
+        Ok(ConversationReply {
+            result: Some(conversation_reply::Result::Conversation(Conversation::clone(&conversation))),
+            created: false,
+        })
+    }
+
+    /// Creates a group; the request is checked again here (the gateway words the client's
+    /// errors, this keeps the store consistent whoever asks).
+    async fn create_group(&self, query: CreateGroup) -> Result<ConversationReply, QueryError> {
+        let name = query.name.trim();
+        if name.is_empty() || name.chars().count() > MAX_GROUP_NAME_CHARS {
+            return Err(QueryError::new(
+                ErrorKind::Invalid,
+                format!("name must be 1 to {MAX_GROUP_NAME_CHARS} characters"),
+            ));
+        }
+        if query.creator_id <= 0 || query.member_ids.iter().any(|id| *id <= 0) {
+            return Err(QueryError::new(ErrorKind::Invalid, "user ids must be positive integers"));
+        }
+        let group = self.store.create_group(query.creator_id, name, &query.member_ids).await.map_err(internal)?;
+        Ok(ConversationReply { result: Some(conversation_reply::Result::Conversation(group)), created: true })
     }
 
     async fn open_conversation(&self, query: OpenConversation) -> Result<ConversationReply, QueryError> {
@@ -104,11 +126,11 @@ impl Persister {
             .entries
             .into_iter()
             .map(|row| InboxEntry {
+                conversation: Some(row.conversation.with_members(&row.members)),
                 last_message: row.last_message.map(|m| m.into_stored(None)),
                 unread_count: row.own.unread_count,
                 last_activity_ms: row.own.last_activity_at.timestamp_millis(),
                 members: row.members.into_iter().map(Into::into).collect(),
-                conversation: Some(row.conversation.into()),
             })
             .collect();
         let next_before = page.next_before.map(|(activity, conversation_id)| InboxCursor {

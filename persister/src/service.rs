@@ -32,9 +32,11 @@ pub enum PersisterError {
     QueueEnded,
 }
 
-/// Conversations never change once created, so the ones seen are kept (bounded) to spare a
-/// query per message. A missing conversation is not cached: it may be created a moment later.
-pub(crate) type ConversationCache = quick_cache::sync::Cache<i64, Conversation>;
+/// Conversations never change once created (a group's members are fixed at its creation), so
+/// the ones seen are kept (bounded) to spare a query per message; shared, because a group
+/// carries its member list. A missing conversation is not cached: it may be created a moment
+/// later.
+pub(crate) type ConversationCache = quick_cache::sync::Cache<i64, Arc<Conversation>>;
 
 /// Settings of a persister; the defaults suit a local run.
 #[derive(Clone, Debug)]
@@ -158,15 +160,15 @@ impl Persister {
         batch
     }
 
-    pub(crate) async fn conversation(&self, id: i64) -> Result<Option<Conversation>, StoreError> {
+    pub(crate) async fn conversation(&self, id: i64) -> Result<Option<Arc<Conversation>>, StoreError> {
         if let Some(hit) = self.conversations.get(&id) {
             return Ok(Some(hit));
         }
-        let found = self.store.conversation(id).await?;
-        if let Some(conversation) = &found {
-            self.conversations.insert(id, conversation.clone());
-        }
-        Ok(found)
+        let Some(found) = self.store.conversation(id).await?.map(Arc::new) else {
+            return Ok(None);
+        };
+        self.conversations.insert(id, found.clone());
+        Ok(Some(found))
     }
 
     async fn handle_batch(&self, taken: Vec<TakenJob>) {
@@ -284,7 +286,7 @@ impl Persister {
                 message_type: c.message_type.clone(),
                 content: c.content.clone(),
                 dedup_key: c.dedup_key(),
-                members: vec![conversation.sender_id, conversation.receiver_id],
+                members: conversation.participants(),
             })
             .collect();
         let stored = if batch.is_empty() {
@@ -301,7 +303,7 @@ impl Persister {
             .into_iter()
             .zip(stored)
             .map(|((command, conversation), row)| {
-                (command, send_outcome::Result::Stored(row.into_stored(Some(conversation))))
+                (command, send_outcome::Result::Stored(row.into_stored(Some(conversation.without_members()))))
             })
             .collect();
         results.extend(

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chat_migrations::{Migrator, MigratorTrait};
-use chat_proto::Conversation;
+use chat_proto::{Conversation, MemberRole};
 use sea_orm::sea_query::Expr;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
@@ -121,8 +121,66 @@ impl Store {
         Ok(self.db.ping().await?)
     }
 
+    /// The conversation, with its members when it is a group.
     pub async fn conversation(&self, id: i64) -> Result<Option<Conversation>, StoreError> {
-        Ok(conversation::Entity::find_by_id(id).one(&self.db).await?.map(Into::into))
+        let Some(model) = conversation::Entity::find_by_id(id).one(&self.db).await? else {
+            return Ok(None);
+        };
+        if !model.is_group() {
+            return Ok(Some(model.into()));
+        }
+        let members = member::Entity::find().filter(member::Column::ConversationId.eq(id)).all(&self.db).await?;
+        Ok(Some(model.with_members(&members)))
+    }
+
+    /// Creates a group owned by `creator_id` whose members are the creator and `member_ids`
+    /// (duplicates count once), in one transaction.
+    pub async fn create_group(
+        &self,
+        creator_id: i64,
+        name: &str,
+        member_ids: &[i64],
+    ) -> Result<Conversation, StoreError> {
+        let now = now_in_micros();
+        let txn = self.db.begin().await?;
+        let row = conversation::ActiveModel {
+            sender_id: Set(creator_id),
+            receiver_id: Set(creator_id),
+            user_low: Set(creator_id),
+            user_high: Set(creator_id),
+            created_at: Set(now),
+            kind: Set(conversation::GROUP.to_owned()),
+            name: Set(Some(name.to_owned())),
+            ..Default::default()
+        };
+        let group = conversation::Entity::insert(row).exec_with_returning(&txn).await?;
+        let mut users = vec![creator_id];
+        for &user_id in member_ids {
+            if !users.contains(&user_id) {
+                users.push(user_id);
+            }
+        }
+        let rows: Vec<member::Model> = users
+            .iter()
+            .map(|&user_id| member::Model {
+                conversation_id: group.id,
+                user_id,
+                last_read_message_id: 0,
+                read_at: None,
+                last_delivered_message_id: 0,
+                delivered_at: None,
+                unread_count: 0,
+                last_message_id: 0,
+                last_activity_at: now,
+                role: if user_id == creator_id { MemberRole::Owner } else { MemberRole::Member }.as_str().to_owned(),
+                joined_at: Some(now),
+            })
+            .collect();
+        for chunk in rows.chunks(ROWS_PER_UPSERT) {
+            member::Entity::insert_many(chunk.iter().cloned().map(member::ActiveModel::from)).exec(&txn).await?;
+        }
+        txn.commit().await?;
+        Ok(group.with_members(&rows))
     }
 
     /// The conversation of the pair, created when the pair has none; `true` when created now.
@@ -139,11 +197,15 @@ impl Store {
             user_low: Set(low),
             user_high: Set(high),
             created_at: Set(chrono::Utc::now()),
+            kind: Set(conversation::DIRECT.to_owned()),
             ..Default::default()
         };
         let inserted = conversation::Entity::insert(row)
             .on_conflict(
+                // The pair is unique among direct conversations (a partial index), whose
+                // condition the database must see as written, not as a bound parameter.
                 OnConflict::columns([conversation::Column::UserLow, conversation::Column::UserHigh])
+                    .target_and_where(Expr::cust("kind = 'direct'"))
                     .do_nothing()
                     .to_owned(),
             )
@@ -157,6 +219,7 @@ impl Store {
         let existing = conversation::Entity::find()
             .filter(conversation::Column::UserLow.eq(low))
             .filter(conversation::Column::UserHigh.eq(high))
+            .filter(conversation::Column::Kind.eq(conversation::DIRECT))
             .one(&self.db)
             .await?
             .ok_or(DbErr::RecordNotFound(format!("conversation of users {low} and {high}")))?;
@@ -172,6 +235,7 @@ impl Store {
             unread_count: Set(0),
             last_message_id: Set(0),
             last_activity_at: Set(existing.created_at),
+            ..Default::default()
         });
         let added = member::Entity::insert_many(members)
             .on_conflict(
@@ -186,26 +250,47 @@ impl Store {
         Ok((existing.into(), created))
     }
 
-    /// The user's conversations, newest first.
+    /// The user's conversations, newest first (without a group's members).
     pub async fn conversations_of(&self, user_id: i64) -> Result<Vec<Conversation>, StoreError> {
-        let rows = conversation::Entity::find()
-            .filter(conversation::Column::UserLow.eq(user_id).or(conversation::Column::UserHigh.eq(user_id)))
-            .order_by_desc(conversation::Column::Id)
+        let ids: Vec<i64> = member::Entity::find()
+            .select_only()
+            .column(member::Column::ConversationId)
+            .filter(member::Column::UserId.eq(user_id))
+            .into_tuple()
             .all(&self.db)
             .await?;
+        let mut rows = Vec::new();
+        for chunk in ids.chunks(PAIRS_PER_STATEMENT) {
+            rows.extend(
+                conversation::Entity::find()
+                    .filter(conversation::Column::Id.is_in(chunk.to_vec()))
+                    .all(&self.db)
+                    .await?,
+            );
+        }
+        rows.sort_by_key(|c| std::cmp::Reverse(c.id));
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    /// The users who share a conversation with `user_id`.
+    /// The users who share a conversation with `user_id`, direct or group, in id order.
     pub async fn contacts_of(&self, user_id: i64) -> Result<Vec<i64>, StoreError> {
-        let mut contacts: Vec<i64> = self
-            .conversations_of(user_id)
+        let backend = self.db.get_database_backend();
+        let p = match backend {
+            sea_orm::DatabaseBackend::Postgres => "$1",
+            _ => "?1",
+        };
+        let sql = format!(
+            "SELECT DISTINCT other.user_id FROM conversation_members mine \
+             JOIN conversation_members other ON other.conversation_id = mine.conversation_id \
+             WHERE mine.user_id = {p} AND other.user_id <> {p} ORDER BY other.user_id"
+        );
+        let contacts: Vec<i64> = self
+            .db
+            .query_all(Statement::from_sql_and_values(backend, sql, [user_id.into()]))
             .await?
-            .into_iter()
-            .map(|c| if c.sender_id == user_id { c.receiver_id } else { c.sender_id })
-            .collect();
-        contacts.sort_unstable();
-        contacts.dedup();
+            .iter()
+            .map(|row| row.try_get_by_index::<i64>(0))
+            .collect::<Result<_, _>>()?;
         Ok(contacts)
     }
 
@@ -223,11 +308,10 @@ impl Store {
         }
         let txn = self.db.begin().await?;
         let inserted = Self::insert_new(&txn, batch).await?;
-        if !inserted.is_empty() {
-            member::Entity::insert_many(inbox_moves(batch, &inserted))
-                .on_conflict(inbox_move_rules())
-                .exec(&txn)
-                .await?;
+        // In slices: a batch of large groups moves thousands of rows, past a statement's
+        // bound parameters.
+        for rows in inbox_moves(batch, &inserted).chunks(ROWS_PER_UPSERT) {
+            member::Entity::insert_many(rows.iter().cloned()).on_conflict(inbox_move_rules()).exec(&txn).await?;
         }
         if let Err(e) = txn.commit().await {
             return Err(if may_have_run(&e) { StoreError::CommitUnknown(e) } else { e.into() });
@@ -393,6 +477,7 @@ impl Store {
                 unread_count: Set(row.unread_count),
                 last_message_id: Set(row.last_message_id),
                 last_activity_at: Set(row.last_activity_at),
+                ..Default::default()
             });
             member::Entity::insert_many(rows).on_conflict(receipt_move_rules()).exec(&self.db).await?;
         }
@@ -607,6 +692,9 @@ fn now_in_micros() -> chrono::DateTime<chrono::Utc> {
 /// on bound parameters.
 const PAIRS_PER_STATEMENT: usize = 200;
 
+/// Most members' rows one upsert writes (some ten bound parameters each).
+const ROWS_PER_UPSERT: usize = 2_000;
+
 /// The inbox rows a batch's new messages move, one per member of each conversation in the
 /// batch: the conversation's newest message and activity, and for each member either the
 /// messages of others to add to the unread count, or, for a member who sent one of them, the
@@ -635,6 +723,7 @@ fn inbox_moves(batch: &[NewMessage], inserted: &[message::Model]) -> Vec<member:
                 unread_count: Set(i64::try_from(unread).unwrap_or(i64::MAX)),
                 last_message_id: Set(newest.id),
                 last_activity_at: Set(newest.created_at),
+                ..Default::default()
             });
         }
     }
@@ -758,6 +847,32 @@ mod tests {
         assert_ne!(other.id, first.id);
         assert_eq!(store.contacts_of(1).await.unwrap(), vec![2, 3]);
         assert_eq!(store.contacts_of(2).await.unwrap(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn a_group_has_its_members_with_roles_and_makes_them_contacts() {
+        let (_dir, store) = temp_store().await;
+        let group = store.create_group(10, "Team", &[12, 11, 12, 10]).await.unwrap();
+        assert!(group.is_group());
+        assert_eq!((group.name.as_str(), group.sender_id, group.receiver_id), ("Team", 10, 0));
+        let roles: Vec<(i64, MemberRole)> = group.members.iter().map(|m| (m.user_id, m.role())).collect();
+        assert_eq!(roles, [(10, MemberRole::Owner), (11, MemberRole::Member), (12, MemberRole::Member)]);
+        assert!(group.members.iter().all(|m| m.joined_at_ms == group.created_at_ms));
+        assert_eq!(store.conversation(group.id).await.unwrap(), Some(group.clone()), "read back whole");
+        // A second group of the same users, and a direct conversation beside them.
+        let again = store.create_group(10, "Team", &[11]).await.unwrap();
+        assert_ne!(again.id, group.id);
+        let (direct, _) = store.open_conversation(10, 13).await.unwrap();
+        assert_eq!(store.contacts_of(11).await.unwrap(), vec![10, 12]);
+        assert_eq!(store.contacts_of(10).await.unwrap(), vec![11, 12, 13]);
+        let ids: Vec<i64> = store.conversations_of(10).await.unwrap().iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![direct.id, again.id, group.id], "newest first");
+        // A message moves every member's inbox row.
+        let message = NewMessage { members: group.participants(), ..text(group.id, 11, "hi all") };
+        let stored = store.insert_messages(&[message]).await.unwrap();
+        assert_eq!(standing(&store, group.id, 10).await, (1, 0, 0));
+        assert_eq!(standing(&store, group.id, 12).await, (1, 0, 0));
+        assert_eq!(standing(&store, group.id, 11).await, (0, stored[0].id, stored[0].id));
     }
 
     #[tokio::test]

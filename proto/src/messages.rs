@@ -2,7 +2,8 @@
 //!
 //! Timestamps are milliseconds since the Unix epoch (UTC). Ids are the database's `i64` ids.
 
-/// A conversation between two users; `sender_id` is the user who created it.
+/// A conversation: between two users (`Direct`; `sender_id` created it with `receiver_id`), or
+/// a group (`Group`; `sender_id` created it, `receiver_id` is 0, `members` lists who is in it).
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct Conversation {
     #[prost(int64, tag = "1")]
@@ -13,11 +14,87 @@ pub struct Conversation {
     pub receiver_id: i64,
     #[prost(int64, tag = "4")]
     pub created_at_ms: i64,
+    /// A [`ConversationKind`]; persisters before groups leave it 0, `Direct`.
+    #[prost(enumeration = "ConversationKind", tag = "5")]
+    pub kind: i32,
+    /// A group's name (empty for a direct conversation).
+    #[prost(string, tag = "6")]
+    pub name: String,
+    /// A group's members, oldest first (empty for a direct conversation, and on a message's
+    /// own copy of its conversation, which does not need them).
+    #[prost(message, repeated, tag = "7")]
+    pub members: Vec<GroupMember>,
+}
+
+/// Whether a conversation is between two users or a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ConversationKind {
+    Direct = 0,
+    Group = 1,
+}
+
+/// What a group member may do: owners and moderators manage members, only the owner grants
+/// or takes `Moderator`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum MemberRole {
+    Member = 0,
+    Moderator = 1,
+    Owner = 2,
+}
+
+impl MemberRole {
+    /// The name clients see and send.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::Member => "member",
+            MemberRole::Moderator => "moderator",
+            MemberRole::Owner => "owner",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [MemberRole::Member, MemberRole::Moderator, MemberRole::Owner].into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+/// One member of a group.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct GroupMember {
+    #[prost(int64, tag = "1")]
+    pub user_id: i64,
+    #[prost(enumeration = "MemberRole", tag = "2")]
+    pub role: i32,
+    #[prost(int64, tag = "3")]
+    pub joined_at_ms: i64,
 }
 
 impl Conversation {
+    pub fn is_group(&self) -> bool {
+        self.kind() == ConversationKind::Group
+    }
+
     pub fn has_participant(&self, user_id: i64) -> bool {
-        self.sender_id == user_id || self.receiver_id == user_id
+        if self.is_group() {
+            self.members.iter().any(|m| m.user_id == user_id)
+        } else {
+            self.sender_id == user_id || self.receiver_id == user_id
+        }
+    }
+
+    /// Everyone in the conversation: its two users, or the group's members.
+    pub fn participants(&self) -> Vec<i64> {
+        if self.is_group() {
+            self.members.iter().map(|m| m.user_id).collect()
+        } else {
+            vec![self.sender_id, self.receiver_id]
+        }
+    }
+
+    /// The conversation without its member list: what a message carries along.
+    pub fn without_members(&self) -> Self {
+        Self { members: Vec::new(), ..self.clone() }
     }
 }
 
@@ -427,13 +504,29 @@ pub struct GetConversation {
     pub conversation_id: i64,
 }
 
-/// Returns the conversation of the pair, creating it when the pair has none.
+/// Returns the conversation of the pair, creating it when the pair has none. Answered with a
+/// [`ConversationReply`], like [`GetConversation`] and [`CreateGroup`].
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct OpenConversation {
     #[prost(int64, tag = "1")]
     pub sender_id: i64,
     #[prost(int64, tag = "2")]
     pub receiver_id: i64,
+}
+
+/// Longest group name, in characters.
+pub const MAX_GROUP_NAME_CHARS: usize = 100;
+
+/// Creates a group: `creator_id` is its owner, `member_ids` (the creator may be among them)
+/// its members. The gateway has checked the request's shape; the persister checks it again.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct CreateGroup {
+    #[prost(int64, tag = "1")]
+    pub creator_id: i64,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(int64, repeated, tag = "3")]
+    pub member_ids: Vec<i64>,
 }
 
 #[derive(Clone, PartialEq, Eq, prost::Message)]
@@ -644,7 +737,13 @@ mod tests {
                 timestamp_ms: 1_700_000_000_123,
                 message_type: "text".into(),
                 content: "héllo".into(),
-                conversation: Some(Conversation { id: 3, sender_id: 1, receiver_id: 2, created_at_ms: 5 }),
+                conversation: Some(Conversation {
+                    id: 3,
+                    sender_id: 1,
+                    receiver_id: 2,
+                    created_at_ms: 5,
+                    ..Default::default()
+                }),
             })),
             gateway_id: "gw-1".into(),
             trace: [("traceparent".to_owned(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned())]

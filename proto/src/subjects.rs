@@ -121,6 +121,7 @@ impl Subjects {
 
 pub const RPC_GET_CONVERSATION: &str = "conversation.get";
 pub const RPC_OPEN_CONVERSATION: &str = "conversation.open";
+pub const RPC_CREATE_GROUP: &str = "group.create";
 pub const RPC_LIST_CONVERSATIONS: &str = "conversation.list";
 pub const RPC_LIST_MESSAGES: &str = "messages.list";
 pub const RPC_LIST_CONTACTS: &str = "contacts.list";

@@ -92,3 +92,26 @@ test("JWT mode: receipts move the token's user's position; an outsider's are ref
   });
   assert.deepEqual(await error, { message: 'Unauthorized to join this conversation' });
 });
+
+test('JWT mode: a group is created as the token\'s user only; its members read its history, others get 403', async () => {
+  const [owner, member, outsider] = srv.users(3);
+  const body = { creator_id: owner, name: 'Team', member_ids: [member] };
+  const asOther = await srv.api('POST', '/api/chats/groups', body, bearer(member));
+  assert.equal(asOther.status, 403, asOther.text);
+  assert.equal(asOther.body.message, 'You can only create groups as yourself');
+  const anonymous = await srv.api('POST', '/api/chats/groups', body);
+  assert.equal(anonymous.status, 401, anonymous.text);
+  const created = await srv.api('POST', '/api/chats/groups', body, bearer(owner));
+  assert.equal(created.status, 201, created.text);
+  const group = created.body;
+
+  const so = await connectAs(owner, 0);
+  const sent = await srv.send(so, owner, group.id, 'members only');
+  const path = `/api/chats/conversations/${group.id}/messages`;
+  const read = await srv.api('GET', path, undefined, bearer(member));
+  assert.equal(read.status, 200, read.text);
+  assert.deepEqual(read.body.data.map((m) => m.id), [sent.id]);
+  const refused = await srv.api('GET', path, undefined, bearer(outsider));
+  assert.equal(refused.status, 403, refused.text);
+  assert.ok(!refused.text.includes('members only'), 'nothing of the history leaks');
+});

@@ -16,6 +16,10 @@ pub struct Model {
     pub unread_count: i64,
     pub last_message_id: i64,
     pub last_activity_at: DateTimeUtc,
+    /// `owner`, `moderator` or `member` (a group's roles; `member` in a direct conversation).
+    pub role: String,
+    /// When the user joined a group (`None`: when the conversation was created).
+    pub joined_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
