@@ -22,19 +22,22 @@ use std::sync::Arc;
 
 use chat_bus::{BusError, Headers, Message, Subscription};
 use chat_proto::{
-    gateway_event, receipt_outcome, room_event, send_outcome, user_event, GatewayEvent, ReceiptOutcome, RoomEvent,
-    SendOutcome, Typing, UserEvent,
+    gateway_event, member_outcome, receipt_outcome, room_event, send_outcome, user_event, GatewayEvent,
+    MemberChangeKind, MemberEvent, MemberOutcome, ReceiptOutcome, RoomEvent, SendOutcome, Typing, UserEvent,
 };
 use futures::StreamExt;
 
 use crate::emit::{
-    chat_socket, emit, emit_message_error, emit_to_rooms, refuse_receipt, room_of_conversation, room_of_user,
+    chat_socket, emit, emit_message_error, emit_to_rooms, refuse_member_change, refuse_receipt, room_of_conversation,
+    room_of_user,
 };
 use crate::errors::ClientError;
 use crate::gateway::Gateway;
 use crate::metrics;
-use crate::rooms::{self, Listening, SharedRoom};
-use crate::wire::{event, MessageJson, PresenceEvent, ReceiptAck, ReceiptEvent, TypingEvent, NAMESPACE};
+use crate::rooms::{self, Listening, SharedRoom, SocketRooms};
+use crate::wire::{
+    event, MemberAck, MemberEventJson, MessageJson, PresenceEvent, ReceiptAck, ReceiptEvent, TypingEvent, NAMESPACE,
+};
 
 /// Subscribes to this gateway's own subject and starts handling it. Returns once the
 /// subscription is in place, so nothing published after `listen` returns is missed.
@@ -83,7 +86,7 @@ fn spawn_handler(
 }
 
 /// A conversation's stored messages to its room here, or typing relayed by another gateway.
-fn on_room_event(gw: &Gateway, room: &SharedRoom, message: Message) {
+fn on_room_event(gw: &Arc<Gateway>, room: &SharedRoom, message: Message) {
     let event = match chat_proto::decode::<RoomEvent>(&message.payload) {
         Ok(RoomEvent { event: Some(event) }) => event,
         Ok(RoomEvent { event: None }) => {
@@ -108,6 +111,35 @@ fn on_room_event(gw: &Gateway, room: &SharedRoom, message: Message) {
         }
         room_event::Event::Typing(typing) => on_typing(gw, typing),
         room_event::Event::Receipts(receipts) => rooms::deliver_receipts(&gw.io, room, receipts.positions),
+        room_event::Event::Members(changes) => {
+            rooms::deliver_member_events(&gw.io, room, &changes.events);
+            // Before the next event of the room: nothing stored later reaches them.
+            for (conversation_id, user_id) in rooms::removals(&changes.events) {
+                leave_removed_member(gw, conversation_id, user_id);
+            }
+        }
+    }
+}
+
+/// A member removed from a group (or who left it): its sockets here leave the group's room at
+/// once, so they get nothing stored after the removal; their holds on the room are released
+/// asynchronously (under each socket's membership lock).
+pub(crate) fn leave_removed_member(gw: &Arc<Gateway>, conversation_id: i64, user_id: i64) {
+    let Some(namespace) = gw.io.of(NAMESPACE) else { return };
+    let room = room_of_conversation(conversation_id);
+    for socket in namespace.to(room.clone()).sockets() {
+        let Some(held) = socket.extensions.get::<SocketRooms>() else { continue };
+        if held.user_id != user_id {
+            continue;
+        }
+        socket.leave(room.clone());
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let mut membership = held.membership.lock().await;
+            if membership.conversations.remove(&conversation_id) {
+                rooms::release(&gw.rooms, conversation_id);
+            }
+        });
     }
 }
 
@@ -116,6 +148,9 @@ fn on_room_event(gw: &Gateway, room: &SharedRoom, message: Message) {
 fn on_user_event(gw: &Gateway, user_id: i64, message: Message) {
     let positions = match chat_proto::decode::<UserEvent>(&message.payload) {
         Ok(UserEvent { event: Some(user_event::Event::Receipts(receipts)) }) => receipts.positions,
+        Ok(UserEvent { event: Some(user_event::Event::Members(changes)) }) => {
+            return on_member_events_for_user(gw, user_id, &changes.events)
+        }
         Ok(UserEvent { event: None }) => return tracing::warn!(user_id, "ignoring an empty user event"),
         Err(e) => return tracing::warn!(user_id, error = %e, "ignoring an undecodable user event"),
     };
@@ -126,6 +161,21 @@ fn on_user_event(gw: &Gateway, user_id: i64, message: Message) {
         let receipt = ReceiptEvent::of(&position);
         for socket in &outside {
             emit(socket, receipt.name(), &receipt);
+        }
+    }
+}
+
+/// Membership changes of a group of the user, to the user's sockets here that are not in the
+/// group's room (those hear them on the room subject; a removed member's sockets have left it
+/// by the time this comes, and get it here).
+fn on_member_events_for_user(gw: &Gateway, user_id: i64, changes: &[MemberEvent]) {
+    for change in changes {
+        let Some(namespace) = gw.io.of(NAMESPACE) else { return };
+        let outside =
+            namespace.to(room_of_user(user_id)).except(room_of_conversation(change.conversation_id)).sockets();
+        let (name, payload) = MemberEventJson::of(change);
+        for socket in &outside {
+            emit(socket, name, &payload);
         }
     }
 }
@@ -143,6 +193,11 @@ fn on_gateway_event(gw: &Gateway, message: Message) {
             for outcome in delivery.receipt_outcomes {
                 if outcome.gateway_id == gw.config.gateway_id {
                     answer_receipt(gw, outcome);
+                }
+            }
+            for outcome in delivery.member_outcomes {
+                if outcome.gateway_id == gw.config.gateway_id {
+                    answer_member_change(gw, outcome);
                 }
             }
         }
@@ -216,6 +271,40 @@ fn answer_receipt(gw: &Gateway, outcome: ReceiptOutcome) {
             refuse_receipt(socket.as_ref(), answered.ack, echo, &error);
         }
         None => refuse_receipt(socket.as_ref(), answered.ack, echo, &ClientError::ReceiptFailed),
+    }
+}
+
+/// The acknowledgement of a membership change, with the member's role after it; or its
+/// refusal, also told to the socket as `error`.
+fn answer_member_change(gw: &Gateway, outcome: MemberOutcome) {
+    let Some(answered) = gw.outbox.answered(&outcome.request_id) else { return };
+    let socket = outcome.socket_id.parse().ok().and_then(|sid| chat_socket(&gw.io, sid));
+    let echo = (outcome.conversation_id.into(), outcome.user_id.into());
+    match outcome.result {
+        Some(member_outcome::Result::Done(_)) => {
+            let Some(ack) = answered.ack else { return };
+            // The member's role after the change (none once removed). A role set to the one
+            // the member had stored no event, and is the role all the same.
+            let role = match outcome.kind() {
+                MemberChangeKind::Add | MemberChangeKind::SetRole => Some(outcome.role().as_str()),
+                MemberChangeKind::Remove | MemberChangeKind::Leave => None,
+            };
+            let answer = MemberAck {
+                success: true,
+                conversation_id: outcome.conversation_id.into(),
+                user_id: outcome.user_id.into(),
+                role,
+                error: None,
+            };
+            if let Err(e) = ack.send(&answer) {
+                tracing::debug!(error = %e, "acknowledgement failed");
+            }
+        }
+        Some(member_outcome::Result::Refused(refusal)) => {
+            let error = ClientError::from_member_refusal(&refusal);
+            refuse_member_change(socket.as_ref(), answered.ack, echo, &error);
+        }
+        None => refuse_member_change(socket.as_ref(), answered.ack, echo, &ClientError::MemberChangeFailed),
     }
 }
 

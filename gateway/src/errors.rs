@@ -60,6 +60,15 @@ pub enum ClientError {
     /// The persister gave up storing the receipt; its words say for how long it tried.
     #[error("Failed to update the receipt: {0}")]
     ReceiptStorageUnavailable(String),
+    /// A membership change the persister refused, by its reason.
+    #[error("{}", member_refusal_text(.0))]
+    MemberChangeRefused(&'static str),
+    /// The membership change could not be put on the bus, or its outcome came back empty.
+    #[error("Failed to change the group's members")]
+    MemberChangeFailed,
+    /// The persister gave up storing the change; its words say for how long it tried.
+    #[error("Failed to change the group's members: {0}")]
+    MemberStorageUnavailable(String),
     #[error(
         "Could not replay missed messages; fetch them with GET /api/chats/conversations/{conversation_id}/messages?after={after}"
     )]
@@ -68,6 +77,23 @@ pub enum ClientError {
         "Too many missed messages to replay; fetch the rest with GET /api/chats/conversations/{conversation_id}/messages?after={after}"
     )]
     ReplayTruncated { conversation_id: i64, after: i64 },
+}
+
+/// The client's words for a [`chat_proto::member_refusal`] code.
+fn member_refusal_text(code: &str) -> &'static str {
+    use chat_proto::member_refusal as why;
+    match code {
+        why::NO_CONVERSATION => "Conversation not found",
+        why::NOT_GROUP => "This conversation is not a group",
+        why::NOT_MEMBER => "Unauthorized to join this conversation",
+        why::NOT_ALLOWED => "Only the group's owner and moderators can change its members",
+        why::OWNER_ONLY => "Only the group's owner can grant, take or remove the moderator role",
+        why::ALREADY_MEMBER => "The user is already a member of this group",
+        why::NO_SUCH_MEMBER => "The user is not a member of this group",
+        why::OWNER_STAYS => "The group's owner cannot be removed or given another role; the owner may leave",
+        why::GROUP_FULL => "The group has the most members it may have",
+        _ => "The group's members could not be changed",
+    }
 }
 
 fn rate_limited_events(action: Action) -> &'static str {
@@ -95,8 +121,17 @@ impl ClientError {
             ClientError::TooManyConnections(_) | ClientError::TooManyPendingSends | ClientError::TooManyRooms(_) => {
                 Failure::Limit
             }
-            ClientError::SendFailed | ClientError::ReceiptFailed => Failure::Bus,
-            ClientError::JoinFailed
+            ClientError::MemberChangeRefused(code) => match *code {
+                chat_proto::member_refusal::NO_CONVERSATION => Failure::NotFound,
+                chat_proto::member_refusal::NOT_GROUP
+                | chat_proto::member_refusal::ALREADY_MEMBER
+                | chat_proto::member_refusal::NO_SUCH_MEMBER => Failure::Validation,
+                chat_proto::member_refusal::GROUP_FULL => Failure::Limit,
+                _ => Failure::Unauthorized,
+            },
+            ClientError::SendFailed | ClientError::ReceiptFailed | ClientError::MemberChangeFailed => Failure::Bus,
+            ClientError::MemberStorageUnavailable(_)
+            | ClientError::JoinFailed
             | ClientError::StorageUnavailable(_)
             | ClientError::ReceiptStorageUnavailable(_)
             | ClientError::ReplayFailed { .. }
@@ -122,6 +157,29 @@ impl ClientError {
             ErrorKind::Forbidden => ClientError::NotAllowedToJoin,
             ErrorKind::Invalid => ClientError::Invalid(refusal.message.clone()),
             ErrorKind::Internal => ClientError::ReceiptStorageUnavailable(refusal.message.clone()),
+        }
+    }
+
+    /// A membership change the persister refused.
+    pub fn from_member_refusal(refusal: &QueryError) -> Self {
+        use chat_proto::member_refusal as why;
+        if refusal.kind() == ErrorKind::Internal {
+            return ClientError::MemberStorageUnavailable(refusal.message.clone());
+        }
+        let known = [
+            why::NO_CONVERSATION,
+            why::NOT_GROUP,
+            why::NOT_MEMBER,
+            why::NOT_ALLOWED,
+            why::OWNER_ONLY,
+            why::ALREADY_MEMBER,
+            why::NO_SUCH_MEMBER,
+            why::OWNER_STAYS,
+            why::GROUP_FULL,
+        ];
+        match known.into_iter().find(|code| *code == refusal.message) {
+            Some(code) => ClientError::MemberChangeRefused(code),
+            None => ClientError::MemberChangeFailed,
         }
     }
 
@@ -160,6 +218,14 @@ mod tests {
             ),
             (ClientError::StorageUnavailable("storage unavailable for 30s".into()), "Failed to send message: storage unavailable for 30s"),
             (ClientError::UnknownEvent("foo".into()), "Unknown event: foo"),
+            (
+                ClientError::from_member_refusal(&QueryError::new(ErrorKind::Forbidden, "not_allowed")),
+                "Only the group's owner and moderators can change its members",
+            ),
+            (
+                ClientError::from_member_refusal(&QueryError::new(ErrorKind::Forbidden, "not_member")),
+                "Unauthorized to join this conversation",
+            ),
             (
                 ClientError::ReplayTruncated { conversation_id: 7, after: 42 },
                 "Too many missed messages to replay; fetch the rest with GET /api/chats/conversations/7/messages?after=42",

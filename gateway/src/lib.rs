@@ -108,7 +108,9 @@ async fn resync_after_reconnections(gateway: Arc<Gateway>) {
             Ok(ConnectionEvent::Lost) => rooms::mark_lost(&rooms),
             Ok(ConnectionEvent::Restored) | Err(RecvError::Lagged(_)) => {
                 tracing::info!(rooms = rooms.len(), "reconnected to the bus: resynchronising rooms");
-                rooms::resync_rooms(&gateway.queries, &gateway.io, rooms).await;
+                for (conversation_id, user_id) in rooms::resync_rooms(&gateway.queries, &gateway.io, rooms).await {
+                    delivery::leave_removed_member(&gateway, conversation_id, user_id);
+                }
             }
             Err(RecvError::Closed) => return,
         }

@@ -15,18 +15,25 @@ pub const RECEIPT_ACK_SECONDS: &str = "chat_gateway_receipt_ack_seconds";
 pub const RECEIPTS_SUPERSEDED: &str = "chat_gateway_receipts_superseded_total";
 
 /// Client events counted by name; any other is counted as `other`.
-pub const EVENTS_IN_NAMES: [&str; 7] = [
+pub const EVENTS_IN_NAMES: [&str; 11] = [
     event::SEND_MESSAGE,
     event::JOIN_CONVERSATION,
     event::LEAVE_CONVERSATION,
     event::TYPING,
     event::MARK_DELIVERED,
     event::MARK_READ,
+    event::ADD_MEMBER,
+    event::REMOVE_MEMBER,
+    event::LEAVE_GROUP,
+    event::SET_ROLE,
     "other",
 ];
 /// Events sent to clients.
-pub const EVENTS_OUT_NAMES: [&str; 12] = [
+pub const EVENTS_OUT_NAMES: [&str; 15] = [
     event::RECEIVE_MESSAGE,
+    event::MEMBER_ADDED,
+    event::MEMBER_REMOVED,
+    event::ROLE_CHANGED,
     event::MESSAGE_DELIVERED,
     event::MESSAGE_READ,
     event::MESSAGE_SENT,

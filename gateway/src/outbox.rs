@@ -26,14 +26,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chat_bus::Bus;
-use chat_proto::{MarkReceipt, SendBatch, SendMessage, Subjects};
+use chat_proto::{ChangeMember, MarkReceipt, SendBatch, SendMessage, Subjects};
 use prost::Message as _;
 use socketioxide::extract::AckSender;
 use socketioxide::SocketIo;
 use tokio::sync::mpsc;
 use tracing::{Instrument, Span};
 
-use crate::emit::{chat_socket, emit_message_error, refuse_receipt};
+use crate::emit::{chat_socket, emit_message_error, refuse_member_change, refuse_receipt};
 use crate::errors::ClientError;
 
 /// Most commands in one batch: bounds the rows of the persister's insert statement.
@@ -50,8 +50,8 @@ pub const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_millis(25
 /// A command waiting in its lane.
 pub(crate) struct Queued {
     pub command: Outgoing,
-    /// A receipt's acknowledgement: it waits in the in-flight cache (not in the lane) until
-    /// the outcome comes back.
+    /// A receipt's or a membership change's acknowledgement: it waits in the in-flight cache
+    /// (not in the lane) until the outcome comes back.
     pub ack: Option<AckSender>,
     /// The handler's span (`send-message`, `mark-read`, ...), root of the command's trace.
     pub span: Span,
@@ -63,6 +63,7 @@ pub(crate) struct Queued {
 pub(crate) enum Outgoing {
     Send(SendMessage),
     Receipt(MarkReceipt),
+    Member(ChangeMember),
 }
 
 impl Outgoing {
@@ -70,6 +71,7 @@ impl Outgoing {
         match self {
             Outgoing::Send(send) => &send.request_id,
             Outgoing::Receipt(receipt) => &receipt.request_id,
+            Outgoing::Member(change) => &change.request_id,
         }
     }
 
@@ -77,6 +79,7 @@ impl Outgoing {
         match self {
             Outgoing::Send(send) => send.conversation_id,
             Outgoing::Receipt(receipt) => receipt.conversation_id,
+            Outgoing::Member(change) => change.conversation_id,
         }
     }
 
@@ -84,6 +87,7 @@ impl Outgoing {
         match self {
             Outgoing::Send(send) => send.encoded_len(),
             Outgoing::Receipt(receipt) => receipt.encoded_len(),
+            Outgoing::Member(change) => change.encoded_len(),
         }
     }
 }
@@ -244,6 +248,14 @@ fn split_by_size(commands: Vec<Queued>) -> Vec<Vec<Queued>> {
     chat_proto::split_by_size(commands, MAX_BATCH_BYTES, |queued| queued.command.encoded_len() + TRACE_CONTEXT_BYTES)
 }
 
+/// How a command that could not be put on the bus is answered: a send with `message-error`,
+/// a receipt or a membership change with a failed acknowledgement echoing its ids.
+enum Answer {
+    Send,
+    Receipt(i64, i64),
+    Member(i64, i64),
+}
+
 /// Room kept per command for the trace context it gets when it leaves the outbox.
 const TRACE_CONTEXT_BYTES: usize = 117;
 
@@ -271,15 +283,22 @@ impl Publisher {
             let sender = match command {
                 Outgoing::Send(mut send) => {
                     send.trace = trace;
-                    let sender = (send.request_id.clone(), send.socket_id.clone(), None);
+                    let sender = (send.request_id.clone(), send.socket_id.clone(), Answer::Send);
                     batch.commands.push(send);
                     sender
                 }
                 Outgoing::Receipt(mut receipt) => {
                     receipt.trace = trace;
-                    let ids = Some((receipt.conversation_id, receipt.message_id));
-                    let sender = (receipt.request_id.clone(), receipt.socket_id.clone(), ids);
+                    let answer = Answer::Receipt(receipt.conversation_id, receipt.message_id);
+                    let sender = (receipt.request_id.clone(), receipt.socket_id.clone(), answer);
                     batch.receipts.push(receipt);
+                    sender
+                }
+                Outgoing::Member(mut change) => {
+                    change.trace = trace;
+                    let answer = Answer::Member(change.conversation_id, change.user_id);
+                    let sender = (change.request_id.clone(), change.socket_id.clone(), answer);
+                    batch.member_changes.push(change);
                     sender
                 }
             };
@@ -291,20 +310,24 @@ impl Publisher {
         let publishing = enqueue_spans.first().cloned().unwrap_or_else(Span::none);
         let enqueued = self.bus.enqueue(subject, &dedup_id, chat_proto::encode(&batch)).instrument(publishing).await;
         drop(enqueue_spans);
-        for ((request_id, socket_id, receipt_ids), span, pending) in senders {
+        for ((request_id, socket_id, answer), span, pending) in senders {
             pending.fetch_sub(1, Ordering::SeqCst);
             if let Err(e) = &enqueued {
                 let _entered = span.enter();
                 tracing::error!(error = %e, "putting a command on the bus failed");
                 let ack = self.in_flight.remove(&request_id).and_then(|(_, (_, _, ack))| take_ack(ack));
                 let socket = socket_id.parse().ok().and_then(|sid| chat_socket(&self.io, sid));
-                match (receipt_ids, socket) {
-                    (None, Some(socket)) => emit_message_error(&socket, &ClientError::SendFailed),
-                    (Some((conversation_id, message_id)), socket) => {
+                match (answer, socket) {
+                    (Answer::Send, Some(socket)) => emit_message_error(&socket, &ClientError::SendFailed),
+                    (Answer::Send, None) => {}
+                    (Answer::Receipt(conversation_id, message_id), socket) => {
                         let echo = (conversation_id.into(), message_id.into());
                         refuse_receipt(socket.as_ref(), ack, echo, &ClientError::ReceiptFailed);
                     }
-                    (None, None) => {}
+                    (Answer::Member(conversation_id, user_id), socket) => {
+                        let echo = (conversation_id.into(), user_id.into());
+                        refuse_member_change(socket.as_ref(), ack, echo, &ClientError::MemberChangeFailed);
+                    }
                 }
             }
         }
@@ -324,7 +347,7 @@ mod tests {
     fn sent(command: &Outgoing) -> Option<SendMessage> {
         match command {
             Outgoing::Send(send) => Some(send.clone()),
-            Outgoing::Receipt(_) => None,
+            Outgoing::Receipt(_) | Outgoing::Member(_) => None,
         }
     }
 
@@ -335,7 +358,7 @@ mod tests {
         assert!(batches.len() >= 4, "1 MB of commands needs several batches, got {}", batches.len());
         for batch in &batches {
             let commands: Vec<SendMessage> = batch.iter().filter_map(|q| sent(&q.command)).collect();
-            let len = chat_proto::encode(&SendBatch { commands, receipts: Vec::new() }).len();
+            let len = chat_proto::encode(&SendBatch { commands, ..Default::default() }).len();
             assert!(len <= MAX_BATCH_BYTES, "a batch of {len} bytes");
         }
         let lengths: Vec<usize> =

@@ -60,7 +60,8 @@ impl Queries {
     }
 
     /// A conversation by id, from the cache or the persister.
-    /// (Shared: a group carries its member list.)
+    /// A direct conversation is cached (it never changes); a group, whose members change, is
+    /// read each time. (Shared: a group carries its member list.)
     pub async fn conversation(&self, id: i64) -> Result<Arc<Conversation>, QueryFailure> {
         if let Some(hit) = self.conversations.get(&id) {
             return Ok(hit);
@@ -70,7 +71,10 @@ impl Queries {
         match reply.result {
             Some(conversation_reply::Result::Conversation(conversation)) => {
                 let conversation = Arc::new(conversation);
-                self.conversations.insert(id, conversation.clone());
+                // A group's members change: it is asked for each time.
+                if !conversation.is_group() {
+                    self.conversations.insert(id, conversation.clone());
+                }
                 Ok(conversation)
             }
             _ => Err(QueryFailure::Unavailable("empty conversation reply".into())),

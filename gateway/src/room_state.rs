@@ -32,12 +32,15 @@
 //! position is announced on the room subject. Positions only move forward, so these are lower
 //! bounds of the stored ones; a receipt for a message the room delivered and at or below the
 //! member's known position would move nothing, and the gateway answers it without the
-//! persister ([`RoomState::superseded`]).
+//! persister ([`RoomState::superseded`]). A member removed from a group is forgotten.
+//!
+//! **Membership changes** of a group are kept for the sockets replaying, like receipts, and
+//! sent after their replay ([`RoomState::live_members`], [`RoomState::end_replay_members`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 
-use chat_proto::{ReceiptKind, ReceiptPosition, StoredMessage};
+use chat_proto::{MemberEvent, MemberEventKind, ReceiptKind, ReceiptPosition, StoredMessage};
 
 /// How many delivered ids a room remembers to recognise duplicates.
 pub const RECENT_IDS: usize = 4_096;
@@ -54,6 +57,8 @@ pub struct RoomState<S> {
     replaying: HashMap<S, Vec<StoredMessage>>,
     /// The same sockets, with the receipts delivered meanwhile.
     replaying_receipts: HashMap<S, Vec<ReceiptPosition>>,
+    /// The same sockets, with the membership changes delivered meanwhile.
+    replaying_members: HashMap<S, Vec<MemberEvent>>,
     /// While the bus connection is lost or the room resynchronises: where the room stood,
     /// and the live messages heard meanwhile.
     resync: Option<Resync>,
@@ -82,6 +87,7 @@ impl<S: Eq + Hash> Default for RoomState<S> {
             last_delivered: 0,
             replaying: HashMap::new(),
             replaying_receipts: HashMap::new(),
+            replaying_members: HashMap::new(),
             resync: None,
             known: HashMap::new(),
         }
@@ -119,6 +125,7 @@ impl<S: Eq + Hash> RoomState<S> {
         S: Clone,
     {
         self.replaying_receipts.insert(socket.clone(), Vec::new());
+        self.replaying_members.insert(socket.clone(), Vec::new());
         self.replaying.insert(socket, Vec::new());
     }
 
@@ -130,6 +137,25 @@ impl<S: Eq + Hash> RoomState<S> {
         for kept in self.replaying_receipts.values_mut() {
             kept.push(position.clone());
         }
+    }
+
+    /// Membership changes heard on the room subject: the members get them now, the sockets
+    /// replaying after their replay; a removed member's known positions are forgotten (its
+    /// receipts must reach the persister, which refuses them).
+    pub fn live_members(&mut self, events: &[MemberEvent]) {
+        for event in events {
+            if event.kind() == MemberEventKind::Removed {
+                self.known.remove(&event.user_id);
+            }
+        }
+        for kept in self.replaying_members.values_mut() {
+            kept.extend(events.iter().cloned());
+        }
+    }
+
+    /// With step 3 of a replay: the membership changes kept for `socket`, in order.
+    pub fn end_replay_members(&mut self, socket: &S) -> Vec<MemberEvent> {
+        self.replaying_members.remove(socket).unwrap_or_default()
     }
 
     /// A member's position as stored (a receipt's answer, or one heard): the known position
@@ -290,6 +316,23 @@ mod tests {
         // Positions never move back.
         room.note_position(&position(2, ReceiptKind::Read, 4));
         assert_eq!(room.superseded(2, ReceiptKind::Read, 6), Some(6));
+    }
+
+    #[test]
+    fn membership_changes_are_kept_for_replaying_sockets_and_a_removed_member_is_forgotten() {
+        let mut room = RoomState::<&str>::default();
+        let change =
+            |id, kind: MemberEventKind, user_id| MemberEvent { id, kind: kind as i32, user_id, ..Default::default() };
+        room.live(StoredMessage { id: 4, sender_id: 2, ..message(4) });
+        assert_eq!(room.superseded(2, ReceiptKind::Read, 4), Some(4));
+        room.begin_replay("s");
+        room.live_members(&[change(1, MemberEventKind::Added, 3), change(2, MemberEventKind::Removed, 2)]);
+        // Removed: its receipts go to the persister, which refuses them.
+        assert_eq!(room.superseded(2, ReceiptKind::Read, 4), None);
+        let kept: Vec<i64> = room.end_replay_members(&"s").iter().map(|e| e.id).collect();
+        assert_eq!(kept, vec![1, 2]);
+        room.live_members(&[change(3, MemberEventKind::RoleChanged, 3)]);
+        assert!(room.end_replay_members(&"s").is_empty(), "kept only while replaying");
     }
 
     #[test]

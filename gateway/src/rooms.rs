@@ -4,12 +4,14 @@
 //! in `room_state`; this module reads history for it and sends what it returns, under the
 //! room's lock, so that a socket ending its replay joins the room between two live messages.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_bus::{Backoff, Retryable};
 use chat_proto::{
-    GetPositions, ListMessages, MessagePage, PositionList, ReceiptKind, ReceiptPosition, StoredMessage,
-    RPC_GET_POSITIONS, RPC_LIST_MESSAGES,
+    GetPositions, ListMemberEvents, ListMessages, MemberEvent, MemberEventKind, MemberEventList, MessagePage,
+    PositionList, ReceiptKind, ReceiptPosition, StoredMessage, RPC_GET_POSITIONS, RPC_LIST_MEMBER_EVENTS,
+    RPC_LIST_MESSAGES,
 };
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
@@ -20,7 +22,7 @@ use crate::errors::ClientError;
 pub(crate) use crate::interest::{Interests, Listening};
 use crate::queries::{Queries, QueryFailure};
 use crate::room_state::RoomState;
-use crate::wire::{event, MessageJson, ReceiptEvent, NAMESPACE};
+use crate::wire::{event, MemberEventJson, MessageJson, ReceiptEvent, NAMESPACE};
 
 /// Most messages replayed on one join; past that the client is told to page through history.
 pub const MAX_REPLAY: usize = 1_000;
@@ -30,14 +32,16 @@ const REPLAY_PAGE: u32 = 100;
 /// the joins that replay into it.
 pub struct Room {
     conversation_id: i64,
+    /// A group: its membership changes are replayed and resynchronised too.
+    group: bool,
     state: Mutex<RoomState<Sid>>,
 }
 
 pub type SharedRoom = Arc<Room>;
 
 impl Room {
-    pub fn shared(conversation_id: i64) -> SharedRoom {
-        Arc::new(Room { conversation_id, state: Mutex::default() })
+    pub fn shared(conversation_id: i64, group: bool) -> SharedRoom {
+        Arc::new(Room { conversation_id, group, state: Mutex::default() })
     }
 
     fn lock(&self) -> MutexGuard<'_, RoomState<Sid>> {
@@ -69,6 +73,21 @@ impl Room {
         }
     }
 
+    /// Sends membership changes to the room's members here. Called under the room's lock.
+    fn send_member_events_to_members(&self, io: &SocketIo, events: &[MemberEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let Some(namespace) = io.of(NAMESPACE) else { return };
+        let members = namespace.to(room_of_conversation(self.conversation_id)).sockets();
+        for member_event in events {
+            let (name, payload) = MemberEventJson::of(member_event);
+            for socket in &members {
+                emit(socket, name, &payload);
+            }
+        }
+    }
+
     /// Sends receipts to the room's members here. Called under the room's lock.
     fn send_receipts_to_members(&self, io: &SocketIo, receipts: &[ReceiptEvent]) {
         if receipts.is_empty() {
@@ -96,6 +115,45 @@ pub fn deliver_receipts(io: &SocketIo, room: &Room, positions: Vec<ReceiptPositi
     drop(state);
 }
 
+/// The rooms a socket holds; see the `events` module doc for the locking rule.
+#[derive(Default)]
+pub(crate) struct Membership {
+    /// Conversation rooms joined, each holding the gateway's room of the conversation.
+    pub conversations: HashSet<i64>,
+    /// Holds this gateway's interest in the user's subject (released at tear-down).
+    pub holds_user_subject: bool,
+    /// Torn down: nothing may be acquired any more.
+    pub closed: bool,
+}
+
+/// A socket's user and the rooms it holds, kept in the socket's extensions for those who act
+/// on it from outside its handlers (a member removed from a group leaves the group's room).
+#[derive(Clone)]
+pub(crate) struct SocketRooms {
+    pub user_id: i64,
+    pub membership: Arc<tokio::sync::Mutex<Membership>>,
+}
+
+/// Releases one hold on the conversation's room here; the last closes it.
+pub(crate) fn release(rooms: &LocalRooms, conversation_id: i64) {
+    rooms.close(conversation_id);
+    crate::metrics::set_rooms(rooms.len());
+}
+
+/// Live delivery of a group's membership changes to the room's sockets here (and, kept, to
+/// those replaying). The caller then takes removed members' sockets out of the room.
+pub fn deliver_member_events(io: &SocketIo, room: &Room, events: &[MemberEvent]) {
+    let mut state = room.lock();
+    state.live_members(events);
+    room.send_member_events_to_members(io, events);
+    drop(state);
+}
+
+/// The members a batch of changes removed: `(group, user)`.
+pub fn removals(events: &[MemberEvent]) -> Vec<(i64, i64)> {
+    events.iter().filter(|e| e.kind() == MemberEventKind::Removed).map(|e| (e.conversation_id, e.user_id)).collect()
+}
+
 /// A member's known position that answers their receipt without the persister, if the receipt
 /// would move nothing (see [`RoomState::superseded`]).
 pub fn superseded(room: &Room, user_id: i64, kind: ReceiptKind, message_id: i64) -> Option<i64> {
@@ -119,21 +177,35 @@ pub fn deliver_live(io: &SocketIo, room: &Room, message: StoredMessage) {
 /// held.
 pub(crate) type LocalRooms = Interests<SharedRoom>;
 
-/// Joins `socket` to the room, first replaying what it missed after `last_seen` when given.
-pub async fn join_room(queries: &Queries, socket: &SocketRef, room: &Room, last_seen: Option<i64>) {
+/// Joins `socket` (of `user_id`) to the room, first replaying what it missed after
+/// `last_seen` when given: messages and, in a group, membership changes in the group's order,
+/// then the members' positions. Whether it joined: a member removed meanwhile does not.
+pub async fn join_room(
+    queries: &Queries,
+    socket: &SocketRef,
+    user_id: i64,
+    room: &Room,
+    last_seen: Option<i64>,
+) -> bool {
     if !room.lock().has_baseline() {
         set_baseline(queries, room).await;
     }
     let Some(last_seen) = last_seen else {
         socket.join(room_of_conversation(room.conversation_id));
-        return;
+        return true;
     };
     room.lock().begin_replay(socket.id);
-    let replayed_up_to = replay(queries, socket, room.conversation_id, last_seen).await;
+    let replayed = replay(queries, socket, room, last_seen).await;
     let positions = read_positions(queries, room.conversation_id).await;
     let mut state = room.lock();
-    for message in state.end_replay(&socket.id, replayed_up_to) {
+    for message in state.end_replay(&socket.id, replayed.up_to) {
         emit(socket, event::RECEIVE_MESSAGE, &MessageJson::from(message));
+    }
+    let kept_changes: Vec<MemberEvent> =
+        state.end_replay_members(&socket.id).into_iter().filter(|e| e.id > replayed.last_change).collect();
+    for change in &kept_changes {
+        let (name, payload) = MemberEventJson::of(change);
+        emit(socket, name, &payload);
     }
     // The members' positions as read, then those that moved while they were read: a
     // reconnecting client misses no receipt (it keeps the newest of each).
@@ -144,8 +216,12 @@ pub async fn join_room(queries: &Queries, socket: &SocketRef, room: &Room, last_
         let receipt = ReceiptEvent::of(&position);
         emit(socket, receipt.name(), &receipt);
     }
-    socket.join(room_of_conversation(room.conversation_id));
+    let removed = replayed.removed.contains(&user_id) || removals(&kept_changes).iter().any(|(_, u)| *u == user_id);
+    if !removed {
+        socket.join(room_of_conversation(room.conversation_id));
+    }
     drop(state);
+    !removed
 }
 
 /// The current positions of the conversation's members, as the events that tell them (none
@@ -181,8 +257,11 @@ pub fn mark_lost(rooms: &[SharedRoom]) {
 /// than this gateway) before it gives up and says so in the logs.
 const RESYNC_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// After a reconnection to the bus: every room here reads what it missed since the loss.
-pub async fn resync_rooms(queries: &Queries, io: &SocketIo, rooms: Vec<SharedRoom>) {
+/// After a reconnection to the bus: every room here reads what it missed since the loss. The
+/// members that groups removed meanwhile, `(group, user)`, for the caller to take out of
+/// their rooms.
+pub async fn resync_rooms(queries: &Queries, io: &SocketIo, rooms: Vec<SharedRoom>) -> Vec<(i64, i64)> {
+    let mut removed = Vec::new();
     mark_lost(&rooms); // rooms opened while disconnected
     for room in rooms {
         let conversation_id = room.conversation_id;
@@ -208,12 +287,18 @@ pub async fn resync_rooms(queries: &Queries, io: &SocketIo, rooms: Vec<SharedRoo
         tracing::info!(conversation_id, since, missed = missed.len(), "room resynchronised");
         // Receipts published meanwhile are gone too: the members get the current positions.
         let positions = read_positions(queries, conversation_id).await;
+        // Membership changes too: a member removed meanwhile must leave the room.
+        let changes = if room.group { read_member_events(queries, conversation_id, since).await } else { Vec::new() };
         let mut state = room.lock();
         let delivered = state.end_resync(missed);
         room.send_to_members(io, delivered);
+        state.live_members(&changes);
+        room.send_member_events_to_members(io, &changes);
         room.send_receipts_to_members(io, &positions);
         drop(state);
+        removed.extend(removals(&changes));
     }
+    removed
 }
 
 /// The conversation's messages after `after`, oldest first, at most `max`; and whether that
@@ -242,23 +327,65 @@ async fn read_after(
     }
 }
 
-/// Sends the socket the conversation's messages after `last_seen`, oldest first; the last id
-/// sent (or `last_seen`).
-async fn replay(queries: &Queries, socket: &SocketRef, conversation_id: i64, last_seen: i64) -> i64 {
+/// What a replay sent: the last message id (or `last_seen`), the last membership change's id
+/// (0: none), and the users it said were removed.
+struct Replayed {
+    up_to: i64,
+    last_change: i64,
+    removed: Vec<i64>,
+}
+
+/// Sends the socket the conversation's messages after `last_seen`, oldest first, and in a group
+/// the membership changes made since, each in its place among the messages.
+async fn replay(queries: &Queries, socket: &SocketRef, room: &Room, last_seen: i64) -> Replayed {
+    let conversation_id = room.conversation_id;
     let (missed, complete) = match read_after(queries, conversation_id, last_seen, MAX_REPLAY).await {
         Ok(found) => found,
         Err(e) => {
             tracing::warn!(conversation_id, error = %e, "replaying missed messages failed");
             emit_error(socket, &ClientError::ReplayFailed { conversation_id, after: last_seen });
-            return last_seen;
+            return Replayed { up_to: last_seen, last_change: 0, removed: Vec::new() };
         }
     };
-    let replayed_up_to = missed.last().map_or(last_seen, |m| m.id);
+    let up_to = missed.last().map_or(last_seen, |m| m.id);
+    let changes = if room.group { read_member_events(queries, conversation_id, last_seen).await } else { Vec::new() };
+    // A change made after message M comes before every message after M; those made after the
+    // last replayed message come after it.
+    let (changes, later): (Vec<MemberEvent>, Vec<MemberEvent>) =
+        changes.into_iter().partition(|e| complete || e.after_message_id < up_to);
+    let replayed = Replayed {
+        up_to,
+        last_change: changes.last().map_or(0, |e| e.id),
+        removed: removals(&changes).into_iter().map(|(_, user_id)| user_id).collect(),
+    };
+    let mut changes = changes.into_iter().peekable();
     for message in missed {
+        while let Some(change) = changes.next_if(|e| e.after_message_id < message.id) {
+            let (name, payload) = MemberEventJson::of(&change);
+            emit(socket, name, &payload);
+        }
         emit(socket, event::RECEIVE_MESSAGE, &MessageJson::from(message));
     }
-    if !complete {
-        emit_error(socket, &ClientError::ReplayTruncated { conversation_id, after: replayed_up_to });
+    for change in changes {
+        let (name, payload) = MemberEventJson::of(&change);
+        emit(socket, name, &payload);
     }
-    replayed_up_to
+    drop(later); // past a truncated replay: the client pages on, and rejoins from there
+    if !complete {
+        emit_error(socket, &ClientError::ReplayTruncated { conversation_id, after: up_to });
+    }
+    replayed
+}
+
+/// A group's membership changes made after message `after`, oldest first (none when they
+/// cannot be read: said in the logs).
+async fn read_member_events(queries: &Queries, conversation_id: i64, after: i64) -> Vec<MemberEvent> {
+    let query = ListMemberEvents { conversation_id, after_message_id: after };
+    match queries.query::<_, MemberEventList>(RPC_LIST_MEMBER_EVENTS, &query).await {
+        Ok(list) => list.events,
+        Err(e) => {
+            tracing::warn!(conversation_id, error = %e, "reading the group's membership changes failed");
+            Vec::new()
+        }
+    }
 }

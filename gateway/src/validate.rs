@@ -2,6 +2,7 @@
 //! `sender_id should not be empty, sender_id must be an integer number`). Pure functions over
 //! JSON values, so every rule is unit-tested without a socket.
 
+use chat_proto::MemberRole;
 use serde_json::Value;
 
 /// The message types of the spec.
@@ -153,6 +154,46 @@ pub fn receipt(payload: &Value) -> Result<(i64, i64), String> {
     }
 }
 
+/// An `add-member`, `remove-member` or `set-role` payload: the group, the member, and the role
+/// (`add-member`: optional, `member` when absent; `set-role`: required; `remove-member`: none).
+pub fn member_change(payload: &Value, role: RoleField) -> Result<(i64, i64, MemberRole), String> {
+    if !payload.is_object() {
+        return Err("payload must be an object".into());
+    }
+    let mut errors = Vec::new();
+    let conversation_id = positive_id(payload.get("conversationId"), "conversationId", &mut errors);
+    let user_id = positive_id(payload.get("userId"), "userId", &mut errors);
+    let given = payload.get("role").filter(|value| !value.is_null());
+    let role = match (role, given) {
+        (RoleField::None, _) | (RoleField::Optional, None) => Some(MemberRole::Member),
+        (RoleField::Required, None) => {
+            errors.push(ROLE_VALUES.into());
+            None
+        }
+        (_, Some(value)) => {
+            let role = value.as_str().and_then(MemberRole::parse).filter(|r| *r != MemberRole::Owner);
+            if role.is_none() {
+                errors.push(ROLE_VALUES.into());
+            }
+            role
+        }
+    };
+    match (conversation_id, user_id, role) {
+        (Some(conversation_id), Some(user_id), Some(role)) if errors.is_empty() => Ok((conversation_id, user_id, role)),
+        _ => Err(errors.join(", ")),
+    }
+}
+
+/// Whether a membership payload carries a role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleField {
+    None,
+    Optional,
+    Required,
+}
+
+const ROLE_VALUES: &str = "role must be one of the following values: member, moderator";
+
 /// The optional `lastMessageId` of a join: the last message the client saw, to replay the
 /// ones after it (an extension of the spec's payload).
 pub fn last_message_id(payload: &Value) -> Result<Option<i64>, String> {
@@ -220,6 +261,29 @@ mod tests {
             Err("messageId should not be empty, messageId must be an integer number".into())
         );
         assert_eq!(receipt(&json!([1, 2])), Err("payload must be an object".into()));
+    }
+
+    #[test]
+    fn membership_payloads_name_a_group_a_member_and_a_role_below_owner() {
+        use RoleField::{None as NoRole, Optional, Required};
+        let member = MemberRole::Member;
+        assert_eq!(member_change(&json!({"conversationId": 3, "userId": 9}), Optional), Ok((3, 9, member)));
+        assert_eq!(
+            member_change(&json!({"conversationId": 3, "userId": 9, "role": "moderator"}), Optional),
+            Ok((3, 9, MemberRole::Moderator))
+        );
+        assert_eq!(member_change(&json!({"conversationId": 3, "userId": 9, "role": "x"}), NoRole), Ok((3, 9, member)));
+        let role_error = "role must be one of the following values: member, moderator";
+        assert_eq!(member_change(&json!({"conversationId": 3, "userId": 9}), Required), Err(role_error.into()));
+        assert_eq!(
+            member_change(&json!({"conversationId": 3, "userId": 9, "role": "owner"}), Required),
+            Err(role_error.into())
+        );
+        assert_eq!(
+            member_change(&json!({"conversationId": "a", "role": 5}), Optional),
+            Err(format!("conversationId must be an integer number, userId should not be empty, userId must be an integer number, {role_error}"))
+        );
+        assert_eq!(member_change(&json!(7), Optional), Err("payload must be an object".into()));
     }
 
     fn send_error(payload: Value) -> String {

@@ -20,6 +20,10 @@ pub mod event {
     pub const TYPING: &str = "typing";
     pub const MARK_DELIVERED: &str = "mark-delivered";
     pub const MARK_READ: &str = "mark-read";
+    pub const ADD_MEMBER: &str = "add-member";
+    pub const REMOVE_MEMBER: &str = "remove-member";
+    pub const LEAVE_GROUP: &str = "leave-group";
+    pub const SET_ROLE: &str = "set-role";
     // To clients.
     pub const RECEIVE_MESSAGE: &str = "receive-message";
     pub const MESSAGE_SENT: &str = "message-sent";
@@ -30,6 +34,9 @@ pub mod event {
     pub const JOINED_CONVERSATION: &str = "joined-conversation";
     pub const MESSAGE_DELIVERED: &str = "message-delivered";
     pub const MESSAGE_READ: &str = "message-read";
+    pub const MEMBER_ADDED: &str = "member-added";
+    pub const MEMBER_REMOVED: &str = "member-removed";
+    pub const ROLE_CHANGED: &str = "role-changed";
     pub const ERROR: &str = "error";
     /// An extension of the spec: the gateway is shutting down, reconnect.
     pub const SERVER_SHUTDOWN: &str = "server-shutdown";
@@ -76,6 +83,50 @@ pub struct ReceiptAck {
     pub message_id: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The acknowledgement of `add-member`, `remove-member`, `leave-group` and `set-role`: on
+/// success the member's role after the change (none when removed); on failure the ids echo
+/// what the client sent.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberAck {
+    pub success: bool,
+    pub conversation_id: Value,
+    pub user_id: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `member-added`, `member-removed` and `role-changed`: the group, the member, its role (for a
+/// removal the one it had), and who made the change.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberEventJson {
+    pub conversation_id: i64,
+    pub user_id: i64,
+    pub role: &'static str,
+    pub by: i64,
+}
+
+impl MemberEventJson {
+    /// The event's name and payload.
+    pub fn of(member_event: &chat_proto::MemberEvent) -> (&'static str, Self) {
+        let name = match member_event.kind() {
+            chat_proto::MemberEventKind::Added => event::MEMBER_ADDED,
+            chat_proto::MemberEventKind::Removed => event::MEMBER_REMOVED,
+            chat_proto::MemberEventKind::RoleChanged => event::ROLE_CHANGED,
+        };
+        let payload = Self {
+            conversation_id: member_event.conversation_id,
+            user_id: member_event.user_id,
+            role: member_event.role().as_str(),
+            by: member_event.by,
+        };
+        (name, payload)
+    }
 }
 
 /// `message-delivered`.

@@ -4,7 +4,9 @@
 //! A group's row keeps the pair columns of a direct conversation filled with its creator, so
 //! they stay `NOT NULL` (SQLite cannot relax a column); the pair's uniqueness now holds for
 //! direct conversations only (a partial index), and a group's members are its rows in
-//! `conversation_members`.
+//! `conversation_members`. Changes of a group's members are stored in `member_events`, each
+//! placed after the group's newest message when it was made: the group's order of messages and
+//! membership changes, which a rejoining client replays.
 
 use sea_orm_migration::prelude::*;
 
@@ -14,6 +16,7 @@ pub struct Migration;
 #[derive(DeriveIden)]
 enum Conversations {
     Table,
+    Id,
     Kind,
     Name,
     UserLow,
@@ -25,6 +28,20 @@ enum ConversationMembers {
     Table,
     Role,
     JoinedAt,
+}
+
+#[derive(DeriveIden)]
+enum MemberEvents {
+    Table,
+    Id,
+    ConversationId,
+    AfterMessageId,
+    Kind,
+    UserId,
+    Role,
+    ByUserId,
+    RequestId,
+    CreatedAt,
 }
 
 const PAIR_INDEX: &str = "conversations_pair";
@@ -74,10 +91,57 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager.drop_index(Index::drop().name(PAIR_INDEX).table(Conversations::Table).if_exists().to_owned()).await
+        manager.drop_index(Index::drop().name(PAIR_INDEX).table(Conversations::Table).if_exists().to_owned()).await?;
+        use MemberEvents as E;
+        manager
+            .create_table(
+                Table::create()
+                    .table(E::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(E::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(ColumnDef::new(E::ConversationId).big_integer().not_null())
+                    .col(ColumnDef::new(E::AfterMessageId).big_integer().not_null())
+                    .col(ColumnDef::new(E::Kind).string_len(16).not_null())
+                    .col(ColumnDef::new(E::UserId).big_integer().not_null())
+                    .col(ColumnDef::new(E::Role).string_len(16).not_null())
+                    .col(ColumnDef::new(E::ByUserId).big_integer().not_null())
+                    .col(ColumnDef::new(E::RequestId).string_len(64).not_null())
+                    .col(ColumnDef::new(E::CreatedAt).timestamp_with_time_zone().not_null())
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("member_events_conversation")
+                            .from(E::Table, E::ConversationId)
+                            .to(Conversations::Table, Conversations::Id),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("member_events_order")
+                    .table(E::Table)
+                    .col(E::ConversationId)
+                    .col(E::AfterMessageId)
+                    .col(E::Id)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("member_events_request")
+                    .table(E::Table)
+                    .col(E::RequestId)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(MemberEvents::Table).to_owned()).await?;
         let groups = "DELETE FROM conversation_members WHERE conversation_id IN \
                       (SELECT id FROM conversations WHERE kind = 'group')";
         manager.get_connection().execute_unprepared(groups).await?;

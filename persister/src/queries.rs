@@ -8,10 +8,10 @@ use std::future::Future;
 use chat_bus::BusError;
 use chat_proto::{
     conversation_reply, ContactList, Conversation, ConversationList, ConversationReply, CreateGroup, ErrorKind,
-    GetConversation, GetPositions, InboxCursor, InboxEntry, ListContacts, ListConversations, ListMessages, MessagePage,
-    OpenConversation, PositionList, QueryError, QueryReply, MAX_GROUP_NAME_CHARS, MAX_PAGE_SIZE, RPC_CREATE_GROUP,
-    RPC_GET_CONVERSATION, RPC_GET_POSITIONS, RPC_LIST_CONTACTS, RPC_LIST_CONVERSATIONS, RPC_LIST_MESSAGES,
-    RPC_OPEN_CONVERSATION,
+    GetConversation, GetPositions, InboxCursor, InboxEntry, ListContacts, ListConversations, ListMemberEvents,
+    ListMessages, MemberEventList, MessagePage, OpenConversation, PositionList, QueryError, QueryReply,
+    MAX_GROUP_NAME_CHARS, MAX_MEMBER_EVENTS, MAX_PAGE_SIZE, RPC_CREATE_GROUP, RPC_GET_CONVERSATION, RPC_GET_POSITIONS,
+    RPC_LIST_CONTACTS, RPC_LIST_CONVERSATIONS, RPC_LIST_MEMBER_EVENTS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
 };
 use futures::StreamExt;
 
@@ -29,6 +29,8 @@ impl Persister {
         self.respond(RPC_LIST_MESSAGES, |p, q: ListMessages| async move { p.list_messages(q).await }).await?;
         self.respond(RPC_LIST_CONTACTS, |p, q: ListContacts| async move { p.list_contacts(q).await }).await?;
         self.respond(RPC_GET_POSITIONS, |p, q: GetPositions| async move { p.get_positions(q).await }).await?;
+        self.respond(RPC_LIST_MEMBER_EVENTS, |p, q: ListMemberEvents| async move { p.list_member_events(q).await })
+            .await?;
         Ok(())
     }
 
@@ -162,13 +164,22 @@ impl Persister {
             (None, None) => HistoryWindow::Page { page: u64::from(query.page), limit },
         };
         let conversation = self
-            .conversation(query.conversation_id)
+            .conversation_header(query.conversation_id)
             .await
             .map_err(internal)?
             .ok_or_else(|| QueryError::new(ErrorKind::NotFound, "Conversation not found"))?;
         let (rows, total) = self.store.messages_page(conversation.id, window).await.map_err(internal)?;
         let messages = rows.into_iter().map(|m| m.into_stored(None)).collect();
         Ok(MessagePage { messages, total, error: None })
+    }
+
+    async fn list_member_events(&self, query: ListMemberEvents) -> Result<MemberEventList, QueryError> {
+        let rows = self
+            .store
+            .member_events_after(query.conversation_id, query.after_message_id, MAX_MEMBER_EVENTS)
+            .await
+            .map_err(internal)?;
+        Ok(MemberEventList { events: rows.into_iter().map(Into::into).collect(), error: None })
     }
 
     async fn list_contacts(&self, query: ListContacts) -> Result<ContactList, QueryError> {

@@ -8,9 +8,10 @@ use tracing::Instrument;
 
 use chat_bus::{Backoff, Bus, BusError, Job, Retryable, WorkQueue};
 use chat_proto::{
-    gateway_event, receipt_outcome, room_event, send_outcome, user_event, Conversation, DeliveredMessage, Delivery,
-    ErrorKind, GatewayEvent, MarkReceipt, QueryError, ReceiptKind, ReceiptOutcome, ReceiptPosition, ReceiptPositions,
-    RoomEvent, SendBatch, SendMessage, SendOutcome, Subjects, UserEvent, UNKNOWN_MESSAGE,
+    gateway_event, member_outcome, receipt_outcome, room_event, send_outcome, user_event, ChangeMember, Conversation,
+    DeliveredMessage, Delivery, ErrorKind, GatewayEvent, MarkReceipt, MemberEvent, MemberEvents, MemberOutcome,
+    QueryError, ReceiptKind, ReceiptOutcome, ReceiptPosition, ReceiptPositions, RoomEvent, SendBatch, SendMessage,
+    SendOutcome, Subjects, UserEvent, UNKNOWN_MESSAGE,
 };
 use futures::StreamExt;
 use prost::Message as _;
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::defaults;
 use crate::known::KnownPositions;
-use crate::store::{NewMessage, NewReceipt, Store, StoreError, StoredReceipt};
+use crate::store::{NewMemberChange, NewMessage, NewReceipt, Store, StoreError, StoredReceipt};
 use crate::trace::{batch_span, CommandSpans};
 
 /// Name of the durable consumer that all persister replicas share.
@@ -32,11 +33,19 @@ pub enum PersisterError {
     QueueEnded,
 }
 
-/// Conversations never change once created (a group's members are fixed at its creation), so
-/// the ones seen are kept (bounded) to spare a query per message; shared, because a group
-/// carries its member list. A missing conversation is not cached: it may be created a moment
-/// later.
+/// Conversations never change once created, but for a group's members, so the ones seen are
+/// kept without those (bounded) to spare a query per message. A missing conversation is not
+/// cached: it may be created a moment later.
 pub(crate) type ConversationCache = quick_cache::sync::Cache<i64, Arc<Conversation>>;
+
+/// The conversations of one batch, groups with their members as they stood before it.
+type BatchConversations = std::collections::HashMap<i64, Arc<Conversation>>;
+
+/// A group with its members' rows.
+fn with_members(header: &Conversation, rows: Option<&Vec<crate::entity::member::Model>>) -> Conversation {
+    let members = crate::entity::member::as_group_members(rows.into_iter().flatten(), header.created_at_ms);
+    Conversation { members, ..header.clone() }
+}
 
 /// Settings of a persister; the defaults suit a local run.
 #[derive(Clone, Debug)]
@@ -160,15 +169,93 @@ impl Persister {
         batch
     }
 
+    /// A conversation as it stands now: from the cache, except a group's members, which are
+    /// read each time (they change).
     pub(crate) async fn conversation(&self, id: i64) -> Result<Option<Arc<Conversation>>, StoreError> {
+        let Some(header) = self.conversation_header(id).await? else {
+            return Ok(None);
+        };
+        if !header.is_group() {
+            return Ok(Some(header));
+        }
+        let members = self.store.group_members(&[id]).await?;
+        Ok(Some(Arc::new(with_members(&header, members.get(&id)))))
+    }
+
+    /// A conversation without a group's members, which never changes: from the cache.
+    pub(crate) async fn conversation_header(&self, id: i64) -> Result<Option<Arc<Conversation>>, StoreError> {
         if let Some(hit) = self.conversations.get(&id) {
             return Ok(Some(hit));
         }
-        let Some(found) = self.store.conversation(id).await?.map(Arc::new) else {
+        let Some(found) = self.store.conversation(id).await? else {
             return Ok(None);
         };
-        self.conversations.insert(id, found.clone());
-        Ok(Some(found))
+        let header = Arc::new(found.without_members());
+        self.conversations.insert(id, header.clone());
+        Ok(Some(header))
+    }
+
+    /// The conversations a batch's messages and receipts name, as they stand before the batch:
+    /// groups with their members read now, in one statement for all of them.
+    async fn conversations_of(
+        &self,
+        commands: &[SendMessage],
+        receipts: &[MarkReceipt],
+    ) -> Result<BatchConversations, StoreError> {
+        let mut ids: Vec<i64> = commands.iter().map(|c| c.conversation_id).collect();
+        ids.extend(receipts.iter().map(|r| r.conversation_id));
+        ids.sort_unstable();
+        ids.dedup();
+        let mut found = BatchConversations::with_capacity(ids.len());
+        let mut groups = Vec::new();
+        for id in ids {
+            if let Some(header) = self.conversation_header(id).await? {
+                if header.is_group() {
+                    groups.push(id);
+                }
+                found.insert(id, header);
+            }
+        }
+        if !groups.is_empty() {
+            let members = self.store.group_members(&groups).await?;
+            for id in groups {
+                if let Some(header) = found.get(&id) {
+                    let group = with_members(header, members.get(&id));
+                    found.insert(id, Arc::new(group));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Applies a batch's membership changes; the answer to each, in order.
+    async fn store_member_changes<'a>(
+        &self,
+        changes: &'a [ChangeMember],
+    ) -> Result<Vec<(&'a ChangeMember, Result<Vec<MemberEvent>, QueryError>)>, StoreError> {
+        let new: Vec<NewMemberChange> = changes
+            .iter()
+            .map(|c| NewMemberChange {
+                request_id: c.request_id.clone(),
+                conversation_id: c.conversation_id,
+                actor_id: c.actor_id,
+                kind: c.kind(),
+                user_id: c.user_id,
+                role: c.role(),
+                max_members: usize::try_from(c.max_members).unwrap_or(usize::MAX),
+            })
+            .collect();
+        let results = self.store.apply_member_changes(&new).await?;
+        Ok(changes
+            .iter()
+            .zip(results)
+            .map(|(change, result)| {
+                let answer = result
+                    .map(|events| events.into_iter().map(MemberEvent::from).collect())
+                    .map_err(|refusal| QueryError::new(refusal.kind, refusal.code));
+                (change, answer)
+            })
+            .collect())
     }
 
     async fn handle_batch(&self, taken: Vec<TakenJob>) {
@@ -183,13 +270,15 @@ impl Persister {
         let mut jobs = Vec::with_capacity(taken.len());
         let mut commands = Vec::new();
         let mut receipts = Vec::new();
-        for TakenJob { job, commands: of_job, receipts: receipts_of_job } in taken {
+        let mut changes = Vec::new();
+        for TakenJob { job, commands: of_job, receipts: receipts_of_job, member_changes } in taken {
             for command in &of_job {
                 spans.open(&job.subject, command);
             }
             jobs.push(job);
             commands.extend(of_job);
             receipts.extend(receipts_of_job);
+            changes.extend(member_changes);
         }
         let recently_gave_up = self
             .gave_up_at
@@ -212,14 +301,19 @@ impl Persister {
         };
         let started = Instant::now();
         let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2), deadline);
-        let (batch, marked, held) = (&commands, &receipts, &jobs);
+        let (batch, marked, changed, held) = (&commands, &receipts, &changes, &jobs);
         let store = || async move {
-            // Messages first: a receipt of the batch may name one of them. Both are
-            // idempotent, so a retry after a failure of the second redoes the first harmlessly.
-            let stored = match self.store_batch(batch).await {
-                Ok(messages) => self.store_receipts(marked).await.map(|receipts| (messages, receipts)),
-                Err(e) => Err(e),
-            };
+            // Messages first: a receipt of the batch may name one of them; membership changes
+            // last. All three are idempotent, so a retry after a failure of a later one redoes
+            // the earlier ones harmlessly. Groups' members as they stand before the batch.
+            let stored = async {
+                let conversations = self.conversations_of(batch, marked).await?;
+                let messages = self.store_batch(batch, &conversations).await?;
+                let receipts = self.store_receipts(marked, &conversations).await?;
+                let changes = self.store_member_changes(changed).await?;
+                Ok::<_, StoreError>((messages, receipts, changes))
+            }
+            .await;
             if stored.is_err() {
                 // Tell the queue we are still at it, so it does not hand the jobs to another
                 // persister while the batch waits for its next attempt.
@@ -231,7 +325,10 @@ impl Persister {
             }
             stored
         };
-        let (outcomes, receipt_outcomes) = match backoff.retry("storing a batch", retryable, store).await {
+        let (outcomes, receipt_outcomes, member_outcomes) = match backoff
+            .retry("storing a batch", retryable, store)
+            .await
+        {
             Ok(outcomes) => {
                 *self.gave_up_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
                 outcomes
@@ -244,13 +341,15 @@ impl Persister {
                     format!("storage unavailable for {:?}", self.config.store_timeout),
                 );
                 let refused_receipts = receipts.iter().map(|r| (r, ReceiptAnswer::Refused(refusal.clone()))).collect();
+                let refused_changes = changes.iter().map(|c| (c, Err(refusal.clone()))).collect();
                 (
                     commands.iter().map(|c| (c, send_outcome::Result::Refused(refusal.clone()))).collect(),
                     refused_receipts,
+                    refused_changes,
                 )
             }
         };
-        self.publish_deliveries(outcomes, receipt_outcomes, &spans).await;
+        self.publish_deliveries(outcomes, receipt_outcomes, member_outcomes, &spans).await;
         let stored_in = started.elapsed();
         let size = jobs.len();
         for job in jobs {
@@ -266,11 +365,12 @@ impl Persister {
     async fn store_batch<'a>(
         &self,
         commands: &'a [SendMessage],
+        conversations: &BatchConversations,
     ) -> Result<Vec<(&'a SendMessage, send_outcome::Result)>, StoreError> {
         let mut outcomes = Vec::with_capacity(commands.len());
         let mut accepted = Vec::with_capacity(commands.len());
         for command in commands {
-            match self.conversation(command.conversation_id).await? {
+            match conversations.get(&command.conversation_id).cloned() {
                 Some(conversation) if conversation.has_participant(command.sender_id) => {
                     accepted.push((command, conversation));
                 }
@@ -319,11 +419,12 @@ impl Persister {
     async fn store_receipts<'a>(
         &self,
         receipts: &'a [MarkReceipt],
+        conversations: &BatchConversations,
     ) -> Result<Vec<(&'a MarkReceipt, ReceiptAnswer)>, StoreError> {
         let mut answers: Vec<(&MarkReceipt, Option<ReceiptAnswer>)> = Vec::with_capacity(receipts.len());
         let mut accepted = Vec::with_capacity(receipts.len());
         for receipt in receipts {
-            let refusal = match self.conversation(receipt.conversation_id).await? {
+            let refusal = match conversations.get(&receipt.conversation_id) {
                 Some(conversation) if conversation.has_participant(receipt.user_id) => None,
                 Some(_) => Some(QueryError::new(ErrorKind::Forbidden, "not a member of the conversation")),
                 None => Some(QueryError::new(ErrorKind::NotFound, "conversation")),
@@ -374,9 +475,14 @@ impl Persister {
         &self,
         outcomes: Vec<(&SendMessage, send_outcome::Result)>,
         receipts: Vec<(&MarkReceipt, ReceiptAnswer)>,
+        changes: Vec<(&ChangeMember, Result<Vec<MemberEvent>, QueryError>)>,
         spans: &CommandSpans,
     ) {
+        let members_after = self.members_after(&changes).await;
         let mut routed = RoutedDeliveries::default();
+        for (change, answer) in changes {
+            routed.push_member_change(change, answer, &members_after);
+        }
         for (receipt, answer) in receipts {
             routed.push_receipt(receipt, answer);
         }
@@ -405,6 +511,45 @@ impl Persister {
     }
 }
 
+impl Persister {
+    /// Who hears the membership changes a batch made, by group: its members after the batch
+    /// and those the batch removed. (Read after the commit; a group whose members cannot be
+    /// read is told to those the changes name, and to its room.)
+    async fn members_after(
+        &self,
+        changes: &[(&ChangeMember, Result<Vec<MemberEvent>, QueryError>)],
+    ) -> std::collections::HashMap<i64, Vec<i64>> {
+        let mut groups: Vec<i64> = changes
+            .iter()
+            .filter(|(_, answer)| answer.as_ref().is_ok_and(|events| !events.is_empty()))
+            .map(|(change, _)| change.conversation_id)
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        if groups.is_empty() {
+            return Default::default();
+        }
+        let mut audience: std::collections::HashMap<i64, Vec<i64>> = match self.store.group_members(&groups).await {
+            Ok(rows) => rows.into_iter().map(|(id, rows)| (id, rows.iter().map(|r| r.user_id).collect())).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the members of changed groups failed");
+                Default::default()
+            }
+        };
+        for (change, answer) in changes {
+            for event in answer.iter().flatten() {
+                let users = audience.entry(change.conversation_id).or_default();
+                for user_id in [event.user_id, event.by] {
+                    if !users.contains(&user_id) {
+                        users.push(user_id);
+                    }
+                }
+            }
+        }
+        audience
+    }
+}
+
 /// What the store did with a receipt.
 enum ReceiptAnswer {
     Stored(StoredReceipt),
@@ -419,6 +564,9 @@ enum ReceiptAnswer {
 /// user's other sockets, in the order they were pushed.
 #[derive(Default)]
 struct RoutedDeliveries {
+    member_outcomes: Vec<(String, Vec<MemberOutcome>)>,
+    room_members: Vec<(i64, Vec<MemberEvent>)>,
+    user_members: Vec<(i64, Vec<MemberEvent>)>,
     rooms: Vec<(i64, Vec<DeliveredMessage>)>,
     gateways: Vec<(String, Vec<SendOutcome>)>,
     receipt_outcomes: Vec<(String, Vec<ReceiptOutcome>)>,
@@ -474,6 +622,39 @@ impl RoutedDeliveries {
             trace: Default::default(),
             conversation_id: receipt.conversation_id,
             message_id: receipt.message_id,
+        });
+    }
+
+    /// A membership change's outcome for its gateway, and its events for the group's room and
+    /// for each of `members_after`'s users of the group.
+    fn push_member_change(
+        &mut self,
+        change: &ChangeMember,
+        answer: Result<Vec<MemberEvent>, QueryError>,
+        members_after: &std::collections::HashMap<i64, Vec<i64>>,
+    ) {
+        let result = match answer {
+            Ok(events) => {
+                if !events.is_empty() {
+                    entries_for(&mut self.room_members, change.conversation_id).extend(events.iter().cloned());
+                    for &user_id in members_after.get(&change.conversation_id).into_iter().flatten() {
+                        entries_for(&mut self.user_members, user_id).extend(events.iter().cloned());
+                    }
+                }
+                member_outcome::Result::Done(MemberEvents { events })
+            }
+            Err(refusal) => member_outcome::Result::Refused(refusal),
+        };
+        entries_for(&mut self.member_outcomes, change.gateway_id.clone()).push(MemberOutcome {
+            request_id: change.request_id.clone(),
+            socket_id: change.socket_id.clone(),
+            gateway_id: change.gateway_id.clone(),
+            result: Some(result),
+            trace: Default::default(),
+            conversation_id: change.conversation_id,
+            user_id: change.user_id,
+            kind: change.kind,
+            role: change.role,
         });
     }
 
@@ -536,7 +717,28 @@ impl RoutedDeliveries {
             let event = UserEvent { event: Some(user_event::Event::Receipts(ReceiptPositions { positions })) };
             (subjects.user(user_id), chat_proto::encode(&event))
         });
-        rooms.chain(room_receipts).chain(user_receipts).chain(gateways).collect()
+        // Membership changes after the batch's messages and receipts, as they were stored.
+        let room_members = self.room_members.into_iter().map(|(conversation_id, events)| {
+            let event = RoomEvent { event: Some(room_event::Event::Members(MemberEvents { events })) };
+            (subjects.room(conversation_id), chat_proto::encode(&event))
+        });
+        let user_members = self.user_members.into_iter().map(|(user_id, events)| {
+            let event = UserEvent { event: Some(user_event::Event::Members(MemberEvents { events })) };
+            (subjects.user(user_id), chat_proto::encode(&event))
+        });
+        let member_outcomes = self.member_outcomes.into_iter().map(|(gateway, member_outcomes)| {
+            let delivery = Delivery { member_outcomes, ..Default::default() };
+            let event = GatewayEvent { event: Some(gateway_event::Event::Outcomes(delivery)) };
+            (subjects.gateway(&gateway), chat_proto::encode(&event))
+        });
+        rooms
+            .chain(room_receipts)
+            .chain(user_receipts)
+            .chain(room_members)
+            .chain(user_members)
+            .chain(gateways)
+            .chain(member_outcomes)
+            .collect()
     }
 }
 
@@ -559,6 +761,7 @@ struct TakenJob {
     job: Job,
     commands: Vec<SendMessage>,
     receipts: Vec<MarkReceipt>,
+    member_changes: Vec<ChangeMember>,
 }
 
 impl TakenJob {
@@ -572,12 +775,12 @@ impl TakenJob {
                 SendBatch::default()
             }
         };
-        Self { job, commands: batch.commands, receipts: batch.receipts }
+        Self { job, commands: batch.commands, receipts: batch.receipts, member_changes: batch.member_changes }
     }
 
-    /// How many commands and receipts it carries.
+    /// How many commands, receipts and membership changes it carries.
     fn len(&self) -> usize {
-        self.commands.len() + self.receipts.len()
+        self.commands.len() + self.receipts.len() + self.member_changes.len()
     }
 }
 

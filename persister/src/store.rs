@@ -13,7 +13,7 @@ use sea_orm::{
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
 };
 
-use crate::entity::{conversation, member, message};
+use crate::entity::{conversation, member, member_event, message};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -69,6 +69,25 @@ pub struct NewReceipt {
     pub message_id: i64,
     /// Reading implies delivered: a read moves both positions.
     pub read: bool,
+}
+
+/// A membership change accepted for storage (see `chat_proto::ChangeMember`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewMemberChange {
+    pub request_id: String,
+    pub conversation_id: i64,
+    pub actor_id: i64,
+    pub kind: chat_proto::MemberChangeKind,
+    pub user_id: i64,
+    pub role: MemberRole,
+    pub max_members: usize,
+}
+
+/// Why a membership change was refused: the kind, and a [`chat_proto::member_refusal`] code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberRefusal {
+    pub kind: chat_proto::ErrorKind,
+    pub code: &'static str,
 }
 
 /// What storing a receipt did: the member's positions afterwards, and whether this receipt
@@ -248,6 +267,206 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         Ok((existing.into(), created))
+    }
+
+    /// The members of each group of `ids` (direct conversations have none here), oldest first.
+    pub async fn group_members(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<member::Model>>, StoreError> {
+        let mut members: HashMap<i64, Vec<member::Model>> = HashMap::new();
+        for chunk in ids.chunks(PAIRS_PER_STATEMENT) {
+            let rows = member::Entity::find()
+                .filter(member::Column::ConversationId.is_in(chunk.to_vec()))
+                .all(&self.db)
+                .await?;
+            for row in rows {
+                members.entry(row.conversation_id).or_default().push(row);
+            }
+        }
+        Ok(members)
+    }
+
+    /// Applies a batch's membership changes in order, in one transaction: what each stored, or
+    /// why it was refused (a [`chat_proto::member_refusal`] code). A change whose request id
+    /// already stored events (a redelivered command) answers those and changes nothing.
+    pub async fn apply_member_changes(
+        &self,
+        changes: &[NewMemberChange],
+    ) -> Result<Vec<Result<Vec<member_event::Model>, MemberRefusal>>, StoreError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin().await?;
+        let mut results = Vec::with_capacity(changes.len());
+        for change in changes {
+            results.push(Self::apply_member_change(&txn, change).await?);
+        }
+        if let Err(e) = txn.commit().await {
+            return Err(if may_have_run(&e) { StoreError::CommitUnknown(e) } else { e.into() });
+        }
+        Ok(results)
+    }
+
+    async fn apply_member_change(
+        txn: &sea_orm::DatabaseTransaction,
+        change: &NewMemberChange,
+    ) -> Result<Result<Vec<member_event::Model>, MemberRefusal>, StoreError> {
+        use chat_proto::member_refusal as why;
+        use chat_proto::MemberChangeKind as Kind;
+        let done = member_event::Entity::find()
+            .filter(member_event::Column::RequestId.eq(change.request_id.as_str()))
+            .order_by_asc(member_event::Column::Id)
+            .all(txn)
+            .await?;
+        if !done.is_empty() {
+            return Ok(Ok(done));
+        }
+        let refuse = |kind: chat_proto::ErrorKind, code: &'static str| Ok(Err(MemberRefusal { kind, code }));
+        let Some(group) = conversation::Entity::find_by_id(change.conversation_id).one(txn).await? else {
+            return refuse(chat_proto::ErrorKind::NotFound, why::NO_CONVERSATION);
+        };
+        if !group.is_group() {
+            return refuse(chat_proto::ErrorKind::Invalid, why::NOT_GROUP);
+        }
+        let mut members = member::Entity::find().filter(member::Column::ConversationId.eq(group.id)).all(txn).await?;
+        // Oldest first: who inherits the ownership.
+        members.sort_by_key(|m| (m.joined_at.unwrap_or(group.created_at), m.user_id));
+        let role_of = |user_id: i64| {
+            members
+                .iter()
+                .find(|m| m.user_id == user_id)
+                .map(|m| MemberRole::parse(&m.role).unwrap_or(MemberRole::Member))
+        };
+        let Some(actor) = role_of(change.actor_id) else {
+            return refuse(chat_proto::ErrorKind::Forbidden, why::NOT_MEMBER);
+        };
+        let manages = matches!(actor, MemberRole::Owner | MemberRole::Moderator);
+        let target = role_of(change.user_id);
+        let now = now_in_micros();
+        let newest: Option<i64> = message::Entity::find()
+            .select_only()
+            .column_as(message::Column::Id.max(), "newest")
+            .filter(message::Column::ConversationId.eq(group.id))
+            .into_tuple()
+            .one(txn)
+            .await?
+            .flatten();
+        let after_message_id = newest.unwrap_or(0);
+        let event = |kind: &str, user_id: i64, role: MemberRole| member_event::ActiveModel {
+            conversation_id: Set(group.id),
+            after_message_id: Set(after_message_id),
+            kind: Set(kind.to_owned()),
+            user_id: Set(user_id),
+            role: Set(role.as_str().to_owned()),
+            by_user_id: Set(change.actor_id),
+            request_id: Set(change.request_id.clone()),
+            created_at: Set(now),
+            ..Default::default()
+        };
+        let mut events = Vec::new();
+        match change.kind {
+            Kind::Add => {
+                if target.is_some() {
+                    return refuse(chat_proto::ErrorKind::Invalid, why::ALREADY_MEMBER);
+                }
+                if !manages {
+                    return refuse(chat_proto::ErrorKind::Forbidden, why::NOT_ALLOWED);
+                }
+                if change.role != MemberRole::Member && actor != MemberRole::Owner {
+                    return refuse(chat_proto::ErrorKind::Forbidden, why::OWNER_ONLY);
+                }
+                if members.len() >= change.max_members {
+                    return refuse(chat_proto::ErrorKind::Invalid, why::GROUP_FULL);
+                }
+                // The new member starts at the group's newest message: the history before it
+                // is readable, not unread.
+                let row = member::Model {
+                    conversation_id: group.id,
+                    user_id: change.user_id,
+                    last_read_message_id: after_message_id,
+                    read_at: None,
+                    last_delivered_message_id: after_message_id,
+                    delivered_at: None,
+                    unread_count: 0,
+                    last_message_id: after_message_id,
+                    last_activity_at: now,
+                    role: change.role.as_str().to_owned(),
+                    joined_at: Some(now),
+                };
+                member::Entity::insert(member::ActiveModel::from(row)).exec(txn).await?;
+                events.push(event(member_event::ADDED, change.user_id, change.role));
+            }
+            Kind::Remove | Kind::Leave => {
+                let user_id = if change.kind == Kind::Leave { change.actor_id } else { change.user_id };
+                let Some(role) = role_of(user_id) else {
+                    return refuse(chat_proto::ErrorKind::Invalid, why::NO_SUCH_MEMBER);
+                };
+                if change.kind == Kind::Remove {
+                    if role == MemberRole::Owner {
+                        return refuse(chat_proto::ErrorKind::Forbidden, why::OWNER_STAYS);
+                    }
+                    if !manages {
+                        return refuse(chat_proto::ErrorKind::Forbidden, why::NOT_ALLOWED);
+                    }
+                    if role == MemberRole::Moderator && actor != MemberRole::Owner {
+                        return refuse(chat_proto::ErrorKind::Forbidden, why::OWNER_ONLY);
+                    }
+                }
+                member::Entity::delete_many()
+                    .filter(member::Column::ConversationId.eq(group.id))
+                    .filter(member::Column::UserId.eq(user_id))
+                    .exec(txn)
+                    .await?;
+                events.push(event(member_event::REMOVED, user_id, role));
+                if role == MemberRole::Owner {
+                    let remaining = members.iter().filter(|m| m.user_id != user_id);
+                    let heir = remaining
+                        .clone()
+                        .find(|m| m.role == MemberRole::Moderator.as_str())
+                        .or_else(|| remaining.clone().next());
+                    if let Some(heir) = heir {
+                        set_role(txn, group.id, heir.user_id, MemberRole::Owner).await?;
+                        events.push(event(member_event::ROLE_CHANGED, heir.user_id, MemberRole::Owner));
+                    }
+                }
+            }
+            Kind::SetRole => {
+                if actor != MemberRole::Owner {
+                    return refuse(chat_proto::ErrorKind::Forbidden, why::OWNER_ONLY);
+                }
+                let Some(role) = target else {
+                    return refuse(chat_proto::ErrorKind::Invalid, why::NO_SUCH_MEMBER);
+                };
+                if role == MemberRole::Owner || change.role == MemberRole::Owner {
+                    return refuse(chat_proto::ErrorKind::Forbidden, why::OWNER_STAYS);
+                }
+                if role != change.role {
+                    set_role(txn, group.id, change.user_id, change.role).await?;
+                    events.push(event(member_event::ROLE_CHANGED, change.user_id, change.role));
+                }
+            }
+        }
+        let mut stored = Vec::with_capacity(events.len());
+        for event in events {
+            stored.push(sea_orm::ActiveModelTrait::insert(event, txn).await?);
+        }
+        Ok(Ok(stored))
+    }
+
+    /// A group's membership changes after message `after` (made after it), oldest first, at
+    /// most `limit`.
+    pub async fn member_events_after(
+        &self,
+        conversation_id: i64,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<member_event::Model>, StoreError> {
+        Ok(member_event::Entity::find()
+            .filter(member_event::Column::ConversationId.eq(conversation_id))
+            .filter(member_event::Column::AfterMessageId.gte(after))
+            .order_by_asc(member_event::Column::AfterMessageId)
+            .order_by_asc(member_event::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
     }
 
     /// The user's conversations, newest first (without a group's members).
@@ -681,6 +900,22 @@ pub struct InboxRow {
     pub members: Vec<member::Model>,
 }
 
+/// Gives a group member a role.
+async fn set_role(
+    txn: &sea_orm::DatabaseTransaction,
+    conversation_id: i64,
+    user_id: i64,
+    role: MemberRole,
+) -> Result<(), DbErr> {
+    member::Entity::update_many()
+        .col_expr(member::Column::Role, Expr::value(role.as_str()))
+        .filter(member::Column::ConversationId.eq(conversation_id))
+        .filter(member::Column::UserId.eq(user_id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
 /// Now, to the microsecond: what Postgres keeps, so that an inbox cursor made from a stored
 /// time finds the same time again on every backend.
 fn now_in_micros() -> chrono::DateTime<chrono::Utc> {
@@ -873,6 +1108,95 @@ mod tests {
         assert_eq!(standing(&store, group.id, 10).await, (1, 0, 0));
         assert_eq!(standing(&store, group.id, 12).await, (1, 0, 0));
         assert_eq!(standing(&store, group.id, 11).await, (0, stored[0].id, stored[0].id));
+    }
+
+    fn change(id: &str, group: i64, actor: i64, kind: chat_proto::MemberChangeKind, user: i64) -> NewMemberChange {
+        NewMemberChange {
+            request_id: id.into(),
+            conversation_id: group,
+            actor_id: actor,
+            kind,
+            user_id: user,
+            role: MemberRole::Member,
+            max_members: 5,
+        }
+    }
+
+    #[tokio::test]
+    async fn membership_changes_follow_the_roles_rules_and_are_stored_in_the_group_s_order() {
+        use chat_proto::member_refusal as why;
+        use chat_proto::MemberChangeKind::{Add, Leave, Remove, SetRole};
+        let (_dir, store) = temp_store().await;
+        let group = store.create_group(10, "Team", &[11, 12]).await.unwrap();
+        let g = group.id;
+        let first = store.insert_messages(&[NewMessage { members: group.participants(), ..text(g, 10, "hi") }]).await;
+        let first = first.unwrap()[0].id;
+        let apply = |changes: Vec<NewMemberChange>| {
+            let store = store.clone();
+            async move { store.apply_member_changes(&changes).await.unwrap() }
+        };
+        let code = |result: &Result<Vec<member_event::Model>, MemberRefusal>| result.as_ref().err().map(|r| r.code);
+        let results = apply(vec![
+            change("a", g, 11, Add, 13), // a member cannot add
+            NewMemberChange { role: MemberRole::Moderator, ..change("b", g, 10, SetRole, 11) },
+            change("c", g, 11, Add, 13), // a moderator can
+            NewMemberChange { role: MemberRole::Moderator, ..change("d", g, 11, Add, 14) }, // not a moderator
+            change("e", g, 11, Remove, 10), // nobody removes the owner
+            change("f", g, 11, Add, 13), // already in
+            change("g", g, 99, Leave, 99), // not a member
+            change("h", g, 11, Remove, 12),
+        ])
+        .await;
+        let codes: Vec<Option<&str>> = results.iter().map(code).collect();
+        assert_eq!(
+            codes,
+            [
+                Some(why::NOT_ALLOWED),
+                None,
+                None,
+                Some(why::OWNER_ONLY),
+                Some(why::OWNER_STAYS),
+                Some(why::ALREADY_MEMBER),
+                Some(why::NOT_MEMBER),
+                None
+            ]
+        );
+        let added = &results[2].as_ref().unwrap()[0];
+        assert_eq!((added.kind.as_str(), added.user_id, added.by_user_id), (member_event::ADDED, 13, 11));
+        assert_eq!(added.after_message_id, first, "placed after the group's newest message");
+        // The new member starts with nothing unread.
+        assert_eq!(standing(&store, g, 13).await, (0, first, first));
+        // The owner leaves: the oldest moderator (11) inherits.
+        let left = apply(vec![change("i", g, 10, Leave, 10)]).await;
+        let events: Vec<(String, i64, String)> =
+            left[0].as_ref().unwrap().iter().map(|e| (e.kind.clone(), e.user_id, e.role.clone())).collect();
+        assert_eq!(
+            events,
+            [
+                (member_event::REMOVED.into(), 10, "owner".into()),
+                (member_event::ROLE_CHANGED.into(), 11, "owner".into())
+            ]
+        );
+        let now = store.conversation(g).await.unwrap().unwrap();
+        let roles: Vec<(i64, MemberRole)> = now.members.iter().map(|m| (m.user_id, m.role())).collect();
+        assert_eq!(roles, [(11, MemberRole::Owner), (13, MemberRole::Member)]);
+        // A redelivered command answers what it stored, and changes nothing more.
+        let again = apply(vec![change("c", g, 11, Add, 13)]).await;
+        assert_eq!(again[0].as_ref().unwrap(), &results[2].as_ref().unwrap().clone());
+        // Full at max_members; a direct conversation is no group.
+        for (i, user) in (20..23).enumerate() {
+            let result = apply(vec![change(&format!("full{i}"), g, 11, Add, user)]).await;
+            let expected = if i < 3 { None } else { Some(why::GROUP_FULL) };
+            assert_eq!(code(&result[0]), expected, "adding {user}");
+        }
+        let full = apply(vec![change("full3", g, 11, Add, 30)]).await;
+        assert_eq!(code(&full[0]), Some(why::GROUP_FULL));
+        let (direct, _) = store.open_conversation(1, 2).await.unwrap();
+        assert_eq!(code(&apply(vec![change("j", direct.id, 1, Add, 3)]).await[0]), Some(why::NOT_GROUP));
+        // The history of changes, in order, after a message.
+        let history = store.member_events_after(g, first, 100).await.unwrap();
+        let users: Vec<i64> = history.iter().map(|e| e.user_id).collect();
+        assert_eq!(users, [11, 13, 12, 10, 11, 20, 21, 22]);
     }
 
     #[tokio::test]

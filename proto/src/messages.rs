@@ -139,6 +139,10 @@ pub struct SendBatch {
     /// answered like sends, in the same batches.
     #[prost(message, repeated, tag = "17")]
     pub receipts: Vec<MarkReceipt>,
+    /// Changes to groups' members of the same gateway for the same partition: ordered with
+    /// the groups' messages, stored after the batch's messages and receipts.
+    #[prost(message, repeated, tag = "18")]
+    pub member_changes: Vec<ChangeMember>,
 }
 
 impl SendBatch {
@@ -146,12 +150,12 @@ impl SendBatch {
     /// rolling upgrade).
     pub fn from_payload(payload: &[u8]) -> Result<Self, crate::DecodeError> {
         let batch: SendBatch = crate::decode(payload)?;
-        if !batch.commands.is_empty() || !batch.receipts.is_empty() {
+        if !batch.commands.is_empty() || !batch.receipts.is_empty() || !batch.member_changes.is_empty() {
             return Ok(batch);
         }
         let lone: SendMessage = crate::decode(payload)?;
         let commands = if lone.request_id.is_empty() { Vec::new() } else { vec![lone] };
-        Ok(SendBatch { commands, receipts: Vec::new() })
+        Ok(SendBatch { commands, ..Default::default() })
     }
 }
 
@@ -199,6 +203,159 @@ pub struct MarkReceipt {
     /// Trace context (W3C `traceparent`/`tracestate`) of the gateway's `enqueue` span.
     #[prost(map = "string, string", tag = "8")]
     pub trace: std::collections::HashMap<String, String>,
+}
+
+/// What a [`ChangeMember`] asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum MemberChangeKind {
+    /// `add-member`: owners and moderators; only the owner adds a moderator.
+    Add = 0,
+    /// `remove-member`: owners and moderators; only the owner removes a moderator; nobody
+    /// removes the owner.
+    Remove = 1,
+    /// `leave-group`: any member; an owner leaving hands ownership to the oldest moderator,
+    /// else the oldest member.
+    Leave = 2,
+    /// `set-role`: the owner only, to `member` or `moderator`.
+    SetRole = 3,
+}
+
+/// An `add-member`, `remove-member`, `leave-group` or `set-role` that passed the gateway's
+/// validation, on its way to the persister in the group's partition (so that membership
+/// changes are ordered with the group's messages).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChangeMember {
+    /// Unique per attempt; the outcome carries it back, and a redelivered command finds the
+    /// events it stored the first time by it.
+    #[prost(string, tag = "1")]
+    pub request_id: String,
+    #[prost(string, tag = "2")]
+    pub gateway_id: String,
+    #[prost(string, tag = "3")]
+    pub socket_id: String,
+    /// Who asks: the socket's user.
+    #[prost(int64, tag = "4")]
+    pub actor_id: i64,
+    #[prost(int64, tag = "5")]
+    pub conversation_id: i64,
+    #[prost(enumeration = "MemberChangeKind", tag = "6")]
+    pub kind: i32,
+    /// The member added, removed or given a role (the actor, for `Leave`).
+    #[prost(int64, tag = "7")]
+    pub user_id: i64,
+    /// The role given (`Add`, `SetRole`).
+    #[prost(enumeration = "MemberRole", tag = "8")]
+    pub role: i32,
+    /// The gateway's `--max-group-members`: an `Add` past it is refused.
+    #[prost(uint32, tag = "9")]
+    pub max_members: u32,
+    #[prost(map = "string, string", tag = "10")]
+    pub trace: std::collections::HashMap<String, String>,
+}
+
+/// What changed in a group's membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum MemberEventKind {
+    Added = 0,
+    /// Removed by a moderator or the owner, or left (then `by` is the member).
+    Removed = 1,
+    RoleChanged = 2,
+}
+
+/// A stored change of a group's membership, in the group's order: it happened after message
+/// `after_message_id` and before the next (events after the same message in `id` order).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct MemberEvent {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    #[prost(int64, tag = "2")]
+    pub conversation_id: i64,
+    #[prost(enumeration = "MemberEventKind", tag = "3")]
+    pub kind: i32,
+    #[prost(int64, tag = "4")]
+    pub user_id: i64,
+    /// The member's role after the change (for `Removed`, the role it had).
+    #[prost(enumeration = "MemberRole", tag = "5")]
+    pub role: i32,
+    /// Who made the change.
+    #[prost(int64, tag = "6")]
+    pub by: i64,
+    #[prost(int64, tag = "7")]
+    pub after_message_id: i64,
+    #[prost(int64, tag = "8")]
+    pub at_ms: i64,
+}
+
+/// Membership changes of one group, in order: on its room subject (in a [`RoomEvent`]), on
+/// each member's subject (in a [`UserEvent`]), and in a [`MemberOutcome`].
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct MemberEvents {
+    #[prost(message, repeated, tag = "1")]
+    pub events: Vec<MemberEvent>,
+}
+
+/// The persister's answer to one [`ChangeMember`], for the socket that sent it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberOutcome {
+    #[prost(string, tag = "1")]
+    pub request_id: String,
+    #[prost(string, tag = "2")]
+    pub socket_id: String,
+    #[prost(string, tag = "3")]
+    pub gateway_id: String,
+    #[prost(oneof = "member_outcome::Result", tags = "4, 5")]
+    pub result: Option<member_outcome::Result>,
+    #[prost(map = "string, string", tag = "6")]
+    pub trace: std::collections::HashMap<String, String>,
+    /// The command's own group and member, for the answer.
+    #[prost(int64, tag = "7")]
+    pub conversation_id: i64,
+    #[prost(int64, tag = "8")]
+    pub user_id: i64,
+    #[prost(enumeration = "MemberChangeKind", tag = "9")]
+    pub kind: i32,
+    /// The role the command gave (`Add`, `SetRole`).
+    #[prost(enumeration = "MemberRole", tag = "10")]
+    pub role: i32,
+}
+
+pub mod member_outcome {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Result {
+        /// Done: the events it stored (none when it changed nothing, as a role set to the
+        /// member's own).
+        #[prost(message, tag = "4")]
+        Done(super::MemberEvents),
+        /// Refused: `message` is one of [`super::member_refusal`]'s codes, or the reason
+        /// storage gave up (`Internal`).
+        #[prost(message, tag = "5")]
+        Refused(super::QueryError),
+    }
+}
+
+/// Why a [`ChangeMember`] was refused: the `message` of its [`QueryError`], which the gateway
+/// words for the client.
+pub mod member_refusal {
+    /// No such conversation.
+    pub const NO_CONVERSATION: &str = "no_conversation";
+    /// The conversation is a direct one.
+    pub const NOT_GROUP: &str = "not_group";
+    /// The actor is not a member.
+    pub const NOT_MEMBER: &str = "not_member";
+    /// Only the owner and moderators change members.
+    pub const NOT_ALLOWED: &str = "not_allowed";
+    /// Only the owner grants, takes or removes `moderator`, or changes roles.
+    pub const OWNER_ONLY: &str = "owner_only";
+    /// The user to add is a member already.
+    pub const ALREADY_MEMBER: &str = "already_member";
+    /// The user to remove or give a role is not a member.
+    pub const NO_SUCH_MEMBER: &str = "no_such_member";
+    /// The owner is not removed, and its role changes only when it leaves.
+    pub const OWNER_STAYS: &str = "owner_stays";
+    /// The group has `max_members` members already.
+    pub const GROUP_FULL: &str = "group_full";
 }
 
 /// Where a member of a conversation stands: the newest message it has had delivered, or
@@ -333,6 +490,9 @@ pub struct Delivery {
     /// On a gateway's subject: the outcomes of its receipts.
     #[prost(message, repeated, tag = "3")]
     pub receipt_outcomes: Vec<ReceiptOutcome>,
+    /// On a gateway's subject: the outcomes of its membership changes.
+    #[prost(message, repeated, tag = "4")]
+    pub member_outcomes: Vec<MemberOutcome>,
 }
 
 /// A stored message on its way to the conversation's rooms.
@@ -363,7 +523,7 @@ pub struct Typing {
 /// the conversation: its stored messages, or a typing indicator.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RoomEvent {
-    #[prost(oneof = "room_event::Event", tags = "1, 2, 3")]
+    #[prost(oneof = "room_event::Event", tags = "1, 2, 3, 4")]
     pub event: Option<room_event::Event>,
 }
 
@@ -378,6 +538,9 @@ pub mod room_event {
         /// Members' positions that moved.
         #[prost(message, tag = "3")]
         Receipts(super::ReceiptPositions),
+        /// A group's membership changes.
+        #[prost(message, tag = "4")]
+        Members(super::MemberEvents),
     }
 }
 
@@ -385,7 +548,7 @@ pub mod room_event {
 /// the positions the user moved, for the user's sockets outside the conversation's room.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct UserEvent {
-    #[prost(oneof = "user_event::Event", tags = "1")]
+    #[prost(oneof = "user_event::Event", tags = "1, 2")]
     pub event: Option<user_event::Event>,
 }
 
@@ -394,6 +557,9 @@ pub mod user_event {
     pub enum Event {
         #[prost(message, tag = "1")]
         Receipts(super::ReceiptPositions),
+        /// Membership changes of a group the user is (or was, when removed) a member of.
+        #[prost(message, tag = "2")]
+        Members(super::MemberEvents),
     }
 }
 
@@ -634,6 +800,27 @@ pub struct PositionList {
     pub error: Option<QueryError>,
 }
 
+/// A group's membership changes after message `after_message_id` (those made after it, at
+/// most [`MAX_MEMBER_EVENTS`], oldest first): what a replaying join and a room's resync send.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ListMemberEvents {
+    #[prost(int64, tag = "1")]
+    pub conversation_id: i64,
+    #[prost(int64, tag = "2")]
+    pub after_message_id: i64,
+}
+
+/// Most membership changes one [`ListMemberEvents`] answers.
+pub const MAX_MEMBER_EVENTS: u64 = 1_000;
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct MemberEventList {
+    #[prost(message, repeated, tag = "1")]
+    pub events: Vec<MemberEvent>,
+    #[prost(message, optional, tag = "2")]
+    pub error: Option<QueryError>,
+}
+
 /// Most messages one history page holds, whatever a request asks: the gateway caps a client's
 /// `limit` to it, and the persister serves no more.
 pub const MAX_PAGE_SIZE: u32 = 100;
@@ -719,7 +906,7 @@ macro_rules! reply_with_error_field {
         }
     )*};
 }
-reply_with_error_field!(ConversationList, MessagePage, ContactList, PositionList);
+reply_with_error_field!(ConversationList, MessagePage, ContactList, PositionList, MemberEventList);
 
 #[cfg(test)]
 mod tests {
@@ -770,6 +957,13 @@ mod tests {
                 moved: true,
                 ..Default::default()
             }],
+            member_outcomes: vec![MemberOutcome {
+                request_id: "r3".into(),
+                result: Some(member_outcome::Result::Done(MemberEvents {
+                    events: vec![MemberEvent { id: 1, conversation_id: 3, user_id: 4, by: 1, ..Default::default() }],
+                })),
+                ..Default::default()
+            }],
         };
         let bytes = crate::encode(&delivery);
         let back: Delivery = crate::decode(&bytes).expect("decodes");
@@ -787,15 +981,21 @@ mod tests {
             ..Default::default()
         };
         let second = SendMessage { request_id: "r2".into(), ..command.clone() };
-        let batch = SendBatch { commands: vec![command.clone(), second], receipts: Vec::new() };
+        let batch = SendBatch { commands: vec![command.clone(), second], ..Default::default() };
         assert_eq!(SendBatch::from_payload(&crate::encode(&batch)).expect("decodes"), batch);
         let lone = SendBatch::from_payload(&crate::encode(&command)).expect("decodes");
         assert_eq!(lone.commands, vec![command]);
         let receipts_only = SendBatch {
             commands: Vec::new(),
             receipts: vec![MarkReceipt { request_id: "r3".into(), message_id: 9, ..Default::default() }],
+            ..Default::default()
         };
         assert_eq!(SendBatch::from_payload(&crate::encode(&receipts_only)).expect("decodes"), receipts_only);
+        let changes_only = SendBatch {
+            member_changes: vec![ChangeMember { request_id: "r4".into(), user_id: 3, ..Default::default() }],
+            ..Default::default()
+        };
+        assert_eq!(SendBatch::from_payload(&crate::encode(&changes_only)).expect("decodes"), changes_only);
         assert!(SendBatch::from_payload(&[]).expect("empty is valid").commands.is_empty());
     }
 

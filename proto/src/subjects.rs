@@ -126,6 +126,7 @@ pub const RPC_LIST_CONVERSATIONS: &str = "conversation.list";
 pub const RPC_LIST_MESSAGES: &str = "messages.list";
 pub const RPC_LIST_CONTACTS: &str = "contacts.list";
 pub const RPC_GET_POSITIONS: &str = "positions.get";
+pub const RPC_LIST_MEMBER_EVENTS: &str = "members.events";
 
 #[cfg(test)]
 mod tests {

@@ -183,3 +183,163 @@ test('presence: co-members of a group are contacts, without a direct conversatio
   so.disconnect();
   assert.deepEqual(await offline, { userId: owner });
 });
+
+// --- membership changes --------------------------------------------------------------------
+
+/** add-member / remove-member / leave-group / set-role with an acknowledgement. */
+const change = (s, event, payload) => s.timeout(5000).emitWithAck(event, payload);
+
+/**
+ * A refused change: the ack {success: false, conversationId, userId, error} and `error {message}`
+ * with the same text. The ack's userId echoes the payload's (for leave-group: the leaver).
+ */
+async function assertRefused(s, event, payload, error, userId = payload.userId ?? null) {
+  const [ack, errorEvent] = await Promise.all([change(s, event, payload), srv.once(s, 'error', 5000)]);
+  assert.deepEqual(ack, { success: false, conversationId: payload.conversationId ?? null, userId, error }, `${event} ${safeJson(payload)}: ack`);
+  assert.deepEqual(errorEvent, { message: error }, `${event}: error event`);
+}
+
+const NOT_ALLOWED = "Only the group's owner and moderators can change its members";
+const OWNER_ONLY = "Only the group's owner can grant, take or remove the moderator role";
+const OWNER_STAYS = "The group's owner cannot be removed or given another role; the owner may leave";
+
+test('add-member: the owner adds a user; the group (joined sockets and personal rooms, on both gateways) hears member-added; the new member joins and receives', async () => {
+  const [owner, b, newcomer] = srv.users(3);
+  const group = await createGroup(owner, [b]);
+  const so = await srv.connect(owner, { gateway: 0 });
+  const sb = await srv.connect(b, { gateway: 1 });
+  await srv.join(so, group.id);
+  const bOutside = sb; // b's socket has not joined the room: reached through b's personal room
+  const sn = await srv.connect(newcomer, { gateway: 1 });
+  const expected = { conversationId: group.id, userId: newcomer, role: 'member', by: owner };
+  const heard = [so, bOutside, sn].map((s) => srv.once(s, 'member-added', 5000));
+  const ack = await change(so, 'add-member', { conversationId: group.id, userId: newcomer });
+  assert.deepEqual(ack, { success: true, conversationId: group.id, userId: newcomer, role: 'member' });
+  for (const [i, payload] of (await Promise.all(heard)).entries()) {
+    assert.deepEqual(payload, expected, `member-added on socket ${i}`);
+  }
+  // The newcomer is a member now: it joins, receives, and has nothing unread from before.
+  await srv.join(sn, group.id);
+  const got = srv.once(sn, 'receive-message', 5000);
+  const sent = await srv.send(so, owner, group.id, 'welcome');
+  assert.deepEqual(await got, sent);
+  const inbox = await srv.api('GET', `/api/chats/users/${newcomer}/conversations`);
+  const entry = inbox.body.data.find((e) => e.id === group.id);
+  assert.ok(entry, `the group in the newcomer's inbox: ${inbox.text}`);
+  assert.equal(entry.unread_count, 1, 'only the message after joining is unread');
+  assert.equal(entry.members.find((m) => m.user_id === newcomer)?.role, 'member');
+});
+
+test('roles: members cannot change members, moderators cannot make moderators, only the owner sets roles, nobody removes the owner', async () => {
+  const [owner, mod, member, x, y] = srv.users(5);
+  const group = await createGroup(owner, [mod, member]);
+  const so = await srv.connect(owner, { gateway: 0 });
+  const sm = await srv.connect(mod, { gateway: 1 });
+  const sx = await srv.connect(member, { gateway: 0 });
+  const g = group.id;
+  await assertRefused(sx, 'add-member', { conversationId: g, userId: x }, NOT_ALLOWED);
+  await assertRefused(sm, 'set-role', { conversationId: g, userId: member, role: 'moderator' }, OWNER_ONLY);
+  assert.deepEqual(
+    await change(so, 'set-role', { conversationId: g, userId: mod, role: 'moderator' }),
+    { success: true, conversationId: g, userId: mod, role: 'moderator' },
+  );
+  assert.deepEqual(
+    await change(sm, 'add-member', { conversationId: g, userId: x }),
+    { success: true, conversationId: g, userId: x, role: 'member' },
+    'a moderator adds members',
+  );
+  await assertRefused(sm, 'add-member', { conversationId: g, userId: y, role: 'moderator' }, OWNER_ONLY);
+  await assertRefused(sm, 'remove-member', { conversationId: g, userId: owner }, OWNER_STAYS);
+  await assertRefused(so, 'set-role', { conversationId: g, userId: owner, role: 'member' }, OWNER_STAYS);
+  await assertRefused(sm, 'add-member', { conversationId: g, userId: x }, 'The user is already a member of this group');
+  await assertRefused(sm, 'remove-member', { conversationId: g, userId: y }, 'The user is not a member of this group');
+  await assertRefused(so, 'set-role', { conversationId: g, userId: mod, role: 'owner' }, 'role must be one of the following values: member, moderator');
+  await assertRefused(so, 'add-member', { conversationId: g }, 'userId should not be empty, userId must be an integer number');
+  const outsider = await srv.connect(y, { gateway: 1 });
+  await assertRefused(outsider, 'add-member', { conversationId: g, userId: y }, 'Unauthorized to join this conversation');
+  await assertRefused(outsider, 'leave-group', { conversationId: g }, 'Unauthorized to join this conversation', y);
+  const direct = await srv.openConversation(owner, y);
+  await assertRefused(so, 'add-member', { conversationId: direct.id, userId: x }, 'This conversation is not a group');
+  await assertRefused(so, 'add-member', { conversationId: 999_999_999, userId: x }, 'Conversation not found');
+  // Only the owner takes the moderator role away, or removes a moderator.
+  await change(so, 'set-role', { conversationId: g, userId: member, role: 'moderator' });
+  await assertRefused(sm, 'remove-member', { conversationId: g, userId: member }, OWNER_ONLY);
+  assert.deepEqual(
+    await change(so, 'remove-member', { conversationId: g, userId: member }),
+    { success: true, conversationId: g, userId: member },
+  );
+});
+
+test('remove-member: the removed member hears it, leaves the room on its gateway at once, gets nothing sent after, and cannot rejoin', async () => {
+  const [owner, b, c] = srv.users(3);
+  const group = await createGroup(owner, [b, c]);
+  const so = await srv.connect(owner, { gateway: 0 });
+  const sb = await srv.connect(b, { gateway: 1 }); // the one removed, on the other gateway
+  const sc = await srv.connect(c, { gateway: 1 });
+  for (const s of [so, sb, sc]) await srv.join(s, group.id);
+  const expected = { conversationId: group.id, userId: b, role: 'member', by: owner };
+  const heard = [so, sb, sc].map((s) => srv.once(s, 'member-removed', 5000));
+  const ack = await change(so, 'remove-member', { conversationId: group.id, userId: b });
+  assert.deepEqual(ack, { success: true, conversationId: group.id, userId: b });
+  for (const payload of await Promise.all(heard)) assert.deepEqual(payload, expected);
+
+  const noneForB = srv.expectNone(sb, 'receive-message', QUIET_MS + 500);
+  const cGot = srv.once(sc, 'receive-message', 5000);
+  const after = await srv.send(so, owner, group.id, 'after b left');
+  assert.deepEqual(await cGot, after, 'c, on the same gateway as b, still receives');
+  await noneForB;
+  const rejoin = await sb.timeout(3000).emitWithAck('join-conversation', { conversationId: group.id });
+  assert.deepEqual(rejoin, { success: false, conversationId: group.id, error: NOT_MEMBER });
+  const refusedSend = srv.once(sb, 'message-error', 5000);
+  sb.emit('send-message', { sender_id: b, conversation_id: group.id, message_type: 'text', content: 'still here?' });
+  assert.ok((await refusedSend)?.error, 'a removed member cannot send');
+  const notMember = await sb.timeout(5000).emitWithAck('mark-read', { conversationId: group.id, messageId: after.id });
+  assert.equal(notMember.success, false, `a removed member's receipt is refused: ${safeJson(notMember)}`);
+  assert.equal(notMember.error, NOT_MEMBER);
+  // Out of b's inbox, and no longer a contact's co-member.
+  const inbox = await srv.api('GET', `/api/chats/users/${b}/conversations`);
+  assert.ok(!inbox.body.data.some((e) => e.id === group.id), `the group left b's inbox: ${inbox.text}`);
+});
+
+test('leave-group: an owner leaving hands ownership to the oldest moderator, else to the oldest member', async () => {
+  const [owner, first, second, third] = srv.users(4);
+  const group = await createGroup(owner, [first, second, third]);
+  const so = await srv.connect(owner, { gateway: 0 });
+  const s2 = await srv.connect(second, { gateway: 1 });
+  await srv.join(s2, group.id);
+  const madeModerator = srv.once(s2, 'role-changed', 5000);
+  await change(so, 'set-role', { conversationId: group.id, userId: third, role: 'moderator' });
+  assert.deepEqual(await madeModerator, { conversationId: group.id, userId: third, role: 'moderator', by: owner });
+  const removed = srv.once(s2, 'member-removed', 5000);
+  const promoted = srv.once(s2, 'role-changed', 5000);
+  assert.deepEqual(await change(so, 'leave-group', { conversationId: group.id }), { success: true, conversationId: group.id, userId: owner });
+  assert.deepEqual(await removed, { conversationId: group.id, userId: owner, role: 'owner', by: owner });
+  assert.deepEqual(await promoted, { conversationId: group.id, userId: third, role: 'owner', by: owner }, 'the moderator inherits, not the oldest member');
+  // Without moderators, the oldest member inherits.
+  const s3 = await srv.connect(third, { gateway: 0 });
+  const next = srv.once(s2, 'role-changed', 5000);
+  await change(s3, 'leave-group', { conversationId: group.id });
+  assert.deepEqual(await next, { conversationId: group.id, userId: first, role: 'owner', by: third });
+});
+
+test('a rejoin with lastMessageId replays membership changes in their place among the messages', async () => {
+  const [owner, b, c] = srv.users(3);
+  const group = await createGroup(owner, [b]);
+  const so = await srv.connect(owner, { gateway: 0 });
+  await srv.join(so, group.id);
+  const seen = await srv.send(so, owner, group.id, 'seen by b');
+  // b is away: a member joins between two messages, and becomes a moderator after them.
+  const m1 = await srv.send(so, owner, group.id, 'missed 1');
+  await change(so, 'add-member', { conversationId: group.id, userId: c });
+  const m2 = await srv.send(so, owner, group.id, 'missed 2');
+  await change(so, 'set-role', { conversationId: group.id, userId: c, role: 'moderator' });
+
+  const sb = await srv.connect(b, { gateway: 1 });
+  const rec = recordEvents(sb);
+  const ack = await sb.timeout(5000).emitWithAck('join-conversation', { conversationId: group.id, lastMessageId: seen.id });
+  assert.deepEqual(ack, { success: true, conversationId: group.id });
+  const order = rec.events
+    .filter((e) => ['receive-message', 'member-added', 'role-changed'].includes(e.name))
+    .map((e) => (e.name === 'receive-message' ? e.payload.id : `${e.name}:${e.payload.userId}:${e.payload.role}`));
+  assert.deepEqual(order, [m1.id, `member-added:${c}:member`, m2.id, `role-changed:${c}:moderator`]);
+});

@@ -93,7 +93,7 @@ test("JWT mode: receipts move the token's user's position; an outsider's are ref
   assert.deepEqual(await error, { message: 'Unauthorized to join this conversation' });
 });
 
-test('JWT mode: a group is created as the token\'s user only; its members read its history, others get 403', async () => {
+test('JWT mode: a group is created as the token\'s user only; its members read its history, others and removed members get 403', async () => {
   const [owner, member, outsider] = srv.users(3);
   const body = { creator_id: owner, name: 'Team', member_ids: [member] };
   const asOther = await srv.api('POST', '/api/chats/groups', body, bearer(member));
@@ -114,4 +114,14 @@ test('JWT mode: a group is created as the token\'s user only; its members read i
   const refused = await srv.api('GET', path, undefined, bearer(outsider));
   assert.equal(refused.status, 403, refused.text);
   assert.ok(!refused.text.includes('members only'), 'nothing of the history leaks');
+
+  // The token's user is the actor: a member cannot remove the owner by claiming to be it.
+  const sm = await connectAs(member, 1);
+  const claimed = await sm.timeout(5000).emitWithAck('remove-member', { conversationId: group.id, userId: owner });
+  assert.equal(claimed.success, false, JSON.stringify(claimed));
+  // Removed, the member reads the history no more.
+  const removed = await so.timeout(5000).emitWithAck('remove-member', { conversationId: group.id, userId: member });
+  assert.deepEqual(removed, { success: true, conversationId: group.id, userId: member });
+  const after = await srv.api('GET', path, undefined, bearer(member));
+  assert.equal(after.status, 403, after.text);
 });

@@ -689,11 +689,13 @@ test('storage: conversation_members as the contract describes it, kept in step w
   assert.deepEqual(columns.map(([name, type, nullable, dflt]) => [name, type, nullable, dflt.replace(/::bigint$/, '')]).sort(), [
     ['conversation_id', 'bigint', 'NO', ''],
     ['delivered_at', 'timestamp with time zone', 'YES', ''],
+    ['joined_at', 'timestamp with time zone', 'YES', ''],
     ['last_activity_at', 'timestamp with time zone', 'NO', ''],
     ['last_delivered_message_id', 'bigint', 'NO', '0'],
     ['last_message_id', 'bigint', 'NO', '0'],
     ['last_read_message_id', 'bigint', 'NO', '0'],
     ['read_at', 'timestamp with time zone', 'YES', ''],
+    ['role', 'character varying', 'NO', "'member'::character varying"],
     ['unread_count', 'bigint', 'NO', '0'],
     ['user_id', 'bigint', 'NO', ''],
   ]);

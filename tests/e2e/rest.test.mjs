@@ -293,7 +293,7 @@ test('GET /api/chats/users/{id}/conversations → 200 {data, total_unread, limit
   assert.deepEqual(Object.keys(res.body), ['data', 'total_unread', 'limit', 'next_before']);
   assert.deepEqual(res.body.data.map((c) => c.id), [c3.id, c2.id, c1.id]);
   // Each entry is the conversation as POST answered it, with the inbox's fields added.
-  const asOpened = ({ id, sender_id, receiver_id, created_at }) => ({ id, sender_id, receiver_id, created_at });
+  const asOpened = ({ id, type, sender_id, receiver_id, created_at }) => ({ id, type, sender_id, receiver_id, created_at });
   assert.deepEqual(res.body.data.map(asOpened), [c3, c2, c1]);
   for (const c of res.body.data) {
     assert.equal(c.last_message, null, 'no messages yet');

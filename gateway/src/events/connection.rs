@@ -10,15 +10,16 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::socket_state::{Membership, SocketState};
-use super::{join, receipts, send, typing};
+use super::{join, members, receipts, send, typing};
 use crate::auth::Credentials;
 use crate::emit::{emit_error, room_of_user, Overflowed};
 use crate::errors::ClientError;
 use crate::gateway::Gateway;
 use crate::metrics::{self, OpenConnection};
+use crate::rooms::SocketRooms;
 use crate::validate;
 use crate::wire::event;
-use chat_proto::ReceiptKind;
+use chat_proto::{MemberChangeKind, ReceiptKind};
 
 /// What the connect middleware decided about a socket, for the connect handler: its state
 /// and the held membership lock, or why it was refused. Taken once.
@@ -49,6 +50,7 @@ pub(super) fn admit(gw: &Arc<Gateway>, socket: &SocketRef, auth: &Value) {
             _open: OpenConnection::new(),
         });
         socket.extensions.insert(Overflowed::default());
+        socket.extensions.insert(SocketRooms { user_id, membership: state.membership.clone() });
         socket.join(room_of_user(user_id));
         bind_handlers(gw, &state, socket);
         (state, guard)
@@ -175,6 +177,17 @@ fn bind_handlers(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketRef
         socket.on(name, move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| {
             metrics::event_in(name);
             receipts::on_mark(&g, &s, &socket, ack, payload.unwrap_or(Value::Null), kind);
+            std::future::ready(())
+        });
+    }
+
+    // Synchronous, like sends: a group's membership changes are ordered with its messages.
+    for kind in [MemberChangeKind::Add, MemberChangeKind::Remove, MemberChangeKind::Leave, MemberChangeKind::SetRole] {
+        let (g, s) = (gw.clone(), state.clone());
+        let name = members::event_name(kind);
+        socket.on(name, move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| {
+            metrics::event_in(name);
+            members::on_change(&g, &s, &socket, ack, payload.unwrap_or(Value::Null), kind);
             std::future::ready(())
         });
     }

@@ -89,24 +89,29 @@ async fn join(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payloa
     if membership.conversations.len() >= gw.config.max_rooms_per_socket {
         return Err(ClientError::TooManyRooms(gw.config.max_rooms_per_socket));
     }
-    let room = hold_room(gw, conversation_id).await.map_err(|e| {
+    let room = hold_room(gw, conversation_id, conversation.is_group()).await.map_err(|e| {
         tracing::error!(conversation_id, error = %e, "subscribing to the conversation's room failed");
         ClientError::JoinFailed
     })?;
     membership.conversations.insert(conversation_id);
-    rooms::join_room(&gw.queries, socket, &room, last_seen).await;
+    if !rooms::join_room(&gw.queries, socket, state.user_id, &room, last_seen).await {
+        // Removed from the group while its replay was read.
+        membership.conversations.remove(&conversation_id);
+        release_room(gw, conversation_id);
+        return Err(ClientError::NotAllowedToJoin);
+    }
     drop(membership);
     Ok(conversation_id)
 }
 
 /// Holds the conversation's room here, opening it (subscribed to its room subject) for its
 /// first holder.
-async fn hold_room(gw: &Arc<Gateway>, conversation_id: i64) -> Result<SharedRoom, chat_bus::BusError> {
+async fn hold_room(gw: &Arc<Gateway>, conversation_id: i64, group: bool) -> Result<SharedRoom, chat_bus::BusError> {
     let room = gw
         .rooms
         .open(
             conversation_id,
-            || rooms::Room::shared(conversation_id),
+            || rooms::Room::shared(conversation_id, group),
             |room| delivery::listen_to_room(gw, conversation_id, room),
         )
         .await;
@@ -116,6 +121,5 @@ async fn hold_room(gw: &Arc<Gateway>, conversation_id: i64) -> Result<SharedRoom
 
 /// Releases one hold on the conversation's room; the last closes it.
 pub(super) fn release_room(gw: &Gateway, conversation_id: i64) {
-    gw.rooms.close(conversation_id);
-    metrics::set_rooms(gw.rooms.len());
+    rooms::release(&gw.rooms, conversation_id);
 }

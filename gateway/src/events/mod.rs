@@ -6,6 +6,7 @@
 //! - `send`: `send-message`;
 //! - `join`: `join-conversation` and `leave-conversation`;
 //! - `receipts`: `mark-delivered` and `mark-read`;
+//! - `members`: `add-member`, `remove-member`, `leave-group` and `set-role`;
 //! - `typing`: `typing`;
 //! - `socket_state`: what the gateway keeps per socket.
 //!
@@ -26,6 +27,7 @@
 
 mod connection;
 mod join;
+mod members;
 mod receipts;
 mod send;
 mod socket_state;

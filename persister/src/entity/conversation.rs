@@ -63,17 +63,9 @@ impl Model {
         let created_at_ms = self.created_at.timestamp_millis();
         let mut conversation = chat_proto::Conversation::from(self);
         if group {
-            let mut members: Vec<chat_proto::GroupMember> = rows
-                .iter()
-                .filter(|row| row.conversation_id == conversation.id)
-                .map(|row| chat_proto::GroupMember {
-                    user_id: row.user_id,
-                    role: chat_proto::MemberRole::parse(&row.role).unwrap_or(chat_proto::MemberRole::Member) as i32,
-                    joined_at_ms: row.joined_at.map_or(created_at_ms, |at| at.timestamp_millis()),
-                })
-                .collect();
-            members.sort_by_key(|m| (m.joined_at_ms, m.user_id));
-            conversation.members = members;
+            let id = conversation.id;
+            conversation.members =
+                super::member::as_group_members(rows.iter().filter(|row| row.conversation_id == id), created_at_ms);
         }
         conversation
     }

@@ -51,3 +51,21 @@ impl From<Model> for chat_proto::MemberPositions {
         }
     }
 }
+
+/// A group's members as the wire shows them, oldest first; a join time not recorded is the
+/// group's creation, `created_at_ms`.
+pub fn as_group_members<'a>(
+    rows: impl IntoIterator<Item = &'a Model>,
+    created_at_ms: i64,
+) -> Vec<chat_proto::GroupMember> {
+    let mut members: Vec<chat_proto::GroupMember> = rows
+        .into_iter()
+        .map(|row| chat_proto::GroupMember {
+            user_id: row.user_id,
+            role: chat_proto::MemberRole::parse(&row.role).unwrap_or(chat_proto::MemberRole::Member) as i32,
+            joined_at_ms: row.joined_at.map_or(created_at_ms, |at| at.timestamp_millis()),
+        })
+        .collect();
+    members.sort_by_key(|m| (m.joined_at_ms, m.user_id));
+    members
+}

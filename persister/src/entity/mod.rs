@@ -2,4 +2,5 @@
 
 pub mod conversation;
 pub mod member;
+pub mod member_event;
 pub mod message;
