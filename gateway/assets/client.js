@@ -1,7 +1,8 @@
 // The test client page: connect as a user, open or join a conversation, read its history page by
 // page, send messages and watch their state, see who types and who comes and goes, see the
 // inbox (conversations with their unread counts) and, on one's own messages, ticks for what the
-// other member got (one) and read (two).
+// other member got (one) and read (two). Groups: create one, add and remove members, give the
+// moderator role, leave; membership changes show as lines among the messages.
 //
 // Everything the server or another user sends is rendered with textContent, never as HTML: a
 // message is shown exactly as it was typed. The page's Content-Security-Policy forbids inline
@@ -43,6 +44,17 @@
     disconnect: $('disconnect'),
     status: $('status'),
     createForm: $('create-form'),
+    groupForm: $('group-form'),
+    groupName: $('group-name'),
+    groupMembers: $('group-members'),
+    createGroup: $('create-group'),
+    membersPanel: $('members-panel'),
+    membersForm: $('members-form'),
+    memberId: $('member-id'),
+    memberRole: $('member-role'),
+    removeMember: $('remove-member'),
+    setRole: $('set-role'),
+    leaveGroup: $('leave-group'),
     otherUser: $('other-user'),
     create: $('create'),
     joinForm: $('join-form'),
@@ -96,6 +108,8 @@
      * number of the latest load (an older load's answer is dropped), and the timers.
      */
     inbox: { entries: new Map(), next: null, seq: 0, debounce: null, poll: null },
+    /** Groups this page knows of (created here, or seen in the inbox): id → name. */
+    groups: new Map(),
   };
 
   // ---- small helpers -------------------------------------------------------------------------
@@ -150,10 +164,17 @@
     ui.disconnect.disabled = !connected;
     ui.inboxRefresh.disabled = !connected;
     ui.create.disabled = !connected;
+    ui.createGroup.disabled = !connected;
     ui.join.disabled = !connected;
+    showMembersPanel();
     const inConversation = connected && state.conversationId !== null;
     ui.message.disabled = !inConversation;
     ui.send.disabled = !inConversation;
+  }
+
+  /** The members panel shows while a group is open. */
+  function showMembersPanel() {
+    ui.membersPanel.hidden = !(state.socket?.connected && state.groups.has(state.conversationId));
   }
 
   // ---- REST ----------------------------------------------------------------------------------
@@ -340,6 +361,70 @@
     } catch (e) {
       showError(e.message);
     }
+  }
+
+  // ---- groups --------------------------------------------------------------------------------
+
+  async function createGroup(event) {
+    event.preventDefault();
+    const name = ui.groupName.value.trim();
+    const ids = ui.groupMembers.value.split(/[\s,]+/).filter(Boolean).map(positiveInteger);
+    if (ids.some((id) => id === null)) return showError('Member IDs must be positive integers, separated by commas');
+    try {
+      const group = await rest('POST', '/api/chats/groups', { creator_id: state.userId, name, member_ids: ids });
+      state.groups.set(group.id, group.name);
+      ui.conversationId.value = String(group.id);
+      await join(group.id);
+    } catch (e) {
+      showError(e.message);
+    }
+  }
+
+  /**
+   * Emits a membership change and waits for its acknowledgement. A refusal's reason also comes
+   * as an `error` event, shown by that handler; the ack goes to the events list.
+   */
+  async function changeMembers(name, payload) {
+    const socket = state.socket;
+    if (!socket || state.conversationId === null) return;
+    try {
+      const ack = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck(name, { conversationId: state.conversationId, ...payload });
+      logEvent(`${name} ack`, ack);
+    } catch {
+      if (socket.connected) showError(`${name}: no answer`);
+    }
+  }
+
+  function memberFromForm() {
+    const userId = positiveInteger(ui.memberId.value);
+    if (userId === null) showError('Member ID must be a positive integer');
+    return userId;
+  }
+
+  const MEMBER_CHANGES = { 'member-added': 'added', 'member-removed': 'removed', 'role-changed': 'made' };
+
+  /** A membership change of the open group, as a line among its messages. */
+  function onMemberEvent(name, payload) {
+    if (!payload || payload.conversationId !== state.conversationId) {
+      scheduleInboxRefresh(); // another group of ours: its entry may come or go
+      return;
+    }
+    const who = payload.userId === state.userId ? 'You' : `User ${payload.userId}`;
+    const by = payload.by === payload.userId ? '' : ` by user ${payload.by}`;
+    const what = name === 'role-changed' ? `${MEMBER_CHANGES[name]} ${payload.role}` : `${MEMBER_CHANGES[name]} (${payload.role})`;
+    const line = element('li', 'member-change');
+    line.append(element('span', 'content', `${who} ${name === 'member-removed' && !by ? 'left' : what}${by}`));
+    line.dataset.event = name;
+    line.dataset.user = String(payload.userId);
+    ui.messages.append(line);
+    if (name === 'member-removed' && payload.userId === state.userId) {
+      // Out of the group: the server has taken this socket out of its room.
+      resetConversation(null);
+      ui.messages.append(line);
+      ui.joined.textContent = '';
+      setConnectedControls(Boolean(state.socket?.connected));
+    }
+    scheduleInboxRefresh();
   }
 
   function resetConversation(conversationId) {
@@ -558,6 +643,7 @@
     ui.totalUnread.dataset.count = String(total);
     state.inbox.next = typeof page.next_before === 'string' ? page.next_before : null;
     ui.inboxMore.hidden = state.inbox.next === null;
+    showMembersPanel(); // the page may have told that the open conversation is a group
     // How many pages were shown: lets a watcher (the browser tests) tell a load has landed.
     ui.inbox.dataset.pages = String(Number(ui.inbox.dataset.pages ?? 0) + 1);
   }
@@ -597,8 +683,10 @@
     if (entry.id === state.conversationId) item.classList.add('current');
 
     const other = entry.sender_id === state.userId ? entry.receiver_id : entry.sender_id;
+    const title = entry.type === 'group' ? `Group ${entry.name}` : `User ${other}`;
+    if (entry.type === 'group') state.groups.set(entry.id, entry.name);
     const head = element('span', 'inbox-line');
-    head.append(element('span', 'inbox-peer', `User ${other}`), element('span', 'inbox-time', timeOf(entry.last_activity_at)));
+    head.append(element('span', 'inbox-peer', title), element('span', 'inbox-time', timeOf(entry.last_activity_at)));
 
     const last = entry.last_message;
     const own = Boolean(last) && last.sender_id === state.userId;
@@ -785,6 +873,7 @@
     socket.on('message-read', (payload) => onReceipt(payload, 'read'));
     socket.on('user:online', (payload) => onPresence(payload, true));
     socket.on('user:offline', (payload) => onPresence(payload, false));
+    for (const name of Object.keys(MEMBER_CHANGES)) socket.on(name, (payload) => onMemberEvent(name, payload));
     startInboxPoll();
   }
 
@@ -794,6 +883,21 @@
   ui.connectForm.addEventListener('submit', connect);
   ui.disconnect.addEventListener('click', disconnect);
   ui.createForm.addEventListener('submit', createConversation);
+  ui.groupForm.addEventListener('submit', createGroup);
+  ui.membersForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const userId = memberFromForm();
+    if (userId !== null) changeMembers('add-member', { userId, role: ui.memberRole.value });
+  });
+  ui.removeMember.addEventListener('click', () => {
+    const userId = memberFromForm();
+    if (userId !== null) changeMembers('remove-member', { userId });
+  });
+  ui.setRole.addEventListener('click', () => {
+    const userId = memberFromForm();
+    if (userId !== null) changeMembers('set-role', { userId, role: ui.memberRole.value });
+  });
+  ui.leaveGroup.addEventListener('click', () => changeMembers('leave-group', {}));
   ui.joinForm.addEventListener('submit', joinFromForm);
   ui.loadOlder.addEventListener('click', loadOlder);
   ui.inboxRefresh.addEventListener('click', () => loadInbox(null));

@@ -8,8 +8,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::rest;
 use crate::wire::{
-    ConversationJson, ConversationListJson, ConversationRef, CreateGroupJson, ErrorJson, ErrorMessage, GroupMemberJson,
-    InboxEntryJson, MemberJson, MessageJson, MessagePageJson, OpenConversationJson,
+    ConversationFields, ConversationJson, ConversationListJson, ConversationRef, CreateGroupJson, ErrorJson,
+    ErrorMessage, GroupMemberJson, InboxEntryJson, MemberJson, MessageJson, MessagePageJson, OpenConversationJson,
 };
 
 /// Name of the bearer-token security scheme.
@@ -25,6 +25,7 @@ pub const BEARER_SCHEME: &str = "bearer_jwt";
     ),
     paths(rest::open_conversation, rest::create_group, rest::list_messages, rest::list_conversations),
     components(schemas(
+        ConversationFields,
         ConversationJson,
         ConversationListJson,
         ConversationRef,

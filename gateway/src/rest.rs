@@ -149,9 +149,11 @@ async fn not_found() -> ApiError {
     security((), ("bearer_jwt" = [])),
     responses(
         (status = 201, description = "Created", body = ConversationJson,
-            example = json!({"id": 7, "sender_id": 1, "receiver_id": 2, "created_at": "2026-11-25T19:51:58.530Z"})),
+            example = json!({"id": 7, "type": "direct", "sender_id": 1, "receiver_id": 2,
+                             "created_at": "2026-11-25T19:51:58.530Z"})),
         (status = 200, description = "The pair's existing conversation", body = ConversationJson,
-            example = json!({"id": 7, "sender_id": 1, "receiver_id": 2, "created_at": "2026-11-25T19:51:58.530Z"})),
+            example = json!({"id": 7, "type": "direct", "sender_id": 1, "receiver_id": 2,
+                             "created_at": "2026-11-25T19:51:58.530Z"})),
         (status = 400, description = "Bad ids, equal ids, or a body that is not a JSON object", body = ErrorJson,
             example = json!({"statusCode": 400, "error": "Bad Request",
                              "message": ["receiver_id must be a positive integer"]})),
@@ -392,7 +394,7 @@ pub async fn list_messages(
     security((), ("bearer_jwt" = [])),
     responses(
         (status = 200, description = "A page of the user's inbox", body = ConversationListJson,
-            example = json!({"data": [{"id": 7, "sender_id": 1, "receiver_id": 2,
+            example = json!({"data": [{"id": 7, "type": "direct", "sender_id": 1, "receiver_id": 2,
                                        "created_at": "2026-11-25T19:51:58.530Z",
                                        "last_activity_at": "2026-11-25T19:52:10.002Z",
                                        "last_message": {"id": 42, "sender_id": 2, "conversation_id": 7,

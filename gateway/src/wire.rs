@@ -273,6 +273,16 @@ pub struct ConversationRef {
 #[schema(example = json!({"id": 7, "type": "direct", "sender_id": 1, "receiver_id": 2,
                           "created_at": "2026-11-25T19:51:58.530Z"}))]
 pub struct ConversationJson {
+    #[serde(flatten)]
+    pub fields: ConversationFields,
+    /// A group's members, oldest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<GroupMemberJson>>,
+}
+
+/// What every conversation shows, also as an inbox entry (whose `members` say more).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationFields {
     #[schema(minimum = 1)]
     pub id: i64,
     /// `direct` or `group`.
@@ -293,9 +303,6 @@ pub struct ConversationJson {
     /// ISO 8601 in UTC with milliseconds.
     #[schema(format = DateTime)]
     pub created_at: String,
-    /// A group's members, oldest first (in an inbox entry they are in the entry's `members`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub members: Option<Vec<GroupMemberJson>>,
 }
 
 /// A member of a group.
@@ -380,7 +387,7 @@ pub struct ConversationListJson {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InboxEntryJson {
     #[serde(flatten)]
-    pub conversation: ConversationJson,
+    pub conversation: ConversationFields,
     /// The newest message's time, else the conversation's creation: the inbox order.
     #[schema(format = DateTime)]
     pub last_activity_at: String,
@@ -429,10 +436,8 @@ impl InboxEntryJson {
         let conversation = entry.conversation?;
         let group_member = |user_id: i64| conversation.members.iter().find(|m| m.user_id == user_id);
         let members = entry.members.iter().map(|m| MemberJson::new(m, group_member(m.user_id))).collect();
-        let mut json = ConversationJson::from(conversation.without_members());
-        json.members = None;
         Some(Self {
-            conversation: json,
+            conversation: ConversationJson::from(conversation.without_members()).fields,
             last_activity_at: iso_timestamp(entry.last_activity_ms),
             last_message: entry.last_message.map(MessageJson::from),
             unread_count: entry.unread_count,
@@ -496,25 +501,26 @@ impl From<Conversation> for ConversationJson {
     fn from(c: Conversation) -> Self {
         let created_at = iso_timestamp(c.created_at_ms);
         if c.is_group() {
-            Self {
+            let members = c.members.iter().map(GroupMemberJson::from).collect();
+            let fields = ConversationFields {
                 id: c.id,
                 kind: "group",
                 sender_id: None,
                 receiver_id: None,
-                members: Some(c.members.iter().map(GroupMemberJson::from).collect()),
                 name: Some(c.name),
                 created_at,
-            }
+            };
+            Self { fields, members: Some(members) }
         } else {
-            Self {
+            let fields = ConversationFields {
                 id: c.id,
                 kind: "direct",
                 sender_id: Some(c.sender_id),
                 receiver_id: Some(c.receiver_id),
                 name: None,
                 created_at,
-                members: None,
-            }
+            };
+            Self { fields, members: None }
         }
     }
 }

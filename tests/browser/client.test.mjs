@@ -225,3 +225,52 @@ test('the inbox shows an unread message; opening it reads it: two ticks for the 
     await client.close();
   }
 });
+
+test('a group from the page: create it, talk, add a member, make a moderator, remove a member', async () => {
+  const [a, b, c] = srv.users(3);
+  const pageA = await openClient(browser(), gatewayA(), { userId: a });
+  const pageB = await openClient(browser(), gatewayB(), { userId: b });
+  const pageC = await openClient(browser(), gatewayB(), { userId: c });
+
+  await pageA.page.fill('#group-name', 'Book club');
+  await pageA.page.fill('#group-members', String(b));
+  await pageA.page.click('#create-group');
+  await waitForText(pageA.page, '#joined', /^joined conversation \d+$/);
+  const groupId = Number(await pageA.page.inputValue('#conversation-id'));
+  assert.equal(await pageA.page.isVisible('#members-panel'), true, 'the members panel shows in a group');
+
+  // B finds the group in the inbox, by its name, and opens it.
+  await pageB.page.click('#inbox-refresh');
+  await waitForText(pageB.page, `${inboxItem(groupId)} .inbox-peer`, 'Group Book club');
+  await pageB.page.click(`${inboxItem(groupId)} .inbox-open`);
+  await waitForText(pageB.page, '#joined', `joined conversation ${groupId}`);
+  await pageB.page.waitForSelector('#members-panel:not([hidden])');
+
+  await pageA.page.fill('#message', 'Welcome to the club');
+  await pageA.page.click('#send');
+  await waitForText(pageB.page, '#messages > li:last-child .content', 'Welcome to the club');
+
+  // A adds C: everyone in the room sees the line; C can then open the group.
+  await pageA.page.fill('#member-id', String(c));
+  await pageA.page.click('#add-member');
+  for (const { page } of [pageA, pageB]) {
+    await waitForText(page, '#messages > li.member-change:last-child', `User ${c} added (member) by user ${a}`);
+  }
+  await joinConversation(pageC.page, groupId);
+
+  // A makes B a moderator; B removes C, whose page leaves the group.
+  await pageA.page.fill('#member-id', String(b));
+  await pageA.page.selectOption('#member-role', 'moderator');
+  await pageA.page.click('#set-role');
+  await waitForText(pageB.page, '#messages > li.member-change:last-child', `You made moderator by user ${a}`);
+  await pageB.page.fill('#member-id', String(c));
+  await pageB.page.click('#remove-member');
+  await waitForText(pageA.page, '#messages > li.member-change:last-child', `User ${c} removed (member) by user ${b}`);
+  await waitForText(pageC.page, '#messages > li.member-change:last-child', `You removed (member) by user ${b}`);
+  await pageC.page.waitForSelector('#send[disabled]');
+  await screenshot(pageA.page, `group-${srv.mode}`);
+  for (const client of [pageA, pageB, pageC]) {
+    client.check();
+    await client.close();
+  }
+});

@@ -157,8 +157,13 @@ test('every example in the document validates against its own schema', async () 
   assert.deepEqual(failures, []);
 
   // The validator is not blind: broken copies of real examples fail.
-  const conversation = { id: 7, sender_id: 1, receiver_id: 2, created_at: '2026-11-25T19:51:58.530Z' };
+  const conversation = { id: 7, type: 'direct', sender_id: 1, receiver_id: 2, created_at: '2026-11-25T19:51:58.530Z' };
   assert.equal(check('/components/schemas/ConversationJson', conversation), null);
+  assert.notEqual(check('/components/schemas/ConversationJson', { ...conversation, type: 'channel' }), null);
+  const group = { id: 8, type: 'group', name: 'Team', created_at: conversation.created_at,
+    members: [{ user_id: 1, role: 'owner', joined_at: conversation.created_at }] };
+  assert.equal(check('/components/schemas/ConversationJson', group), null);
+  assert.notEqual(check('/components/schemas/ConversationJson', { ...group, members: [{ user_id: 1, role: 'king', joined_at: group.created_at }] }), null);
   assert.notEqual(check('/components/schemas/ConversationJson', { ...conversation, id: 'seven' }), null);
   assert.notEqual(check('/components/schemas/ConversationJson', { ...conversation, created_at: 'yesterday' }), null);
   assert.notEqual(check('/components/schemas/ErrorJson', { statusCode: 404, error: 'Not Found', message: 3 }), null);
