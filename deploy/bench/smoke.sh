@@ -2,7 +2,8 @@
 # CI smoke of the load generator (seconds, not a benchmark): starts the all-in-one `chat` on a
 # free port with a fresh data directory, runs `chat-loadgen rate` for 3 s at a low rate, the
 # same with read receipts (`--mark-read`), `chat-loadgen inbox-list` on the inbox of one of
-# those users, and `chat-loadgen idle` with 50 connections, and fails if any reports a lost,
+# those users, `chat-loadgen group` (3 groups of 10), and `chat-loadgen idle` with 50
+# connections, and fails if any reports a lost,
 # duplicated or out-of-order message, a receipt not answered as the contract says, or any error.
 # Binaries: $CHAT_BIN (default $CARGO_TARGET_DIR/release/chat) and $LOADGEN_BIN (default
 # $CARGO_TARGET_DIR/release/chat-loadgen); build them first (`cargo build --release`).
@@ -39,6 +40,8 @@ base=2000000000000
   || status=1
 echo "== loadgen smoke: inbox-list"
 "$loadgen" inbox-list --url "$url" --user "$base" --requests 20 --warmup-requests 2 --expect-conversations 1 || status=1
+echo "== loadgen smoke: group fan-out"
+"$loadgen" group --url "$url" --groups 3 --members 10 --rate 30 --warmup 1s --duration 3s --drain 5s || status=1
 echo "== loadgen smoke: idle"
 "$loadgen" idle --url "$url" --users 50 --server-pid "$server" --settle-max 5s || status=1
 if ((status != 0)); then

@@ -16,7 +16,7 @@ use crate::user::{self, Load, Outcome, Phase, Plan, Shared};
 use crate::{rest, Common};
 
 /// User ids of one run are `base + index`; bases are this far apart.
-const USERS_PER_RUN: u64 = 1_000_000;
+pub(crate) const USERS_PER_RUN: u64 = 1_000_000;
 
 pub struct Crowd {
     pub metrics: Arc<Metrics>,
@@ -133,7 +133,7 @@ impl Crowd {
 
 /// A base no recent run used, so that runs against the same database do not meet each other's
 /// users or conversations.
-fn fresh_user_base() -> u64 {
+pub(crate) fn fresh_user_base() -> u64 {
     let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     USERS_PER_RUN * (1 + millis % 1_000_000)
 }

@@ -1,12 +1,14 @@
 //! `chat-loadgen`: simulated users against the chat Socket.IO API (ours or any server speaking
 //! it), measuring acknowledgement and delivery latency, throughput, delivery guarantees and
-//! memory per idle connection; optionally with read receipts, and the latency of inbox pages.
+//! memory per idle connection; optionally with read receipts; the latency of inbox pages; and
+//! the fan-out of group messages.
 //! A table on stdout for people, `--json FILE` for machines; the exit status is 1 when a check
 //! failed (lost, duplicated, out-of-order messages, errors, receipts not answered as the
 //! contract says) and 2 when the run could not be made.
 
 mod check;
 mod crowd;
+mod group;
 mod idle;
 mod inbox;
 mod jetstream;
@@ -76,6 +78,12 @@ enum Mode {
         window: u32,
         #[command(flatten)]
         receipts: Receipts,
+    },
+    /// Group fan-out, on the open loop: groups of `--members`, one sender each, every member
+    /// connected and joined; deliveries per second and their latency, nothing lost.
+    Group {
+        #[command(flatten)]
+        args: group::GroupArgs,
     },
     /// Idle connections (each joined to a conversation): the servers' memory per connection.
     Idle {
@@ -201,6 +209,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             Mode::Idle { common, settle_max, hold } => {
                 let report = idle::run(&common, settle_max, hold).await?;
+                report.print_table();
+                finish(cli.json, &report, report.ok)
+            }
+            Mode::Group { args } => {
+                let report = group::run(&args).await?;
                 report.print_table();
                 finish(cli.json, &report, report.ok)
             }

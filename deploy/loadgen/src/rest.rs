@@ -1,6 +1,6 @@
 //! REST on keep-alive HTTP/1.1 connections: opening conversations
-//! (`POST /api/chats/conversations`, several connections in parallel), and plain `GET`s for the
-//! inbox pages.
+//! (`POST /api/chats/conversations`) and creating groups (`POST /api/chats/groups`), several
+//! connections in parallel, and plain `GET`s for the inbox pages.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,30 +19,51 @@ struct Conversation {
     id: u64,
 }
 
-/// Opens one conversation per pair of user ids, with `parallel` connections spread over the
-/// endpoints; returns the conversation ids in the order of `pairs`.
+/// A conversation to create: a pair's, or a group of members (the first its creator).
+#[derive(Debug, Clone)]
+pub enum NewConversation {
+    Pair(u64, u64),
+    Group(Vec<u64>),
+}
+
+/// Opens one conversation per pair of user ids; their ids in the order of `pairs`.
 pub async fn open_conversations(
     endpoints: &[Arc<Endpoint>],
     pairs: &[(u64, u64)],
     parallel: usize,
 ) -> anyhow::Result<Vec<u64>> {
-    let pairs: Arc<[(u64, u64)]> = pairs.into();
+    let wanted: Vec<NewConversation> = pairs.iter().map(|&(a, b)| NewConversation::Pair(a, b)).collect();
+    create_conversations(endpoints, &wanted, parallel).await
+}
+
+/// Creates the conversations, with `parallel` connections spread over the endpoints; their
+/// ids in the order of `wanted`.
+pub async fn create_conversations(
+    endpoints: &[Arc<Endpoint>],
+    wanted: &[NewConversation],
+    parallel: usize,
+) -> anyhow::Result<Vec<u64>> {
+    let wanted: Arc<[NewConversation]> = wanted.into();
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
-    for worker in 0..parallel.clamp(1, pairs.len().max(1)) {
+    for worker in 0..parallel.clamp(1, wanted.len().max(1)) {
         let endpoint = Arc::clone(&endpoints[worker % endpoints.len()]);
-        let (pairs, next) = (Arc::clone(&pairs), Arc::clone(&next));
+        let (wanted, next) = (Arc::clone(&wanted), Arc::clone(&next));
         workers.push(tokio::spawn(async move {
             let mut client = Client::connect(&endpoint).await?;
-            let mut opened = Vec::new();
+            let mut created = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(a, b)) = pairs.get(i) else { return anyhow::Ok(opened) };
-                opened.push((i, client.open_conversation(a, b).await?));
+                let id = match wanted.get(i) {
+                    None => return anyhow::Ok(created),
+                    Some(NewConversation::Pair(a, b)) => client.open_conversation(*a, *b).await?,
+                    Some(NewConversation::Group(members)) => client.create_group(i, members).await?,
+                };
+                created.push((i, id));
             }
         }));
     }
-    let mut ids = vec![0; pairs.len()];
+    let mut ids = vec![0; wanted.len()];
     for worker in workers {
         for (i, id) in worker.await.context("conversation worker panicked")?? {
             ids[i] = id;
@@ -83,7 +104,21 @@ impl Client {
 
     async fn open_conversation(&mut self, sender_id: u64, receiver_id: u64) -> anyhow::Result<u64> {
         let body = format!("{{\"sender_id\":{sender_id},\"receiver_id\":{receiver_id}}}");
-        let request = hyper::Request::post("/api/chats/conversations")
+        self.post_conversation("/api/chats/conversations", body).await
+    }
+
+    /// A group of `members`, the first its creator.
+    async fn create_group(&mut self, index: usize, members: &[u64]) -> anyhow::Result<u64> {
+        let (creator, others) = members.split_first().context("a group needs a member")?;
+        let others: Vec<String> = others.iter().map(u64::to_string).collect();
+        let body =
+            format!("{{\"creator_id\":{creator},\"name\":\"load {index}\",\"member_ids\":[{}]}}", others.join(","));
+        self.post_conversation("/api/chats/groups", body).await
+    }
+
+    /// `POST path` with a JSON body that answers a conversation: its id.
+    async fn post_conversation(&mut self, path: &str, body: String) -> anyhow::Result<u64> {
+        let request = hyper::Request::post(path)
             .header(hyper::header::HOST, &self.authority)
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))?;
@@ -92,13 +127,10 @@ impl Client {
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         if !status.is_success() {
-            bail!(
-                "POST /api/chats/conversations for {sender_id} and {receiver_id}: {status} {}",
-                String::from_utf8_lossy(&body)
-            );
+            bail!("POST {path}: {status} {}", String::from_utf8_lossy(&body));
         }
         let conversation: Conversation =
-            serde_json::from_slice(&body).context("POST /api/chats/conversations: unexpected answer")?;
+            serde_json::from_slice(&body).with_context(|| format!("POST {path}: unexpected answer"))?;
         Ok(conversation.id)
     }
 }
