@@ -23,8 +23,9 @@ test(`Postgres unreachable for ${OUTAGE_MS / 1000} s (> --store-timeout ${STORE_
   const { a, b, conv, sa, sb } = await srv.pairAcrossGateways();
   const m1 = await srv.send(sb, b, conv.id, 'before the outage');
   const m2 = await srv.send(sb, b, conv.id, 'also before');
-  // A first mark while all is well: the conversation and membership are known on the way.
-  const first = srv.once(sb, 'message-read', 5000);
+  // A first mark while all is well: the conversation and membership are known on the way. Its
+  // announcement reaches both sockets (through their two gateways, apart) before recording.
+  const first = Promise.all([srv.once(sb, 'message-read', 5000), srv.once(sa, 'message-read', 5000)]);
   assert.deepEqual(await sa.timeout(5000).emitWithAck('mark-read', { conversationId: conv.id, messageId: m1.id }),
     { success: true, conversationId: conv.id, messageId: m1.id });
   await first;
