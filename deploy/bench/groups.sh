@@ -41,7 +41,7 @@ command_line=$(sed -E 's/ --out [^ ]+//; s/ +$//' <<<"$command_line")
 
 members_total=1000
 sizes=(10 100 1000)
-steps=(25000 50000 100000 150000 200000) # deliveries/s
+steps=(25000 50000 100000 150000 200000 300000) # deliveries/s
 p99_limit_ms=250
 if ((quick)); then
   warmup=1s duration=2s steps=(5000 10000)

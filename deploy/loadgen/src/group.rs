@@ -170,12 +170,17 @@ pub async fn run(args: &GroupArgs) -> anyhow::Result<GroupReport> {
     let cpu_end = server_cpu(&common.server_pid);
     dispatching.await.context("the dispatcher panicked")?;
 
-    // Drain: until every owed delivery came, or none came for `--drain`.
-    let owed = |metrics: &Metrics| metrics.acked.get() * args.members as u64;
-    let mut last = (metrics.delivered.get(), Instant::now());
-    while metrics.delivered.get() < owed(&metrics) {
+    // Drain: until every send is answered and every owed delivery came, or nothing came for
+    // `--drain`.
+    let progress = |metrics: &Metrics| (metrics.acked.get() + metrics.message_errors.get(), metrics.delivered.get());
+    let settled = |metrics: &Metrics| {
+        let (answered, delivered) = progress(metrics);
+        answered >= metrics.sent.get() && delivered >= metrics.acked.get() * args.members as u64
+    };
+    let mut last = (progress(&metrics), Instant::now());
+    while !settled(&metrics) {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = metrics.delivered.get();
+        let now = progress(&metrics);
         if now != last.0 {
             last = (now, Instant::now());
         } else if last.1.elapsed() >= common.drain {
