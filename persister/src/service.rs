@@ -380,13 +380,12 @@ impl Persister {
         }
         let batch: Vec<NewMessage> = accepted
             .iter()
-            .map(|(c, conversation)| NewMessage {
+            .map(|(c, _)| NewMessage {
                 conversation_id: c.conversation_id,
                 sender_id: c.sender_id,
                 message_type: c.message_type.clone(),
                 content: c.content.clone(),
                 dedup_key: c.dedup_key(),
-                members: conversation.participants(),
             })
             .collect();
         let stored = if batch.is_empty() {

@@ -56,8 +56,6 @@ pub struct NewMessage {
     pub content: String,
     /// Unique per sender: a second message with the same key is not stored.
     pub dedup_key: String,
-    /// The conversation's members, whose inbox rows the message moves.
-    pub members: Vec<i64>,
 }
 
 /// A receipt accepted for storage: move `user_id`'s position in the conversation to
@@ -527,9 +525,14 @@ impl Store {
         }
         let txn = self.db.begin().await?;
         let inserted = Self::insert_new(&txn, batch).await?;
-        // In slices: a batch of large groups moves thousands of rows, past a statement's
-        // bound parameters.
-        for rows in inbox_moves(batch, &inserted).chunks(ROWS_PER_UPSERT) {
+        // The members who did not send in the batch: one statement per conversation, whatever
+        // the number of members (a group's thousand rows are not sent as parameters).
+        for update in others_moves(&inserted) {
+            update.exec(&txn).await?;
+        }
+        // The senders' own rows: their positions move to their newest message.
+        let senders = sender_moves(&inserted);
+        for rows in senders.chunks(ROWS_PER_UPSERT) {
             member::Entity::insert_many(rows.iter().cloned()).on_conflict(inbox_move_rules()).exec(&txn).await?;
         }
         if let Err(e) = txn.commit().await {
@@ -930,31 +933,74 @@ const PAIRS_PER_STATEMENT: usize = 200;
 /// Most members' rows one upsert writes (some ten bound parameters each).
 const ROWS_PER_UPSERT: usize = 2_000;
 
-/// The inbox rows a batch's new messages move, one per member of each conversation in the
-/// batch: the conversation's newest message and activity, and for each member either the
-/// messages of others to add to the unread count, or, for a member who sent one of them, the
-/// new read and delivered position (their newest own message) and the unread count after it.
-/// `inserted` is in id order; each row says where the member stands after the batch.
-fn inbox_moves(batch: &[NewMessage], inserted: &[message::Model]) -> Vec<member::ActiveModel> {
+/// The new messages of a batch by conversation, in id order.
+fn by_conversation(inserted: &[message::Model]) -> Vec<(i64, Vec<&message::Model>)> {
+    let mut conversations: Vec<(i64, Vec<&message::Model>)> = Vec::new();
+    for message in inserted {
+        match conversations.iter_mut().find(|(id, _)| *id == message.conversation_id) {
+            Some((_, messages)) => messages.push(message),
+            None => conversations.push((message.conversation_id, vec![message])),
+        }
+    }
+    for (_, messages) in &mut conversations {
+        messages.sort_by_key(|m| m.id);
+    }
+    conversations
+}
+
+/// What a batch's new messages do to the rows of the members who sent none of them, one
+/// `UPDATE` per conversation: `k` more unread, and the conversation's newest message and
+/// activity where they are newer than the row's. (Every member's row exists from the
+/// conversation's creation or the member's joining; a removed member has none, and gets
+/// nothing.)
+fn others_moves(inserted: &[message::Model]) -> Vec<sea_orm::UpdateMany<member::Entity>> {
+    use member::Column as M;
+    by_conversation(inserted)
+        .into_iter()
+        .filter_map(|(conversation_id, new)| {
+            let newest = new.last()?;
+            let mut senders: Vec<i64> = new.iter().map(|m| m.sender_id).collect();
+            senders.sort_unstable();
+            senders.dedup();
+            // Every SET expression reads the row as it was: both see the old last_message_id.
+            let newer = |column: M, value: sea_orm::Value| -> sea_orm::sea_query::SimpleExpr {
+                Expr::case(Expr::col(M::LastMessageId).lt(newest.id), Expr::val(value))
+                    .finally(Expr::col(column))
+                    .into()
+            };
+            let more_unread = i64::try_from(new.len()).unwrap_or(i64::MAX);
+            Some(
+                member::Entity::update_many()
+                    .col_expr(M::UnreadCount, Expr::col(M::UnreadCount).add(more_unread))
+                    .col_expr(M::LastActivityAt, newer(M::LastActivityAt, newest.created_at.into()))
+                    .col_expr(M::LastMessageId, newer(M::LastMessageId, newest.id.into()))
+                    .filter(M::ConversationId.eq(conversation_id))
+                    .filter(M::UserId.is_not_in(senders)),
+            )
+        })
+        .collect()
+}
+
+/// The rows of the members who sent in a batch, for an upsert by [`inbox_move_rules`]: the
+/// conversation's newest message and activity, the sender's read and delivered position at
+/// their newest own message, and the unread count after it (the others' messages after it).
+fn sender_moves(inserted: &[message::Model]) -> Vec<member::ActiveModel> {
     let mut rows = Vec::new();
-    let mut conversations: Vec<i64> = inserted.iter().map(|m| m.conversation_id).collect();
-    conversations.sort_unstable();
-    conversations.dedup();
-    for conversation_id in conversations {
-        let new: Vec<&message::Model> = inserted.iter().filter(|m| m.conversation_id == conversation_id).collect();
-        let Some(newest) = new.iter().max_by_key(|m| m.id) else { continue };
-        let members = batch.iter().find(|m| m.conversation_id == conversation_id).map_or(&[][..], |m| &m.members[..]);
-        for &user_id in members {
+    for (conversation_id, new) in by_conversation(inserted) {
+        let Some(newest) = new.last() else { continue };
+        let mut senders: Vec<i64> = new.iter().map(|m| m.sender_id).collect();
+        senders.sort_unstable();
+        senders.dedup();
+        for user_id in senders {
             let own_last = new.iter().filter(|m| m.sender_id == user_id).map(|m| m.id).max().unwrap_or(0);
             let unread = new.iter().filter(|m| m.sender_id != user_id && m.id > own_last).count();
-            let read_at = (own_last > 0).then_some(newest.created_at);
             rows.push(member::ActiveModel {
                 conversation_id: Set(conversation_id),
                 user_id: Set(user_id),
                 last_read_message_id: Set(own_last),
-                read_at: Set(read_at),
+                read_at: Set(Some(newest.created_at)),
                 last_delivered_message_id: Set(own_last),
-                delivered_at: Set(read_at),
+                delivered_at: Set(Some(newest.created_at)),
                 unread_count: Set(i64::try_from(unread).unwrap_or(i64::MAX)),
                 last_message_id: Set(newest.id),
                 last_activity_at: Set(newest.created_at),
@@ -965,9 +1011,9 @@ fn inbox_moves(batch: &[NewMessage], inserted: &[message::Model]) -> Vec<member:
     rows
 }
 
-/// How a row of [`inbox_moves`] meets the stored one: a position only moves forward; a member
-/// who sent in the batch has the unread count after their message, the others the stored
-/// count plus the new messages; the newest message and activity are the later of the two.
+/// How a row of [`sender_moves`] meets the stored one: a position only moves forward; the
+/// sender has the unread count after their message (a row without a read position, the stored
+/// count plus the new messages); the newest message and activity are the later of the two.
 /// (Portable SQL: `excluded` and the table's name work on Postgres and SQLite alike.)
 fn inbox_move_rules() -> OnConflict {
     let t = MEMBERS_TABLE;
@@ -1065,7 +1111,6 @@ mod tests {
             message_type: "text".into(),
             content: content.into(),
             dedup_key: format!("k:{content}"),
-            members: vec![1, 2],
         }
     }
 
@@ -1103,8 +1148,7 @@ mod tests {
         let ids: Vec<i64> = store.conversations_of(10).await.unwrap().iter().map(|c| c.id).collect();
         assert_eq!(ids, vec![direct.id, again.id, group.id], "newest first");
         // A message moves every member's inbox row.
-        let message = NewMessage { members: group.participants(), ..text(group.id, 11, "hi all") };
-        let stored = store.insert_messages(&[message]).await.unwrap();
+        let stored = store.insert_messages(&[text(group.id, 11, "hi all")]).await.unwrap();
         assert_eq!(standing(&store, group.id, 10).await, (1, 0, 0));
         assert_eq!(standing(&store, group.id, 12).await, (1, 0, 0));
         assert_eq!(standing(&store, group.id, 11).await, (0, stored[0].id, stored[0].id));
@@ -1129,7 +1173,7 @@ mod tests {
         let (_dir, store) = temp_store().await;
         let group = store.create_group(10, "Team", &[11, 12]).await.unwrap();
         let g = group.id;
-        let first = store.insert_messages(&[NewMessage { members: group.participants(), ..text(g, 10, "hi") }]).await;
+        let first = store.insert_messages(&[text(g, 10, "hi")]).await;
         let first = first.unwrap()[0].id;
         let apply = |changes: Vec<NewMemberChange>| {
             let store = store.clone();

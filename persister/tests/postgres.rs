@@ -47,7 +47,6 @@ async fn the_store_works_on_postgres() {
             message_type: "text".into(),
             content: format!("m{i}"),
             dedup_key: format!("r:{i}"),
-            members: vec![10, 20],
         })
         .collect();
     let stored = store.insert_messages(&batch).await.unwrap();
@@ -82,7 +81,6 @@ async fn the_store_works_on_postgres() {
             conversation_id: conversation.id,
             sender_id: 20,
             dedup_key: format!("{key}:{other}"),
-            members: vec![20, other],
             ..batch[0].clone()
         };
         let id = store.insert_messages(&[message("first"), message("second")]).await.unwrap()[0].id;
