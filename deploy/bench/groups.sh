@@ -12,9 +12,10 @@
 # message. The highest step that held is the configuration's sustained fan-out. Targets:
 # >= 100,000 deliveries/s all-in-one, >= 50,000 in the cluster with 2 gateways.
 #
-# Usage: deploy/bench/groups.sh [--quick] [--out DIR]
-#   --quick  1 + 2 s steps and only the first two rates: to try the script, not for numbers.
-#   --out    where GROUPS.md and raw-groups/ go (default: this directory).
+# Usage: deploy/bench/groups.sh [--quick] [--out DIR] [--sizes "10 100 1000"] [--configs "all-in-one cluster"]
+#   --quick    1 + 2 s steps and only the first two rates: to try the script, not for numbers.
+#   --out      where GROUPS.md and raw-groups/ go (default: this directory).
+#   --sizes    group sizes to run (each divides 1,000); --configs: which configurations.
 # Env: CHAT_BIN, LOADGEN_BIN (default: built here, `cargo build --release --locked`, in
 #      CARGO_TARGET_DIR), CHAT_COMMIT (for GROUPS.md; default: this checkout's), PG_URL (default
 #      postgres://postgres@127.0.0.1:5432; a fresh database is created and dropped there),
@@ -27,11 +28,15 @@ source "$here/lib.sh"
 
 quick=0
 out=$here
+sizes=(10 100 1000)
+configs=(all-in-one cluster)
 command_line="deploy/bench/groups.sh $*"
 while (($#)); do
   case $1 in
     --quick) quick=1 ;;
     --out) out=$2; shift ;;
+    --sizes) read -r -a sizes <<<"$2"; shift ;;
+    --configs) read -r -a configs <<<"$2"; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -40,7 +45,6 @@ done
 command_line=$(sed -E 's/ --out [^ ]+//; s/ +$//' <<<"$command_line")
 
 members_total=1000
-sizes=(10 100 1000)
 steps=(25000 50000 100000 150000 200000 300000) # deliveries/s
 p99_limit_ms=250
 if ((quick)); then
@@ -145,15 +149,15 @@ sweep() {
   done
 }
 
-log "all-in-one"
-all_in_one
-sweep all-in-one
-stop_configuration
-
-log "cluster: 2 gateways"
-cluster
-sweep cluster
-stop_configuration
+for config in "${configs[@]}"; do
+  case $config in
+    all-in-one) log "all-in-one"; all_in_one ;;
+    cluster) log "cluster: 2 gateways"; cluster ;;
+    *) echo "unknown configuration $config" >&2; exit 2 ;;
+  esac
+  sweep "$config"
+  stop_configuration
+done
 
 bash "$here/groups-report.sh" "$raw" "$p99_limit_ms" >"$out/GROUPS.md"
 log "wrote $out/GROUPS.md"

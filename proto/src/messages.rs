@@ -83,15 +83,6 @@ impl Conversation {
         }
     }
 
-    /// Everyone in the conversation: its two users, or the group's members.
-    pub fn participants(&self) -> Vec<i64> {
-        if self.is_group() {
-            self.members.iter().map(|m| m.user_id).collect()
-        } else {
-            vec![self.sender_id, self.receiver_id]
-        }
-    }
-
     /// The conversation without its member list: what a message carries along.
     pub fn without_members(&self) -> Self {
         Self { members: Vec::new(), ..self.clone() }

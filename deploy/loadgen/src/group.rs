@@ -23,6 +23,10 @@ use crate::schedule::{self, Arrivals, Schedule};
 use crate::sio::{self, Endpoint, Inbound, Ws};
 use crate::{procfs, Common};
 
+/// The crowd has settled once no frame came for this long (at most [`SETTLE_MAX`] after set-up).
+const SETTLED_AFTER: Duration = Duration::from_secs(1);
+const SETTLE_MAX: Duration = Duration::from_secs(60);
+
 /// Settings of the group mode.
 #[derive(Debug, clap::Args)]
 pub struct GroupArgs {
@@ -51,6 +55,8 @@ pub struct GroupReport {
     pub rate_target: f64,
     pub arrival: Arrivals,
     pub setup_s: f64,
+    /// Waiting for the presence announcements of the members' arrival to end.
+    pub settle_s: f64,
     pub warmup_s: f64,
     pub duration_s: f64,
     pub sent: u64,
@@ -155,6 +161,19 @@ pub async fn run(args: &GroupArgs) -> anyhow::Result<GroupReport> {
         bail!("{} of {users} members could not connect and join, e.g.: {}", failures.len(), failures[0]);
     }
     let setup_s = started.elapsed().as_secs_f64();
+    // Settle: every member coming online is announced to its co-members (the group's
+    // presence), some members² events; the measurement starts once they have arrived.
+    let settling = Instant::now();
+    let mut frames = metrics.frames.get();
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < SETTLED_AFTER && settling.elapsed() < SETTLE_MAX {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = metrics.frames.get();
+        if now != frames {
+            (frames, quiet_since) = (now, Instant::now());
+        }
+    }
+    let settle_s = settling.elapsed().as_secs_f64();
 
     // Warm-up, then the measured window, from one clock.
     let start = Instant::now();
@@ -204,6 +223,7 @@ pub async fn run(args: &GroupArgs) -> anyhow::Result<GroupReport> {
         rate_target: args.rate,
         arrival: args.arrival,
         setup_s,
+        settle_s,
         warmup_s: common.warmup.as_secs_f64(),
         duration_s: window_s,
         sent: metrics.sent.get(),
@@ -349,6 +369,7 @@ async fn on_frame(
             false
         }
         Inbound::Event { name, payload } => {
+            metrics.frames.add(1);
             let now = metrics.now_ns();
             match name {
                 "receive-message" | "message-sent" => {
@@ -390,7 +411,10 @@ impl GroupReport {
             self.rate_target,
             self.arrival.name()
         );
-        println!("set-up {:.1} s, warm-up {:.0} s, measured {:.0} s", self.setup_s, self.warmup_s, self.duration_s);
+        println!(
+            "set-up {:.1} s, settled after {:.1} s, warm-up {:.0} s, measured {:.0} s",
+            self.setup_s, self.settle_s, self.warmup_s, self.duration_s
+        );
         println!(
             "throughput: {:.0} messages/s, {:.0} deliveries/s   (totals: sent {}, acked {}, deliveries {})",
             self.messages_per_s, self.deliveries_per_s, self.sent, self.acked, self.deliveries
