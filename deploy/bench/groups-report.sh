@@ -27,13 +27,14 @@ for config in all-in-one cluster; do
   for size in 10 100 1000; do
     files=$(ls "$raw"/"$config"-g"$size"-d*.json 2>/dev/null | sort -t d -k3 -n || true)
     [[ -z $files ]] && continue
-    best="—" missed="none"
+    best="—" missed="none: the highest step held"
     for f in $(for f in $files; do echo "$(jq '.rate_target * .members' "$f") $f"; done | sort -n | cut -d' ' -f2); do
       held=$(jq --argjson limit "$limit" '.ok and .delivery_latency_ms.p99 < $limit' "$f")
       if [[ $held == true ]]; then
         best=$f
       else
-        missed=$(jq -r --argjson limit "$limit" '"\(.rate_target * .members | floor) (p99 \(.delivery_latency_ms.p99 | . * 10 | round / 10) ms, lost \(.lost), errors \(.errors + .message_errors))"' "$f")
+        missed=$(jq -r '"\(.rate_target * .members | floor) " + if .run_failed then "(not run: \(.run_failed))" else
+          "(p99 \(.delivery_latency_ms.p99 | . * 10 | round / 10) ms, lost \(.lost), errors \(.errors + .message_errors))" end' "$f")
         break
       fi
     done
@@ -50,5 +51,9 @@ echo
 echo "| run | offered deliveries/s | measured deliveries/s | p50 / p99 / max delivery (ms) | lost | duplicates | out of order | errors |"
 echo "|---|---|---|---|---|---|---|---|"
 for f in "$raw"/*-g*-d*.json; do
+  if jq -e '.run_failed' "$f" >/dev/null; then
+    jq -r --arg name "$(basename "$f" .json)" '"| \($name) | \(.rate_target * .members | floor) | not run: \(.run_failed) | | | | | |"' "$f"
+    continue
+  fi
   jq -r --arg name "$(basename "$f" .json)" '"| \($name) | \(.rate_target * .members | floor) | \(.deliveries_per_s | round) | \(.delivery_latency_ms.p50 | . * 10 | round / 10) / \(.delivery_latency_ms.p99 | . * 10 | round / 10) / \(.delivery_latency_ms.max | round) | \(.lost) | \(.duplicates) | \(.out_of_order) | \(.errors + .message_errors) |"' "$f"
 done

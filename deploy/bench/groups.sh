@@ -138,7 +138,12 @@ sweep() {
       echo "chat-loadgen group ${urls[*]} --groups $groups --members $size --rate $rate --warmup $warmup --duration $duration --json raw-groups/$name.json" \
         >>"$raw/commands.txt"
       "$loadgen" group "${urls[@]}" "${pid_args[@]}" --groups "$groups" --members "$size" --rate "$rate" \
-        --warmup "$warmup" --duration "$duration" --drain 5s --json "$raw/$name.json" >&2 || true
+        --warmup "$warmup" --duration "$duration" --drain 5s --json "$raw/$name.json" 2>"$tmp/$name.err" >&2 || true
+      cat "$tmp/$name.err" >&2
+      if [[ ! -s $raw/$name.json ]]; then # no report: the run could not be made (set-up failed)
+        jq -n --argjson g "$groups" --argjson m "$size" --argjson r "$rate" --arg why "$(tail -1 "$tmp/$name.err")" \
+          '{groups: $g, members: $m, rate_target: $r, ok: false, run_failed: $why}' >"$raw/$name.json"
+      fi
       p99=$(jq '.delivery_latency_ms.p99' "$raw/$name.json" 2>/dev/null || echo 1e9)
       ok=$(jq '.ok' "$raw/$name.json" 2>/dev/null || echo false)
       if [[ $ok != true ]] || jq -en "$p99 >= $p99_limit_ms" >/dev/null; then
