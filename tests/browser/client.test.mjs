@@ -237,7 +237,8 @@ test('a group from the page: create it, talk, add a member, make a moderator, re
   await pageA.page.click('#create-group');
   await waitForText(pageA.page, '#joined', /^joined conversation \d+$/);
   const groupId = Number(await pageA.page.inputValue('#conversation-id'));
-  assert.equal(await pageA.page.isVisible('#members-panel'), true, 'the members panel shows in a group');
+  // The panel shows once the join has loaded the history (after "joined" is written).
+  await pageA.page.waitForSelector('#members-panel:not([hidden])', { timeout: 5000 });
 
   // B finds the group in the inbox, by its name, and opens it.
   await pageB.page.click('#inbox-refresh');
