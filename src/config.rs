@@ -159,6 +159,11 @@ pub struct Settings {
     #[arg(long, env = "CHAT_BATCHES_IN_FLIGHT", default_value_t = persister_defaults::BATCHES_IN_FLIGHT as u32, value_parser = clap::value_parser!(u32).range(1..=64), global = true)]
     pub batches_in_flight: u32,
 
+    /// Messages older than this are deleted by the persister, in batches, with their
+    /// reactions and changes (`30d`, `12h`); unset keeps them for ever.
+    #[arg(long, env = "CHAT_RETENTION", value_parser = parse_retention, global = true)]
+    pub retention: Option<humantime::Duration>,
+
     /// Longest message `content` accepted, in characters.
     #[arg(long, env = "CHAT_MAX_CONTENT_CHARS", default_value_t = gateway_defaults::MAX_CONTENT_CHARS, global = true)]
     pub max_content_chars: usize,
@@ -300,6 +305,7 @@ impl Settings {
             max_batch: self.batch_max as usize,
             batch_linger: self.batch_linger.into(),
             batches_in_flight: self.batches_in_flight as usize,
+            retention: self.retention.map(Into::into),
         }
     }
 
@@ -330,6 +336,14 @@ fn parse_lease(raw: &str) -> Result<humantime::Duration, String> {
         return Err(format!("{raw} is too short for a lease: at least 1s"));
     }
     Ok(lease.into())
+}
+
+fn parse_retention(raw: &str) -> Result<humantime::Duration, String> {
+    let retention = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
+    if retention < Duration::from_secs(1) {
+        return Err(format!("{raw} is too short a retention: at least 1s"));
+    }
+    Ok(retention.into())
 }
 
 /// Subject tokens may not be empty or hold spaces or wildcards.

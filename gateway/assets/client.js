@@ -2,7 +2,11 @@
 // page, send messages and watch their state, see who types and who comes and goes, see the
 // inbox (conversations with their unread counts) and, on one's own messages, ticks for what the
 // other member got (one) and read (two). Groups: create one, add and remove members, give the
-// moderator role, leave; membership changes show as lines among the messages.
+// moderator role, leave; membership changes show as lines among the messages. Each stored message
+// has small controls: edit (one's own text messages), delete (one's own; in a group any message
+// for its owner and moderators), and reactions (a few fixed emojis, and any other one used, with
+// their counts; a click toggles one's own). Edits show "(edited)", a deleted message stays as a
+// "message deleted" tombstone without controls.
 //
 // Everything the server or another user sends is rendered with textContent, never as HTML: a
 // message is shown exactly as it was typed. The page's Content-Security-Policy forbids inline
@@ -33,6 +37,12 @@
   /** Tick marks by receipt: what the other member did with one of our messages. */
   const TICKS = { none: '', delivered: '\u2713', read: '\u2713\u2713' };
   const TICK_TITLES = { none: '', delivered: 'delivered', read: 'read' };
+  /** The reactions offered on every message (👍 ❤️ 😂); others' other emojis show too, with their counts. */
+  const QUICK_REACTIONS = ['\u{1F44D}', '\u2764\uFE0F', '\u{1F602}'];
+  /** What a tombstone shows in place of the content. */
+  const DELETED_TEXT = 'message deleted';
+  /** Roles that may delete anyone's message in a group. */
+  const MODERATING_ROLES = new Set(['owner', 'moderator']);
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -110,6 +120,19 @@
     inbox: { entries: new Map(), next: null, seq: 0, debounce: null, poll: null },
     /** Groups this page knows of (created here, or seen in the inbox): id → name. */
     groups: new Map(),
+    /**
+     * Group id → (user id → role), from the group's creation here, the inbox and membership
+     * events: it tells whether we may delete others' messages in the open group.
+     */
+    roles: new Map(),
+    /**
+     * Message id (open conversation) → its reactions: `counts` ({emoji: total}), `mine` (the
+     * emojis we added) and `events` (how many updates came, so that a `react` acknowledgement
+     * overtaken by a newer event does not put older counts back).
+     */
+    reactions: new Map(),
+    /** Membership events seen: roles in an inbox page asked for before the latest one are stale. */
+    roleEvents: 0,
   };
 
   // ---- small helpers -------------------------------------------------------------------------
@@ -205,20 +228,26 @@
 
   function messageRow(own) {
     const row = element('li', own ? 'message own' : 'message');
-    row.append(element('span', 'meta'), element('p', 'content'), element('span', 'state'));
+    const edited = element('span', 'edited', '(edited)');
+    edited.hidden = true;
+    row.append(element('span', 'meta'), edited, element('p', 'content'), element('span', 'state'));
     if (own) row.append(element('span', 'ticks'));
     return row;
   }
 
   function fillRow(row, message) {
     row.dataset.id = String(message.id);
+    row.dataset.sender = String(message.sender_id);
+    row.dataset.type = typeof message.message_type === 'string' ? message.message_type : 'text';
     const time = new Date(message.timestamp);
     const when = Number.isNaN(time.getTime()) ? String(message.timestamp) : time.toLocaleTimeString();
     row.querySelector('.meta').textContent = `#${message.id} · user ${message.sender_id} · ${when}`;
-    row.querySelector('.content').textContent = String(message.content);
     state.rows.set(message.id, row);
     state.oldestId = state.oldestId === null ? message.id : Math.min(state.oldestId, message.id);
     state.newestId = Math.max(state.newestId, message.id);
+    applyContent(row, message);
+    noteReactions(message.id, message);
+    renderControls(row);
     renderTicks(row);
   }
 
@@ -320,15 +349,350 @@
     ui.message.value = '';
   }
 
+  // ---- edits, deletes and reactions ---------------------------------------------------------
+
+  /** Milliseconds of an ISO time, or 0 for none (null, missing, unreadable). */
+  function timeValue(iso) {
+    const ms = typeof iso === 'string' ? Date.parse(iso) : NaN;
+    return Number.isNaN(ms) ? 0 : ms;
+  }
+
+  /**
+   * Shows a stored message's content and state: a tombstone once deleted (for good: nothing
+   * brings it back), else the content, "(edited)" when it was. A version older than the one
+   * shown (an acknowledgement overtaken by a newer edit's event) changes nothing.
+   */
+  function applyContent(row, message) {
+    if (row.dataset.deleted === 'true') return;
+    if (message.deleted_at) return showTombstone(row, message.deleted_at);
+    const editedAt = timeValue(message.edited_at);
+    if (editedAt < Number(row.dataset.editedAt ?? 0)) return;
+    row.querySelector('.content').textContent = String(message.content ?? '');
+    if (editedAt === 0) return;
+    row.dataset.editedAt = String(editedAt);
+    row.dataset.edited = 'true';
+    const edited = row.querySelector('.edited');
+    edited.hidden = false;
+    edited.title = `edited ${new Date(editedAt).toLocaleString()}`;
+  }
+
+  /** A deleted message: "message deleted" in place of its content, and no controls. */
+  function showTombstone(row, deletedAt) {
+    endEdit(row);
+    row.dataset.deleted = 'true';
+    if (typeof deletedAt === 'string') row.dataset.deletedAt = deletedAt;
+    row.classList.add('deleted');
+    row.querySelector('.content').textContent = DELETED_TEXT;
+    row.querySelector('.edited').hidden = true;
+    for (const el of row.querySelectorAll('.message-actions, .reactions, .change-error')) el.remove();
+    const id = Number(row.dataset.id);
+    if (Number.isSafeInteger(id)) state.reactions.delete(id);
+  }
+
+  /** `{emoji: total}` from the server, totals above 0 only. */
+  function countsFrom(value) {
+    const counts = {};
+    if (!value || typeof value !== 'object') return counts;
+    for (const [emoji, total] of Object.entries(value)) {
+      if (Number.isSafeInteger(total) && total > 0) counts[emoji] = total;
+    }
+    return counts;
+  }
+
+  function reactionsOf(messageId) {
+    let reactions = state.reactions.get(messageId);
+    if (!reactions) {
+      reactions = { counts: {}, mine: new Set(), events: 0 };
+      state.reactions.set(messageId, reactions);
+    }
+    return reactions;
+  }
+
+  /** The reactions a message carries (history, replay, `message-updated`), where it has them. */
+  function noteReactions(messageId, message) {
+    if (message.deleted_at) return;
+    const reactions = reactionsOf(messageId);
+    if (message.reactions && typeof message.reactions === 'object') reactions.counts = countsFrom(message.reactions);
+    if (Array.isArray(message.my_reactions)) reactions.mine = new Set(message.my_reactions.map(String));
+  }
+
+  /** Our role in the open conversation when it is a group we know the roles of, else null. */
+  function myRole() {
+    return state.roles.get(state.conversationId)?.get(state.userId) ?? null;
+  }
+
+  /** Takes a group's roles from a list of members `[{user_id, role}]` (its creation, the inbox). */
+  function setGroupRoles(conversationId, members) {
+    if (!Array.isArray(members)) return;
+    const roles = new Map();
+    for (const member of members) {
+      const user = positiveInteger(member?.user_id);
+      if (user !== null && typeof member.role === 'string') roles.set(user, member.role);
+    }
+    const before = myRole();
+    state.roles.set(conversationId, roles);
+    if (conversationId === state.conversationId && myRole() !== before) renderAllControls();
+  }
+
+  /** One member's role changed (`role` null: no longer a member). */
+  function noteRole(conversationId, userId, role) {
+    const id = positiveInteger(conversationId);
+    const user = positiveInteger(userId);
+    if (id === null || user === null) return;
+    state.roleEvents += 1;
+    const before = myRole();
+    let roles = state.roles.get(id);
+    if (!roles) state.roles.set(id, (roles = new Map()));
+    if (typeof role === 'string') roles.set(user, role);
+    else roles.delete(user);
+    if (id === state.conversationId && myRole() !== before) renderAllControls();
+  }
+
+  function renderAllControls() {
+    for (const row of state.rows.values()) renderControls(row);
+  }
+
+  function actionButton(action, text, title, messageId) {
+    const button = element('button', `message-action ${action}-message`, text);
+    button.type = 'button';
+    button.title = title;
+    button.dataset.action = action;
+    button.dataset.messageId = String(messageId);
+    return button;
+  }
+
+  /**
+   * A stored message's controls: edit (our own text messages), delete (our own; any in a group
+   * we own or moderate), and its reactions. Rebuilt only when what they offer changes.
+   */
+  function renderControls(row) {
+    const id = Number(row.dataset.id);
+    if (row.dataset.deleted === 'true' || !Number.isSafeInteger(id)) return;
+    const own = Number(row.dataset.sender) === state.userId;
+    const canEdit = own && row.dataset.type === 'text';
+    const canDelete = own || (state.groups.has(state.conversationId) && MODERATING_ROLES.has(myRole()));
+    const key = `${canEdit}/${canDelete}`;
+    const actions = row.querySelector('.message-actions');
+    if (!actions || actions.dataset.key !== key) {
+      const fresh = element('span', 'message-actions');
+      fresh.dataset.key = key;
+      fresh.dataset.messageId = String(id);
+      if (canEdit) fresh.append(actionButton('edit', 'edit', 'Edit this message', id));
+      if (canDelete) fresh.append(actionButton('delete', 'delete', 'Delete this message', id));
+      if (actions) actions.replaceWith(fresh);
+      else row.append(fresh);
+    }
+    renderReactions(row);
+  }
+
+  /** The reaction buttons: the fixed ones, then any other emoji in use; each with its count. */
+  function renderReactions(row) {
+    const id = Number(row.dataset.id);
+    if (row.dataset.deleted === 'true' || !Number.isSafeInteger(id)) return;
+    const { counts, mine } = reactionsOf(id);
+    const emojis = [...QUICK_REACTIONS, ...Object.keys(counts).filter((emoji) => !QUICK_REACTIONS.includes(emoji))];
+    let box = row.querySelector('.reactions');
+    if (!box) {
+      box = element('span', 'reactions');
+      box.dataset.messageId = String(id);
+      row.append(box);
+    }
+    const buttons = [...box.children];
+    if (buttons.map((button) => button.dataset.emoji).join(' ') !== emojis.join(' ')) {
+      box.replaceChildren(...emojis.map((emoji) => {
+        const button = element('button', 'reaction');
+        button.type = 'button';
+        button.dataset.action = 'react';
+        button.dataset.emoji = emoji;
+        button.dataset.messageId = String(id);
+        return button;
+      }));
+    }
+    for (const button of box.children) {
+      const emoji = button.dataset.emoji;
+      const count = counts[emoji] ?? 0;
+      const pressed = mine.has(emoji);
+      button.dataset.count = String(count);
+      button.dataset.mine = String(pressed);
+      button.setAttribute('aria-pressed', String(pressed));
+      button.textContent = count > 0 ? `${emoji} ${count}` : emoji;
+      button.title = pressed ? `Take back your ${emoji}` : `React with ${emoji}`;
+    }
+  }
+
+  /** A refused (or unanswered) change: in the error list, and on the message's row until the next success. */
+  function changeFailed(row, name, error) {
+    showError(`${name} #${row.dataset.id}: ${error}`);
+    let shown = row.querySelector('.change-error');
+    if (!shown) row.append((shown = element('span', 'change-error')));
+    shown.textContent = `${name} failed: ${error}`;
+    row.dataset.change = 'failed';
+  }
+
+  /**
+   * Emits `edit-message`, `delete-message` or `react` about a row's message, and waits for its
+   * acknowledgement: the ack on success, else null (the reason is shown; the server's `error`
+   * event about it shows too). Null as well when the page has moved to another conversation.
+   */
+  async function changeMessage(name, row, payload) {
+    const socket = state.socket;
+    const conversationId = state.conversationId;
+    const messageId = Number(row.dataset.id);
+    if (!socket || conversationId === null || !Number.isSafeInteger(messageId)) return null;
+    row.dataset.change = 'pending';
+    let ack;
+    try {
+      ack = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck(name, { conversationId, messageId, ...payload });
+    } catch {
+      // Unless the user disconnected meanwhile, which answers nothing by design.
+      if (state.socket === socket) changeFailed(row, name, 'no answer');
+      return null;
+    }
+    logEvent(`ack ${name}`, ack);
+    if (!ack || ack.success !== true) {
+      changeFailed(row, name, typeof ack?.error === 'string' ? ack.error : 'refused');
+      return null;
+    }
+    if (state.conversationId !== conversationId || state.rows.get(messageId) !== row) return null;
+    row.dataset.change = 'done';
+    row.querySelector('.change-error')?.remove();
+    return ack;
+  }
+
+  /** Edit in place: the content gives way to a box with the text, Save and Cancel. */
+  function startEdit(row) {
+    if (row.dataset.deleted === 'true' || row.querySelector('.edit-form')) return;
+    const content = row.querySelector('.content');
+    const form = element('form', 'edit-form');
+    form.dataset.messageId = row.dataset.id;
+    const input = element('textarea', 'edit-input');
+    input.rows = 2;
+    input.value = content.textContent;
+    input.setAttribute('aria-label', `New content of message ${row.dataset.id}`);
+    const save = element('button', 'edit-save', 'save');
+    save.type = 'submit';
+    const cancel = element('button', 'edit-cancel', 'cancel');
+    cancel.type = 'button';
+    form.append(input, save, cancel);
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      saveEdit(row, form, input);
+    });
+    cancel.addEventListener('click', () => endEdit(row));
+    input.addEventListener('keydown', (event) => {
+      if (event.key === 'Enter' && !event.shiftKey) {
+        event.preventDefault();
+        form.requestSubmit();
+      } else if (event.key === 'Escape') {
+        endEdit(row);
+      }
+    });
+    content.hidden = true;
+    content.after(form);
+    input.focus();
+  }
+
+  function endEdit(row) {
+    row.querySelector('.edit-form')?.remove();
+    row.querySelector('.content').hidden = false;
+  }
+
+  async function saveEdit(row, form, input) {
+    const content = input.value;
+    if (content === row.querySelector('.content').textContent) return endEdit(row);
+    const fields = [...form.elements];
+    for (const field of fields) field.disabled = true;
+    const ack = await changeMessage('edit-message', row, { content });
+    if (!form.isConnected) return; // deleted, or cancelled, meanwhile
+    for (const field of fields) field.disabled = false;
+    if (!ack) return input.focus(); // refused: the text stays, to be fixed
+    if (ack.message && typeof ack.message === 'object') applyContent(row, ack.message);
+    endEdit(row);
+  }
+
+  async function deleteMessage(row) {
+    const ack = await changeMessage('delete-message', row, {});
+    if (ack) showTombstone(row, ack.deleted_at);
+  }
+
+  /** Adds our `emoji` to a message, or takes it back when we had added it. */
+  async function toggleReaction(row, emoji) {
+    const id = Number(row.dataset.id);
+    const reactions = reactionsOf(id);
+    const on = !reactions.mine.has(emoji);
+    const seen = reactions.events;
+    const ack = await changeMessage('react', row, { emoji, on });
+    const now = state.reactions.get(id);
+    if (!ack || !now || row.dataset.deleted === 'true') return;
+    if ((typeof ack.on === 'boolean' ? ack.on : on)) now.mine.add(emoji);
+    else now.mine.delete(emoji);
+    // The room's `reaction-updated` carries the same counts; a newer one may have come first.
+    if (now.events === seen && ack.counts && typeof ack.counts === 'object') now.counts = countsFrom(ack.counts);
+    renderReactions(row);
+  }
+
+  /** Clicks on a message's controls (the rows come and go, so one listener on the list). */
+  function onMessagesClick(event) {
+    const button = event.target.closest('button[data-action]');
+    const row = button?.closest('#messages > li.message');
+    if (!button || !row || button.disabled) return;
+    if (button.dataset.action === 'edit') startEdit(row);
+    else if (button.dataset.action === 'delete') deleteMessage(row);
+    else if (button.dataset.action === 'react') toggleReaction(row, button.dataset.emoji);
+  }
+
+  /** `message-updated`: the stored message after an edit. */
+  function onMessageUpdated(message) {
+    if (!message) return;
+    scheduleInboxRefresh(); // it may be a conversation's last message
+    const row = message.conversation_id === state.conversationId ? state.rows.get(message.id) : null;
+    if (!row) return;
+    applyContent(row, message);
+    if (row.dataset.deleted === 'true') return;
+    if (message.reactions && typeof message.reactions === 'object') {
+      const reactions = reactionsOf(message.id);
+      reactions.counts = countsFrom(message.reactions);
+      reactions.events += 1;
+    }
+    // Not its `my_reactions`, if any: a broadcast's list is not this user's. Our own come from
+    // the history, the replay, our acks and `reaction-updated`.
+    renderReactions(row);
+  }
+
+  /** `message-deleted {conversationId, messageId, deleted_at}`. */
+  function onMessageDeleted(payload) {
+    if (!payload) return;
+    scheduleInboxRefresh();
+    const row = payload.conversationId === state.conversationId ? state.rows.get(payload.messageId) : null;
+    if (row) showTombstone(row, payload.deleted_at);
+  }
+
+  /** `reaction-updated {conversationId, messageId, userId, emoji, on, counts}`. */
+  function onReactionUpdated(payload) {
+    if (!payload) return;
+    const row = payload.conversationId === state.conversationId ? state.rows.get(payload.messageId) : null;
+    if (!row || row.dataset.deleted === 'true') return;
+    const reactions = reactionsOf(payload.messageId);
+    reactions.events += 1;
+    if (payload.counts && typeof payload.counts === 'object') reactions.counts = countsFrom(payload.counts);
+    if (payload.userId === state.userId && typeof payload.emoji === 'string') {
+      if (payload.on === true) reactions.mine.add(payload.emoji);
+      else if (payload.on === false) reactions.mine.delete(payload.emoji);
+    }
+    renderReactions(row);
+  }
+
   // ---- history -------------------------------------------------------------------------------
 
   async function loadPage(before) {
     const conversationId = state.conversationId;
     ui.loadOlder.disabled = true;
+    // `my_reactions` are the requester's: in JWT mode the token's user, else `user_id`'s.
+    const viewer = state.token ? '' : `&user_id=${state.userId}`;
     try {
       const page = await rest(
         'GET',
-        `/api/chats/conversations/${conversationId}/messages?before=${before}&limit=${PAGE_SIZE}`,
+        `/api/chats/conversations/${conversationId}/messages?before=${before}&limit=${PAGE_SIZE}${viewer}`,
       );
       if (conversationId !== state.conversationId) return; // another conversation by now
       for (const message of page.data) showStored(message, 'stored');
@@ -373,6 +737,7 @@
     try {
       const group = await rest('POST', '/api/chats/groups', { creator_id: state.userId, name, member_ids: ids });
       state.groups.set(group.id, group.name);
+      setGroupRoles(group.id, group.members);
       ui.conversationId.value = String(group.id);
       await join(group.id);
     } catch (e) {
@@ -405,6 +770,7 @@
 
   /** A membership change of the open group, as a line among its messages. */
   function onMemberEvent(name, payload) {
+    if (payload) noteRole(payload.conversationId, payload.userId, name === 'member-removed' ? null : payload.role);
     if (!payload || payload.conversationId !== state.conversationId) {
       scheduleInboxRefresh(); // another group of ours: its entry may come or go
       return;
@@ -434,6 +800,7 @@
     state.peer = { delivered: 0, read: 0 };
     state.readRequested = 0;
     state.rows.clear();
+    state.reactions.clear();
     state.pending = [];
     for (const timer of state.typers.values()) clearTimeout(timer);
     state.typers.clear();
@@ -612,18 +979,20 @@
     clearTimeout(state.inbox.debounce);
     const userId = state.userId;
     const seq = ++state.inbox.seq;
+    const roleEvents = state.roleEvents;
     const cursor = before === null ? '' : `&before=${encodeURIComponent(before)}`;
     try {
       const page = await rest('GET', `/api/chats/users/${userId}/conversations?limit=${INBOX_PAGE_SIZE}${cursor}`);
       // A later load (or a disconnect) came since: its answer is the one to show.
       if (seq !== state.inbox.seq || !state.socket || userId !== state.userId) return;
-      showInbox(page, before !== null);
+      showInbox(page, before !== null, roleEvents === state.roleEvents);
     } catch (e) {
       if (seq === state.inbox.seq && state.socket) showError(e.message);
     }
   }
 
-  function showInbox(page, append) {
+  /** Shows an inbox page; `rolesFresh`: no membership event came since it was asked for. */
+  function showInbox(page, append, rolesFresh) {
     if (!append) {
       ui.inbox.replaceChildren();
       state.inbox.entries.clear();
@@ -635,6 +1004,8 @@
       ui.inbox.querySelector(`li[data-conversation="${id}"]`)?.remove();
       state.inbox.entries.set(id, entry);
       ui.inbox.append(inboxItem(entry));
+      // Else the event's refresh, due soon, brings roles that include it.
+      if (entry.type === 'group' && rolesFresh) setGroupRoles(id, entry.members);
       notePositionsOf(entry);
       deliverFromInbox(entry);
     }
@@ -663,7 +1034,8 @@
 
   /** The last message as one short line of text; the list item clips it to its width. */
   function previewOf(message, own) {
-    const text = String(message.content ?? '').replace(/\s+/g, ' ').slice(0, 120);
+    const deleted = Boolean(message.deleted_at) || message.content === null;
+    const text = deleted ? DELETED_TEXT : String(message.content ?? '').replace(/\s+/g, ' ').slice(0, 120);
     const kind = message.message_type && message.message_type !== 'text' ? `[${message.message_type}] ` : '';
     return `${own ? 'You: ' : ''}${kind}${text}`;
   }
@@ -823,6 +1195,7 @@
       state.socket.disconnect();
     }
     state.socket = null;
+    state.roles.clear();
     clearInbox();
     resetConversation(null);
     ui.joined.textContent = '';
@@ -874,6 +1247,9 @@
     socket.on('user:online', (payload) => onPresence(payload, true));
     socket.on('user:offline', (payload) => onPresence(payload, false));
     for (const name of Object.keys(MEMBER_CHANGES)) socket.on(name, (payload) => onMemberEvent(name, payload));
+    socket.on('message-updated', onMessageUpdated);
+    socket.on('message-deleted', onMessageDeleted);
+    socket.on('reaction-updated', onReactionUpdated);
     startInboxPoll();
   }
 
@@ -900,6 +1276,7 @@
   ui.leaveGroup.addEventListener('click', () => changeMembers('leave-group', {}));
   ui.joinForm.addEventListener('submit', joinFromForm);
   ui.loadOlder.addEventListener('click', loadOlder);
+  ui.messages.addEventListener('click', onMessagesClick);
   ui.inboxRefresh.addEventListener('click', () => loadInbox(null));
   ui.inboxMore.addEventListener('click', loadMoreInbox);
   document.addEventListener('visibilitychange', onVisibilityChange);

@@ -22,21 +22,23 @@ use std::sync::Arc;
 
 use chat_bus::{BusError, Headers, Message, Subscription};
 use chat_proto::{
-    gateway_event, member_outcome, receipt_outcome, room_event, send_outcome, user_event, GatewayEvent,
-    MemberChangeKind, MemberEvent, MemberOutcome, ReceiptOutcome, RoomEvent, SendOutcome, Typing, UserEvent,
+    gateway_event, member_outcome, message_change_outcome, receipt_outcome, room_event, send_outcome, user_event,
+    GatewayEvent, MemberChangeKind, MemberEvent, MemberOutcome, MessageChangeOutcome, ReceiptOutcome, RoomEvent,
+    SendOutcome, Typing, UserEvent,
 };
 use futures::StreamExt;
 
 use crate::emit::{
-    chat_socket, emit, emit_message_error, emit_to_rooms, refuse_member_change, refuse_receipt, room_of_conversation,
-    room_of_user,
+    chat_socket, emit, emit_message_error, emit_to_rooms, refuse_member_change, refuse_message_change, refuse_receipt,
+    room_of_conversation, room_of_user,
 };
 use crate::errors::ClientError;
 use crate::gateway::Gateway;
 use crate::metrics;
 use crate::rooms::{self, Listening, SharedRoom, SocketRooms};
 use crate::wire::{
-    event, MemberAck, MemberEventJson, MessageJson, PresenceEvent, ReceiptAck, ReceiptEvent, TypingEvent, NAMESPACE,
+    event, MemberAck, MemberEventJson, MessageChangeAck, MessageJson, PresenceEvent, ReceiptAck, ReceiptEvent,
+    TypingEvent, NAMESPACE,
 };
 
 /// Subscribes to this gateway's own subject and starts handling it. Returns once the
@@ -118,6 +120,7 @@ fn on_room_event(gw: &Arc<Gateway>, room: &SharedRoom, message: Message) {
                 leave_removed_member(gw, conversation_id, user_id);
             }
         }
+        room_event::Event::MessageChanges(changes) => rooms::deliver_message_changes(&gw.io, room, &changes.events),
     }
 }
 
@@ -198,6 +201,11 @@ fn on_gateway_event(gw: &Gateway, message: Message) {
             for outcome in delivery.member_outcomes {
                 if outcome.gateway_id == gw.config.gateway_id {
                     answer_member_change(gw, outcome);
+                }
+            }
+            for outcome in delivery.message_outcomes {
+                if outcome.gateway_id == gw.config.gateway_id {
+                    answer_message_change(gw, outcome);
                 }
             }
         }
@@ -305,6 +313,27 @@ fn answer_member_change(gw: &Gateway, outcome: MemberOutcome) {
             refuse_member_change(socket.as_ref(), answered.ack, echo, &error);
         }
         None => refuse_member_change(socket.as_ref(), answered.ack, echo, &ClientError::MemberChangeFailed),
+    }
+}
+
+/// The acknowledgement of an edit, delete or reaction; or its refusal, also told to the
+/// socket as `error`.
+fn answer_message_change(gw: &Gateway, outcome: MessageChangeOutcome) {
+    let Some(answered) = gw.outbox.answered(&outcome.request_id) else { return };
+    let socket = outcome.socket_id.parse().ok().and_then(|sid| chat_socket(&gw.io, sid));
+    let echo = (outcome.conversation_id.into(), outcome.message_id.into());
+    match outcome.result {
+        Some(message_change_outcome::Result::Done(change)) => {
+            let Some(ack) = answered.ack else { return };
+            if let Err(e) = ack.send(&MessageChangeAck::done(&change)) {
+                tracing::debug!(error = %e, "acknowledgement failed");
+            }
+        }
+        Some(message_change_outcome::Result::Refused(refusal)) => {
+            let error = ClientError::from_message_refusal(&refusal);
+            refuse_message_change(socket.as_ref(), answered.ack, echo, &error);
+        }
+        None => refuse_message_change(socket.as_ref(), answered.ack, echo, &ClientError::MessageChangeFailed),
     }
 }
 

@@ -14,7 +14,7 @@ use socketioxide::{SendError, SocketError, SocketIo};
 
 use crate::errors::ClientError;
 use crate::metrics;
-use crate::wire::{event, ErrorEvent, MemberAck, MessageErrorEvent, ReceiptAck, NAMESPACE};
+use crate::wire::{event, ErrorEvent, MemberAck, MessageChangeAck, MessageErrorEvent, ReceiptAck, NAMESPACE};
 
 /// The Socket.IO room of a user's sockets on this gateway (presence changes go there).
 pub fn room_of_user(user_id: i64) -> String {
@@ -100,6 +100,32 @@ pub fn refuse_member_change(
     if let Some(ack) = ack {
         let (conversation_id, user_id) = echo;
         let answer = MemberAck { success: false, conversation_id, user_id, role: None, error: Some(error.to_string()) };
+        if let Err(e) = ack.send(&answer) {
+            tracing::debug!(error = %e, "acknowledgement failed");
+        }
+    }
+}
+
+/// A refused edit, delete or reaction: `error` to its socket (if still here) and a failed
+/// acknowledgement, whose ids `echo` (conversation, message) what the client sent.
+pub fn refuse_message_change(
+    socket: Option<&SocketRef>,
+    ack: Option<AckSender>,
+    echo: (Value, Value),
+    error: &ClientError,
+) {
+    if let Some(socket) = socket {
+        emit_error(socket, error);
+    }
+    if let Some(ack) = ack {
+        let (conversation_id, message_id) = echo;
+        let answer = MessageChangeAck {
+            success: false,
+            conversation_id,
+            message_id,
+            error: Some(error.to_string()),
+            ..Default::default()
+        };
         if let Err(e) = ack.send(&answer) {
             tracing::debug!(error = %e, "acknowledgement failed");
         }

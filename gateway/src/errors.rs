@@ -69,6 +69,15 @@ pub enum ClientError {
     /// The persister gave up storing the change; its words say for how long it tried.
     #[error("Failed to change the group's members: {0}")]
     MemberStorageUnavailable(String),
+    /// An edit, delete or reaction the persister refused, by its reason.
+    #[error("{}", message_refusal_text(.0))]
+    MessageChangeRefused(&'static str),
+    /// The edit, delete or reaction could not be put on the bus, or its outcome came back empty.
+    #[error("Failed to change the message")]
+    MessageChangeFailed,
+    /// The persister gave up storing the change; its words say for how long it tried.
+    #[error("Failed to change the message: {0}")]
+    MessageStorageUnavailable(String),
     #[error(
         "Could not replay missed messages; fetch them with GET /api/chats/conversations/{conversation_id}/messages?after={after}"
     )]
@@ -93,6 +102,21 @@ fn member_refusal_text(code: &str) -> &'static str {
         why::OWNER_STAYS => "The group's owner cannot be removed or given another role; the owner may leave",
         why::GROUP_FULL => "The group has the most members it may have",
         _ => "The group's members could not be changed",
+    }
+}
+
+/// The client's words for a [`chat_proto::message_refusal`] code.
+fn message_refusal_text(code: &str) -> &'static str {
+    use chat_proto::message_refusal as why;
+    match code {
+        why::NO_CONVERSATION => "Conversation not found",
+        why::NOT_MEMBER => "Unauthorized to join this conversation",
+        why::NO_MESSAGE => "Message not found in this conversation",
+        why::NOT_SENDER => "Only the sender can edit this message",
+        why::NOT_TEXT => "Only text messages can be edited",
+        why::NOT_ALLOWED => "Only the sender or the group's owner and moderators can delete this message",
+        why::DELETED => "The message has been deleted",
+        _ => "The message could not be changed",
     }
 }
 
@@ -129,8 +153,19 @@ impl ClientError {
                 chat_proto::member_refusal::GROUP_FULL => Failure::Limit,
                 _ => Failure::Unauthorized,
             },
-            ClientError::SendFailed | ClientError::ReceiptFailed | ClientError::MemberChangeFailed => Failure::Bus,
-            ClientError::MemberStorageUnavailable(_)
+            ClientError::MessageChangeRefused(code) => match *code {
+                chat_proto::message_refusal::NO_CONVERSATION | chat_proto::message_refusal::NO_MESSAGE => {
+                    Failure::NotFound
+                }
+                chat_proto::message_refusal::NOT_TEXT | chat_proto::message_refusal::DELETED => Failure::Validation,
+                _ => Failure::Unauthorized,
+            },
+            ClientError::SendFailed
+            | ClientError::ReceiptFailed
+            | ClientError::MemberChangeFailed
+            | ClientError::MessageChangeFailed => Failure::Bus,
+            ClientError::MessageStorageUnavailable(_)
+            | ClientError::MemberStorageUnavailable(_)
             | ClientError::JoinFailed
             | ClientError::StorageUnavailable(_)
             | ClientError::ReceiptStorageUnavailable(_)
@@ -180,6 +215,20 @@ impl ClientError {
         match known.into_iter().find(|code| *code == refusal.message) {
             Some(code) => ClientError::MemberChangeRefused(code),
             None => ClientError::MemberChangeFailed,
+        }
+    }
+
+    /// An edit, delete or reaction the persister refused.
+    pub fn from_message_refusal(refusal: &QueryError) -> Self {
+        use chat_proto::message_refusal as why;
+        if refusal.kind() == ErrorKind::Internal {
+            return ClientError::MessageStorageUnavailable(refusal.message.clone());
+        }
+        let known =
+            [why::NO_CONVERSATION, why::NOT_MEMBER, why::NO_MESSAGE, why::NOT_SENDER, why::NOT_TEXT, why::NOT_ALLOWED, why::DELETED];
+        match known.into_iter().find(|code| *code == refusal.message) {
+            Some(code) => ClientError::MessageChangeRefused(code),
+            None => ClientError::MessageChangeFailed,
         }
     }
 

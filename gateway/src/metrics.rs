@@ -15,7 +15,7 @@ pub const RECEIPT_ACK_SECONDS: &str = "chat_gateway_receipt_ack_seconds";
 pub const RECEIPTS_SUPERSEDED: &str = "chat_gateway_receipts_superseded_total";
 
 /// Client events counted by name; any other is counted as `other`.
-pub const EVENTS_IN_NAMES: [&str; 11] = [
+pub const EVENTS_IN_NAMES: [&str; 14] = [
     event::SEND_MESSAGE,
     event::JOIN_CONVERSATION,
     event::LEAVE_CONVERSATION,
@@ -26,11 +26,17 @@ pub const EVENTS_IN_NAMES: [&str; 11] = [
     event::REMOVE_MEMBER,
     event::LEAVE_GROUP,
     event::SET_ROLE,
+    event::EDIT_MESSAGE,
+    event::DELETE_MESSAGE,
+    event::REACT,
     "other",
 ];
 /// Events sent to clients.
-pub const EVENTS_OUT_NAMES: [&str; 15] = [
+pub const EVENTS_OUT_NAMES: [&str; 18] = [
     event::RECEIVE_MESSAGE,
+    event::MESSAGE_UPDATED,
+    event::MESSAGE_DELETED,
+    event::REACTION_UPDATED,
     event::MEMBER_ADDED,
     event::MEMBER_REMOVED,
     event::ROLE_CHANGED,

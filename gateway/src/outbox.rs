@@ -26,14 +26,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chat_bus::Bus;
-use chat_proto::{ChangeMember, MarkReceipt, SendBatch, SendMessage, Subjects};
+use chat_proto::{ChangeMember, ChangeMessage, MarkReceipt, SendBatch, SendMessage, Subjects};
 use prost::Message as _;
 use socketioxide::extract::AckSender;
 use socketioxide::SocketIo;
 use tokio::sync::mpsc;
 use tracing::{Instrument, Span};
 
-use crate::emit::{chat_socket, emit_message_error, refuse_member_change, refuse_receipt};
+use crate::emit::{chat_socket, emit_message_error, refuse_member_change, refuse_message_change, refuse_receipt};
 use crate::errors::ClientError;
 
 /// Most commands in one batch: bounds the rows of the persister's insert statement.
@@ -64,6 +64,7 @@ pub(crate) enum Outgoing {
     Send(SendMessage),
     Receipt(MarkReceipt),
     Member(ChangeMember),
+    Message(ChangeMessage),
 }
 
 impl Outgoing {
@@ -72,6 +73,7 @@ impl Outgoing {
             Outgoing::Send(send) => &send.request_id,
             Outgoing::Receipt(receipt) => &receipt.request_id,
             Outgoing::Member(change) => &change.request_id,
+            Outgoing::Message(change) => &change.request_id,
         }
     }
 
@@ -80,6 +82,7 @@ impl Outgoing {
             Outgoing::Send(send) => send.conversation_id,
             Outgoing::Receipt(receipt) => receipt.conversation_id,
             Outgoing::Member(change) => change.conversation_id,
+            Outgoing::Message(change) => change.conversation_id,
         }
     }
 
@@ -88,6 +91,7 @@ impl Outgoing {
             Outgoing::Send(send) => send.encoded_len(),
             Outgoing::Receipt(receipt) => receipt.encoded_len(),
             Outgoing::Member(change) => change.encoded_len(),
+            Outgoing::Message(change) => change.encoded_len(),
         }
     }
 }
@@ -254,6 +258,7 @@ enum Answer {
     Send,
     Receipt(i64, i64),
     Member(i64, i64),
+    Message(i64, i64),
 }
 
 /// Room kept per command for the trace context it gets when it leaves the outbox.
@@ -301,6 +306,13 @@ impl Publisher {
                     batch.member_changes.push(change);
                     sender
                 }
+                Outgoing::Message(mut change) => {
+                    change.trace = trace;
+                    let answer = Answer::Message(change.conversation_id, change.message_id);
+                    let sender = (change.request_id.clone(), change.socket_id.clone(), answer);
+                    batch.message_changes.push(change);
+                    sender
+                }
             };
             senders.push((sender, span, pending));
         }
@@ -328,6 +340,10 @@ impl Publisher {
                         let echo = (conversation_id.into(), user_id.into());
                         refuse_member_change(socket.as_ref(), ack, echo, &ClientError::MemberChangeFailed);
                     }
+                    (Answer::Message(conversation_id, message_id), socket) => {
+                        let echo = (conversation_id.into(), message_id.into());
+                        refuse_message_change(socket.as_ref(), ack, echo, &ClientError::MessageChangeFailed);
+                    }
                 }
             }
         }
@@ -347,7 +363,7 @@ mod tests {
     fn sent(command: &Outgoing) -> Option<SendMessage> {
         match command {
             Outgoing::Send(send) => Some(send.clone()),
-            Outgoing::Receipt(_) | Outgoing::Member(_) => None,
+            Outgoing::Receipt(_) | Outgoing::Member(_) | Outgoing::Message(_) => None,
         }
     }
 

@@ -301,8 +301,11 @@ fn read_group(fields: &serde_json::Map<String, Value>, max_members: usize) -> Re
     summary = "A conversation's message history",
     description = "Oldest first (ascending id). By page (`page`, `limit`), or by cursor: `after` gives the `limit` \
                    messages after a message id (`after=0` starts at the beginning), `before` the `limit` messages \
-                   just before one (a `before` above every id gives the newest page). With JWT authentication \
-                   only the conversation's two users may read it.",
+                   just before one (a `before` above every id gives the newest page). Each message has its \
+                   `edited_at` and `deleted_at` (a deleted message stays in its place with `content` null), its \
+                   `reactions` and the requester's own `my_reactions` (the JWT's user; in development mode the \
+                   `user_id` parameter, else none). With JWT authentication only the conversation's members may \
+                   read it.",
     params(
         ("id" = i64, Path, description = "Conversation id", minimum = 1, example = 7),
         ("page" = Option<u32>, Query, description = "Page number, from 1 (ignored with a cursor)", minimum = 1,
@@ -313,20 +316,25 @@ fn read_group(fields: &serde_json::Map<String, Value>, max_members: usize) -> Re
             example = 40),
         ("before" = Option<i64>, Query, description = "Cursor: the messages before this id (not with `after`)",
             minimum = 1, example = 43),
+        ("user_id" = Option<i64>, Query, description = "Development mode: whose reactions `my_reactions` lists \
+            (with JWT authentication, the caller's)", minimum = 1, example = 2),
     ),
     security((), ("bearer_jwt" = [])),
     responses(
         (status = 200, description = "A page of messages", body = MessagePageJson, examples(
             ("page" = (summary = "?page=1&limit=20", value = json!({
                 "data": [{"id": 42, "sender_id": 1, "conversation_id": 7, "timestamp": "2026-11-25T19:51:58.530Z",
-                          "message_type": "text", "content": "Hello!"}],
+                          "message_type": "text", "content": "Hello!", "edited_at": null, "deleted_at": null,
+                          "reactions": {"👍": 1}, "my_reactions": ["👍"]}],
                 "limit": 20, "total": 1, "page": 1}))),
             ("before" = (summary = "?before=43&limit=2", value = json!({
                 "data": [
                     {"id": 41, "sender_id": 2, "conversation_id": 7, "timestamp": "2026-11-25T19:51:57.102Z",
-                     "message_type": "text", "content": "Hi"},
+                     "message_type": "text", "content": null, "edited_at": null,
+                     "deleted_at": "2026-11-25T19:53:00.000Z", "reactions": {}, "my_reactions": []},
                     {"id": 42, "sender_id": 1, "conversation_id": 7, "timestamp": "2026-11-25T19:51:58.530Z",
-                     "message_type": "text", "content": "Hello!"}],
+                     "message_type": "text", "content": "Hello, world!", "edited_at": "2026-11-25T19:52:30.250Z",
+                     "deleted_at": null, "reactions": {}, "my_reactions": []}],
                 "limit": 2, "total": 3, "before": 43}))),
         )),
         (status = 400, description = "Bad id, page, limit or cursor", body = ErrorJson,
@@ -349,23 +357,28 @@ pub async fn list_messages(
     let limit = parse_integer(params.get("limit"), "limit", 1, &mut problems).unwrap_or(i64::from(DEFAULT_PAGE_SIZE));
     let after_id = parse_integer(params.get("after"), "after", 0, &mut problems);
     let before_id = parse_integer(params.get("before"), "before", 1, &mut problems);
+    let viewer = parse_integer(params.get("user_id"), "user_id", 1, &mut problems);
     if after_id.is_some() && before_id.is_some() {
         problems.push("give either after or before, not both".into());
     }
     let Some(conversation_id) = conversation_id.filter(|_| problems.is_empty()) else {
         return Err(ApiError::invalid(problems));
     };
-    if let Some(caller) = caller(&gw, &headers)? {
+    let caller = caller(&gw, &headers)?;
+    if let Some(caller) = caller {
         let conversation = gw.queries.conversation(conversation_id).await?;
         if !conversation.has_participant(caller) {
             return Err(forbidden("Unauthorized to read this conversation"));
         }
     }
+    // A token's user reads their own reactions, whatever the query says.
+    let viewer = caller.or(viewer);
     let page = u32::try_from(page).unwrap_or(u32::MAX);
     let limit = u32::try_from(limit).unwrap_or(u32::MAX).min(MAX_PAGE_SIZE);
-    let query = ListMessages { conversation_id, page, limit, after_id, before_id };
+    let query = ListMessages { conversation_id, page, limit, after_id, before_id, viewer_id: viewer.unwrap_or(0) };
     let reply: MessagePage = gw.queries.query(RPC_LIST_MESSAGES, &query).await?;
-    let data: Vec<MessageJson> = reply.messages.into_iter().map(MessageJson::from).collect();
+    let shape = if viewer.is_some() { MessageJson::for_viewer } else { MessageJson::with_state };
+    let data: Vec<MessageJson> = reply.messages.into_iter().map(shape).collect();
     let cursor = after_id.is_some() || before_id.is_some();
     let page = (!cursor).then_some(page);
     Ok(Json(MessagePageJson { data, limit, total: reply.total, page, after: after_id, before: before_id }))

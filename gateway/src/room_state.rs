@@ -36,11 +36,13 @@
 //!
 //! **Membership changes** of a group are kept for the sockets replaying, like receipts, and
 //! sent after their replay ([`RoomState::live_members`], [`RoomState::end_replay_members`]).
+//! So are the edits, deletes and reactions of the room's messages
+//! ([`RoomState::live_message_changes`], [`RoomState::end_replay_message_changes`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 
-use chat_proto::{MemberEvent, MemberEventKind, ReceiptKind, ReceiptPosition, StoredMessage};
+use chat_proto::{MemberEvent, MemberEventKind, MessageEvent, ReceiptKind, ReceiptPosition, StoredMessage};
 
 /// How many delivered ids a room remembers to recognise duplicates.
 pub const RECENT_IDS: usize = 4_096;
@@ -48,9 +50,11 @@ pub const RECENT_IDS: usize = 4_096;
 /// One room's delivery state; `S` names a socket.
 #[derive(Debug)]
 pub struct RoomState<S> {
-    /// The ids delivered lately, oldest first, and the same as a set.
-    recent: VecDeque<i64>,
-    recent_set: HashSet<i64>,
+    /// The ids of the messages delivered lately.
+    recent: RecentIds,
+    /// The ids of the messages' changes delivered lately: a change announced again (a client's
+    /// retry, a redelivered batch) reaches the members once.
+    recent_changes: RecentIds,
     /// The highest message id delivered to the room (0: none yet).
     last_delivered: i64,
     /// Sockets replaying missed messages, with the live messages delivered meanwhile.
@@ -59,6 +63,8 @@ pub struct RoomState<S> {
     replaying_receipts: HashMap<S, Vec<ReceiptPosition>>,
     /// The same sockets, with the membership changes delivered meanwhile.
     replaying_members: HashMap<S, Vec<MemberEvent>>,
+    /// The same sockets, with the messages' changes delivered meanwhile.
+    replaying_message_changes: HashMap<S, Vec<MessageEvent>>,
     /// While the bus connection is lost or the room resynchronises: where the room stood,
     /// and the live messages heard meanwhile.
     resync: Option<Resync>,
@@ -82,12 +88,13 @@ struct Resync {
 impl<S: Eq + Hash> Default for RoomState<S> {
     fn default() -> Self {
         Self {
-            recent: VecDeque::new(),
-            recent_set: HashSet::new(),
+            recent: RecentIds::default(),
+            recent_changes: RecentIds::default(),
             last_delivered: 0,
             replaying: HashMap::new(),
             replaying_receipts: HashMap::new(),
             replaying_members: HashMap::new(),
+            replaying_message_changes: HashMap::new(),
             resync: None,
             known: HashMap::new(),
         }
@@ -126,6 +133,7 @@ impl<S: Eq + Hash> RoomState<S> {
     {
         self.replaying_receipts.insert(socket.clone(), Vec::new());
         self.replaying_members.insert(socket.clone(), Vec::new());
+        self.replaying_message_changes.insert(socket.clone(), Vec::new());
         self.replaying.insert(socket, Vec::new());
     }
 
@@ -158,6 +166,22 @@ impl<S: Eq + Hash> RoomState<S> {
         self.replaying_members.remove(socket).unwrap_or_default()
     }
 
+    /// Edits, deletes and reactions heard on the room subject (or read by a resync): those
+    /// not delivered lately, which the members get now, the sockets replaying after their
+    /// replay.
+    pub fn live_message_changes(&mut self, events: &[MessageEvent]) -> Vec<MessageEvent> {
+        let new: Vec<MessageEvent> = events.iter().filter(|e| self.recent_changes.first_time(e.id)).cloned().collect();
+        for kept in self.replaying_message_changes.values_mut() {
+            kept.extend(new.iter().cloned());
+        }
+        new
+    }
+
+    /// With step 3 of a replay: the messages' changes kept for `socket`, in order.
+    pub fn end_replay_message_changes(&mut self, socket: &S) -> Vec<MessageEvent> {
+        self.replaying_message_changes.remove(socket).unwrap_or_default()
+    }
+
     /// A member's position as stored (a receipt's answer, or one heard): the known position
     /// moves up to it.
     pub fn note_position(&mut self, position: &ReceiptPosition) {
@@ -173,7 +197,7 @@ impl<S: Eq + Hash> RoomState<S> {
     /// (so it is stored, and of this conversation) and at or below that position. `None`
     /// means only the persister can tell.
     pub fn superseded(&self, user_id: i64, kind: ReceiptKind, message_id: i64) -> Option<i64> {
-        if !self.recent_set.contains(&message_id) {
+        if !self.recent.contains(message_id) {
             return None;
         }
         let known = self.known.get(&user_id)?;
@@ -220,14 +244,8 @@ impl<S: Eq + Hash> RoomState<S> {
     /// Delivers a message unless it was delivered lately: remembers it and keeps it for the
     /// sockets replaying.
     fn accept(&mut self, message: StoredMessage) -> Option<StoredMessage> {
-        if !self.recent_set.insert(message.id) {
+        if !self.recent.first_time(message.id) {
             return None;
-        }
-        self.recent.push_back(message.id);
-        if self.recent.len() > RECENT_IDS {
-            if let Some(oldest) = self.recent.pop_front() {
-                self.recent_set.remove(&oldest);
-            }
         }
         self.last_delivered = self.last_delivered.max(message.id);
         // The sender's own message counts as read (and delivered) by them.
@@ -238,6 +256,33 @@ impl<S: Eq + Hash> RoomState<S> {
             kept.push(message.clone());
         }
         Some(message)
+    }
+}
+
+/// The last [`RECENT_IDS`] ids seen, oldest first, and the same as a set.
+#[derive(Debug, Default)]
+struct RecentIds {
+    order: VecDeque<i64>,
+    set: HashSet<i64>,
+}
+
+impl RecentIds {
+    fn contains(&self, id: i64) -> bool {
+        self.set.contains(&id)
+    }
+
+    /// Whether `id` was not seen lately; remembers it, forgetting the oldest past the bound.
+    fn first_time(&mut self, id: i64) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > RECENT_IDS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.set.remove(&oldest);
+            }
+        }
+        true
     }
 }
 
@@ -333,6 +378,20 @@ mod tests {
         assert_eq!(kept, vec![1, 2]);
         room.live_members(&[change(3, MemberEventKind::RoleChanged, 3)]);
         assert!(room.end_replay_members(&"s").is_empty(), "kept only while replaying");
+    }
+
+    #[test]
+    fn message_changes_are_kept_for_replaying_sockets_only() {
+        let mut room = RoomState::default();
+        let change = |id| MessageEvent { id, message_id: 7, ..Default::default() };
+        room.live_message_changes(&[change(1)]); // nobody replays: sent to the members only
+        room.begin_replay("s");
+        let sent: Vec<i64> = room.live_message_changes(&[change(2), change(1), change(3)]).iter().map(|e| e.id).collect();
+        assert_eq!(sent, vec![2, 3], "a change heard again is dropped");
+        let kept: Vec<i64> = room.end_replay_message_changes(&"s").iter().map(|e| e.id).collect();
+        assert_eq!(kept, vec![2, 3], "in order, from the replay's start");
+        room.live_message_changes(&[change(4)]);
+        assert!(room.end_replay_message_changes(&"s").is_empty(), "kept only while replaying");
     }
 
     #[test]
@@ -433,7 +492,7 @@ mod tests {
         for id in 1..=(RECENT_IDS as i64 + 1) {
             room.live(message(id));
         }
-        assert_eq!(room.recent.len(), RECENT_IDS);
+        assert_eq!(room.recent.order.len(), RECENT_IDS);
         assert_eq!(room.live(message(1)).map(|m| m.id), Some(1), "forgotten, so delivered again");
         assert!(room.live(message(RECENT_IDS as i64)).is_none(), "still remembered");
     }

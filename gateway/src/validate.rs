@@ -2,7 +2,7 @@
 //! `sender_id should not be empty, sender_id must be an integer number`). Pure functions over
 //! JSON values, so every rule is unit-tested without a socket.
 
-use chat_proto::MemberRole;
+use chat_proto::{MemberRole, MessageChangeKind};
 use serde_json::Value;
 
 /// The message types of the spec.
@@ -35,7 +35,28 @@ pub fn send_message(payload: &Value, max_content_chars: usize) -> Result<SendPay
     if message_type.is_none() {
         errors.push(format!("message_type must be one of the following values: {}", MESSAGE_TYPES.join(", ")));
     }
-    let content = match object.get("content") {
+    let content = content(object.get("content"), max_content_chars, &mut errors);
+    // Images and files are references, never inline data: a URL or an attachment id.
+    if let (Some(kind @ ("image" | "file")), Some(reference)) = (message_type, content.as_deref()) {
+        if !is_attachment_reference(reference) {
+            let article = if kind == "image" { "an" } else { "a" };
+            errors.push(format!("content of {article} {kind} message must be an http(s) URL or attachment:<id>"));
+        }
+    }
+    // An extension of the spec's payload: optional, for idempotent retries.
+    let client_msg_id = optional_uuid(object.get("client_msg_id"), "client_msg_id", &mut errors);
+    match (sender_id, conversation_id, message_type, content) {
+        (Some(sender_id), Some(conversation_id), Some(message_type), Some(content)) if errors.is_empty() => {
+            Ok(SendPayload { sender_id, conversation_id, message_type, content, client_msg_id })
+        }
+        _ => Err(errors.join(", ")),
+    }
+}
+
+/// A message's `content`: a non-empty string of at most `max_chars` characters without
+/// control characters (but line breaks and tabs).
+fn content(value: Option<&Value>, max_chars: usize, errors: &mut Vec<String>) -> Option<String> {
+    match value {
         None | Some(Value::Null) => {
             errors.push("content should not be empty".into());
             None
@@ -44,8 +65,8 @@ pub fn send_message(payload: &Value, max_content_chars: usize) -> Result<SendPay
             errors.push("content should not be empty".into());
             None
         }
-        Some(Value::String(text)) if text.chars().count() > max_content_chars => {
-            errors.push(format!("content must be shorter than or equal to {max_content_chars} characters"));
+        Some(Value::String(text)) if text.chars().count() > max_chars => {
+            errors.push(format!("content must be shorter than or equal to {max_chars} characters"));
             None
         }
         Some(Value::String(text)) if text.chars().any(is_forbidden_control) => {
@@ -57,30 +78,21 @@ pub fn send_message(payload: &Value, max_content_chars: usize) -> Result<SendPay
             errors.push("content must be a string".into());
             None
         }
-    };
-    // Images and files are references, never inline data: a URL or an attachment id.
-    if let (Some(kind @ ("image" | "file")), Some(reference)) = (message_type, content.as_deref()) {
-        if !is_attachment_reference(reference) {
-            let article = if kind == "image" { "an" } else { "a" };
-            errors.push(format!("content of {article} {kind} message must be an http(s) URL or attachment:<id>"));
-        }
     }
-    // An extension of the spec's payload: optional, for idempotent retries.
-    let client_msg_id = match object.get("client_msg_id") {
+}
+
+/// An optional UUID field (a client's id for a retry), normalised to lower-case hyphenated
+/// form.
+fn optional_uuid(value: Option<&Value>, field: &str, errors: &mut Vec<String>) -> Option<String> {
+    match value {
         None | Some(Value::Null) => None,
         Some(value) => match value.as_str().map(uuid::Uuid::try_parse) {
             Some(Ok(id)) => Some(id.hyphenated().to_string()),
             _ => {
-                errors.push("client_msg_id must be a UUID".into());
+                errors.push(format!("{field} must be a UUID"));
                 None
             }
         },
-    };
-    match (sender_id, conversation_id, message_type, content) {
-        (Some(sender_id), Some(conversation_id), Some(message_type), Some(content)) if errors.is_empty() => {
-            Ok(SendPayload { sender_id, conversation_id, message_type, content, client_msg_id })
-        }
-        _ => Err(errors.join(", ")),
     }
 }
 
@@ -152,6 +164,77 @@ pub fn receipt(payload: &Value) -> Result<(i64, i64), String> {
         (Some(conversation_id), Some(message_id)) if errors.is_empty() => Ok((conversation_id, message_id)),
         _ => Err(errors.join(", ")),
     }
+}
+
+/// An `edit-message`, `delete-message` or `react` payload that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageChangePayload {
+    pub conversation_id: i64,
+    pub message_id: i64,
+    /// An edit's new content.
+    pub content: String,
+    /// A reaction's emoji, and whether it is added.
+    pub emoji: String,
+    pub on: bool,
+    /// The client's id for the change (a UUID), for a safe retry.
+    pub change_id: Option<String>,
+}
+
+/// Validates an `edit-message`, `delete-message` or `react` payload: the conversation and the
+/// message, then an edit's `content` (the rules of `send-message`) or a reaction's `emoji`
+/// and `on`, then the optional `changeId`.
+pub fn message_change(
+    payload: &Value,
+    kind: MessageChangeKind,
+    max_content_chars: usize,
+) -> Result<MessageChangePayload, String> {
+    let Some(object) = payload.as_object() else {
+        return Err("payload must be an object".into());
+    };
+    let mut errors = Vec::new();
+    let conversation_id = positive_id(object.get("conversationId"), "conversationId", &mut errors);
+    let message_id = positive_id(object.get("messageId"), "messageId", &mut errors);
+    let mut change = MessageChangePayload {
+        conversation_id: conversation_id.unwrap_or_default(),
+        message_id: message_id.unwrap_or_default(),
+        content: String::new(),
+        emoji: String::new(),
+        on: false,
+        change_id: None,
+    };
+    match kind {
+        MessageChangeKind::Edit => {
+            change.content = content(object.get("content"), max_content_chars, &mut errors).unwrap_or_default()
+        }
+        MessageChangeKind::Delete => {}
+        MessageChangeKind::React => {
+            match object.get("emoji").and_then(Value::as_str) {
+                Some(emoji) if is_emoji_like(emoji) => change.emoji = emoji.to_owned(),
+                _ => errors.push(format!(
+                    "emoji must be a string of 1 to {} bytes without white space",
+                    chat_proto::MAX_EMOJI_BYTES
+                )),
+            }
+            match object.get("on").and_then(Value::as_bool) {
+                Some(on) => change.on = on,
+                None => errors.push("on must be a boolean value".into()),
+            }
+        }
+    }
+    change.change_id = optional_uuid(object.get("changeId"), "changeId", &mut errors);
+    if errors.is_empty() {
+        Ok(change)
+    } else {
+        Err(errors.join(", "))
+    }
+}
+
+/// A reaction: a short string (an emoji, or a short code such as `:+1:`) without white space
+/// or control characters.
+fn is_emoji_like(emoji: &str) -> bool {
+    !emoji.is_empty()
+        && emoji.len() <= chat_proto::MAX_EMOJI_BYTES
+        && !emoji.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// An `add-member`, `remove-member` or `set-role` payload: the group, the member, and the role
@@ -284,6 +367,47 @@ mod tests {
             Err(format!("conversationId must be an integer number, userId should not be empty, userId must be an integer number, {role_error}"))
         );
         assert_eq!(member_change(&json!(7), Optional), Err("payload must be an object".into()));
+    }
+
+    #[test]
+    fn message_changes_name_a_message_and_what_changes() {
+        let edit = |payload: Value| message_change(&payload, MessageChangeKind::Edit, 10);
+        let ok = edit(json!({"conversationId": 1, "messageId": 2, "content": "fixed"})).expect("valid edit");
+        assert_eq!((ok.conversation_id, ok.message_id, ok.content.as_str()), (1, 2, "fixed"));
+        assert_eq!(
+            edit(json!({"conversationId": 1, "messageId": 0, "content": ""})).expect_err("bad"),
+            "messageId must be a positive number, content should not be empty"
+        );
+        assert_eq!(
+            edit(json!({"conversationId": 1, "messageId": 2, "content": "12345678901"})).expect_err("long"),
+            "content must be shorter than or equal to 10 characters"
+        );
+        let delete = message_change(&json!({"conversationId": 1, "messageId": 2}), MessageChangeKind::Delete, 10);
+        assert!(delete.is_ok(), "a delete needs no content");
+        let react = |payload: Value| message_change(&payload, MessageChangeKind::React, 10);
+        let ok = react(json!({"conversationId": 1, "messageId": 2, "emoji": "👍", "on": true})).expect("valid");
+        assert_eq!((ok.emoji.as_str(), ok.on), ("👍", true));
+        for emoji in [json!(""), json!("a b"), json!("x".repeat(33)), json!(5), Value::Null] {
+            let error = react(json!({"conversationId": 1, "messageId": 2, "emoji": emoji, "on": false}));
+            assert_eq!(
+                error.expect_err("bad emoji"),
+                "emoji must be a string of 1 to 32 bytes without white space",
+                "emoji {emoji}"
+            );
+        }
+        assert_eq!(
+            react(json!({"conversationId": 1, "messageId": 2, "emoji": "👍", "on": "yes"})).expect_err("bad on"),
+            "on must be a boolean value"
+        );
+        let retry = message_change(
+            &json!({"conversationId": 1, "messageId": 2, "changeId": "A1A2A3A4-B1B2-C1C2-D1D2-D3D4D5D6D7D8"}),
+            MessageChangeKind::Delete,
+            10,
+        );
+        assert_eq!(retry.expect("uuid").change_id.as_deref(), Some("a1a2a3a4-b1b2-c1c2-d1d2-d3d4d5d6d7d8"));
+        let bad = message_change(&json!({"conversationId": 1, "messageId": 2, "changeId": "x"}), MessageChangeKind::Delete, 10);
+        assert_eq!(bad.expect_err("not a uuid"), "changeId must be a UUID");
+        assert_eq!(message_change(&json!([1]), MessageChangeKind::Delete, 10).expect_err("array"), "payload must be an object");
     }
 
     fn send_error(payload: Value) -> String {

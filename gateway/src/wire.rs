@@ -3,7 +3,9 @@
 //! The REST shapes' `ToSchema` derives (with examples) make the components of the OpenAPI
 //! document (see `openapi`).
 
-use chat_proto::{Conversation, MemberPositions, ReceiptKind, ReceiptPosition, StoredMessage};
+use std::collections::BTreeMap;
+
+use chat_proto::{Conversation, MemberPositions, MessageEvent, MessageEventKind, ReceiptKind, ReceiptPosition, StoredMessage};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -24,6 +26,9 @@ pub mod event {
     pub const REMOVE_MEMBER: &str = "remove-member";
     pub const LEAVE_GROUP: &str = "leave-group";
     pub const SET_ROLE: &str = "set-role";
+    pub const EDIT_MESSAGE: &str = "edit-message";
+    pub const DELETE_MESSAGE: &str = "delete-message";
+    pub const REACT: &str = "react";
     // To clients.
     pub const RECEIVE_MESSAGE: &str = "receive-message";
     pub const MESSAGE_SENT: &str = "message-sent";
@@ -37,6 +42,9 @@ pub mod event {
     pub const MEMBER_ADDED: &str = "member-added";
     pub const MEMBER_REMOVED: &str = "member-removed";
     pub const ROLE_CHANGED: &str = "role-changed";
+    pub const MESSAGE_UPDATED: &str = "message-updated";
+    pub const MESSAGE_DELETED: &str = "message-deleted";
+    pub const REACTION_UPDATED: &str = "reaction-updated";
     pub const ERROR: &str = "error";
     /// An extension of the spec: the gateway is shutting down, reconnect.
     pub const SERVER_SHUTDOWN: &str = "server-shutdown";
@@ -98,6 +106,116 @@ pub struct MemberAck {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The acknowledgement of `edit-message` (with the edited message), `delete-message` (with
+/// when) and `react` (with the message's counts after it); on failure the ids echo what the
+/// client sent.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageChangeAck {
+    pub success: bool,
+    pub conversation_id: Value,
+    pub message_id: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<MessageJson>,
+    #[serde(rename = "deleted_at", skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counts: Option<BTreeMap<String, u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl MessageChangeAck {
+    /// The acknowledgement of a change the persister did (or, for a reaction, found done).
+    pub fn done(event: &MessageEvent) -> Self {
+        let mut ack = Self {
+            success: true,
+            conversation_id: event.conversation_id.into(),
+            message_id: event.message_id.into(),
+            ..Default::default()
+        };
+        match event.kind() {
+            MessageEventKind::Edited => ack.message = event.message.clone().map(MessageJson::with_state),
+            MessageEventKind::Deleted => ack.deleted_at = Some(iso_timestamp(event.at_ms)),
+            MessageEventKind::Reaction => {
+                ack.emoji = Some(event.emoji.clone());
+                ack.on = Some(event.on);
+                ack.counts = Some(sorted(&event.counts));
+            }
+        }
+        ack
+    }
+}
+
+/// `message-deleted`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageDeletedEvent {
+    pub conversation_id: i64,
+    pub message_id: i64,
+    #[serde(rename = "deleted_at")]
+    pub deleted_at: String,
+}
+
+/// `reaction-updated`: who added or took back which emoji, and the message's counts after it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionEvent {
+    pub conversation_id: i64,
+    pub message_id: i64,
+    pub user_id: i64,
+    pub emoji: String,
+    pub on: bool,
+    pub counts: BTreeMap<String, u32>,
+}
+
+/// A change of a message as the event that tells it: `message-updated` (the stored message),
+/// `message-deleted` or `reaction-updated`.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum MessageChangeJson {
+    Updated(MessageJson),
+    Deleted(MessageDeletedEvent),
+    Reaction(ReactionEvent),
+}
+
+impl MessageChangeJson {
+    /// The event's name and payload (`None`: an edit that lost its message, sent by nobody).
+    pub fn of(change: &MessageEvent) -> Option<(&'static str, Self)> {
+        let (conversation_id, message_id) = (change.conversation_id, change.message_id);
+        match change.kind() {
+            MessageEventKind::Edited => {
+                let message = change.message.clone()?;
+                Some((event::MESSAGE_UPDATED, Self::Updated(MessageJson::with_state(message))))
+            }
+            MessageEventKind::Deleted => Some((
+                event::MESSAGE_DELETED,
+                Self::Deleted(MessageDeletedEvent { conversation_id, message_id, deleted_at: iso_timestamp(change.at_ms) }),
+            )),
+            MessageEventKind::Reaction => Some((
+                event::REACTION_UPDATED,
+                Self::Reaction(ReactionEvent {
+                    conversation_id,
+                    message_id,
+                    user_id: change.user_id,
+                    emoji: change.emoji.clone(),
+                    on: change.on,
+                    counts: sorted(&change.counts),
+                }),
+            )),
+        }
+    }
+}
+
+/// Reaction counts in a stable order.
+fn sorted(counts: &std::collections::HashMap<String, u32>) -> BTreeMap<String, u32> {
+    counts.iter().map(|(emoji, n)| (emoji.clone(), *n)).collect()
 }
 
 /// `member-added`, `member-removed` and `role-changed`: the group, the member, its role (for a
@@ -241,10 +359,31 @@ pub struct MessageJson {
     pub timestamp: String,
     #[schema(pattern = "^(text|image|file)$")]
     pub message_type: String,
-    /// As sent, not HTML-escaped: escape it when rendering.
-    pub content: String,
+    /// As sent (or last edited), not HTML-escaped: escape it when rendering. Null once the
+    /// message is deleted.
+    pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conversation: Option<ConversationRef>,
+    /// Edits, deletion and reactions: in the history, a replay and `message-updated` (a new
+    /// message, in `message-sent` and `receive-message`, has none).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub state: Option<MessageStateJson>,
+}
+
+/// What happened to a message since it was sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageStateJson {
+    /// When it was last edited; null if never.
+    #[schema(format = DateTime)]
+    pub edited_at: Option<String>,
+    /// When it was deleted; null if it was not (a deleted message's `content` is null).
+    #[schema(format = DateTime)]
+    pub deleted_at: Option<String>,
+    /// Reactions: emoji → how many users added it.
+    pub reactions: BTreeMap<String, u32>,
+    /// The requester's own emojis (the history and a replay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub my_reactions: Option<Vec<String>>,
 }
 
 /// The conversation attached to a message event: a direct conversation's pair, as the spec
@@ -473,7 +612,8 @@ impl From<StoredMessage> for MessageJson {
             conversation_id: m.conversation_id,
             timestamp: iso_timestamp(m.timestamp_ms),
             message_type: m.message_type,
-            content: m.content,
+            content: (m.deleted_at_ms == 0).then_some(m.content),
+            state: None,
             conversation: m.conversation.map(|c| {
                 if c.is_group() {
                     ConversationRef {
@@ -494,6 +634,29 @@ impl From<StoredMessage> for MessageJson {
                 }
             }),
         }
+    }
+}
+
+impl MessageJson {
+    /// The message with what happened to it since it was sent (edits, deletion, reactions).
+    pub fn with_state(m: StoredMessage) -> Self {
+        let state = MessageStateJson {
+            edited_at: (m.edited_at_ms != 0).then(|| iso_timestamp(m.edited_at_ms)),
+            deleted_at: (m.deleted_at_ms != 0).then(|| iso_timestamp(m.deleted_at_ms)),
+            reactions: sorted(&m.reactions),
+            my_reactions: None,
+        };
+        Self { state: Some(state), ..Self::from(m) }
+    }
+
+    /// As [`MessageJson::with_state`], with the requester's own emojis.
+    pub fn for_viewer(m: StoredMessage) -> Self {
+        let mine = m.my_reactions.clone();
+        let mut json = Self::with_state(m);
+        if let Some(state) = json.state.as_mut() {
+            state.my_reactions = Some(mine);
+        }
+        json
     }
 }
 
@@ -577,10 +740,76 @@ mod tests {
             message_type: "text".into(),
             content: "hi".into(),
             conversation: Some(Conversation { id: 2, sender_id: 1, receiver_id: 9, ..Default::default() }),
+            ..Default::default()
         }))
         .unwrap();
         assert_eq!(json["conversation"], serde_json::json!({"id": 2, "sender_id": 1, "receiver_id": 9}));
         assert_eq!(json["timestamp"], "1970-01-01T00:00:00.000Z");
+        assert!(json.get("edited_at").is_none() && json.get("reactions").is_none(), "the spec's shape: {json}");
+    }
+
+    #[test]
+    fn a_message_s_state_shows_in_the_history_and_a_deleted_one_has_no_content() {
+        let message = StoredMessage {
+            id: 5,
+            sender_id: 1,
+            conversation_id: 2,
+            message_type: "text".into(),
+            content: "hi".into(),
+            edited_at_ms: 1_000,
+            reactions: [("👍".to_owned(), 2)].into(),
+            my_reactions: vec!["👍".into()],
+            ..Default::default()
+        };
+        let json = serde_json::to_value(MessageJson::for_viewer(message.clone())).unwrap();
+        assert_eq!(json["content"], "hi");
+        assert_eq!(json["edited_at"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(json["deleted_at"], Value::Null);
+        assert_eq!(json["reactions"], serde_json::json!({"👍": 2}));
+        assert_eq!(json["my_reactions"], serde_json::json!(["👍"]));
+        let deleted = StoredMessage { deleted_at_ms: 2_000, content: String::new(), ..message };
+        let json = serde_json::to_value(MessageJson::with_state(deleted)).unwrap();
+        assert_eq!(json["content"], Value::Null, "a tombstone");
+        assert_eq!(json["deleted_at"], "1970-01-01T00:00:02.000Z");
+        assert!(json.get("my_reactions").is_none(), "no viewer, no own reactions");
+    }
+
+    fn json(payload: &impl Serialize) -> Value {
+        serde_json::to_value(payload).expect("serializes")
+    }
+
+    #[test]
+    fn a_message_s_changes_are_told_by_their_own_events() {
+        let reaction = MessageEvent {
+            id: 3,
+            conversation_id: 2,
+            message_id: 5,
+            kind: MessageEventKind::Reaction as i32,
+            user_id: 7,
+            emoji: "🎉".into(),
+            on: true,
+            counts: [("🎉".to_owned(), 1)].into(),
+            ..Default::default()
+        };
+        let (name, payload) = MessageChangeJson::of(&reaction).expect("an event");
+        assert_eq!(name, event::REACTION_UPDATED);
+        assert_eq!(
+            json(&payload),
+            serde_json::json!({"conversationId": 2, "messageId": 5, "userId": 7, "emoji": "🎉", "on": true, "counts": {"🎉": 1}})
+        );
+        assert_eq!(
+            json(&MessageChangeAck::done(&reaction)),
+            serde_json::json!({"success": true, "conversationId": 2, "messageId": 5, "emoji": "🎉", "on": true, "counts": {"🎉": 1}})
+        );
+        let deleted = MessageEvent { kind: MessageEventKind::Deleted as i32, at_ms: 0, ..reaction };
+        let (name, payload) = MessageChangeJson::of(&deleted).expect("an event");
+        assert_eq!(name, event::MESSAGE_DELETED);
+        assert_eq!(
+            json(&payload),
+            serde_json::json!({"conversationId": 2, "messageId": 5, "deleted_at": "1970-01-01T00:00:00.000Z"})
+        );
+        let lost = MessageEvent { kind: MessageEventKind::Edited as i32, message: None, ..deleted };
+        assert!(MessageChangeJson::of(&lost).is_none(), "an edit without its message tells nothing");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod m20261125_000001_create_conversations_and_messages;
 mod m20261125_000002_add_message_dedup_key;
 mod m20261204_000003_create_conversation_members;
 mod m20261205_000004_add_groups;
+mod m20261205_000005_add_message_lifecycle;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_add_message_dedup_key::Migration),
             Box::new(m20261204_000003_create_conversation_members::Migration),
             Box::new(m20261205_000004_add_groups::Migration),
+            Box::new(m20261205_000005_add_message_lifecycle::Migration),
         ]
     }
 }

@@ -118,6 +118,8 @@ mod tests {
             content: format!("m{id}"),
             created_at: chrono::Utc::now(),
             dedup_key: None,
+            edited_at: None,
+            deleted_at: None,
         }
     }
 

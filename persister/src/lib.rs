@@ -14,6 +14,7 @@ pub mod entity;
 mod known;
 pub mod metrics;
 mod queries;
+mod retention;
 mod service;
 pub mod store;
 mod trace;

@@ -11,6 +11,7 @@ pub const INSERT_SECONDS: &str = "chat_persister_insert_seconds";
 pub const MESSAGES_STORED: &str = "chat_persister_messages_stored_total";
 pub const CONSUMER_PENDING: &str = "chat_persister_consumer_pending";
 pub const RECEIPTS_SUPERSEDED: &str = "chat_persister_receipts_superseded_total";
+pub const MESSAGES_EXPIRED: &str = "chat_persister_messages_expired_total";
 
 /// How often the work queue's backlog is read.
 pub const PENDING_POLL_INTERVAL: Duration = Duration::from_secs(5);
@@ -31,12 +32,18 @@ pub fn describe() {
         RECEIPTS_SUPERSEDED,
         "Receipts answered without the database: at or below the member's position known from this persister's commits"
     );
+    metrics::describe_counter!(MESSAGES_EXPIRED, "Messages deleted by retention (--retention)");
     metrics::counter!(MESSAGES_STORED).absolute(0);
+    metrics::counter!(MESSAGES_EXPIRED).absolute(0);
     metrics::counter!(RECEIPTS_SUPERSEDED).absolute(0);
     // Registering a histogram shows its buckets, empty, before the first observation.
     let _ = metrics::histogram!(BATCH_SIZE);
     let _ = metrics::histogram!(INSERT_SECONDS);
     metrics::gauge!(CONSUMER_PENDING).set(0.0);
+}
+
+pub(crate) fn messages_expired(deleted: u64) {
+    metrics::counter!(MESSAGES_EXPIRED).increment(deleted);
 }
 
 pub(crate) fn batch(size: usize) {

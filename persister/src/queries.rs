@@ -9,9 +9,10 @@ use chat_bus::BusError;
 use chat_proto::{
     conversation_reply, ContactList, Conversation, ConversationList, ConversationReply, CreateGroup, ErrorKind,
     GetConversation, GetPositions, InboxCursor, InboxEntry, ListContacts, ListConversations, ListMemberEvents,
-    ListMessages, MemberEventList, MessagePage, OpenConversation, PositionList, QueryError, QueryReply,
-    MAX_GROUP_NAME_CHARS, MAX_MEMBER_EVENTS, MAX_PAGE_SIZE, RPC_CREATE_GROUP, RPC_GET_CONVERSATION, RPC_GET_POSITIONS,
-    RPC_LIST_CONTACTS, RPC_LIST_CONVERSATIONS, RPC_LIST_MEMBER_EVENTS, RPC_LIST_MESSAGES, RPC_OPEN_CONVERSATION,
+    ListMessageEvents, ListMessages, MemberEventList, MessageEventList, MessagePage, OpenConversation, PositionList,
+    QueryError, QueryReply, MAX_GROUP_NAME_CHARS, MAX_MEMBER_EVENTS, MAX_MESSAGE_EVENTS, MAX_PAGE_SIZE,
+    RPC_CREATE_GROUP, RPC_GET_CONVERSATION, RPC_GET_POSITIONS, RPC_LIST_CONTACTS, RPC_LIST_CONVERSATIONS,
+    RPC_LIST_MEMBER_EVENTS, RPC_LIST_MESSAGES, RPC_LIST_MESSAGE_EVENTS, RPC_OPEN_CONVERSATION,
 };
 use futures::StreamExt;
 
@@ -30,6 +31,8 @@ impl Persister {
         self.respond(RPC_LIST_CONTACTS, |p, q: ListContacts| async move { p.list_contacts(q).await }).await?;
         self.respond(RPC_GET_POSITIONS, |p, q: GetPositions| async move { p.get_positions(q).await }).await?;
         self.respond(RPC_LIST_MEMBER_EVENTS, |p, q: ListMemberEvents| async move { p.list_member_events(q).await })
+            .await?;
+        self.respond(RPC_LIST_MESSAGE_EVENTS, |p, q: ListMessageEvents| async move { p.list_message_events(q).await })
             .await?;
         Ok(())
     }
@@ -169,7 +172,18 @@ impl Persister {
             .map_err(internal)?
             .ok_or_else(|| QueryError::new(ErrorKind::NotFound, "Conversation not found"))?;
         let (rows, total) = self.store.messages_page(conversation.id, window).await.map_err(internal)?;
-        let messages = rows.into_iter().map(|m| m.into_stored(None)).collect();
+        let ids: Vec<i64> = rows.iter().map(|m| m.id).collect();
+        let (mut counts, mut mine) = self.store.reactions_of(&ids, query.viewer_id).await.map_err(internal)?;
+        let messages = rows
+            .into_iter()
+            .map(|row| {
+                let id = row.id;
+                let mut stored = row.into_stored(None);
+                stored.reactions = counts.remove(&id).unwrap_or_default().into_iter().collect();
+                stored.my_reactions = mine.remove(&id).unwrap_or_default();
+                stored
+            })
+            .collect();
         Ok(MessagePage { messages, total, error: None })
     }
 
@@ -180,6 +194,20 @@ impl Persister {
             .await
             .map_err(internal)?;
         Ok(MemberEventList { events: rows.into_iter().map(Into::into).collect(), error: None })
+    }
+
+    async fn list_message_events(&self, query: ListMessageEvents) -> Result<MessageEventList, QueryError> {
+        let events = self
+            .store
+            .message_events_after(
+                query.conversation_id,
+                query.after_message_id,
+                query.up_to_message_id,
+                MAX_MESSAGE_EVENTS,
+            )
+            .await
+            .map_err(internal)?;
+        Ok(MessageEventList { events, error: None })
     }
 
     async fn list_contacts(&self, query: ListContacts) -> Result<ContactList, QueryError> {

@@ -8,10 +8,11 @@ use tracing::Instrument;
 
 use chat_bus::{Backoff, Bus, BusError, Job, Retryable, WorkQueue};
 use chat_proto::{
-    gateway_event, member_outcome, receipt_outcome, room_event, send_outcome, user_event, ChangeMember, Conversation,
-    DeliveredMessage, Delivery, ErrorKind, GatewayEvent, MarkReceipt, MemberEvent, MemberEvents, MemberOutcome,
-    QueryError, ReceiptKind, ReceiptOutcome, ReceiptPosition, ReceiptPositions, RoomEvent, SendBatch, SendMessage,
-    SendOutcome, Subjects, UserEvent, UNKNOWN_MESSAGE,
+    gateway_event, member_outcome, message_change_outcome, receipt_outcome, room_event, send_outcome, user_event,
+    ChangeMember, ChangeMessage, Conversation, DeliveredMessage, Delivery, ErrorKind, GatewayEvent, MarkReceipt,
+    MemberEvent, MemberEvents, MemberOutcome, MessageChangeOutcome, MessageEvent, MessageEvents, QueryError,
+    ReceiptKind, ReceiptOutcome, ReceiptPosition, ReceiptPositions, RoomEvent, SendBatch, SendMessage, SendOutcome,
+    Subjects, UserEvent, UNKNOWN_MESSAGE,
 };
 use futures::StreamExt;
 use prost::Message as _;
@@ -19,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::defaults;
 use crate::known::KnownPositions;
-use crate::store::{NewMemberChange, NewMessage, NewReceipt, Store, StoreError, StoredReceipt};
+use crate::store::{NewMemberChange, NewMessage, NewMessageChange, NewReceipt, Store, StoreError, StoredReceipt};
 use crate::trace::{batch_span, CommandSpans};
 
 /// Name of the durable consumer that all persister replicas share.
@@ -65,6 +66,8 @@ pub struct PersisterConfig {
     /// partition's next job after the previous one is acknowledged (NATS: `max_ack_pending`
     /// 1); the in-process queue does not, so the all-in-one mode keeps this at 1.
     pub batches_in_flight: usize,
+    /// Messages older than this are deleted (see `retention`); `None` keeps them.
+    pub retention: Option<Duration>,
 }
 
 impl Default for PersisterConfig {
@@ -74,6 +77,7 @@ impl Default for PersisterConfig {
             max_batch: defaults::MAX_BATCH,
             batch_linger: defaults::BATCH_LINGER,
             batches_in_flight: defaults::BATCHES_IN_FLIGHT_IN_PROCESS,
+            retention: None,
         }
     }
 }
@@ -116,6 +120,9 @@ impl Persister {
     ) -> Result<tokio::task::JoinHandle<Result<(), PersisterError>>, PersisterError> {
         let mut jobs = self.bus.work_queue(CONSUMER_NAME).await?;
         self.start_query_responders().await?;
+        if let Some(retention) = self.config.retention {
+            tokio::spawn(crate::retention::run(self.store.clone(), retention, shutdown.clone()));
+        }
         Ok(tokio::spawn(async move {
             let slots = Arc::new(tokio::sync::Semaphore::new(self.config.batches_in_flight.max(1)));
             let mut in_flight = tokio::task::JoinSet::new();
@@ -258,6 +265,32 @@ impl Persister {
             .collect())
     }
 
+    /// Applies a batch's edits, deletes and reactions; the answer to each, in order.
+    async fn store_message_changes<'a>(
+        &self,
+        changes: &'a [ChangeMessage],
+    ) -> Result<Vec<(&'a ChangeMessage, Result<MessageEvent, QueryError>)>, StoreError> {
+        let new: Vec<NewMessageChange> = changes
+            .iter()
+            .map(|c| NewMessageChange {
+                conversation_id: c.conversation_id,
+                message_id: c.message_id,
+                user_id: c.user_id,
+                kind: c.kind(),
+                content: c.content.clone(),
+                emoji: c.emoji.clone(),
+                on: c.on,
+                dedup_key: c.dedup_key(),
+            })
+            .collect();
+        let results = self.store.apply_message_changes(&new).await?;
+        Ok(changes
+            .iter()
+            .zip(results)
+            .map(|(change, result)| (change, result.map_err(|refusal| QueryError::new(refusal.kind, refusal.code))))
+            .collect())
+    }
+
     async fn handle_batch(&self, taken: Vec<TakenJob>) {
         let commands: Vec<&SendMessage> = taken.iter().flat_map(|t| &t.commands).collect();
         crate::metrics::batch(commands.len());
@@ -271,7 +304,8 @@ impl Persister {
         let mut commands = Vec::new();
         let mut receipts = Vec::new();
         let mut changes = Vec::new();
-        for TakenJob { job, commands: of_job, receipts: receipts_of_job, member_changes } in taken {
+        let mut edits = Vec::new();
+        for TakenJob { job, commands: of_job, receipts: receipts_of_job, member_changes, message_changes } in taken {
             for command in &of_job {
                 spans.open(&job.subject, command);
             }
@@ -279,6 +313,7 @@ impl Persister {
             commands.extend(of_job);
             receipts.extend(receipts_of_job);
             changes.extend(member_changes);
+            edits.extend(message_changes);
         }
         let recently_gave_up = self
             .gave_up_at
@@ -301,17 +336,19 @@ impl Persister {
         };
         let started = Instant::now();
         let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2), deadline);
-        let (batch, marked, changed, held) = (&commands, &receipts, &changes, &jobs);
+        let (batch, marked, changed, edited, held) = (&commands, &receipts, &changes, &edits, &jobs);
         let store = || async move {
-            // Messages first: a receipt of the batch may name one of them; membership changes
-            // last. All three are idempotent, so a retry after a failure of a later one redoes
-            // the earlier ones harmlessly. Groups' members as they stand before the batch.
+            // Messages first: a receipt, an edit or a reaction of the batch may name one of
+            // them; then membership changes, then the messages' changes. All are idempotent,
+            // so a retry after a failure of a later one redoes the earlier ones harmlessly.
+            // Groups' members as they stand before the batch.
             let stored = async {
                 let conversations = self.conversations_of(batch, marked).await?;
                 let messages = self.store_batch(batch, &conversations).await?;
                 let receipts = self.store_receipts(marked, &conversations).await?;
                 let changes = self.store_member_changes(changed).await?;
-                Ok::<_, StoreError>((messages, receipts, changes))
+                let edits = self.store_message_changes(edited).await?;
+                Ok::<_, StoreError>((messages, receipts, changes, edits))
             }
             .await;
             if stored.is_err() {
@@ -325,7 +362,7 @@ impl Persister {
             }
             stored
         };
-        let (outcomes, receipt_outcomes, member_outcomes) = match backoff
+        let (outcomes, receipt_outcomes, member_outcomes, edit_outcomes) = match backoff
             .retry("storing a batch", retryable, store)
             .await
         {
@@ -342,14 +379,17 @@ impl Persister {
                 );
                 let refused_receipts = receipts.iter().map(|r| (r, ReceiptAnswer::Refused(refusal.clone()))).collect();
                 let refused_changes = changes.iter().map(|c| (c, Err(refusal.clone()))).collect();
+                let refused_edits = edits.iter().map(|c| (c, Err(refusal.clone()))).collect();
                 (
                     commands.iter().map(|c| (c, send_outcome::Result::Refused(refusal.clone()))).collect(),
                     refused_receipts,
                     refused_changes,
+                    refused_edits,
                 )
             }
         };
-        self.publish_deliveries(outcomes, receipt_outcomes, member_outcomes, &spans).await;
+        let answers = BatchAnswers { outcomes, receipts: receipt_outcomes, changes: member_outcomes, edits: edit_outcomes };
+        self.publish_deliveries(answers, &spans).await;
         let stored_in = started.elapsed();
         let size = jobs.len();
         for job in jobs {
@@ -470,17 +510,15 @@ impl Persister {
     /// gateway in the batch (more only past [`MAX_DELIVERY_BYTES`]), never one per message.
     /// Each message and outcome carries the trace context of its own publication span, a
     /// child of its command's `store-message`.
-    async fn publish_deliveries(
-        &self,
-        outcomes: Vec<(&SendMessage, send_outcome::Result)>,
-        receipts: Vec<(&MarkReceipt, ReceiptAnswer)>,
-        changes: Vec<(&ChangeMember, Result<Vec<MemberEvent>, QueryError>)>,
-        spans: &CommandSpans,
-    ) {
+    async fn publish_deliveries(&self, answers: BatchAnswers<'_>, spans: &CommandSpans) {
+        let BatchAnswers { outcomes, receipts, changes, edits } = answers;
         let members_after = self.members_after(&changes).await;
         let mut routed = RoutedDeliveries::default();
         for (change, answer) in changes {
             routed.push_member_change(change, answer, &members_after);
+        }
+        for (edit, answer) in edits {
+            routed.push_message_change(edit, answer);
         }
         for (receipt, answer) in receipts {
             routed.push_receipt(receipt, answer);
@@ -549,6 +587,14 @@ impl Persister {
     }
 }
 
+/// What a batch stored, or why not, for each of its commands.
+struct BatchAnswers<'a> {
+    outcomes: Vec<(&'a SendMessage, send_outcome::Result)>,
+    receipts: Vec<(&'a MarkReceipt, ReceiptAnswer)>,
+    changes: Vec<(&'a ChangeMember, Result<Vec<MemberEvent>, QueryError>)>,
+    edits: Vec<(&'a ChangeMessage, Result<MessageEvent, QueryError>)>,
+}
+
 /// What the store did with a receipt.
 enum ReceiptAnswer {
     Stored(StoredReceipt),
@@ -564,6 +610,8 @@ enum ReceiptAnswer {
 #[derive(Default)]
 struct RoutedDeliveries {
     member_outcomes: Vec<(String, Vec<MemberOutcome>)>,
+    message_outcomes: Vec<(String, Vec<MessageChangeOutcome>)>,
+    room_changes: Vec<(i64, Vec<MessageEvent>)>,
     room_members: Vec<(i64, Vec<MemberEvent>)>,
     user_members: Vec<(i64, Vec<MemberEvent>)>,
     rooms: Vec<(i64, Vec<DeliveredMessage>)>,
@@ -657,6 +705,29 @@ impl RoutedDeliveries {
         });
     }
 
+    /// An edit's, delete's or reaction's outcome for its gateway, and, when it stored a
+    /// change, the change for the conversation's room.
+    fn push_message_change(&mut self, change: &ChangeMessage, answer: Result<MessageEvent, QueryError>) {
+        let result = match answer {
+            Ok(event) => {
+                if event.id != 0 {
+                    entries_for(&mut self.room_changes, change.conversation_id).push(event.clone());
+                }
+                message_change_outcome::Result::Done(event)
+            }
+            Err(refusal) => message_change_outcome::Result::Refused(refusal),
+        };
+        entries_for(&mut self.message_outcomes, change.gateway_id.clone()).push(MessageChangeOutcome {
+            request_id: change.request_id.clone(),
+            socket_id: change.socket_id.clone(),
+            gateway_id: change.gateway_id.clone(),
+            result: Some(result),
+            trace: Default::default(),
+            conversation_id: change.conversation_id,
+            message_id: change.message_id,
+        });
+    }
+
     fn push_message(&mut self, message: DeliveredMessage) {
         let conversation_id = message.message.as_ref().map_or(0, |m| m.conversation_id);
         entries_for(&mut self.rooms, conversation_id).push(message);
@@ -730,6 +801,16 @@ impl RoutedDeliveries {
             let event = GatewayEvent { event: Some(gateway_event::Event::Outcomes(delivery)) };
             (subjects.gateway(&gateway), chat_proto::encode(&event))
         });
+        // The messages' changes last, as they were stored.
+        let room_changes = self.room_changes.into_iter().map(|(conversation_id, events)| {
+            let event = RoomEvent { event: Some(room_event::Event::MessageChanges(MessageEvents { events })) };
+            (subjects.room(conversation_id), chat_proto::encode(&event))
+        });
+        let message_outcomes = self.message_outcomes.into_iter().map(|(gateway, message_outcomes)| {
+            let delivery = Delivery { message_outcomes, ..Default::default() };
+            let event = GatewayEvent { event: Some(gateway_event::Event::Outcomes(delivery)) };
+            (subjects.gateway(&gateway), chat_proto::encode(&event))
+        });
         rooms
             .chain(room_receipts)
             .chain(user_receipts)
@@ -737,6 +818,8 @@ impl RoutedDeliveries {
             .chain(user_members)
             .chain(gateways)
             .chain(member_outcomes)
+            .chain(room_changes)
+            .chain(message_outcomes)
             .collect()
     }
 }
@@ -761,6 +844,7 @@ struct TakenJob {
     commands: Vec<SendMessage>,
     receipts: Vec<MarkReceipt>,
     member_changes: Vec<ChangeMember>,
+    message_changes: Vec<ChangeMessage>,
 }
 
 impl TakenJob {
@@ -774,12 +858,18 @@ impl TakenJob {
                 SendBatch::default()
             }
         };
-        Self { job, commands: batch.commands, receipts: batch.receipts, member_changes: batch.member_changes }
+        Self {
+            job,
+            commands: batch.commands,
+            receipts: batch.receipts,
+            member_changes: batch.member_changes,
+            message_changes: batch.message_changes,
+        }
     }
 
     /// How many commands, receipts and membership changes it carries.
     fn len(&self) -> usize {
-        self.commands.len() + self.receipts.len() + self.member_changes.len()
+        self.commands.len() + self.receipts.len() + self.member_changes.len() + self.message_changes.len()
     }
 }
 

@@ -15,6 +15,9 @@ use sea_orm::{
 
 use crate::entity::{conversation, member, member_event, message};
 
+mod lifecycle;
+pub use lifecycle::{Counts, MessageRefusal, NewMessageChange, RETENTION_BATCH};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the database at {url}: {source}")]

@@ -5,9 +5,11 @@
 //! derive macros rather than generated from a `.proto` file, so the build needs no `protoc` and
 //! the contract reads as plain Rust. Field tags are part of the contract: never reuse one.
 
+mod lifecycle;
 pub mod messages;
 mod subjects;
 
+pub use lifecycle::*;
 pub use messages::*;
 pub use subjects::*;
 

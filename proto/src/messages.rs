@@ -134,6 +134,10 @@ pub struct SendBatch {
     /// the groups' messages, stored after the batch's messages and receipts.
     #[prost(message, repeated, tag = "18")]
     pub member_changes: Vec<ChangeMember>,
+    /// Edits, deletes and reactions of the same gateway for the same partition: ordered with
+    /// the conversations' messages, stored after everything else of the batch.
+    #[prost(message, repeated, tag = "19")]
+    pub message_changes: Vec<crate::ChangeMessage>,
 }
 
 impl SendBatch {
@@ -141,7 +145,11 @@ impl SendBatch {
     /// rolling upgrade).
     pub fn from_payload(payload: &[u8]) -> Result<Self, crate::DecodeError> {
         let batch: SendBatch = crate::decode(payload)?;
-        if !batch.commands.is_empty() || !batch.receipts.is_empty() || !batch.member_changes.is_empty() {
+        if !batch.commands.is_empty()
+            || !batch.receipts.is_empty()
+            || !batch.member_changes.is_empty()
+            || !batch.message_changes.is_empty()
+        {
             return Ok(batch);
         }
         let lone: SendMessage = crate::decode(payload)?;
@@ -430,6 +438,17 @@ pub struct StoredMessage {
     pub content: String,
     #[prost(message, optional, tag = "7")]
     pub conversation: Option<Conversation>,
+    /// When it was last edited, or deleted (0: never). A deleted message's content is empty.
+    #[prost(int64, tag = "8")]
+    pub edited_at_ms: i64,
+    #[prost(int64, tag = "9")]
+    pub deleted_at_ms: i64,
+    /// Its reactions, `emoji → count` (read with the history; empty on a new message).
+    #[prost(map = "string, uint32", tag = "10")]
+    pub reactions: std::collections::HashMap<String, u32>,
+    /// The emojis of the viewer a history page was read for (`ListMessages::viewer_id`).
+    #[prost(string, repeated, tag = "11")]
+    pub my_reactions: Vec<String>,
 }
 
 /// The persister's answer to one [`SendMessage`], for the socket that sent it.
@@ -484,6 +503,9 @@ pub struct Delivery {
     /// On a gateway's subject: the outcomes of its membership changes.
     #[prost(message, repeated, tag = "4")]
     pub member_outcomes: Vec<MemberOutcome>,
+    /// On a gateway's subject: the outcomes of its edits, deletes and reactions.
+    #[prost(message, repeated, tag = "5")]
+    pub message_outcomes: Vec<crate::MessageChangeOutcome>,
 }
 
 /// A stored message on its way to the conversation's rooms.
@@ -514,7 +536,7 @@ pub struct Typing {
 /// the conversation: its stored messages, or a typing indicator.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RoomEvent {
-    #[prost(oneof = "room_event::Event", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "room_event::Event", tags = "1, 2, 3, 4, 5")]
     pub event: Option<room_event::Event>,
 }
 
@@ -532,6 +554,9 @@ pub mod room_event {
         /// A group's membership changes.
         #[prost(message, tag = "4")]
         Members(super::MemberEvents),
+        /// Edits, deletes and reactions of the conversation's messages.
+        #[prost(message, tag = "5")]
+        MessageChanges(crate::MessageEvents),
     }
 }
 
@@ -833,6 +858,9 @@ pub struct ListMessages {
     /// Cursor: the last `limit` messages with a smaller id.
     #[prost(int64, optional, tag = "5")]
     pub before_id: Option<i64>,
+    /// Whose reactions the page's `my_reactions` are (0: nobody's).
+    #[prost(int64, tag = "6")]
+    pub viewer_id: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -897,7 +925,7 @@ macro_rules! reply_with_error_field {
         }
     )*};
 }
-reply_with_error_field!(ConversationList, MessagePage, ContactList, PositionList, MemberEventList);
+reply_with_error_field!(ConversationList, MessagePage, ContactList, PositionList, MemberEventList, crate::MessageEventList);
 
 #[cfg(test)]
 mod tests {
@@ -922,6 +950,9 @@ mod tests {
                     created_at_ms: 5,
                     ..Default::default()
                 }),
+                edited_at_ms: 1_700_000_000_150,
+                reactions: [("👍".to_owned(), 2)].into(),
+                ..Default::default()
             })),
             gateway_id: "gw-1".into(),
             trace: [("traceparent".to_owned(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned())]
@@ -952,6 +983,19 @@ mod tests {
                 request_id: "r3".into(),
                 result: Some(member_outcome::Result::Done(MemberEvents {
                     events: vec![MemberEvent { id: 1, conversation_id: 3, user_id: 4, by: 1, ..Default::default() }],
+                })),
+                ..Default::default()
+            }],
+            message_outcomes: vec![crate::MessageChangeOutcome {
+                request_id: "r4".into(),
+                result: Some(crate::message_change_outcome::Result::Done(crate::MessageEvent {
+                    id: 2,
+                    message_id: 7,
+                    kind: crate::MessageEventKind::Reaction as i32,
+                    emoji: "👍".into(),
+                    on: true,
+                    counts: [("👍".to_owned(), 2)].into(),
+                    ..Default::default()
                 })),
                 ..Default::default()
             }],
@@ -987,6 +1031,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(SendBatch::from_payload(&crate::encode(&changes_only)).expect("decodes"), changes_only);
+        let edits_only = SendBatch {
+            message_changes: vec![crate::ChangeMessage { request_id: "r5".into(), message_id: 9, ..Default::default() }],
+            ..Default::default()
+        };
+        assert_eq!(SendBatch::from_payload(&crate::encode(&edits_only)).expect("decodes"), edits_only);
         assert!(SendBatch::from_payload(&[]).expect("empty is valid").commands.is_empty());
     }
 

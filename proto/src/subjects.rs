@@ -127,6 +127,7 @@ pub const RPC_LIST_MESSAGES: &str = "messages.list";
 pub const RPC_LIST_CONTACTS: &str = "contacts.list";
 pub const RPC_GET_POSITIONS: &str = "positions.get";
 pub const RPC_LIST_MEMBER_EVENTS: &str = "members.events";
+pub const RPC_LIST_MESSAGE_EVENTS: &str = "messages.events";
 
 #[cfg(test)]
 mod tests {

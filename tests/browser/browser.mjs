@@ -131,6 +131,29 @@ export function shownMessages(page) {
   })));
 }
 
+/** The row of stored message `id` in the message list (a selector). */
+export const messageRow = (id) => `#messages > li[data-id="${id}"]`;
+
+/**
+ * What the page shows of stored message `id`: its content, whether it shows as edited or as a
+ * deleted tombstone, the controls it offers (`edit`, `delete`), and its reaction buttons as
+ * `{emoji: {count, mine}}`.
+ */
+export function shownChanges(page, id) {
+  return page.$eval(messageRow(id), (row) => {
+    const edited = row.querySelector('.edited');
+    return {
+      content: row.querySelector('.content').textContent,
+      edited: row.dataset.edited === 'true' && Boolean(edited) && !edited.hidden,
+      deleted: row.dataset.deleted === 'true',
+      actions: [...row.querySelectorAll('.message-actions button')].map((button) => button.dataset.action),
+      reactions: Object.fromEntries([...row.querySelectorAll('.reactions .reaction')].map((button) => [
+        button.dataset.emoji, { count: Number(button.dataset.count), mine: button.dataset.mine === 'true' },
+      ])),
+    };
+  });
+}
+
 /** The inbox item of conversation `id` (a selector). */
 export const inboxItem = (id) => `#inbox > li[data-conversation="${id}"]`;
 

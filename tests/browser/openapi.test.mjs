@@ -76,7 +76,9 @@ test('the document describes the bearer scheme, the paging parameters and the JS
     { type: 'http', scheme: 'bearer' },
   );
   const history = doc.paths['/api/chats/conversations/{id}/messages'].get;
-  assert.deepEqual(history.parameters.map((p) => `${p.in}:${p.name}`), ['path:id', 'query:page', 'query:limit', 'query:after', 'query:before']);
+  // `user_id`: whose `my_reactions` the history lists, in development mode (README, "The API").
+  assert.deepEqual(history.parameters.map((p) => `${p.in}:${p.name}`),
+    ['path:id', 'query:page', 'query:limit', 'query:after', 'query:before', 'query:user_id']);
   for (const { method, path: p, op } of operations(doc)) {
     for (const [status, response] of Object.entries(op.responses)) {
       if (Number(status) >= 400) {

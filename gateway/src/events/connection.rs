@@ -10,7 +10,7 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::socket_state::{Membership, SocketState};
-use super::{join, members, receipts, send, typing};
+use super::{join, lifecycle, members, receipts, send, typing};
 use crate::auth::Credentials;
 use crate::emit::{emit_error, room_of_user, Overflowed};
 use crate::errors::ClientError;
@@ -19,7 +19,7 @@ use crate::metrics::{self, OpenConnection};
 use crate::rooms::SocketRooms;
 use crate::validate;
 use crate::wire::event;
-use chat_proto::{MemberChangeKind, ReceiptKind};
+use chat_proto::{MemberChangeKind, MessageChangeKind, ReceiptKind};
 
 /// What the connect middleware decided about a socket, for the connect handler: its state
 /// and the held membership lock, or why it was refused. Taken once.
@@ -188,6 +188,17 @@ fn bind_handlers(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketRef
         socket.on(name, move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| {
             metrics::event_in(name);
             members::on_change(&g, &s, &socket, ack, payload.unwrap_or(Value::Null), kind);
+            std::future::ready(())
+        });
+    }
+
+    // Synchronous, like sends: a message's changes are ordered with the conversation's messages.
+    for kind in [MessageChangeKind::Edit, MessageChangeKind::Delete, MessageChangeKind::React] {
+        let (g, s) = (gw.clone(), state.clone());
+        let name = lifecycle::event_name(kind);
+        socket.on(name, move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| {
+            metrics::event_in(name);
+            lifecycle::on_change(&g, &s, &socket, ack, payload.unwrap_or(Value::Null), kind);
             std::future::ready(())
         });
     }

@@ -7,6 +7,7 @@
 //! - `join`: `join-conversation` and `leave-conversation`;
 //! - `receipts`: `mark-delivered` and `mark-read`;
 //! - `members`: `add-member`, `remove-member`, `leave-group` and `set-role`;
+//! - `lifecycle`: `edit-message`, `delete-message` and `react`;
 //! - `typing`: `typing`;
 //! - `socket_state`: what the gateway keeps per socket.
 //!
@@ -27,6 +28,7 @@
 
 mod connection;
 mod join;
+mod lifecycle;
 mod members;
 mod receipts;
 mod send;

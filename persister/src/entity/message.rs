@@ -12,6 +12,10 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// What the send was deduplicated by; unique per sender (see migration 2).
     pub dedup_key: Option<String>,
+    /// When it was last edited (migration 5).
+    pub edited_at: Option<DateTimeUtc>,
+    /// When it was deleted: its content is then empty, a tombstone (migration 5).
+    pub deleted_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -43,6 +47,10 @@ impl Model {
             message_type: self.message_type,
             content: self.content,
             conversation,
+            edited_at_ms: self.edited_at.map_or(0, |at| at.timestamp_millis()),
+            deleted_at_ms: self.deleted_at.map_or(0, |at| at.timestamp_millis()),
+            reactions: Default::default(),
+            my_reactions: Vec::new(),
         }
     }
 }

@@ -4,3 +4,5 @@ pub mod conversation;
 pub mod member;
 pub mod member_event;
 pub mod message;
+pub mod message_event;
+pub mod reaction;
