@@ -74,16 +74,8 @@ pub fn emit_message_error(socket: &SocketRef, error: &ClientError) {
 /// A refused `mark-delivered` or `mark-read`: `error` to its socket (if still here) and a
 /// failed acknowledgement, whose ids `echo` (conversation, message) what the client sent.
 pub fn refuse_receipt(socket: Option<&SocketRef>, ack: Option<AckSender>, echo: (Value, Value), error: &ClientError) {
-    if let Some(socket) = socket {
-        emit_error(socket, error);
-    }
-    if let Some(ack) = ack {
-        let (conversation_id, message_id) = echo;
-        let answer = ReceiptAck { success: false, conversation_id, message_id, error: Some(error.to_string()) };
-        if let Err(e) = ack.send(&answer) {
-            tracing::debug!(error = %e, "acknowledgement failed");
-        }
-    }
+    let (conversation_id, message_id) = echo;
+    refuse_with_ack(socket, ack, error, |error| ReceiptAck { success: false, conversation_id, message_id, error });
 }
 
 /// A refused membership change: `error` to its socket (if still here) and a failed
@@ -94,16 +86,14 @@ pub fn refuse_member_change(
     echo: (Value, Value),
     error: &ClientError,
 ) {
-    if let Some(socket) = socket {
-        emit_error(socket, error);
-    }
-    if let Some(ack) = ack {
-        let (conversation_id, user_id) = echo;
-        let answer = MemberAck { success: false, conversation_id, user_id, role: None, error: Some(error.to_string()) };
-        if let Err(e) = ack.send(&answer) {
-            tracing::debug!(error = %e, "acknowledgement failed");
-        }
-    }
+    let (conversation_id, user_id) = echo;
+    refuse_with_ack(socket, ack, error, |error| MemberAck {
+        success: false,
+        conversation_id,
+        user_id,
+        role: None,
+        error,
+    });
 }
 
 /// A refused edit, delete or reaction: `error` to its socket (if still here) and a failed
@@ -114,19 +104,29 @@ pub fn refuse_message_change(
     echo: (Value, Value),
     error: &ClientError,
 ) {
+    let (conversation_id, message_id) = echo;
+    refuse_with_ack(socket, ack, error, |error| MessageChangeAck {
+        success: false,
+        conversation_id,
+        message_id,
+        error,
+        ..Default::default()
+    });
+}
+
+/// `error` to the socket of a refused request (if still here), and its acknowledgement built
+/// by `answer` from the error's text.
+fn refuse_with_ack<A: Serialize>(
+    socket: Option<&SocketRef>,
+    ack: Option<AckSender>,
+    error: &ClientError,
+    answer: impl FnOnce(Option<String>) -> A,
+) {
     if let Some(socket) = socket {
         emit_error(socket, error);
     }
     if let Some(ack) = ack {
-        let (conversation_id, message_id) = echo;
-        let answer = MessageChangeAck {
-            success: false,
-            conversation_id,
-            message_id,
-            error: Some(error.to_string()),
-            ..Default::default()
-        };
-        if let Err(e) = ack.send(&answer) {
+        if let Err(e) = ack.send(&answer(Some(error.to_string()))) {
             tracing::debug!(error = %e, "acknowledgement failed");
         }
     }

@@ -224,8 +224,15 @@ impl ClientError {
         if refusal.kind() == ErrorKind::Internal {
             return ClientError::MessageStorageUnavailable(refusal.message.clone());
         }
-        let known =
-            [why::NO_CONVERSATION, why::NOT_MEMBER, why::NO_MESSAGE, why::NOT_SENDER, why::NOT_TEXT, why::NOT_ALLOWED, why::DELETED];
+        let known = [
+            why::NO_CONVERSATION,
+            why::NOT_MEMBER,
+            why::NO_MESSAGE,
+            why::NOT_SENDER,
+            why::NOT_TEXT,
+            why::NOT_ALLOWED,
+            why::DELETED,
+        ];
         match known.into_iter().find(|code| *code == refusal.message) {
             Some(code) => ClientError::MessageChangeRefused(code),
             None => ClientError::MessageChangeFailed,

@@ -232,13 +232,21 @@ async fn run_lane(publisher: Publisher, mut queue: mpsc::UnboundedReceiver<Queue
     let mut waiting = Vec::with_capacity(MAX_BATCH_COMMANDS);
     while queue.recv_many(&mut waiting, MAX_BATCH_COMMANDS).await > 0 {
         for batch in split_by_size(std::mem::take(&mut waiting)) {
-            // A partition's jobs are stored in order, so the answer to the last command comes
-            // after the others'.
-            if let Some(last) = batch.last() {
-                answers.await_answer_to(last.command.request_id());
-            }
-            if !publisher.publish(batch).await {
-                answers.forget(); // no answer will come
+            let parts = split_for_order(batch);
+            let count = parts.len();
+            for (index, part) in parts.into_iter().enumerate() {
+                // A partition's jobs are stored in order, so the answer to the last command
+                // comes after the others'.
+                if let Some(last) = part.last() {
+                    answers.await_answer_to(last.command.request_id());
+                }
+                if !publisher.publish(part).await {
+                    answers.forget(); // no answer will come
+                }
+                if index + 1 < count {
+                    // The next part must not be stored with this one (see `split_for_order`).
+                    answers.wait(ANSWER_WAIT).await;
+                }
             }
         }
         answers.wait(ANSWER_WAIT).await;
@@ -250,6 +258,25 @@ async fn run_lane(publisher: Publisher, mut queue: mpsc::UnboundedReceiver<Queue
 fn split_by_size(commands: Vec<Queued>) -> Vec<Vec<Queued>> {
     // Each command's trace context is added later: about 100 bytes.
     chat_proto::split_by_size(commands, MAX_BATCH_BYTES, |queued| queued.command.encoded_len() + TRACE_CONTEXT_BYTES)
+}
+
+/// Splits a batch where a send follows a membership change or a message's change, keeping
+/// the order. The persister stores a batch's sends before its changes; a change the client
+/// made before a send must therefore reach it in an earlier batch, which the lane publishes
+/// only once the persister has answered the previous part (or after [`ANSWER_WAIT`]).
+fn split_for_order(commands: Vec<Queued>) -> Vec<Vec<Queued>> {
+    let mut parts: Vec<Vec<Queued>> = Vec::new();
+    for queued in commands {
+        let after_a_change = parts
+            .last()
+            .and_then(|part| part.last())
+            .is_some_and(|previous| matches!(previous.command, Outgoing::Member(_) | Outgoing::Message(_)));
+        match parts.last_mut() {
+            Some(part) if !(after_a_change && matches!(queued.command, Outgoing::Send(_))) => part.push(queued),
+            _ => parts.push(vec![queued]),
+        }
+    }
+    parts
 }
 
 /// How a command that could not be put on the bus is answered: a send with `message-error`,
@@ -417,6 +444,36 @@ mod tests {
         let started = tokio::time::Instant::now();
         answers.wait(limit).await;
         assert_eq!(started.elapsed(), limit, "the late answer did not release the next wait");
+    }
+
+    #[test]
+    fn a_send_after_a_change_goes_in_the_next_part() {
+        let of = |command: Outgoing| Queued { command, ack: None, span: Span::none(), pending: Arc::default() };
+        let send = || of(Outgoing::Send(SendMessage::default()));
+        let edit = || of(Outgoing::Message(ChangeMessage::default()));
+        let receipt = || of(Outgoing::Receipt(MarkReceipt::default()));
+        let kinds = |parts: Vec<Vec<Queued>>| -> Vec<Vec<&'static str>> {
+            parts
+                .iter()
+                .map(|part| {
+                    part.iter()
+                        .map(|q| match q.command {
+                            Outgoing::Send(_) => "send",
+                            Outgoing::Message(_) => "edit",
+                            Outgoing::Receipt(_) => "receipt",
+                            Outgoing::Member(_) => "member",
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(
+            kinds(split_for_order(vec![send(), edit(), edit(), send(), receipt(), send()])),
+            vec![vec!["send", "edit", "edit"], vec!["send", "receipt", "send"]],
+            "stored sends first, then changes: each part keeps the client's order"
+        );
+        assert_eq!(kinds(split_for_order(vec![send(), receipt(), send()])).len(), 1, "receipts only move forward");
+        assert!(split_for_order(Vec::new()).is_empty());
     }
 
     #[test]

@@ -386,7 +386,8 @@ mod tests {
         let change = |id| MessageEvent { id, message_id: 7, ..Default::default() };
         room.live_message_changes(&[change(1)]); // nobody replays: sent to the members only
         room.begin_replay("s");
-        let sent: Vec<i64> = room.live_message_changes(&[change(2), change(1), change(3)]).iter().map(|e| e.id).collect();
+        let sent: Vec<i64> =
+            room.live_message_changes(&[change(2), change(1), change(3)]).iter().map(|e| e.id).collect();
         assert_eq!(sent, vec![2, 3], "a change heard again is dropped");
         let kept: Vec<i64> = room.end_replay_message_changes(&"s").iter().map(|e| e.id).collect();
         assert_eq!(kept, vec![2, 3], "in order, from the replay's start");

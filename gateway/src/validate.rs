@@ -405,9 +405,16 @@ mod tests {
             10,
         );
         assert_eq!(retry.expect("uuid").change_id.as_deref(), Some("a1a2a3a4-b1b2-c1c2-d1d2-d3d4d5d6d7d8"));
-        let bad = message_change(&json!({"conversationId": 1, "messageId": 2, "changeId": "x"}), MessageChangeKind::Delete, 10);
+        let bad = message_change(
+            &json!({"conversationId": 1, "messageId": 2, "changeId": "x"}),
+            MessageChangeKind::Delete,
+            10,
+        );
         assert_eq!(bad.expect_err("not a uuid"), "changeId must be a UUID");
-        assert_eq!(message_change(&json!([1]), MessageChangeKind::Delete, 10).expect_err("array"), "payload must be an object");
+        assert_eq!(
+            message_change(&json!([1]), MessageChangeKind::Delete, 10).expect_err("array"),
+            "payload must be an object"
+        );
     }
 
     fn send_error(payload: Value) -> String {

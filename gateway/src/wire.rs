@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use chat_proto::{Conversation, MemberPositions, MessageEvent, MessageEventKind, ReceiptKind, ReceiptPosition, StoredMessage};
+use chat_proto::{
+    Conversation, MemberPositions, MessageEvent, MessageEventKind, ReceiptKind, ReceiptPosition, StoredMessage,
+};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -196,7 +198,11 @@ impl MessageChangeJson {
             }
             MessageEventKind::Deleted => Some((
                 event::MESSAGE_DELETED,
-                Self::Deleted(MessageDeletedEvent { conversation_id, message_id, deleted_at: iso_timestamp(change.at_ms) }),
+                Self::Deleted(MessageDeletedEvent {
+                    conversation_id,
+                    message_id,
+                    deleted_at: iso_timestamp(change.at_ms),
+                }),
             )),
             MessageEventKind::Reaction => Some((
                 event::REACTION_UPDATED,
@@ -364,23 +370,20 @@ pub struct MessageJson {
     pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conversation: Option<ConversationRef>,
-    /// Edits, deletion and reactions: in the history, a replay and `message-updated` (a new
-    /// message, in `message-sent` and `receive-message`, has none).
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub state: Option<MessageStateJson>,
-}
-
-/// What happened to a message since it was sent.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MessageStateJson {
+    // What happened to the message since it was sent: in the history, a replay and
+    // `message-updated`. A new message (`message-sent`, `receive-message`) has none of these
+    // fields, as in the spec.
     /// When it was last edited; null if never.
-    #[schema(format = DateTime)]
-    pub edited_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub edited_at: Option<Option<String>>,
     /// When it was deleted; null if it was not (a deleted message's `content` is null).
-    #[schema(format = DateTime)]
-    pub deleted_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub deleted_at: Option<Option<String>>,
     /// Reactions: emoji → how many users added it.
-    pub reactions: BTreeMap<String, u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reactions: Option<BTreeMap<String, u32>>,
     /// The requester's own emojis (the history and a replay).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub my_reactions: Option<Vec<String>>,
@@ -613,7 +616,10 @@ impl From<StoredMessage> for MessageJson {
             timestamp: iso_timestamp(m.timestamp_ms),
             message_type: m.message_type,
             content: (m.deleted_at_ms == 0).then_some(m.content),
-            state: None,
+            edited_at: None,
+            deleted_at: None,
+            reactions: None,
+            my_reactions: None,
             conversation: m.conversation.map(|c| {
                 if c.is_group() {
                     ConversationRef {
@@ -640,23 +646,16 @@ impl From<StoredMessage> for MessageJson {
 impl MessageJson {
     /// The message with what happened to it since it was sent (edits, deletion, reactions).
     pub fn with_state(m: StoredMessage) -> Self {
-        let state = MessageStateJson {
-            edited_at: (m.edited_at_ms != 0).then(|| iso_timestamp(m.edited_at_ms)),
-            deleted_at: (m.deleted_at_ms != 0).then(|| iso_timestamp(m.deleted_at_ms)),
-            reactions: sorted(&m.reactions),
-            my_reactions: None,
-        };
-        Self { state: Some(state), ..Self::from(m) }
+        let edited_at = Some((m.edited_at_ms != 0).then(|| iso_timestamp(m.edited_at_ms)));
+        let deleted_at = Some((m.deleted_at_ms != 0).then(|| iso_timestamp(m.deleted_at_ms)));
+        let reactions = Some(sorted(&m.reactions));
+        Self { edited_at, deleted_at, reactions, ..Self::from(m) }
     }
 
     /// As [`MessageJson::with_state`], with the requester's own emojis.
     pub fn for_viewer(m: StoredMessage) -> Self {
-        let mine = m.my_reactions.clone();
-        let mut json = Self::with_state(m);
-        if let Some(state) = json.state.as_mut() {
-            state.my_reactions = Some(mine);
-        }
-        json
+        let my_reactions = Some(m.my_reactions.clone());
+        Self { my_reactions, ..Self::with_state(m) }
     }
 }
 

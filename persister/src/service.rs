@@ -388,7 +388,8 @@ impl Persister {
                 )
             }
         };
-        let answers = BatchAnswers { outcomes, receipts: receipt_outcomes, changes: member_outcomes, edits: edit_outcomes };
+        let answers =
+            BatchAnswers { outcomes, receipts: receipt_outcomes, changes: member_outcomes, edits: edit_outcomes };
         self.publish_deliveries(answers, &spans).await;
         let stored_in = started.elapsed();
         let size = jobs.len();

@@ -96,6 +96,39 @@ async fn the_store_works_on_postgres() {
     assert!(page.entries.iter().all(|e| next.entries.iter().all(|n| n.conversation.id != e.conversation.id)));
     assert_eq!(page.entries.len() + next.entries.len(), 20);
 
+    // Edits, reactions and deletes (migration 5): counted per emoji, a tombstone kept, and
+    // retention taking a message with its reactions and changes (the cascade).
+    use chat_persister::store::NewMessageChange;
+    use chat_proto::MessageChangeKind;
+    let change = |user_id, kind, emoji: &str, key: &str| NewMessageChange {
+        conversation_id: a.id,
+        message_id: stored[0].id,
+        user_id,
+        kind,
+        content: "edited".into(),
+        emoji: emoji.into(),
+        on: true,
+        dedup_key: key.into(),
+    };
+    let applied = store
+        .apply_message_changes(&[
+            change(10, MessageChangeKind::Edit, "", "e1"),
+            change(20, MessageChangeKind::React, "👍", "e2"),
+            change(10, MessageChangeKind::React, "👍", "e3"),
+        ])
+        .await
+        .unwrap();
+    let counts = &applied[2].as_ref().expect("reacted").counts;
+    assert_eq!(counts.get("👍"), Some(&2));
+    let (reactions, mine) = store.reactions_of(&[stored[0].id], 20).await.unwrap();
+    assert_eq!((reactions[&stored[0].id].get("👍"), mine[&stored[0].id].len()), (Some(&2), 1));
+    let deleted = store.apply_message_changes(&[change(10, MessageChangeKind::Delete, "", "e4")]).await.unwrap();
+    assert!(deleted[0].is_ok(), "the sender deletes");
+    assert_eq!(store.message_events_after(a.id, 0, stored[0].id, 10).await.unwrap().len(), 4);
+    let swept = store.delete_messages_before(chrono::Utc::now() + chrono::Duration::seconds(1)).await.unwrap();
+    assert_eq!(swept, 110, "every message of the test, in one batch");
+    assert!(store.message_events_after(a.id, 0, stored[0].id, 10).await.unwrap().is_empty(), "cascaded");
+
     drop((store, again));
     admin.execute_unprepared(&format!("drop database {name} with (force)")).await.unwrap();
 }

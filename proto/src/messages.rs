@@ -469,6 +469,9 @@ pub struct SendOutcome {
 }
 
 pub mod send_outcome {
+    // An outcome lives for one publication; boxing its common variant would cost an allocation
+    // per command to save a few hundred bytes on the rare refusal.
+    #[allow(clippy::large_enum_variant)]
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Result {
         /// Stored: the sender gets `message-sent`.
@@ -925,7 +928,14 @@ macro_rules! reply_with_error_field {
         }
     )*};
 }
-reply_with_error_field!(ConversationList, MessagePage, ContactList, PositionList, MemberEventList, crate::MessageEventList);
+reply_with_error_field!(
+    ConversationList,
+    MessagePage,
+    ContactList,
+    PositionList,
+    MemberEventList,
+    crate::MessageEventList
+);
 
 #[cfg(test)]
 mod tests {
@@ -1032,7 +1042,11 @@ mod tests {
         };
         assert_eq!(SendBatch::from_payload(&crate::encode(&changes_only)).expect("decodes"), changes_only);
         let edits_only = SendBatch {
-            message_changes: vec![crate::ChangeMessage { request_id: "r5".into(), message_id: 9, ..Default::default() }],
+            message_changes: vec![crate::ChangeMessage {
+                request_id: "r5".into(),
+                message_id: 9,
+                ..Default::default()
+            }],
             ..Default::default()
         };
         assert_eq!(SendBatch::from_payload(&crate::encode(&edits_only)).expect("decodes"), edits_only);

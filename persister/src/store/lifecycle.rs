@@ -385,7 +385,13 @@ mod tests {
         store.insert_messages(&[new]).await.expect("stored")[0].id
     }
 
-    fn change(conversation_id: i64, message_id: i64, user_id: i64, kind: MessageChangeKind, key: &str) -> NewMessageChange {
+    fn change(
+        conversation_id: i64,
+        message_id: i64,
+        user_id: i64,
+        kind: MessageChangeKind,
+        key: &str,
+    ) -> NewMessageChange {
         NewMessageChange {
             conversation_id,
             message_id,
@@ -399,10 +405,20 @@ mod tests {
     }
 
     fn edit(conversation_id: i64, message_id: i64, user_id: i64, content: &str, key: &str) -> NewMessageChange {
-        NewMessageChange { content: content.into(), ..change(conversation_id, message_id, user_id, MessageChangeKind::Edit, key) }
+        NewMessageChange {
+            content: content.into(),
+            ..change(conversation_id, message_id, user_id, MessageChangeKind::Edit, key)
+        }
     }
 
-    fn react(conversation_id: i64, message_id: i64, user_id: i64, emoji: &str, on: bool, key: &str) -> NewMessageChange {
+    fn react(
+        conversation_id: i64,
+        message_id: i64,
+        user_id: i64,
+        emoji: &str,
+        on: bool,
+        key: &str,
+    ) -> NewMessageChange {
         NewMessageChange {
             emoji: emoji.into(),
             on,
@@ -426,7 +442,11 @@ mod tests {
 
         assert_eq!(apply_one(&store, edit(pair.id, first, 2, "x", "a")).await, Err(why::NOT_SENDER));
         assert_eq!(apply_one(&store, edit(pair.id, image, 1, "x", "b")).await, Err(why::NOT_TEXT));
-        assert_eq!(apply_one(&store, edit(other.id, first, 1, "x", "c")).await, Err(why::NO_MESSAGE), "another conversation's");
+        assert_eq!(
+            apply_one(&store, edit(other.id, first, 1, "x", "c")).await,
+            Err(why::NO_MESSAGE),
+            "another conversation's"
+        );
         assert_eq!(apply_one(&store, edit(pair.id, first, 3, "x", "d")).await, Err(why::NOT_MEMBER));
         assert_eq!(apply_one(&store, edit(9_999, first, 1, "x", "e")).await, Err(why::NO_CONVERSATION));
 
@@ -448,7 +468,8 @@ mod tests {
         assert_eq!(apply_one(&store, edit(pair.id, first, 1, "x", "k")).await, Err(why::DELETED));
         assert_eq!(apply_one(&store, react(pair.id, first, 2, "👍", true, "l")).await, Err(why::DELETED));
 
-        let (page, total) = store.messages_page(pair.id, crate::store::HistoryWindow::After { id: 0, limit: 10 }).await.expect("page");
+        let (page, total) =
+            store.messages_page(pair.id, crate::store::HistoryWindow::After { id: 0, limit: 10 }).await.expect("page");
         assert_eq!(total, 3);
         let ids: Vec<i64> = page.iter().map(|m| m.id).collect();
         assert_eq!(ids, vec![first, image, second], "the tombstone keeps its place");
@@ -509,7 +530,10 @@ mod tests {
         let kinds: Vec<(i64, i32)> = replayed.iter().map(|e| (e.message_id, e.kind)).collect();
         let reaction = chat_proto::MessageEventKind::Reaction as i32;
         let edited = chat_proto::MessageEventKind::Edited as i32;
-        assert_eq!(kinds, vec![(first, reaction), (first, reaction), (first, reaction), (first, reaction), (first, edited)]);
+        assert_eq!(
+            kinds,
+            vec![(first, reaction), (first, reaction), (first, reaction), (first, reaction), (first, edited)]
+        );
         assert_eq!(replayed.last().and_then(|e| e.message.as_ref()).map(|m| m.content.as_str()), Some("uno"));
         assert!(store.message_events_after(pair.id, second + 1, second, 100).await.expect("none").is_empty());
     }
@@ -526,7 +550,8 @@ mod tests {
         let new = send(&store, pair.id, 2, "text", "new").await;
         assert_eq!(store.delete_messages_before(cutoff).await.expect("swept"), 1);
         assert_eq!(store.delete_messages_before(cutoff).await.expect("swept again"), 0);
-        let (page, _) = store.messages_page(pair.id, crate::store::HistoryWindow::After { id: 0, limit: 10 }).await.expect("page");
+        let (page, _) =
+            store.messages_page(pair.id, crate::store::HistoryWindow::After { id: 0, limit: 10 }).await.expect("page");
         assert_eq!(page.iter().map(|m| m.id).collect::<Vec<_>>(), vec![new]);
         let (counts, _) = store.reactions_of(&[old], 0).await.expect("reactions");
         assert!(counts.is_empty(), "the reactions went with the message");
