@@ -412,7 +412,8 @@ pub async fn list_messages(
                                        "last_activity_at": "2026-11-25T19:52:10.002Z",
                                        "last_message": {"id": 42, "sender_id": 2, "conversation_id": 7,
                                                         "timestamp": "2026-11-25T19:52:10.002Z",
-                                                        "message_type": "text", "content": "Hi!"},
+                                                        "message_type": "text", "content": "Hi!", "edited_at": null,
+                                                        "deleted_at": null, "reactions": {}},
                                        "unread_count": 1,
                                        "members": [
                                            {"user_id": 1, "last_read_message_id": 41, "last_delivered_message_id": 42},

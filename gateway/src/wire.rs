@@ -581,7 +581,7 @@ impl InboxEntryJson {
         Some(Self {
             conversation: ConversationJson::from(conversation.without_members()).fields,
             last_activity_at: iso_timestamp(entry.last_activity_ms),
-            last_message: entry.last_message.map(MessageJson::from),
+            last_message: entry.last_message.map(MessageJson::with_state),
             unread_count: entry.unread_count,
             members,
         })

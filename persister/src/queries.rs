@@ -127,12 +127,18 @@ impl Persister {
         };
         let limit = u64::from(query.limit.min(MAX_PAGE_SIZE));
         let page = self.store.inbox_page(query.user_id, limit, before).await.map_err(internal)?;
+        // The last messages as the history shows them, reactions included (one statement).
+        let last: Vec<i64> = page.entries.iter().filter_map(|row| row.last_message.as_ref().map(|m| m.id)).collect();
+        let (mut counts, _) = self.store.reactions_of(&last, 0).await.map_err(internal)?;
         let entries = page
             .entries
             .into_iter()
             .map(|row| InboxEntry {
                 conversation: Some(row.conversation.with_members(&row.members)),
-                last_message: row.last_message.map(|m| m.into_stored(None)),
+                last_message: row.last_message.map(|m| {
+                    let reactions = counts.remove(&m.id).unwrap_or_default();
+                    chat_proto::StoredMessage { reactions: reactions.into_iter().collect(), ..m.into_stored(None) }
+                }),
                 unread_count: row.own.unread_count,
                 last_activity_ms: row.own.last_activity_at.timestamp_millis(),
                 members: row.members.into_iter().map(Into::into).collect(),
