@@ -1,12 +1,13 @@
 // Bad input in bulk, against the cluster (E2E_MODE=cluster only; run with
 // tests/e2e/run-faults.sh): thousands of random and malformed payloads at every Socket.IO event
-// (the four of the API and unknown ones; wrong types, nested junk, huge strings, binary
+// (those of the API and unknown ones; wrong types, nested junk, huge strings, binary
 // attachments, extra arguments, raw broken packets, floods of joins and leaves) and at every
 // REST route (junk bodies, ids, query strings, paths and methods). Then the server must still
 // run, answer a normal client correctly on both gateways, and the database must hold no
 // invalid row:
-//   messages:      message_type in (text, image, file); content non-empty and at most 10 000
-//                  characters; the sender is a participant of the message's conversation;
+//   messages:      message_type in (text, image, file); content non-empty (empty only for a
+//                  deleted message, which keeps none) and at most 10 000 characters; the sender
+//                  is a participant of the message's conversation;
 //   conversations: sender_id ≠ receiver_id, both > 0.
 // The generator is seeded: the seed is printed, and FUZZ_SEED=<seed> replays a run.
 
@@ -47,7 +48,7 @@ const pick = (xs) => xs[int(xs.length)];
 const chance = (p) => rand() < p;
 
 const KEYS = ['sender_id', 'conversation_id', 'message_type', 'content', 'client_msg_id', 'conversationId',
-  'userId', 'isTyping', 'lastMessageId', 'receiver_id', '__proto__', 'constructor', 'toString', '', ' ', 'ä',
+  'userId', 'isTyping', 'lastMessageId', 'receiver_id', 'messageId', 'emoji', 'on', 'changeId', '__proto__', 'constructor', 'toString', '', ' ', 'ä',
   '$ne', 'x'.repeat(300)];
 
 function randomString() {
@@ -113,6 +114,13 @@ function validPayload(event, ctx) {
       return { sender_id: ctx.me, conversation_id: ctx.mine, message_type: pick(['text', 'image', 'file']), content: `fuzz ${int(1e9)}` };
     case 'typing':
       return { conversationId: ctx.mine, userId: ctx.me, isTyping: chance(0.5) };
+    // Message ids of the test's first messages: some are `me`'s, some another's, some none.
+    case 'edit-message':
+      return { conversationId: ctx.mine, messageId: 1 + int(60), content: `fuzz edit ${int(1e9)}` };
+    case 'delete-message':
+      return { conversationId: ctx.mine, messageId: 1 + int(60) };
+    case 'react':
+      return { conversationId: ctx.mine, messageId: 1 + int(60), emoji: pick(['👍', '🎉', ':+1:']), on: chance(0.5) };
     default:
       return { conversationId: ctx.mine };
   }
@@ -139,7 +147,8 @@ function mutated(event, ctx) {
 const UNKNOWN_EVENTS = ['hack', 'sendMessage', 'send_message', 'SEND-MESSAGE', 'send-message ', ' typing', 'join',
   'leave', 'message', 'error', 'toString', 'constructor', '__proto__', 'hasOwnProperty', 'joined-conversation',
   'receive-message', 'message-sent', 'user:online', 'x'.repeat(5000), '😀', '\u0000', ''];
-const EVENTS = ['send-message', 'join-conversation', 'leave-conversation', 'typing'];
+const EVENTS = ['send-message', 'join-conversation', 'leave-conversation', 'typing', 'edit-message', 'delete-message',
+  'react'];
 
 function randomEmit(ctx) {
   const event = chance(0.8) ? pick(EVENTS) : pick(UNKNOWN_EVENTS);
@@ -317,7 +326,8 @@ function rawRequest(base, req) {
 async function invariantViolations() {
   const sql = `select jsonb_build_object(
     'bad_type', (select count(*) from messages where message_type not in ('text', 'image', 'file')),
-    'bad_content', (select count(*) from messages where content = '' or char_length(content) > ${MAX_CHARS}),
+    'bad_content', (select count(*) from messages where (content = '' and deleted_at is null) or char_length(content) > ${MAX_CHARS}),
+    'bad_tombstone', (select count(*) from messages where deleted_at is not null and content <> ''),
     'not_participant', (select count(*) from messages m left join conversations c on c.id = m.conversation_id
                         where c.id is null or m.sender_id not in (c.sender_id, c.receiver_id)),
     'bad_conversation', (select count(*) from conversations where sender_id = receiver_id or sender_id <= 0 or receiver_id <= 0),
@@ -510,8 +520,10 @@ test('fuzz: thousands of random and malformed payloads at every event and REST r
   for (const gateway of [0, 1]) {
     const page = await srv.api('GET', `/api/chats/conversations/${conv.id}/messages?page=1&limit=20`, undefined, { gateway });
     assert.equal(page.status, 200);
-    const { conversation: _, ...stored } = sent; // history items carry no conversation object
-    assert.deepEqual(page.body.data, [stored], `history via gateway ${gateway}`);
+    // History items carry no conversation object, and what happened to the message since.
+    const { conversation: _, ...stored } = sent;
+    const untouched = { ...stored, edited_at: null, deleted_at: null, reactions: {} };
+    assert.deepEqual(page.body.data, [untouched], `history via gateway ${gateway}`);
     const list = await srv.api('GET', `/api/chats/users/${x}/conversations`, undefined, { gateway });
     assert.equal(list.status, 200);
     assert.deepEqual(list.body.data.map((c) => c.id), [conv.id]);
@@ -534,7 +546,8 @@ test('fuzz: thousands of random and malformed payloads at every event and REST r
   const v = await invariantViolations();
   console.log(`fuzz: database after the fuzz: ${safeJson(v)}`);
   assert.equal(v.bad_type, 0, `messages with a bad message_type: ${await examples("where message_type not in ('text','image','file')")}`);
-  assert.equal(v.bad_content, 0, `messages with empty or too long content: ${await examples(`where content = '' or char_length(content) > ${MAX_CHARS}`)}`);
+  assert.equal(v.bad_content, 0, `messages with empty or too long content: ${await examples(`where (content = '' and deleted_at is null) or char_length(content) > ${MAX_CHARS}`)}`);
+  assert.equal(v.bad_tombstone, 0, `deleted messages that kept content: ${await examples("where deleted_at is not null and content <> ''")}`);
   assert.equal(v.not_participant, 0, `messages whose sender is not a participant: ${await examples('m where not exists (select 1 from conversations c where c.id = m.conversation_id and m.sender_id in (c.sender_id, c.receiver_id))')}`);
   assert.equal(v.bad_conversation, 0, 'conversations with equal or non-positive users');
   assert.ok(v.messages >= 2, 'the normal messages are stored');
