@@ -1090,7 +1090,7 @@ fn redact(url: &str) -> String {
 mod tests {
     use super::*;
 
-    async fn temp_store() -> (tempfile::TempDir, Store) {
+    pub(super) async fn temp_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open_sqlite(dir.path()).await.expect("store opens");
         (dir, store)

@@ -5,7 +5,6 @@
 //! in the outbox until its outcome comes back through `delivery`, and the room hears the
 //! change on its subject (`message-updated`, `message-deleted`, `reaction-updated`).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chat_proto::{ChangeMessage, MessageChangeKind};
@@ -49,8 +48,7 @@ pub(super) fn on_change(
     if !gw.limits.allow(state.user_id, Action::Send) {
         return refuse(socket, ack, &payload, &ClientError::RateLimited(Action::Send));
     }
-    if state.pending_sends.fetch_add(1, Ordering::SeqCst) >= gw.config.max_pending_sends {
-        state.pending_sends.fetch_sub(1, Ordering::SeqCst);
+    if !state.reserve_pending(gw.config.max_pending_sends) {
         return refuse(socket, ack, &payload, &ClientError::TooManyPendingSends);
     }
     let command = ChangeMessage {

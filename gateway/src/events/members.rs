@@ -5,7 +5,6 @@
 //! through `delivery`, which also tells the group's members (`member-added`, `member-removed`,
 //! `role-changed`) and takes a removed member's sockets out of the room.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chat_proto::{ChangeMember, MemberChangeKind};
@@ -52,8 +51,7 @@ pub(super) fn on_change(
     };
     span.record("conversation_id", conversation_id);
     // Changes share the socket's bound on commands not yet on the bus with its sends.
-    if state.pending_sends.fetch_add(1, Ordering::SeqCst) >= gw.config.max_pending_sends {
-        state.pending_sends.fetch_sub(1, Ordering::SeqCst);
+    if !state.reserve_pending(gw.config.max_pending_sends) {
         return refuse(socket, ack, &payload, &ClientError::TooManyPendingSends);
     }
     let change = ChangeMember {

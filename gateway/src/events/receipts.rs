@@ -10,7 +10,6 @@
 //! database. Most receipts of an active conversation are of this kind: a member's own reply
 //! already counts as read.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chat_proto::{MarkReceipt, ReceiptKind};
@@ -67,8 +66,7 @@ pub(super) fn on_mark(
         return;
     }
     // Receipts share the socket's bound on commands not yet on the bus with its sends.
-    if state.pending_sends.fetch_add(1, Ordering::SeqCst) >= gw.config.max_pending_sends {
-        state.pending_sends.fetch_sub(1, Ordering::SeqCst);
+    if !state.reserve_pending(gw.config.max_pending_sends) {
         return refuse(socket, ack, &payload, &ClientError::TooManyPendingSends);
     }
     let receipt = MarkReceipt {

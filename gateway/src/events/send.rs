@@ -3,7 +3,6 @@
 //! The answer, `message-sent` or `message-error`, comes back from the persister through
 //! `delivery`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chat_proto::SendMessage;
@@ -35,8 +34,7 @@ pub(super) fn on_send(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef
     };
     span.record("conversation_id", command.conversation_id);
     span.record("request_id", command.request_id.as_str());
-    if state.pending_sends.fetch_add(1, Ordering::SeqCst) >= gw.config.max_pending_sends {
-        state.pending_sends.fetch_sub(1, Ordering::SeqCst);
+    if !state.reserve_pending(gw.config.max_pending_sends) {
         return emit_message_error(socket, &ClientError::TooManyPendingSends);
     }
     gw.outbox.push(Queued {

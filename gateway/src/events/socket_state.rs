@@ -1,6 +1,6 @@
 //! What the gateway keeps per connected socket.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
@@ -18,4 +18,17 @@ pub(super) struct SocketState {
     pub _ticket: ConnectionTicket,
     /// The socket's place in the connections gauge, likewise.
     pub _open: OpenConnection,
+}
+
+impl SocketState {
+    /// Takes a place for one more command in the outbox (sends, receipts and changes share
+    /// them), unless `max` are taken: whether it got one. The outbox frees it once the command
+    /// is on the bus.
+    pub fn reserve_pending(&self, max: usize) -> bool {
+        if self.pending_sends.fetch_add(1, Ordering::SeqCst) >= max {
+            self.pending_sends.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
 }

@@ -365,13 +365,8 @@ fn counts_json(counts: &Counts) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::temp_store;
     use crate::store::NewMessage;
-
-    async fn temp_store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open_sqlite(dir.path()).await.expect("store opens");
-        (dir, store)
-    }
 
     /// Stores a message; its id.
     async fn send(store: &Store, conversation_id: i64, sender_id: i64, message_type: &str, content: &str) -> i64 {
