@@ -14,6 +14,7 @@ use chat_bus::{NatsServers, NatsUrlError};
 use chat_gateway::auth::{AuthConfig, JwtConfig};
 use chat_gateway::defaults as gateway_defaults;
 use chat_gateway::limits::{LimitsConfig, Rate};
+use chat_gateway::proxies::TrustedProxies;
 use chat_gateway::GatewayConfig;
 use chat_persister::defaults as persister_defaults;
 use chat_persister::PersisterConfig;
@@ -241,9 +242,12 @@ pub struct Settings {
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = gateway_defaults::MAX_CONNECTIONS_PER_ADDRESS, global = true)]
     pub max_connections_per_address: usize,
 
-    /// Take the client address from X-Forwarded-For (only behind a load balancer you trust).
-    #[arg(long, env = "CHAT_TRUST_FORWARDED_FOR", default_value_t = false, global = true)]
-    pub trust_forwarded_for: bool,
+    /// Proxies (load balancers, ingress) trusted to name the client in X-Forwarded-For:
+    /// comma-separated CIDR networks or addresses, IPv4 or IPv6 (`10.0.0.0/8,fd00::/8`). The
+    /// header is read only from a peer in these networks, from the right, skipping entries that
+    /// are themselves trusted proxies. Empty (the default): the client is the TCP peer.
+    #[arg(long, env = "CHAT_TRUSTED_PROXIES", default_value = "", hide_default_value = true, global = true)]
+    pub trusted_proxies: TrustedProxies,
 
     /// A connection whose peer accepts no data for this long is closed (a reader that never
     /// reads cannot hold server resources).
@@ -282,7 +286,7 @@ impl Settings {
                 max_connections_per_user: self.max_connections_per_user,
                 max_connections_per_address: self.max_connections_per_address,
             },
-            trust_forwarded_for: self.trust_forwarded_for,
+            trusted_proxies: self.trusted_proxies.clone(),
             auth: match self.auth {
                 AuthMode::Development => AuthConfig::Development,
                 AuthMode::Jwt => AuthConfig::Jwt(JwtConfig {
@@ -395,7 +399,7 @@ mod tests {
         assert_eq!(gateway.max_group_members, defaults.max_group_members);
         assert_eq!(gateway.max_buffered_packets, defaults.max_buffered_packets);
         assert_eq!(gateway.heartbeat_interval, defaults.heartbeat_interval);
-        assert_eq!(gateway.trust_forwarded_for, defaults.trust_forwarded_for);
+        assert_eq!(gateway.trusted_proxies, defaults.trusted_proxies);
         let (limits, default_limits) = (&gateway.limits, &defaults.limits);
         assert_eq!(limits.sends, default_limits.sends);
         assert_eq!(limits.typing, default_limits.typing);
@@ -472,6 +476,19 @@ mod tests {
         assert_eq!(servers.len(), 3);
         assert_eq!(servers.to_string(), "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224");
         assert_eq!(cli.settings.stream_replicas, 3);
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_and_a_bad_one_is_named() {
+        let settings = Cli::try_parse_from(["chat"]).expect("parses").settings;
+        assert!(settings.gateway_config().trusted_proxies.is_empty(), "X-Forwarded-For is off by default");
+        let cli = Cli::try_parse_from(["chat", "gateway", "--trusted-proxies", "10.0.0.0/8, fd00::/8,192.168.1.7"])
+            .expect("parses");
+        let proxies = cli.settings.gateway_config().trusted_proxies;
+        assert_eq!(proxies.to_string(), "10.0.0.0/8,fd00::/8,192.168.1.7/32");
+        let err = Cli::try_parse_from(["chat", "--trusted-proxies", "10.0.0.0/8,10.0.0.300"]).expect_err("bad");
+        let text = err.to_string();
+        assert!(text.contains("--trusted-proxies") && text.contains("\"10.0.0.300\""), "{text}");
     }
 
     #[test]

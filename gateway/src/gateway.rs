@@ -20,6 +20,7 @@ use crate::interest::Interests;
 use crate::limits::{Limits, LimitsConfig};
 use crate::metrics;
 use crate::outbox::Outbox;
+use crate::proxies::TrustedProxies;
 use crate::queries::Queries;
 use crate::rooms::LocalRooms;
 use crate::wire::{event, ShutdownEvent, NAMESPACE};
@@ -51,9 +52,9 @@ pub struct GatewayConfig {
     pub auth: AuthConfig,
     /// Rate limits per user and connection limits per user and address.
     pub limits: LimitsConfig,
-    /// Take the client address from the first `X-Forwarded-For` entry (behind a trusted load
-    /// balancer) rather than from the TCP peer.
-    pub trust_forwarded_for: bool,
+    /// Proxies trusted to say, in `X-Forwarded-For`, whom they forward (see [`crate::proxies`]);
+    /// none by default: the client's address is the TCP peer's.
+    pub trusted_proxies: TrustedProxies,
     /// How often presence is told which sockets are open here; presence takes a gateway silent
     /// for several intervals for dead.
     pub heartbeat_interval: Duration,
@@ -73,7 +74,7 @@ impl Default for GatewayConfig {
             allowed_origins: None,
             auth: AuthConfig::Development,
             limits: LimitsConfig::default(),
-            trust_forwarded_for: false,
+            trusted_proxies: TrustedProxies::default(),
             heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
         }
     }

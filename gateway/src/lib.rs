@@ -20,8 +20,9 @@
 //! - ground: `room_state` (the delivery rules, without I/O), `emit` (every write to a socket),
 //!   [`errors`] (what a client is told when a request fails), [`wire`] (the client-facing
 //!   JSON and event names), [`validate`] (payload rules), [`auth`], [`limits`], [`metrics`],
-//!   [`listener`] (the TCP listener that drops peers which stop reading), [`defaults`] (the
-//!   settings' defaults, declared once).
+//!   [`listener`] (the TCP listener that drops peers which stop reading), [`proxies`] (the
+//!   client's address behind trusted proxies), [`defaults`] (the settings' defaults, declared
+//!   once).
 
 pub mod auth;
 pub mod defaults;
@@ -36,6 +37,7 @@ pub mod listener;
 pub mod metrics;
 pub mod openapi;
 mod outbox;
+pub mod proxies;
 mod queries;
 pub mod rest;
 mod room_state;

@@ -16,6 +16,7 @@ use crate::emit::{emit_error, room_of_user, Overflowed};
 use crate::errors::ClientError;
 use crate::gateway::Gateway;
 use crate::metrics::{self, OpenConnection};
+use crate::proxies::TrustedProxies;
 use crate::rooms::SocketRooms;
 use crate::validate;
 use crate::wire::event;
@@ -36,7 +37,7 @@ type Admitted = Result<(Arc<SocketState>, OwnedMutexGuard<Membership>), ClientEr
 /// word (1 join in about 100,000 was, in connection storms, when this ran in the handler).
 pub(super) fn admit(gw: &Arc<Gateway>, socket: &SocketRef, auth: &Value) {
     let admitted = authenticate(gw, socket, auth).and_then(|user_id| {
-        let address = client_address(socket, gw.config.trust_forwarded_for);
+        let address = client_address(socket, &gw.config.trusted_proxies);
         Ok((user_id, gw.limits.open_connection(user_id, address)?))
     });
     let outcome = admitted.map(|(user_id, ticket)| {
@@ -97,19 +98,12 @@ fn authenticate(gw: &Gateway, socket: &SocketRef, auth: &Value) -> Result<i64, C
     Ok(gw.auth.authenticate(&Credentials { token: token.as_deref(), claimed_user: claimed_user.as_deref() })?)
 }
 
-/// The client's address: the TCP peer, or the first `X-Forwarded-For` entry when the gateway
-/// sits behind a load balancer it trusts.
-fn client_address(socket: &SocketRef, trust_forwarded_for: bool) -> Option<std::net::IpAddr> {
+/// The client's address: the TCP peer's, or what trusted proxies say in `X-Forwarded-For`
+/// (see [`crate::proxies`]). None when the server runs without peer addresses (some tests).
+fn client_address(socket: &SocketRef, trusted_proxies: &TrustedProxies) -> Option<std::net::IpAddr> {
     let parts = socket.req_parts();
-    if trust_forwarded_for {
-        let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        if let Some(first) = forwarded.and_then(|v| v.split(',').next()) {
-            if let Ok(address) = first.trim().parse() {
-                return Some(address);
-            }
-        }
-    }
-    parts.extensions.get::<axum::extract::ConnectInfo<crate::listener::ClientAddr>>().map(|info| info.0 .0.ip())
+    let peer = parts.extensions.get::<axum::extract::ConnectInfo<crate::listener::ClientAddr>>()?.0 .0.ip();
+    Some(trusted_proxies.client_address(peer, &parts.headers))
 }
 
 async fn set_up(
