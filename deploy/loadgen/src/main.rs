@@ -1,7 +1,7 @@
 //! `chat-loadgen`: simulated users against the chat Socket.IO API (ours or any server speaking
 //! it), measuring acknowledgement and delivery latency, throughput, delivery guarantees and
 //! memory per idle connection; optionally with read receipts; the latency of inbox pages; and
-//! the fan-out of group messages.
+//! the fan-out of group messages; and `probe`, one message end to end (the chart's `helm test`).
 //! A table on stdout for people, `--json FILE` for machines; the exit status is 1 when a check
 //! failed (lost, duplicated, out-of-order messages, errors, receipts not answered as the
 //! contract says) and 2 when the run could not be made.
@@ -13,6 +13,7 @@ mod idle;
 mod inbox;
 mod jetstream;
 mod metrics;
+mod probe;
 mod procfs;
 mod receipt;
 mod rest;
@@ -101,6 +102,12 @@ enum Mode {
     InboxList {
         #[command(flatten)]
         args: inbox::InboxArgs,
+    },
+    /// One message end to end through a gateway (REST, two sockets, send, acknowledgement,
+    /// delivery): the Helm chart's `helm test`, or a smoke check of a deployment.
+    Probe {
+        #[command(flatten)]
+        args: probe::ProbeArgs,
     },
     /// The box's raw JetStream publish rate (file storage, acknowledged publishes).
     JetstreamBench {
@@ -219,6 +226,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             Mode::InboxList { args } => {
                 let report = inbox::run(&args).await?;
+                report.print_table();
+                finish(cli.json, &report, report.ok)
+            }
+            Mode::Probe { args } => {
+                let report = probe::run(&args).await?;
                 report.print_table();
                 finish(cli.json, &report, report.ok)
             }

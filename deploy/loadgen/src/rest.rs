@@ -103,8 +103,19 @@ impl Client {
     }
 
     async fn open_conversation(&mut self, sender_id: u64, receiver_id: u64) -> anyhow::Result<u64> {
+        self.open_conversation_as(sender_id, receiver_id, None).await
+    }
+
+    /// Opens (or finds) the pair's conversation, as the holder of `bearer` when given (a
+    /// JWT-mode server requires the caller to be one of the two).
+    pub async fn open_conversation_as(
+        &mut self,
+        sender_id: u64,
+        receiver_id: u64,
+        bearer: Option<&str>,
+    ) -> anyhow::Result<u64> {
         let body = format!("{{\"sender_id\":{sender_id},\"receiver_id\":{receiver_id}}}");
-        self.post_conversation("/api/chats/conversations", body).await
+        self.post_conversation("/api/chats/conversations", body, bearer).await
     }
 
     /// A group of `members`, the first its creator.
@@ -113,15 +124,18 @@ impl Client {
         let others: Vec<String> = others.iter().map(u64::to_string).collect();
         let body =
             format!("{{\"creator_id\":{creator},\"name\":\"load {index}\",\"member_ids\":[{}]}}", others.join(","));
-        self.post_conversation("/api/chats/groups", body).await
+        self.post_conversation("/api/chats/groups", body, None).await
     }
 
     /// `POST path` with a JSON body that answers a conversation: its id.
-    async fn post_conversation(&mut self, path: &str, body: String) -> anyhow::Result<u64> {
-        let request = hyper::Request::post(path)
+    async fn post_conversation(&mut self, path: &str, body: String, bearer: Option<&str>) -> anyhow::Result<u64> {
+        let mut request = hyper::Request::post(path)
             .header(hyper::header::HOST, &self.authority)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))?;
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(token) = bearer {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Full::new(Bytes::from(body)))?;
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let status = response.status();

@@ -135,6 +135,18 @@ pub fn event(name: &str, payload: &str, ack: Option<u64>) -> String {
 /// connects the chat namespace. `bind` picks the local address (more source addresses, more
 /// ephemeral ports).
 pub async fn connect(endpoint: &Endpoint, user_id: u64, bind: Option<IpAddr>, limit: Duration) -> Result<Ws, SioError> {
+    connect_with_token(endpoint, user_id, None, bind, limit).await
+}
+
+/// [`connect`], presenting a JWT in the namespace's `auth` payload (`{"token": ...}`) when
+/// given; the `userId` query is sent too, and a JWT-mode server checks that it matches.
+pub async fn connect_with_token(
+    endpoint: &Endpoint,
+    user_id: u64,
+    token: Option<&str>,
+    bind: Option<IpAddr>,
+    limit: Duration,
+) -> Result<Ws, SioError> {
     let socket = if endpoint.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
         .map_err(|e| SioError::Io("socket", e))?;
     if let Some(ip) = bind {
@@ -155,7 +167,11 @@ pub async fn connect(endpoint: &Endpoint, user_id: u64, bind: Option<IpAddr>, li
         _ => None,
     })
     .await?;
-    ws.send(Message::text(format!("40{NAMESPACE},"))).await?;
+    let auth = match token {
+        Some(token) => serde_json::json!({ "token": token }).to_string(),
+        None => String::new(),
+    };
+    ws.send(Message::text(format!("40{NAMESPACE},{auth}"))).await?;
     wait_for(&mut ws, limit, "namespace connect", |frame| match frame {
         Inbound::Connected => Some(Ok(())),
         Inbound::ConnectError(why) => Some(Err(SioError::Refused(why.to_owned()))),
@@ -179,7 +195,7 @@ pub async fn join(ws: &mut Ws, conversation: u64, user_id: u64, limit: Duration)
 }
 
 /// Reads frames, answering pings, until `accept` decides; other frames are dropped.
-async fn wait_for(
+pub async fn wait_for(
     ws: &mut Ws,
     limit: Duration,
     during: &'static str,
