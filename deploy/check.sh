@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Checks what deploy/ ships, offline once its tools are cached:
-#   - the Helm chart: `helm lint` and `helm template` over the default values and every values
-#     file in deploy/helm/chat/ci/, each rendering validated against the Kubernetes JSON schemas
-#     (strict, two Kubernetes versions) and the chart's own rules (validate_manifests.py), and
-#     its secure defaults (JWT authentication on);
+#   - the Helm chart: `helm lint` and `helm template` over the default values (plus the two
+#     values every install must give) and every values file in deploy/helm/chat/ci/, each
+#     rendering validated against the Kubernetes JSON schemas (strict, two Kubernetes versions)
+#     and the chart's own rules (validate_manifests.py), and its secure defaults (JWT
+#     authentication on, X-Forwarded-For ignored); bad values (wrong enums and types, negative
+#     counts, unknown keys, a missing database URL or JWT key, ...) refused by values.schema.json
+#     or the templates;
 #   - the values file for the official NATS chart (deploy/helm/nats-values.yaml; that chart is
 #     not downloaded) against the chat chart's defaults: a JetStream cluster on file storage,
 #     with as many servers as the default NATS URL names, and at least streamReplicas of them;
@@ -56,17 +59,21 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 chart=deploy/helm/chat
+# The two values the schema requires of every install that brings no Secret of its own: the
+# `default` rendering and the refusal cases below start from them.
+required=(--set-string database.url=postgres://chat:password@postgres:5432/chat --set-string auth.hs256Secret=ci-only-not-a-secret)
 # What each rendering must contain besides the Deployments, Services and ConfigMap.
 declare -A expect=(
-  [default]="Secret HorizontalPodAutoscaler PodDisruptionBudget"
-  [jwks-hpa-servicemonitor]="Secret HorizontalPodAutoscaler PodDisruptionBudget ServiceMonitor"
-  [existing-secret-websocket-only]=""
-  [development-mode]="Secret HorizontalPodAutoscaler"
+  [default]="Secret HorizontalPodAutoscaler PodDisruptionBudget ServiceAccount Pod"
+  [jwks-hpa-servicemonitor]="Secret HorizontalPodAutoscaler PodDisruptionBudget ServiceMonitor ServiceAccount Pod"
+  [existing-secret-websocket-only]="Secret Pod"
+  [development-mode]="Secret HorizontalPodAutoscaler ServiceAccount Pod"
+  [ingress-networkpolicy-alerts]="Secret HorizontalPodAutoscaler PodDisruptionBudget ServiceAccount Ingress NetworkPolicy ServiceMonitor PrometheusRule"
 )
 renderings=()
 for values in default "$chart"/ci/*.yaml; do
   name=$(basename "$values" .yaml)
-  args=()
+  args=("${required[@]}")
   [[ $values != default ]] && args=(--values "$values")
   echo "== helm lint and template: $name"
   "$helm" lint --strict "$chart" "${args[@]}" >"$out/lint.txt" || { cat "$out/lint.txt" >&2; exit 1; }
@@ -84,10 +91,74 @@ done
 python_get() { "$python" -c "import sys, yaml; $1" "$out/default.yaml"; }
 auth=$(python_get 'print(next(o for o in yaml.safe_load_all(open(sys.argv[1])) if o and o["kind"] == "ConfigMap")["data"]["CHAT_AUTH"])')
 [[ $auth == jwt ]] || { echo "chart: JWT must be on by default (CHAT_AUTH is $auth)" >&2; exit 1; }
-if "$helm" template chat "$chart" --set gateway.shutdownGraceSeconds=30 >/dev/null 2>&1; then
-  echo "chart: a termination grace period shorter than the drain must be refused" >&2
-  exit 1
-fi
+proxies=$(python_get 'print(next(o for o in yaml.safe_load_all(open(sys.argv[1])) if o and o["kind"] == "ConfigMap")["data"].get("CHAT_TRUSTED_PROXIES", ""))')
+[[ -z $proxies ]] || { echo "chart: X-Forwarded-For must be ignored by default (CHAT_TRUSTED_PROXIES is $proxies)" >&2; exit 1; }
+
+echo "== bad values are refused (helm lint --strict and helm template)"
+# Each case: what it is | the arguments (separated by `;`), on top of the required values unless
+# the first is `-`, which drops them | text the refusal must contain | `template` for the rules
+# the templates enforce with `fail` (comparisons of two values, which a JSON schema cannot
+# express): `helm lint` does not run `fail`, so only `helm template` is asserted for those.
+refusals=(
+  "auth.mode=JWT (enums are case-sensitive)|--set=auth.mode=JWT|auth/mode"
+  "limits.sendRate=fast (rates are numbers)|--set=limits.sendRate=fast|limits/sendRate"
+  "no database URL|-;--set-string=auth.hs256Secret=x|database/url"
+  "jwt mode without a key|-;--set-string=database.url=postgres://db/chat|auth"
+  "a negative replica count|--set=gateway.replicas=-1|gateway/replicas"
+  "an unknown top-level key|--set=colour=blue|colour"
+  "an unknown nested key (a typo)|--set=gateway.replica=3|replica"
+  "a duration the binary cannot parse|--set-string=persister.storeTimeout=30 parsecs|persister/storeTimeout"
+  "a duration without a unit|--set=presence.lease=5|presence/lease"
+  "CORS origin *|--set-string=corsOrigins=*|corsOrigins"
+  "a CORS origin list with a space|--set-string=corsOrigins=https://a.example\\, https://b.example|corsOrigins"
+  "a trusted proxy that is not a CIDR|--set=limits.trustedProxies={ingress-nginx}|trustedProxies"
+  "the old trustForwardedFor switch|--set=limits.trustForwardedFor=true|trustForwardedFor"
+  "an OTLP endpoint without a scheme|--set-string=otel.endpoint=collector:4318|otel/endpoint"
+  "streamReplicas above 5|--set=streamReplicas=6|streamReplicas"
+  "an Ingress without a host|--set=ingress.enabled=true|ingress/hosts"
+  "alerts without the ServiceMonitor|--set=metrics.prometheusRule.enabled=true|serviceMonitor"
+  "one test token (two users needed)|--set=tests.tokens[0].userId=1;--set=tests.tokens[0].token=x|tests/tokens"
+  "a termination grace period shorter than the drain|--set=gateway.shutdownGraceSeconds=30|terminationGracePeriodSeconds|template"
+  "autoscaling bounds upside down|--set=gateway.autoscaling.minReplicas=5;--set=gateway.autoscaling.maxReplicas=3|maxReplicas|template"
+)
+for refusal in "${refusals[@]}"; do
+  IFS='|' read -r what more needle only <<<"$refusal"
+  IFS=';' read -r -a more <<<"$more"
+  args=("${required[@]}")
+  if [[ ${more[0]} == - ]]; then
+    args=()
+    more=("${more[@]:1}")
+  fi
+  commands=("lint --strict $chart" "template chat $chart")
+  [[ $only == template ]] && commands=("template chat $chart")
+  for command in "${commands[@]}"; do
+    read -r -a command <<<"$command"
+    if "$helm" "${command[@]}" "${args[@]}" "${more[@]}" >"$out/refusal.txt" 2>&1; then
+      echo "chart: helm ${command[0]} accepted $what (${more[*]})" >&2
+      exit 1
+    fi
+    grep -qF -- "$needle" "$out/refusal.txt" || {
+      echo "chart: helm ${command[0]} refused $what, but not for '$needle':" >&2
+      cat "$out/refusal.txt" >&2
+      exit 1
+    }
+  done
+  echo "refused: $what"
+done
+
+echo "== alert rules name metrics the binary exports"
+# Every chat_* series an alert reads must be one the Rust sources register, or the alert can never
+# fire.
+"$python" - "$out/ingress-networkpolicy-alerts.yaml" <<'PY'
+import pathlib, re, sys, yaml
+rules = [o for o in yaml.safe_load_all(open(sys.argv[1])) if o and o["kind"] == "PrometheusRule"]
+named = {m for o in rules for g in o["spec"]["groups"] for r in g["rules"] for m in re.findall(r"\bchat_[a-z0-9_]+", r["expr"])}
+sources = "".join(p.read_text() for d in ("src", "gateway", "persister", "presence", "bus", "telemetry") for p in pathlib.Path(d).rglob("*.rs"))
+missing = sorted(m for m in named if f'"{m}"' not in sources)
+if missing:
+    sys.exit(f"PrometheusRule: no Rust source registers {', '.join(missing)}")
+print(f"PrometheusRule: {len(named)} chat metrics, all registered: {', '.join(sorted(named))}")
+PY
 
 echo "== chart values table"
 "$python" - "$chart/values.yaml" "$chart/README.md" <<'EOF'
@@ -135,10 +206,6 @@ if problems:
     sys.exit(1)
 print(f"{sys.argv[1]}: {servers} NATS servers with JetStream on file storage; chat: {chat['streamReplicas']} replicas over {expected}")
 EOF
-if "$helm" template chat "$chart" --set streamReplicas=6 >/dev/null 2>&1; then
-  echo "chart: streamReplicas above 5 must be refused" >&2
-  exit 1
-fi
 
 echo "== Dockerfile"
 user=$(awk 'toupper($1) == "USER" { u = $2 } END { print u }' Dockerfile)
@@ -175,4 +242,4 @@ for name in sys.argv[1:]:
     print(f"{name}: {len(d['panels'])} panels ok")
 EOF
 
-echo "deploy: chart lint, render and schemas ok (${renderings[*]}; Kubernetes ${KUBE_VERSIONS[*]}), JWT on by default, NATS values consistent, image non-root, dashboards ok"
+echo "deploy: chart lint, render and schemas ok (${renderings[*]}; Kubernetes ${KUBE_VERSIONS[*]}), JWT on and X-Forwarded-For ignored by default, ${#refusals[@]} bad value sets refused, alert metrics registered, NATS values consistent, image recipe ok, dashboards ok"

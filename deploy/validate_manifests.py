@@ -5,10 +5,11 @@ Usage: validate_manifests.py [--kubernetes-version V]... [--expect-kind KIND]...
 
 Every object is checked against the Kubernetes JSON schemas shipped inside the
 `kubernetes-validate` package (strict: unknown fields are errors), for each version given.
-Custom resources have no schema there: a ServiceMonitor is checked against the small schema in
-schemas/servicemonitor.json next to this script; any other kind without a schema is an error,
-so that nothing goes unchecked by accident. Then the chart's own rules (secure pod settings,
-probes, presence's replicas and lease, the gateway's drain time) are checked on the objects.
+Custom resources have no schema there: a ServiceMonitor and a PrometheusRule are checked against
+the small schemas in schemas/ next to this script; any other kind without a schema is an error,
+so that nothing goes unchecked by accident. Then the chart's own rules (secure pod settings of
+every Deployment and Pod, probes, the ServiceAccount, presence's replicas and lease, the
+gateway's drain time, NetworkPolicies covering every role) are checked on the objects.
 
 Exits 1 with one line per problem, 0 when every file passes.
 """
@@ -16,6 +17,7 @@ Exits 1 with one line per problem, 0 when every file passes.
 import argparse
 import json
 import pathlib
+import re
 import sys
 
 import jsonschema
@@ -23,7 +25,10 @@ import yaml
 from kubernetes_validate import utils as kv
 
 HERE = pathlib.Path(__file__).resolve().parent
-CUSTOM_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): HERE / "schemas" / "servicemonitor.json"}
+CUSTOM_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): HERE / "schemas" / "servicemonitor.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): HERE / "schemas" / "prometheusrule.json",
+}
 
 
 def schema_problems(obj, versions):
@@ -48,19 +53,33 @@ def path_of(error):
     return ".".join(str(p) for p in error.absolute_path) or "(root)"
 
 
+# The units of the binary's durations (humantime 2), in seconds.
+UNITS = {
+    **dict.fromkeys(["nanos", "nsec", "ns"], 1e-9),
+    **dict.fromkeys(["usec", "us", "µs"], 1e-6),
+    **dict.fromkeys(["millis", "msec", "ms"], 1e-3),
+    **dict.fromkeys(["seconds", "second", "secs", "sec", "s"], 1),
+    **dict.fromkeys(["minutes", "minute", "mins", "min", "m"], 60),
+    **dict.fromkeys(["hours", "hour", "hrs", "hr", "h"], 3600),
+    **dict.fromkeys(["days", "day", "d"], 86400),
+    **dict.fromkeys(["weeks", "week", "wks", "wk", "w"], 7 * 86400),
+    **dict.fromkeys(["months", "month", "M"], 2_630_016),
+    **dict.fromkeys(["years", "year", "yrs", "yr", "y"], 31_557_600),
+}
+DURATION_PART = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Zµ]+)")
+
+
 def duration_seconds(text):
-    """Seconds of a duration like "10s", "2m", "1m30s" (the forms the chart writes)."""
-    total, number = 0, ""
-    for ch in text:
-        if ch.isdigit():
-            number += ch
-        elif ch in "smh" and number:
-            total += int(number) * {"s": 1, "m": 60, "h": 3600}[ch]
-            number = ""
-        else:
+    """Seconds of a duration as the binary parses it (humantime): "10s", "1m30s", "500ms"."""
+    total, at = 0.0, 0
+    while at < len(text):
+        part = DURATION_PART.match(text, at)
+        if not part or part.group(2) not in UNITS:
             raise ValueError(f"not a duration: {text!r}")
-    if number:
-        raise ValueError(f"duration without unit: {text!r}")
+        total += float(part.group(1)) * UNITS[part.group(2)]
+        at = part.end()
+    if not text:
+        raise ValueError("empty duration")
     return total
 
 
@@ -71,9 +90,10 @@ def rule_problems(objs):
     configmaps = [o for o in objs if o["kind"] == "ConfigMap"]
     settings = configmaps[0].get("data", {}) if configmaps else {}
 
-    for name, dep in deployments.items():
-        pod = dep["spec"]["template"]["spec"]
-        where = f"Deployment {name}"
+    pods = [(f"Deployment {name}", dep["spec"]["template"]["spec"]) for name, dep in deployments.items()]
+    pods += [(f"Pod {o['metadata']['name']}", o["spec"]) for o in objs if o["kind"] == "Pod"]
+    accounts = {o["metadata"]["name"] for o in objs if o["kind"] == "ServiceAccount"}
+    for where, pod in pods:
         psc = pod.get("securityContext", {})
         if psc.get("runAsNonRoot") is not True or psc.get("runAsUser", 0) == 0:
             problems.append(f"{where}: pod must run as non-root with a non-zero runAsUser")
@@ -92,6 +112,15 @@ def rule_problems(objs):
                 )
             if not c.get("resources", {}).get("requests"):
                 problems.append(f"{where}, container {c['name']}: no resource requests")
+        if pod.get("automountServiceAccountToken") is not False:
+            problems.append(f"{where}: must not mount a service account token (no role calls the API)")
+        account = pod.get("serviceAccountName", "default")
+        if accounts and account not in accounts:
+            problems.append(f"{where}: runs as ServiceAccount {account}, not the rendered {sorted(accounts)}")
+
+    for name, dep in deployments.items():
+        pod = dep["spec"]["template"]["spec"]
+        where = f"Deployment {name}"
         for c in pod["containers"]:
             for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
                 got = c.get(probe, {}).get("httpGet", {})
@@ -111,6 +140,16 @@ def rule_problems(objs):
             field = env.get("CHAT_GATEWAY_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
             if field != "metadata.name":
                 problems.append(f"{where}: CHAT_GATEWAY_ID must be the pod name (downward API)")
+
+    policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    for name, dep in deployments.items() if policies else ():
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        port = dep["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+        selecting = [p for p in policies if p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()]
+        if not selecting:
+            problems.append(f"Deployment {name}: no NetworkPolicy selects its pods")
+        elif not any(port == q.get("port") for p in selecting for rule in p["spec"].get("ingress", []) for q in rule.get("ports", [])):
+            problems.append(f"Deployment {name}: its NetworkPolicies do not let traffic in on port {port}")
 
     for o in objs:
         if o["kind"] == "HorizontalPodAutoscaler":

@@ -19,6 +19,15 @@ app.kubernetes.io/component: {{ .role }}
 {{- .Values.secret.existingSecret | default (printf "%s-secrets" .Release.Name) -}}
 {{- end -}}
 
+{{/* The pods' ServiceAccount: the release's own, or the one named, or the namespace's default. */}}
+{{- define "chat.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- .Values.serviceAccount.name | default (printf "%s-chat" .Release.Name) -}}
+{{- else -}}
+{{- .Values.serviceAccount.name | default "default" -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Key of the Secret holding a PEM public key for JWT, or nothing. */}}
 {{- define "chat.jwtPublicKeyKey" -}}
 {{- if .Values.secret.existingSecret -}}
@@ -99,6 +108,7 @@ spec:
         {{- end }}
     spec:
       terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
+      serviceAccountName: {{ include "chat.serviceAccountName" $root }}
       automountServiceAccountToken: false
       securityContext:
         {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
