@@ -180,14 +180,21 @@ fn verify(keys: &[Key], config: &JwtConfig, token: &str) -> Result<i64, AuthErro
     let mut validation = Validation::new(key.algorithm);
     validation.leeway = config.leeway_seconds;
     validation.validate_nbf = true;
-    validation.set_required_spec_claims(&["exp"]);
+    // A configured issuer or audience must be present, not only right when present: a token
+    // without the claim would otherwise pass the check meant to refuse tokens minted elsewhere.
+    let mut required = vec!["exp"];
     match &config.audience {
-        Some(audience) => validation.set_audience(audience),
+        Some(audience) => {
+            validation.set_audience(audience);
+            required.push("aud");
+        }
         None => validation.validate_aud = false,
     }
     if let Some(issuer) = &config.issuer {
         validation.set_issuer(&[issuer]);
+        required.push("iss");
     }
+    validation.set_required_spec_claims(&required);
     let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, &validation).map_err(|e| {
         let reason = match e.kind() {
             ErrorKind::ExpiredSignature => "expired",
@@ -195,7 +202,11 @@ fn verify(keys: &[Key], config: &JwtConfig, token: &str) -> Result<i64, AuthErro
             ErrorKind::InvalidSignature => "bad signature",
             ErrorKind::InvalidAudience => "wrong audience",
             ErrorKind::InvalidIssuer => "wrong issuer",
-            ErrorKind::MissingRequiredClaim(_) => "missing expiry",
+            ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
+                "aud" => "missing audience",
+                "iss" => "missing issuer",
+                _ => "missing expiry",
+            },
             _ => "malformed",
         };
         AuthError::InvalidToken(reason)
@@ -273,6 +284,29 @@ mod tests {
             auth.authenticate(&Credentials { token: None, claimed_user: Some("7") }).map_err(|e| e.to_string()),
             Err("Authentication required: present a bearer token".into())
         );
+    }
+
+    #[test]
+    fn a_configured_issuer_or_audience_must_be_in_the_token() {
+        let auth = hs256(JwtConfig {
+            audience: Some(vec!["chat".into()]),
+            issuer: Some("https://issuer.example".into()),
+            ..JwtConfig::default()
+        });
+        let exp = now() + 60;
+        let cases = [
+            (json!({"sub": "7", "exp": exp, "aud": "chat"}), "Invalid token: missing issuer"),
+            (json!({"sub": "7", "exp": exp, "iss": "https://issuer.example"}), "Invalid token: missing audience"),
+            (
+                json!({"sub": "7", "exp": exp, "aud": "chat", "iss": "https://elsewhere.example"}),
+                "Invalid token: wrong issuer",
+            ),
+        ];
+        for (claims, expected) in cases {
+            assert_eq!(check(&auth, &token(claims, SECRET), None), Err(expected.to_owned()));
+        }
+        let complete = json!({"sub": "7", "exp": exp, "aud": "chat", "iss": "https://issuer.example"});
+        assert_eq!(check(&auth, &token(complete, SECRET), None), Ok(7));
     }
 
     #[test]
