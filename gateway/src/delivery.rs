@@ -210,6 +210,15 @@ fn on_gateway_event(gw: &Gateway, message: Message) {
             }
         }
         Ok(GatewayEvent { event: Some(gateway_event::Event::Presence(change)) }) => {
+            let span = tracing::info_span!(
+                parent: None,
+                "presence-update",
+                otel.kind = "consumer",
+                user_id = change.user_id,
+                online = change.online,
+                notified = change.notify.len(),
+            );
+            let _entered = span.enter();
             let name = if change.online { event::USER_ONLINE } else { event::USER_OFFLINE };
             let rooms = change.notify.iter().map(|&user_id| room_of_user(user_id)).collect();
             emit_to_rooms(&gw.io, rooms, name, &PresenceEvent { user_id: change.user_id });

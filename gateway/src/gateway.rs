@@ -13,6 +13,7 @@ use chat_proto::presence_report::Report;
 use chat_proto::{GatewayHeartbeat, OpenSocket, PresenceReport, SocketEvent, Subjects};
 use socketioxide::socket::Sid;
 use socketioxide::SocketIo;
+use tracing::Instrument;
 
 use crate::auth::{AuthConfig, Authenticator};
 use crate::defaults;
@@ -60,10 +61,15 @@ pub struct GatewayConfig {
     pub heartbeat_interval: Duration,
 }
 
+/// A gateway id for a gateway given none: unique, and a valid subject token.
+pub fn generated_gateway_id() -> String {
+    format!("gw-{}", uuid::Uuid::new_v4().simple())
+}
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
-            gateway_id: format!("gw-{}", uuid::Uuid::new_v4().simple()),
+            gateway_id: generated_gateway_id(),
             max_content_chars: defaults::MAX_CONTENT_CHARS,
             max_payload_bytes: defaults::MAX_PAYLOAD_BYTES,
             query_timeout: defaults::QUERY_TIMEOUT,
@@ -183,7 +189,10 @@ impl Gateway {
         }
         let event = SocketEvent { gateway_id: self.config.gateway_id.clone(), socket_id, user_id, connected };
         let report = PresenceReport { report: Some(Report::Socket(event)) };
-        if let Err(e) = self.bus.publish(&self.subjects.presence_reports(), chat_proto::encode(&report)).await {
+        // A child of the socket's `socket-connect` or `socket-disconnect` span.
+        let span = tracing::info_span!("report-presence", otel.kind = "producer", user_id, connected);
+        let subject = self.subjects.presence_reports();
+        if let Err(e) = self.bus.publish(&subject, chat_proto::encode(&report)).instrument(span).await {
             tracing::warn!(user_id, connected, error = %e, "reporting a socket to presence failed");
         }
     }

@@ -11,7 +11,8 @@
 //! - this file: [`start`] wires them together, and runs the background tasks;
 //! - handlers: `events` (one module per client event, and the socket's life), `delivery`
 //!   (what comes back from the bus, to local rooms and sockets), [`rest`] (the HTTP API, with
-//!   [`openapi`] its document), [`web`] (the test client and docs pages);
+//!   [`openapi`] its document), [`web`] (the test client and docs pages), `observe` (each
+//!   HTTP request's metrics and span);
 //! - [`gateway`]: the state they share ([`Gateway`], [`GatewayConfig`]) and the reports to
 //!   presence;
 //! - services: `outbox` (sends batched per partition to the work queue, and those awaiting an
@@ -35,6 +36,7 @@ mod interest;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+mod observe;
 pub mod openapi;
 mod outbox;
 pub mod proxies;
@@ -87,13 +89,17 @@ pub async fn start(
     tokio::spawn(resync_after_reconnections(gateway.clone()));
     tokio::spawn(forget_idle_users(gateway.clone()));
     let cors = cors_layer(gateway.config.allowed_origins.as_deref(), gateway.auth.is_development());
-    // The CORS layer wraps the Socket.IO one too: browsers poll across origins.
+    observe::register_rest_routes();
+    // The CORS layer wraps the Socket.IO one too: browsers poll across origins. The metrics
+    // and spans wrap everything, so they see the status the client gets; a layer of the router
+    // runs after routing, so it knows the matched route.
     let app = rest::router(gateway.clone())
         .merge(web::router())
         .layer(axum::middleware::map_response(rest::json_errors))
         .layer(layer)
         .layer(axum::middleware::map_request(detach_from_read_buffer))
-        .layer(cors);
+        .layer(cors)
+        .layer(axum::middleware::from_fn(observe::http_request));
     Ok((gateway, app))
 }
 

@@ -13,6 +13,12 @@ pub const ERRORS: &str = "chat_gateway_errors_total";
 pub const SEND_ACK_SECONDS: &str = "chat_gateway_send_ack_seconds";
 pub const RECEIPT_ACK_SECONDS: &str = "chat_gateway_receipt_ack_seconds";
 pub const RECEIPTS_SUPERSEDED: &str = "chat_gateway_receipts_superseded_total";
+/// HTTP requests answered, by `route` (the matched route template, never the raw path),
+/// `method` and `status` (the code).
+pub const HTTP_REQUESTS: &str = "chat_http_requests_total";
+/// How long HTTP requests took until their response's head, by `route` and `method`. Not
+/// observed for the Socket.IO transport (a long-poll lasts as long as it waits).
+pub const HTTP_REQUEST_SECONDS: &str = "chat_http_request_duration_seconds";
 
 /// Client events counted by name; any other is counted as `other`.
 pub const EVENTS_IN_NAMES: [&str; 14] = [
@@ -112,6 +118,12 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "From a mark-delivered or mark-read received to its acknowledgement"
     );
+    metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by route template, method and status");
+    metrics::describe_histogram!(
+        HTTP_REQUEST_SECONDS,
+        metrics::Unit::Seconds,
+        "From an HTTP request received to its response's head, by route template and method"
+    );
     metrics::describe_counter!(
         RECEIPTS_SUPERSEDED,
         "Receipts answered by the gateway without the persister: at or below the member's known position"
@@ -157,6 +169,27 @@ pub(crate) fn receipt_acknowledged(elapsed: Duration) {
 
 pub(crate) fn receipt_answered_locally() {
     metrics::counter!(RECEIPTS_SUPERSEDED).increment(1);
+}
+
+/// One HTTP request answered; `elapsed` is `None` where its duration says nothing (the
+/// Socket.IO transport). Labels: see [`HTTP_REQUESTS`]; the caller bounds `route`.
+pub(crate) fn http_request(route: &str, method: &'static str, status: u16, elapsed: Option<Duration>) {
+    let route = route.to_owned();
+    metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.to_string())
+        .increment(1);
+    if let Some(elapsed) = elapsed {
+        metrics::histogram!(HTTP_REQUEST_SECONDS, "route" => route, "method" => method).record(elapsed.as_secs_f64());
+    }
+}
+
+/// Shows a route's series at zero before its first request: the latency histogram, and the
+/// counter of each status it answers on success (other statuses appear as they happen).
+pub(crate) fn http_route_known(route: &str, method: &'static str, success_statuses: &[u16]) {
+    let _ = metrics::histogram!(HTTP_REQUEST_SECONDS, "route" => route.to_owned(), "method" => method);
+    for status in success_statuses {
+        metrics::counter!(HTTP_REQUESTS, "route" => route.to_owned(), "method" => method, "status" => status.to_string())
+            .absolute(0);
+    }
 }
 
 pub(crate) fn set_rooms(rooms: usize) {

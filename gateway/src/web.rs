@@ -91,6 +91,16 @@ const ASSETS: [(&str, Asset); 6] = [
     (VENDORED_CLIENT, asset(include_bytes!("../assets/socket.io.min.js"), JS, VENDORED_FILE_CACHE, None)),
 ];
 
+/// Browsers ask for it; there is none (rather than a JSON 404 in the console).
+const FAVICON: &str = "/favicon.ico";
+
+/// Whether `route` is one of this module's: a page, a script, a style, the OpenAPI document.
+/// The HTTP metrics count them as one route, `static`: what matters about them is whether they
+/// are served, not which file.
+pub(crate) fn is_static(route: &str) -> bool {
+    route == OPENAPI_PATH || route == FAVICON || ASSETS.iter().any(|(path, _)| *path == route)
+}
+
 /// The routes of the static files and of the OpenAPI document.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let openapi = serde_json::to_vec_pretty(&crate::openapi::document())
@@ -101,8 +111,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .into_iter()
         .chain([(OPENAPI_PATH, openapi)])
         .fold(Router::new(), |router, (path, asset)| router.route(path, get(move || std::future::ready(asset.clone()))))
-        // Browsers ask for it; there is none (rather than a JSON 404 in the console).
-        .route("/favicon.ico", get(|| std::future::ready(StatusCode::NO_CONTENT)))
+        .route(FAVICON, get(|| std::future::ready(StatusCode::NO_CONTENT)))
 }
 
 #[cfg(test)]

@@ -21,11 +21,12 @@ use bytes::Bytes;
 use chat_bus::{Bus, BusError, KeyValue};
 use chat_proto::{
     gateway_event, presence_report::Report, ContactList, GatewayEvent, ListContacts, PresenceChange, PresenceReport,
-    QueryReply, Subjects, RPC_LIST_CONTACTS,
+    QueryReply, SocketEvent, Subjects, RPC_LIST_CONTACTS,
 };
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::defaults;
 use crate::lease::Lease;
@@ -89,8 +90,9 @@ enum ToAnnounce {
     Lead(HashSet<i64>),
     /// This replica no longer holds the lease: announce nothing until the next `Lead`.
     Follow,
-    /// A user came online or went offline.
-    Change(PresenceChange),
+    /// A user came online or went offline; the span of the report that made it so (none for
+    /// heartbeats and silent gateways), the parent of its announcement's.
+    Change(PresenceChange, tracing::Span),
 }
 
 /// The part of presence that changes the state: one task, one report at a time.
@@ -203,7 +205,9 @@ impl Presence {
         })
         .map(|input| async move {
             match input {
-                ToAnnounce::Change(change) => (this.contacts_of(change.user_id).await, ToAnnounce::Change(change)),
+                ToAnnounce::Change(change, cause) => {
+                    (this.contacts_of(change.user_id).await, ToAnnounce::Change(change, cause))
+                }
                 other => (Vec::new(), other),
             }
         })
@@ -213,7 +217,7 @@ impl Presence {
         let mut leading = false;
         let mut announced_online: HashSet<i64> = HashSet::new();
         while let Some((contacts, input)) = inputs.next().await {
-            let change = match input {
+            let (change, cause) = match input {
                 ToAnnounce::Lead(record) => {
                     (leading, announced_online) = (true, record);
                     continue;
@@ -222,7 +226,7 @@ impl Presence {
                     (leading, announced_online) = (false, HashSet::new());
                     continue;
                 }
-                ToAnnounce::Change(change) => change,
+                ToAnnounce::Change(change, cause) => (change, cause),
             };
             // The lease may have lapsed before the tracker heard: stay silent then; the
             // difference is announced by whichever replica leads next.
@@ -232,7 +236,16 @@ impl Presence {
             if announced_online.contains(&change.user_id) == change.online {
                 continue; // announced already: by this replica, or by the holder before it
             }
-            self.publish(&change, &contacts, &state).await;
+            let span = tracing::info_span!(
+                parent: &cause,
+                "announce-presence",
+                otel.kind = "producer",
+                user_id = change.user_id,
+                online = change.online,
+                contacts = contacts.len(),
+            );
+            drop(cause); // the report's span ends with its announcement on its way
+            self.publish(&change, &contacts, &state).instrument(span).await;
             let key = change.user_id.to_string();
             let recorded = if change.online {
                 announced_online.insert(change.user_id);
@@ -309,22 +322,18 @@ impl Tracker {
     async fn apply(&mut self, report: PresenceReport) {
         match report.report {
             Some(Report::Socket(event)) => {
-                self.last_heard.insert(event.gateway_id.clone(), Instant::now());
-                let key = socket_key(&event.gateway_id, &event.socket_id);
-                if event.connected {
-                    self.persist_open(&key, event.user_id).await;
-                    let came_online =
-                        lock(&self.state).socket_opened(&event.gateway_id, &event.socket_id, event.user_id);
-                    if came_online {
-                        self.changed(event.user_id, true);
-                    }
-                } else {
-                    self.persist_closed(&key).await;
-                    let went_offline = lock(&self.state).socket_closed(&event.gateway_id, &event.socket_id);
-                    if let Some(user_id) = went_offline {
-                        self.changed(user_id, false);
-                    }
-                }
+                // Heartbeats, every few seconds from every gateway, get none: they rarely
+                // change anything, and a trace each would bury the rest.
+                let span = tracing::info_span!(
+                    parent: None,
+                    "presence-report",
+                    otel.kind = "consumer",
+                    gateway = %event.gateway_id,
+                    user_id = event.user_id,
+                    connected = event.connected,
+                    transition = false,
+                );
+                self.socket_event(event).instrument(span).await;
             }
             Some(Report::Heartbeat(heartbeat)) => {
                 let gateway = heartbeat.gateway_id;
@@ -350,6 +359,25 @@ impl Tracker {
                 online.into_iter().for_each(|user_id| self.changed(user_id, true));
             }
             None => tracing::warn!("ignoring empty presence report"),
+        }
+    }
+
+    /// A socket opened or closed; the user's first or last socket is a transition.
+    async fn socket_event(&mut self, event: SocketEvent) {
+        self.last_heard.insert(event.gateway_id.clone(), Instant::now());
+        let key = socket_key(&event.gateway_id, &event.socket_id);
+        let transition = if event.connected {
+            self.persist_open(&key, event.user_id).await;
+            let came_online = lock(&self.state).socket_opened(&event.gateway_id, &event.socket_id, event.user_id);
+            came_online.then_some((event.user_id, true))
+        } else {
+            self.persist_closed(&key).await;
+            let went_offline = lock(&self.state).socket_closed(&event.gateway_id, &event.socket_id);
+            went_offline.map(|user_id| (user_id, false))
+        };
+        if let Some((user_id, online)) = transition {
+            tracing::Span::current().record("transition", true);
+            self.changed(user_id, online);
         }
     }
 
@@ -379,7 +407,8 @@ impl Tracker {
     /// one that leads announces it, or the next to lead finds it in the difference).
     fn changed(&self, user_id: i64, online: bool) {
         if self.leading {
-            self.hand_over(ToAnnounce::Change(PresenceChange { user_id, online, notify: Vec::new() }));
+            let change = PresenceChange { user_id, online, notify: Vec::new() };
+            self.hand_over(ToAnnounce::Change(change, tracing::Span::current()));
         }
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use tokio::sync::{Mutex, OwnedMutexGuard};
+use tracing::Instrument;
 
 use super::socket_state::{Membership, SocketState};
 use super::{join, lifecycle, members, receipts, send, typing};
@@ -23,9 +24,10 @@ use crate::wire::event;
 use chat_proto::{MemberChangeKind, MessageChangeKind, ReceiptKind};
 
 /// What the connect middleware decided about a socket, for the connect handler: its state
-/// and the held membership lock, or why it was refused. Taken once.
+/// and the held membership lock, or why it was refused; with the connection's span, which
+/// the handler's set-up continues. Taken once.
 #[derive(Clone, Default)]
-struct Admission(Arc<std::sync::Mutex<Option<Admitted>>>);
+struct Admission(Arc<std::sync::Mutex<Option<(Admitted, tracing::Span)>>>);
 
 /// An admitted socket's state with its membership lock held, or why it was refused.
 type Admitted = Result<(Arc<SocketState>, OwnedMutexGuard<Membership>), ClientError>;
@@ -35,8 +37,21 @@ type Admitted = Result<(Arc<SocketState>, OwnedMutexGuard<Membership>), ClientEr
 /// sends the namespace's CONNECT packet, whereas the connect handler runs after it: a client
 /// emits as soon as it reads CONNECT, and an event that finds no handler is dropped without a
 /// word (1 join in about 100,000 was, in connection storms, when this ran in the handler).
+///
+/// Its `socket-connect` span lasts until the set-up is done: presence told, the user's
+/// subject held.
 pub(super) fn admit(gw: &Arc<Gateway>, socket: &SocketRef, auth: &Value) {
+    let span = tracing::info_span!(
+        parent: None,
+        "socket-connect",
+        otel.kind = "server",
+        socket = %socket.id,
+        user_id = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let entered = span.enter();
     let admitted = authenticate(gw, socket, auth).and_then(|user_id| {
+        span.record("user_id", user_id);
         let address = client_address(socket, &gw.config.trusted_proxies);
         Ok((user_id, gw.limits.open_connection(user_id, address)?))
     });
@@ -56,7 +71,8 @@ pub(super) fn admit(gw: &Arc<Gateway>, socket: &SocketRef, auth: &Value) {
         bind_handlers(gw, &state, socket);
         (state, guard)
     });
-    socket.extensions.insert(Admission(Arc::new(std::sync::Mutex::new(Some(outcome)))));
+    drop(entered);
+    socket.extensions.insert(Admission(Arc::new(std::sync::Mutex::new(Some((outcome, span))))));
 }
 
 /// The connect handler: set-up of an admitted socket (the membership lock is still held from
@@ -67,14 +83,19 @@ pub(super) fn on_connect(gw: Arc<Gateway>, socket: SocketRef) -> impl Future<Out
         .get::<Admission>()
         .and_then(|Admission(outcome)| outcome.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
     async move {
-        let refusal = match admission {
-            Some(Ok((state, guard))) => return set_up(&gw, &state, &socket, guard).await,
-            Some(Err(refusal)) => refusal,
+        let (refusal, span) = match admission {
+            Some((Ok((state, guard)), span)) => {
+                span.record("outcome", "accepted");
+                return set_up(&gw, &state, &socket, guard).instrument(span).await;
+            }
+            Some((Err(refusal), span)) => (refusal, span),
             None => {
                 tracing::error!(socket = %socket.id, "socket connected without admission");
-                ClientError::ConnectionRefused
+                (ClientError::ConnectionRefused, tracing::Span::none())
             }
         };
+        let _entered = span.enter();
+        span.record("outcome", refusal.kind().label());
         emit_error(&socket, &refusal);
         if let Err(e) = socket.disconnect() {
             tracing::debug!(error = %e, "disconnecting a refused socket failed");
@@ -209,5 +230,14 @@ fn bind_handlers(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketRef
     });
 
     let (g, s) = (gw.clone(), state.clone());
-    socket.on_disconnect(move |socket: SocketRef| async move { tear_down(&g, &s, &socket).await });
+    socket.on_disconnect(move |socket: SocketRef| async move {
+        let span = tracing::info_span!(
+            parent: None,
+            "socket-disconnect",
+            otel.kind = "server",
+            socket = %socket.id,
+            user_id = s.user_id,
+        );
+        tear_down(&g, &s, &socket).instrument(span).await
+    });
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use socketioxide::extract::{AckSender, SocketRef};
+use tracing::Instrument;
 
 use super::socket_state::SocketState;
 use crate::emit::{emit, emit_error, room_of_conversation};
@@ -18,6 +19,7 @@ use crate::wire::{event, JoinedEvent, RoomAck};
 use crate::{delivery, metrics, validate};
 use chat_proto::ErrorKind;
 
+/// Its `join-conversation` span covers the checks, the room's subscription and the replay.
 pub(super) async fn on_join(
     gw: &Arc<Gateway>,
     state: &SocketState,
@@ -25,12 +27,26 @@ pub(super) async fn on_join(
     ack: AckSender,
     payload: Value,
 ) {
-    match join(gw, state, socket, &payload).await {
+    let span = tracing::info_span!(
+        parent: None,
+        "join-conversation",
+        otel.kind = "server",
+        user_id = state.user_id,
+        conversation_id = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let joined = join(gw, state, socket, &payload).instrument(span.clone()).await;
+    let _entered = span.enter();
+    match joined {
         Ok(conversation_id) => {
+            span.record("outcome", "joined");
             emit(socket, event::JOINED_CONVERSATION, &JoinedEvent { conversation_id, success: true });
             send_ack(ack, RoomAck { success: true, conversation_id: conversation_id.into(), error: None });
         }
-        Err(error) => refuse(socket, ack, &payload, &error),
+        Err(error) => {
+            span.record("outcome", error.kind().label());
+            refuse(socket, ack, &payload, &error)
+        }
     }
 }
 
@@ -65,6 +81,7 @@ fn send_ack(ack: AckSender, payload: RoomAck) {
 /// The joined conversation's id.
 async fn join(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payload: &Value) -> Result<i64, ClientError> {
     let conversation_id = validate::conversation_id(payload).map_err(ClientError::Invalid)?;
+    tracing::Span::current().record("conversation_id", conversation_id);
     let last_seen = validate::last_message_id(payload).map_err(ClientError::Invalid)?;
     if !gw.limits.allow(state.user_id, Action::Join) {
         return Err(ClientError::RateLimited(Action::Join));

@@ -34,6 +34,12 @@ pub struct Server {
 
 impl Server {
     pub async fn start() -> Server {
+        Self::start_with(axum::Router::new()).await
+    }
+
+    /// The server with `routes` beside the gateway's, merged as `chat` merges its operations
+    /// endpoints (`/metrics`, say): outside the gateway's own layers.
+    pub async fn start_with(routes: axum::Router) -> Server {
         let data = tempfile::tempdir().expect("a temporary directory");
         let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
         let subjects = Subjects::default();
@@ -47,6 +53,7 @@ impl Server {
         let (_gateway, app) = chat_gateway::start(bus.clone(), subjects.clone(), GatewayConfig::default())
             .await
             .expect("the gateway starts");
+        let app = app.merge(routes);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let address = listener.local_addr().expect("a bound address");
         let serving = stop.clone();
