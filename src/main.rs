@@ -20,6 +20,7 @@ use chat_persister::{Persister, Store};
 use chat_presence::Presence;
 use chat_proto::Subjects;
 use chat_telemetry::prometheus::Metrics;
+use chat_telemetry::Service;
 use clap::Parser;
 use futures::future::{try_join_all, BoxFuture};
 use futures::FutureExt;
@@ -31,10 +32,15 @@ use crate::startup::{retry, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::All);
-    let tracing = chat_telemetry::init(command.role(), matches!(cli.log_format, LogFormat::Json))?;
-    let result = run(&cli.settings, command).await;
+    let service = Service {
+        role: command.role(),
+        instance_id: instance_id(&mut cli.settings, command),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let tracing = chat_telemetry::init(&service, matches!(cli.log_format, LogFormat::Json))?;
+    let result = run(&cli.settings, command, &service).await;
     if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "stopped");
     }
@@ -45,14 +51,28 @@ async fn main() -> anyhow::Result<()> {
     result
 }
 
-async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
+/// This process among its role's replicas, in spans (`service.instance.id`) and metrics
+/// (`chat_build_info{instance_id}`): a gateway's id (the all-in-one's too; generated now when
+/// unset, so the gateway goes by the same one), else the host name (the pod's in Kubernetes),
+/// else generated.
+fn instance_id(settings: &mut Settings, command: Command) -> String {
+    if matches!(command, Command::All | Command::Gateway) {
+        return settings.gateway_id.get_or_insert_with(chat_gateway::gateway::generated_gateway_id).clone();
+    }
+    match std::env::var("HOSTNAME") {
+        Ok(host) if !host.trim().is_empty() => host,
+        _ => format!("{}-{}", command.role(), uuid::Uuid::new_v4().simple()),
+    }
+}
+
+async fn run(settings: &Settings, command: Command, service: &Service) -> anyhow::Result<()> {
     let subjects = Subjects::new(settings.subject_prefix.clone()).with_partitions(settings.partitions);
     if command == Command::Migrate {
         open_store(settings).await?;
         tracing::info!("migrations applied");
         return Ok(());
     }
-    let metrics = install_metrics(command)?;
+    let metrics = install_metrics(command, service)?;
     match command {
         Command::Migrate => Ok(()),
         Command::All => {
@@ -109,10 +129,13 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
 
 /// Installs the Prometheus recorder and shows the metrics of the roles this process runs, at
 /// zero, before any traffic.
-fn install_metrics(command: Command) -> anyhow::Result<Metrics> {
+fn install_metrics(command: Command, service: &Service) -> anyhow::Result<Metrics> {
     let metrics = Metrics::install().context("cannot install the metrics recorder")?;
-    metrics::describe_gauge!("chat_build_info", "Always 1: the role this process runs and its version");
-    metrics::gauge!("chat_build_info", "role" => command.role(), "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::describe_gauge!("chat_build_info", "Always 1: the role this process runs, its instance id and version");
+    // `instance_id`, not `instance`: Prometheus sets `instance` on every scraped series.
+    let instance_id = service.instance_id.clone();
+    metrics::gauge!("chat_build_info", "role" => service.role, "version" => service.version, "instance_id" => instance_id)
+        .set(1.0);
     chat_bus::describe_metrics();
     if matches!(command, Command::All | Command::Gateway) {
         chat_gateway::metrics::describe();

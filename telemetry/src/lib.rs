@@ -18,4 +18,4 @@ pub mod propagation;
 pub mod tracing_setup;
 
 pub use propagation::{inject_context, link_to_remote, set_remote_parent};
-pub use tracing_setup::{init, TracingGuard};
+pub use tracing_setup::{init, Service, TracingGuard};
