@@ -26,7 +26,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 #[derive(Debug, Parser)]
-#[command(name = "chat", version, about = "Real-time chat backend: Socket.IO API on one node or a NATS cluster")]
+#[command(
+    name = "chat",
+    version,
+    about = "Real-time chat backend: Socket.IO API on one node or a NATS cluster. With no command, runs `all` (every role in one process)."
+)]
 pub struct Cli {
     /// The role to run; with none, `all`.
     #[command(subcommand)]
@@ -42,7 +46,8 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum Command {
-    /// Every role in one process: on an in-process bus, or on NATS when --nats-url is given.
+    /// Every role in one process, the default when no command is given: on an in-process bus,
+    /// or on NATS when --nats-url is given.
     All,
     /// Socket.IO and REST front; run any number of them. Needs NATS.
     Gateway,
