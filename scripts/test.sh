@@ -23,3 +23,5 @@ echo "== scale lab smoke (about a minute): 1 and 2 gateways, then persisters, ea
 bash deploy/bench/scale.sh --quick --out "$(mktemp -d)"
 echo "== browser tests (headless Chromium): the test client page and the API docs"
 CHAT_BIN="$CARGO_TARGET_DIR/release/chat" bash tests/browser/run.sh
+echo "== README: its code blocks run as written, in a copy of the checkout (ports 3000-3001, 3100-3102; seconds)"
+bash scripts/readme-snippets.sh
