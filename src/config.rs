@@ -264,9 +264,29 @@ pub struct Settings {
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
     pub shutdown_grace: Duration,
 
-    /// Origins allowed by CORS, comma-separated; unset allows any origin (development).
-    #[arg(long, env = "CHAT_CORS_ORIGINS", value_delimiter = ',', global = true)]
+    /// Origins allowed by CORS, comma-separated, each `scheme://host[:port]` as browsers send
+    /// it (no path, no `*`). Unset: any origin in development mode, none but the server's own
+    /// in jwt mode.
+    #[arg(long, env = "CHAT_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin, global = true)]
     pub cors_origins: Option<Vec<String>>,
+}
+
+/// One CORS origin as a browser's `Origin` header names it: the CORS layer compares bytes, so
+/// a trailing slash or a path would never match, and a wildcard would stop the server at start.
+fn parse_origin(raw: &str) -> Result<String, String> {
+    let origin = raw.trim();
+    let uri: axum::http::Uri =
+        origin.parse().map_err(|_| format!("{origin:?} is not an origin (scheme://host[:port])"))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let host_ok = uri.host().is_some_and(|host| !host.is_empty() && !host.contains('*'));
+    // `Uri` reports "/" as the path of "https://a.example" too: the text itself must end at the
+    // authority.
+    let bare = uri.authority().is_some_and(|a| origin.ends_with(a.as_str())) && uri.query().is_none();
+    if scheme_ok && host_ok && bare {
+        Ok(origin.to_owned())
+    } else {
+        Err(format!("{origin:?} is not an origin: scheme://host[:port] with http or https, no path, no wildcard"))
+    }
 }
 
 impl Settings {
@@ -481,6 +501,21 @@ mod tests {
         assert_eq!(servers.len(), 3);
         assert_eq!(servers.to_string(), "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224");
         assert_eq!(cli.settings.stream_replicas, 3);
+    }
+
+    #[test]
+    fn cors_origins_are_bare_origins() {
+        let cli = Cli::try_parse_from(["chat", "--cors-origins", "https://a.example, http://localhost:5173"])
+            .expect("parses");
+        assert_eq!(
+            cli.settings.gateway_config().allowed_origins,
+            Some(vec!["https://a.example".to_owned(), "http://localhost:5173".to_owned()])
+        );
+        for bad in ["*", "https://*.example", "https://a.example/", "https://a.example/app", "a.example", "ftp://a.example"]
+        {
+            let err = Cli::try_parse_from(["chat", "--cors-origins", bad]).expect_err(bad);
+            assert!(err.to_string().contains("is not an origin"), "{bad}: {err}");
+        }
     }
 
     #[test]
