@@ -511,7 +511,8 @@ mod tests {
             cli.settings.gateway_config().allowed_origins,
             Some(vec!["https://a.example".to_owned(), "http://localhost:5173".to_owned()])
         );
-        for bad in ["*", "https://*.example", "https://a.example/", "https://a.example/app", "a.example", "ftp://a.example"]
+        for bad in
+            ["*", "https://*.example", "https://a.example/", "https://a.example/app", "a.example", "ftp://a.example"]
         {
             let err = Cli::try_parse_from(["chat", "--cors-origins", bad]).expect_err(bad);
             assert!(err.to_string().contains("is not an origin"), "{bad}: {err}");
