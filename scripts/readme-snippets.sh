@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs README.md's code blocks as a newcomer would type them, in a copy of the checkout's
-# tracked files, and fails when one fails or prints other than what the README shows; a block
-# it cannot run must say why in the README (`<!-- snippet: skip (why) -->`). The checks and
-# the rules are in readme_snippets.py, next to this file.
+# Runs README.md's code blocks as a newcomer would type them, in a copy of the checkout
+# without the files git ignores (in CI: what a fresh clone holds), and fails when one fails or
+# prints other than what the README shows; a block it cannot run must say why in the README
+# (`<!-- snippet: skip (why) -->`). The checks and the rules are in readme_snippets.py, next
+# to this file.
 # Uses port 3000 (and 3001, 3100-3102 for the cluster block), which must be free; the cluster
 # block runs on a nats-server of its own and a fresh database on the Postgres at
 # 127.0.0.1:5432 (user postgres, no password), skipped loudly without them unless CI=true.

@@ -9,7 +9,7 @@ Every fenced block of README.md carries a marker on the line before its fence:
 A block without a marker, with an unknown name, or a name of CHECKS the README no longer has
 fails the run: a new block is either checked here or says why it cannot be.
 
-The blocks run in a copy of the checkout's tracked files (see copy_checkout), in the order a
+The blocks run in a copy of the checkout (see copy_checkout), in the order a
 newcomer would type them, with a shell environment cleared of the server's settings (a
 newcomer's shell has none). Shell blocks run under `bash -euo pipefail`, so a command that
 fails fails the block. A comment line `# {...}` right after a command in a shell block is that
@@ -240,6 +240,25 @@ def session_alive(p):
     return group_alive(p.pid)
 
 
+def session_commands(pgid):
+    """The command names (Linux's /proc/PID/comm) of the live processes of a process group."""
+    names = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ')'.
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            names.add(comm)
+    return names
+
+
 def group_alive(pgid):
     try:
         os.killpg(pgid, 0)
@@ -326,9 +345,19 @@ def check_shell(runner, block, state):
     """`cargo run --release &`, then the curl that opens a conversation; the server stays up."""
     require_free(3000)
     p = runner.bash("shell", block)
-    # Its wait for the port never ends if the server does not start: once the server block has
-    # built, a few minutes are plenty.
-    runner.wait("shell", p, 300 if state.get("built") else BUILD_TIMEOUT)
+    # The block's wait for the port never ends if the server does not start (a build that
+    # fails, a port taken): fail as soon as neither cargo nor the server is left.
+    timeout = 300 if state.get("built") else BUILD_TIMEOUT
+    deadline = time.time() + timeout
+    missing = 0  # polls in a row without them: a moment at the start, before bash forks
+    while p.poll() is None:
+        missing = 0 if {"cargo", "chat"} & session_commands(p.pid) else missing + 1
+        if missing >= 6:
+            raise Failure(f"the server of `cargo run --release &` ended:\n{runner.tail('shell')}")
+        if time.time() > deadline:
+            raise Failure(f"still running after {timeout} s:\n{runner.tail('shell')}")
+        time.sleep(0.5)
+    runner.wait("shell", p, 0)
     check_json_output(block, runner.output("shell"))
     state["server"] = True
 
@@ -450,12 +479,18 @@ CHECKS = {"server": check_server, "shell": check_shell, "client": check_client, 
 
 
 def copy_checkout(dest):
-    """The checkout's tracked files as the working tree has them (in CI: HEAD, what a fresh
-    clone holds), with their modification times: cargo's fingerprints then match the build
-    scripts/test.sh made, and the README's `cargo` commands reuse it instead of rebuilding
-    every crate of the workspace. Untracked and ignored files (target/, data/, node_modules/)
-    are left out, as a clone would."""
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout
+    """The checkout's files as the working tree has them, the ones git ignores (target/,
+    data/, node_modules/) left out: in CI, HEAD, what a fresh clone holds. Untracked files
+    are kept so that a local run compiles what scripts/test.sh compiled. Modification times
+    are kept too: cargo's fingerprints then match that build, and the README's `cargo`
+    commands reuse it instead of rebuilding every crate of the workspace (minutes) into the
+    shared target directory."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout
     for rel in files.decode().split("\0"):
         if not rel:
             continue
