@@ -44,7 +44,7 @@ impl Crowd {
     pub async fn assemble(common: &Common, setup: Setup, loads: Vec<Load>, mark_read: bool) -> anyhow::Result<Self> {
         let started = Instant::now();
         let users = common.users;
-        if users < 2 || users % 2 != 0 || users as u64 >= USERS_PER_RUN {
+        if users < 2 || !users.is_multiple_of(2) || users as u64 >= USERS_PER_RUN {
             bail!("--users must be even, at least 2 and below {USERS_PER_RUN}");
         }
         if loads.len() != users {
