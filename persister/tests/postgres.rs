@@ -91,6 +91,26 @@ async fn the_store_works_on_postgres() {
         let answer = answer.as_ref().expect("a member's receipt");
         assert_eq!((answer.positions.last_read_message_id, answer.positions.unread_count), (pair.message_id, 1));
     }
+    // One batch over all thirty conversations, each sent by the other member: user 20's rows
+    // all move in it (one statement for them all, placeholders numbered across conversations).
+    let replies: Vec<NewMessage> = pairs
+        .iter()
+        .map(|pair| NewMessage {
+            conversation_id: pair.conversation_id,
+            sender_id: pair.user_id,
+            dedup_key: format!("reply:{}", pair.conversation_id),
+            ..batch[0].clone()
+        })
+        .collect();
+    let replied = store.insert_messages(&replies).await.unwrap();
+    assert_eq!(store.inbox_page(20, 50, None).await.unwrap().total_unread, 40 + 30);
+    for (pair, reply) in pairs.iter().zip(&replied) {
+        let rows = store.positions(pair.conversation_id).await.unwrap();
+        let mine = rows.iter().find(|row| row.user_id == 20).expect("user 20's row");
+        let theirs = rows.iter().find(|row| row.user_id == pair.user_id).expect("the replier's row");
+        assert_eq!((mine.unread_count, mine.last_message_id), (1, reply.id));
+        assert_eq!((theirs.unread_count, theirs.last_read_message_id, theirs.last_message_id), (0, reply.id, reply.id));
+    }
     let page = store.inbox_page(20, 10, None).await.unwrap();
     let next = store.inbox_page(20, 10, page.next_before).await.unwrap();
     assert!(page.entries.iter().all(|e| next.entries.iter().all(|n| n.conversation.id != e.conversation.id)));
@@ -126,7 +146,7 @@ async fn the_store_works_on_postgres() {
     assert!(deleted[0].is_ok(), "the sender deletes");
     assert_eq!(store.message_events_after(a.id, 0, stored[0].id, 10).await.unwrap().len(), 4);
     let swept = store.delete_messages_before(chrono::Utc::now() + chrono::Duration::seconds(1)).await.unwrap();
-    assert_eq!(swept, 110, "every message of the test, in one batch");
+    assert_eq!(swept, 140, "every message of the test, in one batch");
     assert!(store.message_events_after(a.id, 0, stored[0].id, 10).await.unwrap().is_empty(), "cascaded");
 
     drop((store, again));
