@@ -14,7 +14,8 @@ setting() {
   printf -v "$1" '%s' "${v:-$2}"
 }
 for kv in QUICK=0 USERS=? WINDOW=8 WARMUP=? DURATION=? IDLE=? PEER_IDLE=? MODERATE_RATE=1000 P99_LIMIT=100 \
-  MIN_DELIVERED=0.95 START_SHARE=0.9 STEP_DOWN=0.85 SEARCH_STEPS=6 BISECT_STEPS=2 BISECT_MIN=0.03 POISSON_SEED=1; do
+  MIN_DELIVERED=0.95 START_SHARE=0.9 STEP_DOWN=0.85 SEARCH_STEPS=6 BISECT_STEPS=2 BISECT_MIN=0.03 POISSON_SEED=1 \
+  AUTOVACUUM=unknown; do
   setting "${kv%%=*}" "${kv#*=}"
 done
 
@@ -87,6 +88,9 @@ echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $commit"
 echo "- machine: $(nproc) CPUs ($cpu_model), $mem_gib GiB memory, $(uname -sr)"
 echo "- software: $(nats-server --version 2>/dev/null || echo nats-server), Postgres $(psql "${PG_URL:-postgres://postgres@127.0.0.1:5432}/postgres" -Atc 'show server_version' 2>/dev/null || echo '?'), Node.js $(node --version 2>/dev/null || echo '?')"
+if [[ $AUTOVACUUM != unknown ]]; then
+  echo "- Postgres autovacuum: $AUTOVACUUM$([[ $AUTOVACUUM != on ]] && echo ' on this machine, so the script runs `VACUUM ANALYZE` on the configuration'"'"'s database before every traffic step, as autovacuum would keep it (the persister updates the members'"'"' inbox rows with every message)')"
+fi
 echo "- load: ${USERS:-?} users (pairs sharing a conversation, user i on gateway i mod M), warm-up ${WARMUP:-?}, measured ${DURATION:-?} per step; idle: ${IDLE:-?} connections (the peer: ${PEER_IDLE:-?})"
 echo
 echo "## The machine's raw limits (same run)"

@@ -100,6 +100,17 @@ cleanup() {
 trap cleanup EXIT
 log() { echo "== $(date -u +%H:%M:%S) $*" >&2; }
 
+# A Postgres without autovacuum (this machine's is so configured) never cleans the dead rows
+# of updates nor gathers planner statistics: the inbox rows the persister updates with every
+# message (issue 16) would pile up dead versions step after step, and every later step of a
+# configuration would pay for the earlier ones. So, where autovacuum is off, the configuration's
+# database gets the `VACUUM ANALYZE` autovacuum would have run before each traffic step (the
+# peer's too: the same for every configuration). Recorded in raw/settings.json.
+autovacuum=$(psql "$pg/postgres" -Atc 'show autovacuum' 2>/dev/null || echo unknown)
+keep_vacuumed() {
+  if [[ $autovacuum != on && -n ${db:-} ]]; then psql "$pg/$db" -qc 'vacuum analyze' >/dev/null 2>&1 || true; fi
+}
+
 new_database() { # new_database SUFFIX: creates it, name in $db (no subshell: cleanup needs the list)
   db=${tag}_$1
   psql "$pg/postgres" -qc "create database $db" >/dev/null
@@ -124,6 +135,9 @@ loadgen() {
   shift
   case $1 in
     rate | max | idle) next_base; set -- "$@" --user-base "$base" ;;
+  esac
+  case $1 in
+    rate | max) keep_vacuumed ;;
   esac
   log "loadgen $name: $*"
   echo "chat-loadgen $* --json raw/$name.json" >>"$raw/commands.txt"
@@ -374,7 +388,8 @@ log "writing $out/RESULTS.md"
 settings=(QUICK="$quick" USERS="$users" WINDOW="$window" WARMUP="$warmup" DURATION="$duration"
   IDLE="$ours_idle_connections" PEER_IDLE="$idle_connections" MODERATE_RATE="$moderate_rate"
   P99_LIMIT="$p99_limit_ms" MIN_DELIVERED="$min_delivered" START_SHARE="$start_share" STEP_DOWN="$step_down"
-  SEARCH_STEPS="$search_steps" BISECT_STEPS="$bisect_steps" BISECT_MIN="$bisect_min" POISSON_SEED="$poisson_seed")
+  SEARCH_STEPS="$search_steps" BISECT_STEPS="$bisect_steps" BISECT_MIN="$bisect_min" POISSON_SEED="$poisson_seed"
+  AUTOVACUUM="$autovacuum")
 printf '%s\n' "${settings[@]}" | jq -R 'capture("^(?<k>[^=]*)=(?<v>.*)$") | {(.k): .v}' | jq -s add >"$raw/settings.json"
 env "${settings[@]}" RAW="$raw" REPO="$repo" bash "$here/report.sh" >"$out/RESULTS.md"
 cat "$out/RESULTS.md"

@@ -526,6 +526,25 @@ impl Store {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        let backend = self.db.get_database_backend();
+        let inserted = if backend == sea_orm::DatabaseBackend::Postgres && batch.len() <= MESSAGES_PER_STATEMENT {
+            // One statement is one transaction of its own: nothing to begin or commit.
+            let statement = insert_with_moves(backend, batch);
+            match message::Model::find_by_statement(statement).all(&self.db).await {
+                Ok(inserted) => inserted,
+                Err(e) => return Err(if may_have_run(&e) { StoreError::CommitUnknown(e) } else { e.into() }),
+            }
+        } else {
+            self.insert_in_transaction(batch).await?
+        };
+        // From here on the batch is stored: a failure must not be reported as "not stored".
+        self.with_originals(batch, inserted).await.map_err(StoreError::CommitUnknown)
+    }
+
+    /// [`Store::insert_messages`] as a transaction of three statements (the new rows, the
+    /// moves of the members who sent nothing, the senders' rows): SQLite, which has no
+    /// `INSERT` in a `WITH`, and batches too large for one statement's parameters.
+    async fn insert_in_transaction(&self, batch: &[NewMessage]) -> Result<Vec<message::Model>, StoreError> {
         let txn = self.db.begin().await?;
         let inserted = Self::insert_new(&txn, batch).await?;
         // The members who did not send in the batch: one statement for all its conversations,
@@ -536,13 +555,15 @@ impl Store {
         // The senders' own rows: their positions move to their newest message.
         let senders = sender_moves(&inserted);
         for rows in senders.chunks(ROWS_PER_UPSERT) {
-            member::Entity::insert_many(rows.iter().cloned()).on_conflict(inbox_move_rules()).exec(&txn).await?;
+            member::Entity::insert_many(rows.iter().cloned())
+                .on_conflict(on_members_conflict(inbox_move_sets()))
+                .exec(&txn)
+                .await?;
         }
         if let Err(e) = txn.commit().await {
             return Err(if may_have_run(&e) { StoreError::CommitUnknown(e) } else { e.into() });
         }
-        // From here on the batch is stored: a failure must not be reported as "not stored".
-        self.with_originals(batch, inserted).await.map_err(StoreError::CommitUnknown)
+        Ok(inserted)
     }
 
     /// The rows of `batch` that are new (not duplicates), as inserted.
@@ -1018,6 +1039,83 @@ fn others_moves(backend: sea_orm::DatabaseBackend, inserted: &[message::Model]) 
         .collect()
 }
 
+/// Messages [`insert_with_moves`] takes in one statement: 6 bound values each, under
+/// Postgres's 65,535.
+const MESSAGES_PER_STATEMENT: usize = 10_000;
+
+/// Postgres: a batch's new messages and the inbox moves they make, as one statement (one round
+/// trip, where the transaction of [`Store::insert_in_transaction`] takes five): the rows not
+/// skipped as duplicates (`new`) move the rows of their conversations' members, as
+/// [`others_moves`] and [`sender_moves`] do from Rust: the members who sent nothing get every
+/// new message unread and the newest as their last; each sender's positions move to their own
+/// newest, with the others' messages after it unread. The two updates touch different rows
+/// (senders and the others), as one statement requires. Answers the new rows in id order.
+fn insert_with_moves(backend: sea_orm::DatabaseBackend, batch: &[NewMessage]) -> Statement {
+    let now = now_in_micros();
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(batch.len() * 6);
+    let rows: Vec<String> = batch
+        .iter()
+        .map(|new| {
+            let row = [
+                new.conversation_id.into(),
+                new.sender_id.into(),
+                new.message_type.clone().into(),
+                new.content.clone().into(),
+                now.into(),
+                new.dedup_key.clone().into(),
+            ];
+            let slots: Vec<String> = row
+                .into_iter()
+                .map(|value: sea_orm::Value| {
+                    values.push(value);
+                    bind_slot(backend, values.len())
+                })
+                .collect();
+            format!("({})", slots.join(", "))
+        })
+        .collect();
+    let t = MEMBERS_TABLE;
+    let sets: Vec<String> = inbox_move_sets()
+        .into_iter()
+        .map(|(column, expression)| format!("{} = {expression}", sea_orm::IdenStatic::as_str(&column)))
+        .collect();
+    let sql = format!(
+        "WITH new AS (\
+           INSERT INTO messages (conversation_id, sender_id, message_type, content, created_at, dedup_key) \
+           VALUES {rows} ON CONFLICT (sender_id, dedup_key) DO NOTHING RETURNING *), \
+         newest AS (\
+           SELECT conversation_id, MAX(id) AS id, MAX(created_at) AS created_at, COUNT(*) AS n \
+           FROM new GROUP BY conversation_id), \
+         own AS (\
+           SELECT conversation_id, sender_id AS user_id, MAX(id) AS own_last \
+           FROM new GROUP BY conversation_id, sender_id), \
+         others AS (\
+           UPDATE {t} SET \
+             unread_count = {t}.unread_count + newest.n, \
+             last_activity_at = CASE WHEN {t}.last_message_id < newest.id \
+               THEN newest.created_at ELSE {t}.last_activity_at END, \
+             last_message_id = CASE WHEN {t}.last_message_id < newest.id \
+               THEN newest.id ELSE {t}.last_message_id END \
+           FROM newest WHERE {t}.conversation_id = newest.conversation_id \
+           AND NOT EXISTS (SELECT 1 FROM own \
+             WHERE own.conversation_id = {t}.conversation_id AND own.user_id = {t}.user_id)), \
+         senders AS (\
+           INSERT INTO {t} (conversation_id, user_id, last_read_message_id, read_at, \
+             last_delivered_message_id, delivered_at, unread_count, last_message_id, last_activity_at) \
+           SELECT own.conversation_id, own.user_id, own.own_last, newest.created_at, own.own_last, \
+             newest.created_at, \
+             (SELECT COUNT(*) FROM new WHERE new.conversation_id = own.conversation_id \
+               AND new.sender_id <> own.user_id AND new.id > own.own_last), \
+             newest.id, newest.created_at \
+           FROM own JOIN newest ON newest.conversation_id = own.conversation_id \
+           ON CONFLICT (conversation_id, user_id) DO UPDATE SET {sets}) \
+         SELECT * FROM new ORDER BY id",
+        rows = rows.join(", "),
+        sets = sets.join(", "),
+    );
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
 /// The placeholder of the `n`th bound value (from 1) in the backend's syntax.
 fn bind_slot(backend: sea_orm::DatabaseBackend, n: usize) -> String {
     match backend {
@@ -1030,7 +1128,7 @@ fn bind_slot(backend: sea_orm::DatabaseBackend, n: usize) -> String {
 /// sender of a direct conversation), well under SQLite's 32,766.
 const CONVERSATIONS_PER_UPDATE: usize = 1_000;
 
-/// The rows of the members who sent in a batch, for an upsert by [`inbox_move_rules`]: the
+/// The rows of the members who sent in a batch, for an upsert by [`inbox_move_sets`]: the
 /// conversation's newest message and activity, the sender's read and delivered position at
 /// their newest own message, and the unread count after it (the others' messages after it).
 fn sender_moves(inserted: &[message::Model]) -> Vec<member::ActiveModel> {
@@ -1064,47 +1162,57 @@ fn sender_moves(inserted: &[message::Model]) -> Vec<member::ActiveModel> {
 /// sender has the unread count after their message (a row without a read position, the stored
 /// count plus the new messages); the newest message and activity are the later of the two.
 /// (Portable SQL: `excluded` and the table's name work on Postgres and SQLite alike.)
-fn inbox_move_rules() -> OnConflict {
+fn inbox_move_sets() -> Vec<(member::Column, String)> {
     let t = MEMBERS_TABLE;
-    positions_forward()
-        .value(
+    let mut sets = positions_forward_sets();
+    sets.extend([
+        (
             member::Column::UnreadCount,
-            Expr::cust(format!(
+            format!(
                 "CASE WHEN excluded.last_read_message_id > 0 THEN excluded.unread_count \
                  ELSE {t}.unread_count + excluded.unread_count END"
-            )),
-        )
-        .value(member::Column::LastMessageId, forward("last_message_id", "last_message_id"))
-        .value(member::Column::LastActivityAt, forward("last_message_id", "last_activity_at"))
-        .to_owned()
+            ),
+        ),
+        (member::Column::LastMessageId, forward("last_message_id", "last_message_id")),
+        (member::Column::LastActivityAt, forward("last_message_id", "last_activity_at")),
+    ]);
+    sets
 }
 
 /// How a receipt's row meets the stored one: positions only move forward, and the unread count
 /// goes with the read position; the conversation's newest message is left as stored.
 fn receipt_move_rules() -> OnConflict {
-    positions_forward().value(member::Column::UnreadCount, forward("last_read_message_id", "unread_count")).to_owned()
+    let mut sets = positions_forward_sets();
+    sets.push((member::Column::UnreadCount, forward("last_read_message_id", "unread_count")));
+    on_members_conflict(sets)
 }
 
-/// An upsert of members' rows whose read and delivered positions (and their times) only move
-/// forward.
-fn positions_forward() -> OnConflict {
-    OnConflict::columns([member::Column::ConversationId, member::Column::UserId])
-        .value(member::Column::LastReadMessageId, forward("last_read_message_id", "last_read_message_id"))
-        .value(member::Column::ReadAt, forward("last_read_message_id", "read_at"))
-        .value(
-            member::Column::LastDeliveredMessageId,
-            forward("last_delivered_message_id", "last_delivered_message_id"),
-        )
-        .value(member::Column::DeliveredAt, forward("last_delivered_message_id", "delivered_at"))
-        .to_owned()
+/// The updates of an upsert of members' rows whose read and delivered positions (and their
+/// times) only move forward.
+fn positions_forward_sets() -> Vec<(member::Column, String)> {
+    vec![
+        (member::Column::LastReadMessageId, forward("last_read_message_id", "last_read_message_id")),
+        (member::Column::ReadAt, forward("last_read_message_id", "read_at")),
+        (member::Column::LastDeliveredMessageId, forward("last_delivered_message_id", "last_delivered_message_id")),
+        (member::Column::DeliveredAt, forward("last_delivered_message_id", "delivered_at")),
+    ]
+}
+
+/// An upsert's `ON CONFLICT (conversation_id, user_id) DO UPDATE` with these updates.
+fn on_members_conflict(sets: Vec<(member::Column, String)>) -> OnConflict {
+    let mut rules = OnConflict::columns([member::Column::ConversationId, member::Column::UserId]);
+    for (column, expression) in sets {
+        rules.value(column, Expr::cust(expression));
+    }
+    rules
 }
 
 const MEMBERS_TABLE: &str = "conversation_members";
 
 /// `with` from the incoming row when its `column` is ahead of the stored one, else as stored.
-fn forward(column: &str, with: &str) -> sea_orm::sea_query::SimpleExpr {
+fn forward(column: &str, with: &str) -> String {
     let t = MEMBERS_TABLE;
-    Expr::cust(format!("CASE WHEN excluded.{column} > {t}.{column} THEN excluded.{with} ELSE {t}.{with} END"))
+    format!("CASE WHEN excluded.{column} > {t}.{column} THEN excluded.{with} ELSE {t}.{with} END")
 }
 
 /// Which part of a conversation's history to read.

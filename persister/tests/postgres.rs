@@ -102,6 +102,20 @@ async fn the_store_works_on_postgres() {
             ..batch[0].clone()
         })
         .collect();
+    // Both members sending in one batch: each reads up to their own newest; what the other sent
+    // after it is unread.
+    let (both, _) = store.open_conversation(40, 41).await.unwrap();
+    let says = |sender_id: i64, key: &str| NewMessage {
+        conversation_id: both.id,
+        sender_id,
+        dedup_key: key.into(),
+        ..batch[0].clone()
+    };
+    let said = store.insert_messages(&[says(40, "b1"), says(41, "b2"), says(40, "b3")]).await.unwrap();
+    let rows = store.positions(both.id).await.unwrap();
+    let standing: Vec<(i64, i64, i64, i64)> =
+        rows.iter().map(|r| (r.user_id, r.unread_count, r.last_read_message_id, r.last_message_id)).collect();
+    assert_eq!(standing, vec![(40, 0, said[2].id, said[2].id), (41, 1, said[1].id, said[2].id)]);
     let replied = store.insert_messages(&replies).await.unwrap();
     assert_eq!(store.inbox_page(20, 50, None).await.unwrap().total_unread, 40 + 30);
     for (pair, reply) in pairs.iter().zip(&replied) {
@@ -146,7 +160,7 @@ async fn the_store_works_on_postgres() {
     assert!(deleted[0].is_ok(), "the sender deletes");
     assert_eq!(store.message_events_after(a.id, 0, stored[0].id, 10).await.unwrap().len(), 4);
     let swept = store.delete_messages_before(chrono::Utc::now() + chrono::Duration::seconds(1)).await.unwrap();
-    assert_eq!(swept, 140, "every message of the test, in one batch");
+    assert_eq!(swept, 143, "every message of the test, in one batch");
     assert!(store.message_events_after(a.id, 0, stored[0].id, 10).await.unwrap().is_empty(), "cascaded");
 
     drop((store, again));
