@@ -9,6 +9,7 @@ mod m20261125_000002_add_message_dedup_key;
 mod m20261204_000003_create_conversation_members;
 mod m20261205_000004_add_groups;
 mod m20261205_000005_add_message_lifecycle;
+mod m20261206_000006_members_index_without_activity;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000003_create_conversation_members::Migration),
             Box::new(m20261205_000004_add_groups::Migration),
             Box::new(m20261205_000005_add_message_lifecycle::Migration),
+            Box::new(m20261206_000006_members_index_without_activity::Migration),
         ]
     }
 }
