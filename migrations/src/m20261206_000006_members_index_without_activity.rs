@@ -43,7 +43,10 @@ impl MigrationTrait for Migration {
         manager.drop_index(Index::drop().name(OLD_INDEX).table(M::Table).to_owned()).await?;
         if manager.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
             // Applies to pages written from now on; existing ones fill up as they are rewritten.
-            manager.get_connection().execute_unprepared("ALTER TABLE conversation_members SET (fillfactor = 70)").await?;
+            manager
+                .get_connection()
+                .execute_unprepared("ALTER TABLE conversation_members SET (fillfactor = 70)")
+                .await?;
         }
         Ok(())
     }
