@@ -153,11 +153,31 @@ function transactionStatus(chunk, end, before) {
 }
 
 /**
+ * The names of the prepared statements that `chunk` (client to server) parses with an INSERT
+ * in their text ('P', length, name, query): a statement that writes, whatever its top level
+ * (the persister's batch is a SELECT over an `INSERT … RETURNING` in a WITH). '' is the unnamed one.
+ */
+function writingStatements(chunk) {
+  const names = [];
+  const text = chunk.toString('latin1');
+  for (const m of text.matchAll(/P[\s\S]{4}([^\0]*)\0([^\0]*)\0/g)) {
+    if (/\bINSERT\s+INTO\b/i.test(m[2])) names.push(m[1]);
+  }
+  return names;
+}
+
+/** The statement names that `chunk` (client to server) binds ('B', length, portal, statement). */
+function boundStatements(chunk) {
+  return [...chunk.toString('latin1').matchAll(/B[\s\S]{4}[^\0]*\0([^\0]*)\0/g)].map((m) => m[1]);
+}
+
+/**
  * A TCP proxy on 127.0.0.1 to `host:port` (for Postgres faults): `outage(ms)` resets every
  * proxied connection and, for `ms`, accepts and resets new ones (the listening port stays
  * ours); then it proxies again. `holdNextCommit()` waits for a write to commit (a client's
- * `COMMIT` reaching the server, or the server completing an `INSERT` outside a transaction,
- * which commits on its own at the Sync the client sent with it) and holds back the
+ * `COMMIT` reaching the server, or the server completing an `INSERT`, or a statement with one
+ * in its WITH, outside a transaction, which commits on its own at the Sync the client sent
+ * with it) and holds back the
  * server's answers on that connection until `release()`. With `{ atCommit: true }` the outage
  * begins 100 ms after such a commit: the client cannot know whether its write was committed
  * (it was).
@@ -178,8 +198,9 @@ export async function startTcpProxy(host, port) {
       return;
     }
     const upstream = net.connect({ host, port });
-    // held: answers kept back, while holding; status: the server's last transaction status.
-    const pair = { client, upstream, held: null, status: 'I' };
+    // held: answers kept back, while holding; status: the server's last transaction status;
+    // writers: this connection's prepared statements that write; writing: the last bound one does.
+    const pair = { client, upstream, held: null, status: 'I', writers: new Set(), writing: false };
     pairs.add(pair);
     const close = () => {
       pairs.delete(pair);
@@ -191,6 +212,9 @@ export async function startTcpProxy(host, port) {
     client.on('close', close);
     upstream.on('close', close);
     client.on('data', (chunk) => {
+      for (const name of writingStatements(chunk)) pair.writers.add(name);
+      const bound = boundStatements(chunk);
+      if (bound.length > 0) pair.writing = bound.some((name) => pair.writers.has(name));
       if (!upstream.write(chunk)) client.pause();
       if (onCommit !== null && chunk.includes('COMMIT')) {
         pair.held = [];
@@ -206,7 +230,9 @@ export async function startTcpProxy(host, port) {
       // CommandComplete of an INSERT ("INSERT 0 <rows>") outside a transaction: its answer is
       // held from here on. Inside one (BEGIN … COMMIT) it commits nothing: the client's COMMIT
       // is the commit.
-      const insert = chunk.indexOf('INSERT 0 ');
+      // So is the CommandComplete of a SELECT whose statement writes (an INSERT in its WITH).
+      let insert = chunk.indexOf('INSERT 0 ');
+      if (insert < 0 && pair.writing) insert = chunk.toString('latin1').search(/C[\s\S]{4}SELECT \d+\0/);
       const inTransaction = insert >= 0 && transactionStatus(chunk, insert, pair.status) !== 'I';
       pair.status = transactionStatus(chunk, chunk.length, pair.status);
       if (onCommit !== null && insert >= 0 && !inTransaction) {
