@@ -100,6 +100,38 @@ pub struct StoredReceipt {
     pub positions: member::Model,
     pub moved: bool,
 }
+
+/// What a batch of receipts found and did: which of them name a stored message of their own
+/// conversation, and the rows of the members they name before and after the batch.
+struct ReceiptMoves {
+    valid: Vec<bool>,
+    before: HashMap<(i64, i64), member::Model>,
+    after: HashMap<(i64, i64), member::Model>,
+}
+
+impl ReceiptMoves {
+    /// Each receipt's answer, in order; the newest of its member and kind is the one that
+    /// moved the position.
+    fn answers(&self, receipts: &[NewReceipt]) -> Vec<Option<StoredReceipt>> {
+        receipts
+            .iter()
+            .zip(&self.valid)
+            .map(|(receipt, valid)| {
+                let key = (receipt.conversation_id, receipt.user_id);
+                let row = self.after.get(&key).filter(|_| *valid)?;
+                let before = self.before.get(&key)?;
+                let moved = if receipt.read {
+                    row.last_read_message_id == receipt.message_id && before.last_read_message_id < receipt.message_id
+                } else {
+                    row.last_delivered_message_id == receipt.message_id
+                        && before.last_delivered_message_id < receipt.message_id
+                };
+                Some(StoredReceipt { positions: row.clone(), moved })
+            })
+            .collect()
+    }
+}
+
 /// Handle to the database. Cheap to clone (a connection pool).
 #[derive(Clone)]
 pub struct Store {
@@ -637,12 +669,48 @@ impl Store {
 
     /// Stores a batch of receipts; what each did, in the order of `receipts`. Within the
     /// batch only the newest receipt of each member and kind matters (positions only move
-    /// forward), so the batch costs four statements whatever its size: the messages' check,
-    /// the members' positions, the unread counts after the new read positions, and one upsert.
+    /// forward). On Postgres the batch is one statement ([`receipts_with_moves`]); elsewhere
+    /// four whatever its size: the messages' check, the members' positions, the unread counts
+    /// after the new read positions, and one upsert.
     pub async fn apply_receipts(&self, receipts: &[NewReceipt]) -> Result<Vec<Option<StoredReceipt>>, StoreError> {
         if receipts.is_empty() {
             return Ok(Vec::new());
         }
+        let backend = self.db.get_database_backend();
+        let moves = if backend == sea_orm::DatabaseBackend::Postgres && receipts.len() <= RECEIPTS_PER_STATEMENT {
+            self.receipts_in_one_statement(receipts).await?
+        } else {
+            self.receipts_step_by_step(receipts).await?
+        };
+        Ok(moves.answers(receipts))
+    }
+
+    /// [`Store::apply_receipts`] on Postgres: one round trip, one transaction.
+    async fn receipts_in_one_statement(&self, receipts: &[NewReceipt]) -> Result<ReceiptMoves, StoreError> {
+        let rows = self.db.query_all(receipts_with_moves(receipts)).await?;
+        let mut moves = ReceiptMoves {
+            valid: vec![false; receipts.len()],
+            before: HashMap::with_capacity(rows.len()),
+            after: HashMap::with_capacity(rows.len()),
+        };
+        for row in rows {
+            let slot: i64 = row.try_get("", "slot")?;
+            let Some(valid) = usize::try_from(slot).ok().and_then(|slot| moves.valid.get_mut(slot)) else { continue };
+            *valid = true;
+            let before = member::Model::from_query_result(&row, "before_")?;
+            let moved = row.try_get::<Option<i64>>("", "after_user_id")?.is_some();
+            let after = if moved { member::Model::from_query_result(&row, "after_")? } else { before.clone() };
+            let key = (before.conversation_id, before.user_id);
+            moves.before.insert(key, before);
+            moves.after.insert(key, after);
+        }
+        Ok(moves)
+    }
+
+    /// [`Store::apply_receipts`] in four statements: SQLite, which has no `UPDATE` in a `WITH`,
+    /// and batches too large for one statement's parameters. Each statement moves positions
+    /// only forward, so a batch retried after a failure between them does no harm.
+    async fn receipts_step_by_step(&self, receipts: &[NewReceipt]) -> Result<ReceiptMoves, StoreError> {
         // Which receipts name a stored message of their own conversation.
         let ids: Vec<i64> = receipts.iter().map(|r| r.message_id).collect();
         let conversation_of: HashMap<i64, i64> = message::Entity::find()
@@ -728,22 +796,8 @@ impl Store {
             member::Entity::insert_many(rows).on_conflict(receipt_move_rules()).exec(&self.db).await?;
         }
 
-        // Each receipt's answer; the newest of its member and kind is the one that moved it.
-        Ok(receipts
-            .iter()
-            .map(|receipt| {
-                let key = (receipt.conversation_id, receipt.user_id);
-                let row = after.get(&key).filter(|_| valid(receipt))?;
-                let before = current.get(&key)?;
-                let moved = if receipt.read {
-                    row.last_read_message_id == receipt.message_id && before.last_read_message_id < receipt.message_id
-                } else {
-                    row.last_delivered_message_id == receipt.message_id
-                        && before.last_delivered_message_id < receipt.message_id
-                };
-                Some(StoredReceipt { positions: row.clone(), moved })
-            })
-            .collect())
+        let valid = receipts.iter().map(valid).collect();
+        Ok(ReceiptMoves { valid, before: current, after })
     }
 
     /// For each (conversation, user, read position): the messages of others after it.
@@ -1112,6 +1166,83 @@ fn insert_with_moves(backend: sea_orm::DatabaseBackend, batch: &[NewMessage]) ->
          SELECT * FROM new ORDER BY id",
         rows = rows.join(", "),
         sets = sets.join(", "),
+    );
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// Receipts [`receipts_with_moves`] takes in one statement: 5 bound values each, under
+/// Postgres's 65,535.
+const RECEIPTS_PER_STATEMENT: usize = 10_000;
+
+/// Postgres: a batch of receipts as one statement (one round trip, where the steps of
+/// [`Store::receipts_step_by_step`] take four), which does what those steps do: the receipts
+/// naming a stored message of their own conversation (`valid`) give each member the newest read
+/// and delivered position of the batch (`wanted`, reading implies delivered), and the members'
+/// rows move forward to them (`moved`), the unread count with the read position. Answers one
+/// row per valid receipt of a member: its slot in the batch, the member's row before
+/// (`before_*`: the statement's snapshot) and after (`after_*`, null when nothing moved).
+fn receipts_with_moves(receipts: &[NewReceipt]) -> Statement {
+    use sea_orm::{IdenStatic, Iterable};
+    let backend = sea_orm::DatabaseBackend::Postgres;
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(receipts.len() * 5 + 1);
+    let rows: Vec<String> = receipts
+        .iter()
+        .enumerate()
+        .map(|(slot, receipt)| {
+            let row: [sea_orm::Value; 5] = [
+                i64::try_from(slot).unwrap_or(i64::MAX).into(),
+                receipt.conversation_id.into(),
+                receipt.user_id.into(),
+                receipt.message_id.into(),
+                receipt.read.into(),
+            ];
+            let slots: Vec<String> = row
+                .into_iter()
+                .map(|value| {
+                    values.push(value);
+                    bind_slot(backend, values.len())
+                })
+                .collect();
+            format!("({})", slots.join(", "))
+        })
+        .collect();
+    values.push(now_in_micros().into());
+    let now = bind_slot(backend, values.len());
+    let columns: Vec<String> = member::Column::iter()
+        .map(|column| {
+            let c = column.as_str();
+            format!("b.{c} AS before_{c}, m.{c} AS after_{c}")
+        })
+        .collect();
+    let t = MEMBERS_TABLE;
+    let sql = format!(
+        "WITH r (slot, conversation_id, user_id, message_id, is_read) AS (VALUES {rows}), \
+         valid AS (\
+           SELECT r.* FROM r JOIN messages ON messages.id = r.message_id \
+           AND messages.conversation_id = r.conversation_id), \
+         wanted AS (\
+           SELECT conversation_id, user_id, \
+             MAX(CASE WHEN is_read THEN message_id ELSE 0 END) AS read, MAX(message_id) AS delivered \
+           FROM valid GROUP BY conversation_id, user_id), \
+         moved AS (\
+           UPDATE {t} SET \
+             last_read_message_id = GREATEST({t}.last_read_message_id, wanted.read), \
+             read_at = CASE WHEN wanted.read > {t}.last_read_message_id THEN {now} ELSE {t}.read_at END, \
+             unread_count = CASE WHEN wanted.read > {t}.last_read_message_id \
+               THEN (SELECT COUNT(*) FROM messages WHERE messages.conversation_id = wanted.conversation_id \
+                 AND messages.id > wanted.read AND messages.sender_id <> wanted.user_id) \
+               ELSE {t}.unread_count END, \
+             last_delivered_message_id = GREATEST({t}.last_delivered_message_id, wanted.delivered), \
+             delivered_at = CASE WHEN wanted.delivered > {t}.last_delivered_message_id \
+               THEN {now} ELSE {t}.delivered_at END \
+           FROM wanted WHERE {t}.conversation_id = wanted.conversation_id AND {t}.user_id = wanted.user_id \
+           AND (wanted.read > {t}.last_read_message_id OR wanted.delivered > {t}.last_delivered_message_id) \
+           RETURNING {t}.*) \
+         SELECT valid.slot, {columns} FROM valid \
+         JOIN {t} b ON b.conversation_id = valid.conversation_id AND b.user_id = valid.user_id \
+         LEFT JOIN moved m ON m.conversation_id = valid.conversation_id AND m.user_id = valid.user_id",
+        rows = rows.join(", "),
+        columns = columns.join(", "),
     );
     Statement::from_sql_and_values(backend, sql, values)
 }

@@ -73,6 +73,25 @@ async fn the_store_works_on_postgres() {
     let answers = store.apply_receipts(&[read(stored[9].id), read(stored[4].id)]).await.unwrap();
     assert_eq!(answers.iter().map(|a| a.as_ref().map(|a| a.moved)).collect::<Vec<_>>(), vec![Some(true), Some(false)]);
     assert_eq!(store.inbox_page(20, 50, None).await.unwrap().total_unread, 40);
+    // One batch of each kind: a delivered receipt moves the delivered position alone (the
+    // unread count stays); a message of another conversation, and a user who is no member,
+    // are refused.
+    let (other, _) = store.open_conversation(10, 30).await.unwrap();
+    let foreign = NewMessage { conversation_id: other.id, dedup_key: "foreign".into(), ..batch[0].clone() };
+    let foreign = store.insert_messages(&[foreign]).await.unwrap()[0].id;
+    let delivered = NewReceipt { read: false, ..read(stored[20].id) };
+    let answers = store
+        .apply_receipts(&[delivered, read(foreign), NewReceipt { user_id: 99, ..read(stored[30].id) }])
+        .await
+        .unwrap();
+    assert!(answers[1].is_none() && answers[2].is_none(), "refused: {answers:?}");
+    let moved = answers[0].as_ref().expect("a member's receipt");
+    let positions = &moved.positions;
+    assert!(moved.moved && positions.delivered_at.is_some());
+    assert_eq!(
+        (positions.last_read_message_id, positions.last_delivered_message_id, positions.unread_count),
+        (stored[9].id, stored[20].id, 40)
+    );
     // Many members' counts in one statement (placeholders numbered past the first pair).
     let mut pairs = Vec::new();
     for other in 100..130 {
@@ -160,7 +179,7 @@ async fn the_store_works_on_postgres() {
     assert!(deleted[0].is_ok(), "the sender deletes");
     assert_eq!(store.message_events_after(a.id, 0, stored[0].id, 10).await.unwrap().len(), 4);
     let swept = store.delete_messages_before(chrono::Utc::now() + chrono::Duration::seconds(1)).await.unwrap();
-    assert_eq!(swept, 143, "every message of the test, in one batch");
+    assert_eq!(swept, 144, "every message of the test, in one batch");
     assert!(store.message_events_after(a.id, 0, stored[0].id, 10).await.unwrap().is_empty(), "cascaded");
 
     drop((store, again));
