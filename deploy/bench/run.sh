@@ -79,6 +79,7 @@ tag=bench_$(date +%s)_$$
 raw=$out/raw
 mkdir -p "$raw"
 rm -f "$raw"/*.json "$raw/commands.txt"
+rm -rf "$out/failed-logs"
 echo "${BENCH_GATEWAYS:+BENCH_GATEWAYS=\"$BENCH_GATEWAYS\" }deploy/bench/run.sh $( ((quick)) && echo '--quick ')${peer_dir:+<peer dir>}" >"$raw/commands.txt"
 started=() # processes of the current configuration
 nats_pid=
@@ -142,7 +143,22 @@ loadgen() {
   log "loadgen $name: $*"
   echo "chat-loadgen $* --json raw/$name.json" >>"$raw/commands.txt"
   "$loadgen" "$@" --json "$raw/$name.json" >&2 || log "loadgen $name: exit $? (see raw/$name.json)"
-  [[ -s $raw/$name.json ]]
+  [[ -s $raw/$name.json ]] || return 1
+  keep_logs_if_failed "$name"
+}
+
+# keep_logs_if_failed NAME: when raw/NAME.json records a failed check (something lost,
+# duplicated, reordered or unanswered), the logs of the configuration's servers and of
+# nats-server so far are copied to failed-logs/NAME/ in the output directory (not committed:
+# they name this machine's paths), since the run's own directory goes at the end.
+keep_logs_if_failed() {
+  if jq -e '.ok == false' "$raw/$1.json" >/dev/null 2>&1; then
+    local kept=$out/failed-logs/$1
+    mkdir -p "$kept"
+    cp "$tmp/$label"*.log "$tmp"/nats*.log "$kept/" 2>/dev/null || true
+    log "loadgen $1: a check failed; the servers' logs are in $kept"
+  fi
+  true
 }
 
 # measure LABEL URLS MEMORY_PIDS CPU_PIDS [IDLE]: the benchmark of one running configuration.
