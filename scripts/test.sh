@@ -3,7 +3,12 @@
 # official socket.io-client from npm against the real `chat` binary, all-in-one, as a cluster on
 # NATS and Postgres, and as a cluster on three NATS servers), then the fault-injection group (on
 # one NATS server, then on three).
-# Needs: a Rust toolchain, Node.js >= 18 with npm. Installs the npm packages itself.
+# Needs: a Rust toolchain, Node.js >= 18 with npm, curl and jq. Installs the npm packages (and
+# the browser tests' headless Chromium) itself. Uses the machine's services: nats-server (on the
+# PATH, and one listening at 127.0.0.1:4222) and Postgres at 127.0.0.1:5432 with psql; without
+# them the cluster passes, the fault group and the scale smoke skip with a loud warning, except
+# under CI=true, where that is a failure. The scale smoke sets CPU limits through cgroup v1 when
+# it can (root); without, it runs unlimited and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The build lives outside the clone so that fresh clones reuse it.
