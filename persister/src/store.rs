@@ -1170,8 +1170,7 @@ fn insert_with_moves(batch: &[NewMessage]) -> Statement {
     Statement::from_sql_and_values(sea_orm::DatabaseBackend::Postgres, sql, values)
 }
 
-/// Receipts [`receipts_with_moves`] takes in one statement: 5 bound values each, under
-/// Postgres's 65,535.
+/// Receipts [`receipts_with_moves`] takes in one statement (its values travel as arrays).
 const RECEIPTS_PER_STATEMENT: usize = 10_000;
 
 /// Postgres: a batch of receipts as one statement (one round trip, where the steps of
@@ -1179,35 +1178,22 @@ const RECEIPTS_PER_STATEMENT: usize = 10_000;
 /// naming a stored message of their own conversation (`valid`) give each member the newest read
 /// and delivered position of the batch (`wanted`, reading implies delivered), and the members'
 /// rows move forward to them (`moved`), the unread count with the read position. Answers one
-/// row per valid receipt of a member: its slot in the batch, the member's row before
-/// (`before_*`: the statement's snapshot) and after (`after_*`, null when nothing moved).
+/// row per valid receipt of a member: its slot in the batch (from 0), the member's row before
+/// (`before_*`: the statement's snapshot) and after (`after_*`, null when nothing moved). The
+/// receipts travel as one array per column, so the text is the same whatever the batch's size
+/// (see [`insert_with_moves`]).
 fn receipts_with_moves(receipts: &[NewReceipt]) -> Statement {
+    use sea_orm::sea_query::ArrayType;
     use sea_orm::{IdenStatic, Iterable};
-    let backend = sea_orm::DatabaseBackend::Postgres;
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(receipts.len() * 5 + 1);
-    let rows: Vec<String> = receipts
-        .iter()
-        .enumerate()
-        .map(|(slot, receipt)| {
-            let row: [sea_orm::Value; 5] = [
-                i64::try_from(slot).unwrap_or(i64::MAX).into(),
-                receipt.conversation_id.into(),
-                receipt.user_id.into(),
-                receipt.message_id.into(),
-                receipt.read.into(),
-            ];
-            let slots: Vec<String> = row
-                .into_iter()
-                .map(|value| {
-                    values.push(value);
-                    bind_slot(backend, values.len())
-                })
-                .collect();
-            format!("({})", slots.join(", "))
-        })
-        .collect();
-    values.push(now_in_micros().into());
-    let now = bind_slot(backend, values.len());
+    let column = |kind: ArrayType, values: Vec<sea_orm::Value>| sea_orm::Value::Array(kind, Some(Box::new(values)));
+    let values: Vec<sea_orm::Value> = vec![
+        column(ArrayType::BigInt, receipts.iter().map(|r| r.conversation_id.into()).collect()),
+        column(ArrayType::BigInt, receipts.iter().map(|r| r.user_id.into()).collect()),
+        column(ArrayType::BigInt, receipts.iter().map(|r| r.message_id.into()).collect()),
+        column(ArrayType::Bool, receipts.iter().map(|r| r.read.into()).collect()),
+        now_in_micros().into(),
+    ];
+    let now = "$5";
     let columns: Vec<String> = member::Column::iter()
         .map(|column| {
             let c = column.as_str();
@@ -1216,7 +1202,10 @@ fn receipts_with_moves(receipts: &[NewReceipt]) -> Statement {
         .collect();
     let t = MEMBERS_TABLE;
     let sql = format!(
-        "WITH r (slot, conversation_id, user_id, message_id, is_read) AS (VALUES {rows}), \
+        "WITH r AS (\
+           SELECT ordinality - 1 AS slot, conversation_id, user_id, message_id, is_read \
+           FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[]) WITH ORDINALITY \
+             AS r (conversation_id, user_id, message_id, is_read, ordinality)), \
          valid AS (\
            SELECT r.* FROM r JOIN messages ON messages.id = r.message_id \
            AND messages.conversation_id = r.conversation_id), \
@@ -1241,10 +1230,9 @@ fn receipts_with_moves(receipts: &[NewReceipt]) -> Statement {
          SELECT valid.slot, {columns} FROM valid \
          JOIN {t} b ON b.conversation_id = valid.conversation_id AND b.user_id = valid.user_id \
          LEFT JOIN moved m ON m.conversation_id = valid.conversation_id AND m.user_id = valid.user_id",
-        rows = rows.join(", "),
         columns = columns.join(", "),
     );
-    Statement::from_sql_and_values(backend, sql, values)
+    Statement::from_sql_and_values(sea_orm::DatabaseBackend::Postgres, sql, values)
 }
 
 /// The placeholder of the `n`th bound value (from 1) in the backend's syntax.
