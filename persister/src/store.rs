@@ -7,7 +7,7 @@ use std::time::Duration;
 use chat_migrations::{Migrator, MigratorTrait};
 use chat_proto::{Conversation, MemberRole};
 use sea_orm::sea_query::Expr;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{ArrayType, OnConflict};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait, FromQueryResult,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
@@ -1113,14 +1113,12 @@ const MESSAGES_PER_STATEMENT: usize = 10_000;
 /// are one grouped join, not a count per sender over the whole batch (which grew with the
 /// square of the batch: another sixth).
 fn insert_with_moves(batch: &[NewMessage]) -> Statement {
-    use sea_orm::sea_query::ArrayType;
-    let column = |kind: ArrayType, values: Vec<sea_orm::Value>| sea_orm::Value::Array(kind, Some(Box::new(values)));
     let values: Vec<sea_orm::Value> = vec![
-        column(ArrayType::BigInt, batch.iter().map(|new| new.conversation_id.into()).collect()),
-        column(ArrayType::BigInt, batch.iter().map(|new| new.sender_id.into()).collect()),
-        column(ArrayType::String, batch.iter().map(|new| new.message_type.clone().into()).collect()),
-        column(ArrayType::String, batch.iter().map(|new| new.content.clone().into()).collect()),
-        column(ArrayType::String, batch.iter().map(|new| new.dedup_key.clone().into()).collect()),
+        array_of(ArrayType::BigInt, batch.iter().map(|new| new.conversation_id.into())),
+        array_of(ArrayType::BigInt, batch.iter().map(|new| new.sender_id.into())),
+        array_of(ArrayType::String, batch.iter().map(|new| new.message_type.clone().into())),
+        array_of(ArrayType::String, batch.iter().map(|new| new.content.clone().into())),
+        array_of(ArrayType::String, batch.iter().map(|new| new.dedup_key.clone().into())),
         now_in_micros().into(),
     ];
     let t = MEMBERS_TABLE;
@@ -1183,14 +1181,12 @@ const RECEIPTS_PER_STATEMENT: usize = 10_000;
 /// receipts travel as one array per column, so the text is the same whatever the batch's size
 /// (see [`insert_with_moves`]).
 fn receipts_with_moves(receipts: &[NewReceipt]) -> Statement {
-    use sea_orm::sea_query::ArrayType;
     use sea_orm::{IdenStatic, Iterable};
-    let column = |kind: ArrayType, values: Vec<sea_orm::Value>| sea_orm::Value::Array(kind, Some(Box::new(values)));
     let values: Vec<sea_orm::Value> = vec![
-        column(ArrayType::BigInt, receipts.iter().map(|r| r.conversation_id.into()).collect()),
-        column(ArrayType::BigInt, receipts.iter().map(|r| r.user_id.into()).collect()),
-        column(ArrayType::BigInt, receipts.iter().map(|r| r.message_id.into()).collect()),
-        column(ArrayType::Bool, receipts.iter().map(|r| r.read.into()).collect()),
+        array_of(ArrayType::BigInt, receipts.iter().map(|r| r.conversation_id.into())),
+        array_of(ArrayType::BigInt, receipts.iter().map(|r| r.user_id.into())),
+        array_of(ArrayType::BigInt, receipts.iter().map(|r| r.message_id.into())),
+        array_of(ArrayType::Bool, receipts.iter().map(|r| r.read.into())),
         now_in_micros().into(),
     ];
     let now = "$5";
@@ -1233,6 +1229,11 @@ fn receipts_with_moves(receipts: &[NewReceipt]) -> Statement {
         columns = columns.join(", "),
     );
     Statement::from_sql_and_values(sea_orm::DatabaseBackend::Postgres, sql, values)
+}
+
+/// A Postgres array of `values` (their element type `kind`), bound as one parameter.
+fn array_of(kind: ArrayType, values: impl Iterator<Item = sea_orm::Value>) -> sea_orm::Value {
+    sea_orm::Value::Array(kind, Some(Box::new(values.collect())))
 }
 
 /// The placeholder of the `n`th bound value (from 1) in the backend's syntax.
