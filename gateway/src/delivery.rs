@@ -33,6 +33,7 @@ use crate::emit::{
     room_of_conversation, room_of_user,
 };
 use crate::errors::ClientError;
+use crate::events::answer_held;
 use crate::gateway::Gateway;
 use crate::metrics;
 use crate::rooms::{self, Listening, SharedRoom, SocketRooms};
@@ -230,7 +231,15 @@ fn on_gateway_event(gw: &Gateway, message: Message) {
 
 /// `message-sent` or `message-error` to the socket that sent, if it is still here.
 fn answer_send(gw: &Gateway, outcome: SendOutcome) {
-    let started = gw.outbox.answered(&outcome.request_id).map(|answered| answered.sent_at);
+    let answered = gw.outbox.answered(&outcome.request_id);
+    let stored_id = match &outcome.result {
+        Some(send_outcome::Result::Stored(stored)) => Some(stored.id),
+        _ => None,
+    };
+    let started = answered.map(|answered| {
+        answer_held(gw, answered.held, stored_id);
+        answered.sent_at
+    });
     let Some(socket) = outcome.socket_id.parse().ok().and_then(|sid| chat_socket(&gw.io, sid)) else {
         return; // the sender has gone
     };

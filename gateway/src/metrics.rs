@@ -13,6 +13,8 @@ pub const ERRORS: &str = "chat_gateway_errors_total";
 pub const SEND_ACK_SECONDS: &str = "chat_gateway_send_ack_seconds";
 pub const RECEIPT_ACK_SECONDS: &str = "chat_gateway_receipt_ack_seconds";
 pub const RECEIPTS_SUPERSEDED: &str = "chat_gateway_receipts_superseded_total";
+/// Receipts answered by the outcome of their socket's own newer send (see `events::receipts`).
+pub const RECEIPTS_HELD: &str = "chat_gateway_receipts_held_total";
 /// HTTP requests answered, by `route` (the matched route template, never the raw path),
 /// `method` and `status` (the code).
 pub const HTTP_REQUESTS: &str = "chat_http_requests_total";
@@ -128,9 +130,14 @@ pub fn describe() {
         RECEIPTS_SUPERSEDED,
         "Receipts answered by the gateway without the persister: at or below the member's known position"
     );
+    metrics::describe_counter!(
+        RECEIPTS_HELD,
+        "Receipts answered by the gateway without the persister: by the outcome of their socket's own newer send"
+    );
     metrics::gauge!(CONNECTIONS).set(0.0);
     metrics::gauge!(ROOMS).set(0.0);
     metrics::counter!(RECEIPTS_SUPERSEDED).absolute(0);
+    metrics::counter!(RECEIPTS_HELD).absolute(0);
     // Registering a histogram shows its buckets, empty, before the first observation.
     let _ = metrics::histogram!(SEND_ACK_SECONDS);
     let _ = metrics::histogram!(RECEIPT_ACK_SECONDS);
@@ -169,6 +176,10 @@ pub(crate) fn receipt_acknowledged(elapsed: Duration) {
 
 pub(crate) fn receipt_answered_locally() {
     metrics::counter!(RECEIPTS_SUPERSEDED).increment(1);
+}
+
+pub(crate) fn receipt_held() {
+    metrics::counter!(RECEIPTS_HELD).increment(1);
 }
 
 /// One HTTP request answered; `elapsed` is `None` where its duration says nothing (the

@@ -96,8 +96,68 @@ impl Outgoing {
     }
 }
 
-/// A receipt's acknowledgement, kept until its outcome comes back (taken once).
-type PendingAck = Arc<std::sync::Mutex<Option<AckSender>>>;
+/// What waits with a command for its outcome: a receipt's or a change's acknowledgement, and
+/// the receipts held behind a send (see [`HeldReceipt`]). Shared by the in-flight entry and
+/// taken once, by whoever answers the command.
+#[derive(Default)]
+struct Waiting {
+    ack: Option<AckSender>,
+    held: Vec<HeldReceipt>,
+}
+
+type SharedWaiting = Arc<std::sync::Mutex<Waiting>>;
+
+fn lock_waiting(waiting: &SharedWaiting) -> std::sync::MutexGuard<'_, Waiting> {
+    // Every update under this lock is a push or a take.
+    waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn take_waiting(waiting: Option<SharedWaiting>) -> Waiting {
+    waiting.map(|waiting| std::mem::take(&mut *lock_waiting(&waiting))).unwrap_or_default()
+}
+
+/// A receipt that waits for the outcome of its socket's own newer send in the conversation
+/// instead of making a trip of its own to the persister: a member's own stored message counts
+/// as read (and delivered) by them, so once that send is stored with a larger id than the
+/// marked message, the receipt moved nothing, and that id answers it. A send that fails, or
+/// was stored before the marked message (its outcome still on its way when the receipt came),
+/// lets the receipt go to the persister after all (`events::receipts`).
+pub(crate) struct HeldReceipt {
+    pub conversation_id: i64,
+    pub message_id: i64,
+    pub kind: chat_proto::ReceiptKind,
+    pub user_id: i64,
+    pub socket_id: String,
+    pub ack: AckSender,
+    pub span: Span,
+    /// Its place among the socket's pending commands, taken while it waits.
+    pub slot: PendingSlot,
+}
+
+/// A command's place in its socket's bound on pending commands, given back when dropped (a
+/// held receipt answered, or dropped with an outcome that never came), or handed on with the
+/// command to a lane, which gives it back once the command is on the bus.
+pub(crate) struct PendingSlot(Option<Arc<AtomicUsize>>);
+
+impl PendingSlot {
+    /// A place the caller has taken already (`SocketState::reserve_pending`).
+    pub(crate) fn taken(counter: Arc<AtomicUsize>) -> Self {
+        Self(Some(counter))
+    }
+
+    /// The counter, for the lane to give the place back.
+    pub(crate) fn hand_on(mut self) -> Arc<AtomicUsize> {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        if let Some(counter) = self.0.take() {
+            counter.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
 
 /// What [`Outbox::answered`] knows of a command whose outcome came back.
 pub(crate) struct Answered {
@@ -105,6 +165,8 @@ pub(crate) struct Answered {
     pub sent_at: Instant,
     /// A receipt's acknowledgement.
     pub ack: Option<AckSender>,
+    /// The receipts held behind a send.
+    pub held: Vec<HeldReceipt>,
 }
 
 /// The lanes, one per partition of the work queue, and the sends whose outcome has not come
@@ -116,15 +178,12 @@ pub(crate) struct Outbox {
     in_flight: Arc<InFlight>,
 }
 
-/// Sends queued or on the bus whose outcome has not come back yet (request id → when the
-/// client sent it, and its partition): for the send-to-ack latency, the lanes' wait for
-/// answers, and the drain at shutdown. Bounded: an outcome lost on the way cannot make it grow
-/// for ever.
-type InFlight = quick_cache::sync::Cache<String, (Instant, u32, Option<PendingAck>)>;
-
-fn take_ack(ack: Option<PendingAck>) -> Option<AckSender> {
-    ack.and_then(|ack| ack.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take())
-}
+/// Commands queued or on the bus whose outcome has not come back yet (request id → when the
+/// client sent it, its partition, and what waits for the outcome): for the send-to-ack
+/// latency, the lanes' wait for answers, the acknowledgements and the drain at shutdown.
+/// Bounded: an outcome lost on the way cannot make it grow for ever (what waited for it is
+/// dropped unanswered, as the outcome was).
+type InFlight = quick_cache::sync::Cache<String, (Instant, u32, Option<SharedWaiting>)>;
 
 /// The answer a lane waits for: the outcome of the last command of its previous batch.
 #[derive(Default)]
@@ -196,8 +255,9 @@ impl Outbox {
     /// waiting, so the lanes need no bound of their own.)
     pub(crate) fn push(&self, mut queued: Queued) {
         let partition = self.subjects.partition_of(queued.command.conversation_id());
-        let ack = queued.ack.take().map(|ack| Arc::new(std::sync::Mutex::new(Some(ack))));
-        self.in_flight.insert(queued.command.request_id().to_owned(), (Instant::now(), partition, ack));
+        let waiting =
+            queued.ack.take().map(|ack| Arc::new(std::sync::Mutex::new(Waiting { ack: Some(ack), held: Vec::new() })));
+        self.in_flight.insert(queued.command.request_id().to_owned(), (Instant::now(), partition, waiting));
         if let Some(lane) = self.lanes.get(partition as usize) {
             // The lane tasks live as long as the runtime: the send cannot fail.
             let _ = lane.send(queued);
@@ -205,13 +265,28 @@ impl Outbox {
     }
 
     /// The outcome of a command came back: its lane may go on if it waited for it. When the
-    /// client sent it, and a receipt's acknowledgement, if it was still in flight.
+    /// client sent it, and what waited for the outcome, if it was still in flight.
     pub(crate) fn answered(&self, request_id: &str) -> Option<Answered> {
-        let (_, (sent_at, partition, ack)) = self.in_flight.remove(request_id)?;
+        let (_, (sent_at, partition, waiting)) = self.in_flight.remove(request_id)?;
         if let Some(answers) = self.answers.get(partition as usize) {
             answers.answered(request_id);
         }
-        Some(Answered { sent_at, ack: take_ack(ack) })
+        let Waiting { ack, held } = take_waiting(waiting);
+        Some(Answered { sent_at, ack, held })
+    }
+
+    /// Holds `receipt` until the outcome of the send `send_request_id` if that send is still
+    /// in flight; otherwise gives it back (`Some`). (Under the in-flight cache's lock for the
+    /// entry, so an outcome arriving meanwhile either finds the receipt or came before.)
+    pub(crate) fn hold_behind_send(&self, send_request_id: &str, receipt: HeldReceipt) -> Option<HeldReceipt> {
+        let mut receipt = Some(receipt);
+        let held = self.in_flight.entry(send_request_id, Some(std::time::Duration::ZERO), |_, (_, _, waiting)| {
+            let waiting = waiting.get_or_insert_with(SharedWaiting::default);
+            lock_waiting(waiting).held.extend(receipt.take());
+            quick_cache::sync::EntryAction::Retain(())
+        });
+        drop(held); // an absent entry's placeholder goes with it
+        receipt
     }
 
     /// Sends whose outcome has not come back yet.
@@ -354,7 +429,13 @@ impl Publisher {
             if let Err(e) = &enqueued {
                 let _entered = span.enter();
                 tracing::error!(error = %e, "putting a command on the bus failed");
-                let ack = self.in_flight.remove(&request_id).and_then(|(_, (_, _, ack))| take_ack(ack));
+                let Waiting { ack, held } =
+                    take_waiting(self.in_flight.remove(&request_id).and_then(|(_, (_, _, waiting))| waiting));
+                for receipt in held {
+                    let echo = (receipt.conversation_id.into(), receipt.message_id.into());
+                    let socket = receipt.socket_id.parse().ok().and_then(|sid| chat_socket(&self.io, sid));
+                    refuse_receipt(socket.as_ref(), Some(receipt.ack), echo, &ClientError::ReceiptFailed);
+                }
                 let socket = socket_id.parse().ok().and_then(|sid| chat_socket(&self.io, sid));
                 match (answer, socket) {
                     (Answer::Send, Some(socket)) => emit_message_error(&socket, &ClientError::SendFailed),

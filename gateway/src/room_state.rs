@@ -208,6 +208,12 @@ impl<S: Eq + Hash> RoomState<S> {
         (position >= message_id).then_some(position)
     }
 
+    /// Whether this room delivered `message_id` lately (so it is stored, and of this
+    /// conversation).
+    pub fn delivered(&self, message_id: i64) -> bool {
+        self.recent.contains(message_id)
+    }
+
     /// With step 3 of a replay: the receipts kept for `socket`, in order; to send after the
     /// positions the replay read.
     pub fn end_replay_receipts(&mut self, socket: &S) -> Vec<ReceiptPosition> {

@@ -189,6 +189,11 @@ pub fn superseded(room: &Room, user_id: i64, kind: ReceiptKind, message_id: i64)
     room.lock().superseded(user_id, kind, message_id)
 }
 
+/// Whether the room delivered `message_id` lately (see [`RoomState::delivered`]).
+pub fn delivered(room: &Room, message_id: i64) -> bool {
+    room.lock().delivered(message_id)
+}
+
 /// A member's stored position, from the answer to their receipt.
 pub fn note_position(room: &Room, position: &ReceiptPosition) {
     room.lock().note_position(position);

@@ -295,6 +295,43 @@ test("a receipt the reader's own newer message supersedes: the gateway answers i
   assert.deepEqual(membersOf(entryOf(await inbox(a), conv.id)).find((m) => m.user_id === a), member(a, x2.id, x2.id));
 });
 
+const GATEWAY_HELD = 'chat_gateway_receipts_held_total';
+
+test("a receipt sent while the reader's own reply is on its way waits for the reply and is answered with its id, without the persister", {
+  skip: srv.mode === 'cluster' ? false : 'the roles, and so their counters, are apart in cluster mode only',
+}, async () => {
+  const [a, c] = srv.users(2);
+  const conv = await srv.openConversation(a, c);
+  const sa = await srv.connect(a, { gateway: GW_A });
+  const sc = await srv.connect(c, { gateway: GW_A });
+  await srv.join(sa, conv.id);
+  await srv.join(sc, conv.id);
+  const heard = new Promise((resolve, reject) => {
+    sa.once('receive-message', resolve);
+    setTimeout(() => reject(new Error('a did not hear x1')), 5000);
+  });
+  const x1 = await srv.send(sc, c, conv.id, 'from c');
+  assert.equal((await heard)?.id, x1.id, 'the room on gateway A delivered x1');
+
+  const before = {
+    held: await counter('gwa', GATEWAY_HELD),
+    superseded: await counter('gwa', GATEWAY_SUPERSEDED),
+    persister: await counter('persister', PERSISTER_SUPERSEDED),
+  };
+  const silent = quiet([sa, sc]);
+  // a's reply leaves first and is still on its way when a marks x1 read (same socket, in order).
+  const reply = srv.send(sa, a, conv.id, 'from a');
+  const acked = mark(sa, 'mark-read', conv.id, x1.id);
+  const x2 = await reply;
+  assert.ok(x2.id > x1.id);
+  assert.deepEqual(await acked, ok(conv.id, x2.id), "answered with the reply's id: the reader's position past x1");
+  await silent; // the reply moved a's positions silently; the receipt moved nothing more
+  assert.equal(await counter('gwa', GATEWAY_HELD), before.held + 1, "gateway A answered it with the reply's outcome");
+  assert.equal(await counter('gwa', GATEWAY_SUPERSEDED), before.superseded, 'not by the known positions');
+  assert.equal(await counter('persister', PERSISTER_SUPERSEDED), before.persister, 'the persister never saw it');
+  assert.deepEqual(membersOf(entryOf(await inbox(a), conv.id)).find((m) => m.user_id === a), member(a, x2.id, x2.id));
+});
+
 test('mark-read moves the delivered position too, without a message-delivered', async () => {
   const { a, b, conv, sa, sb } = await srv.pairAcrossGateways();
   const m1 = await srv.send(sb, b, conv.id, 'read me');

@@ -62,6 +62,7 @@ pub(super) fn admit(gw: &Arc<Gateway>, socket: &SocketRef, auth: &Value) {
             user_id,
             membership,
             pending_sends: Arc::default(),
+            last_sends: Default::default(),
             _ticket: ticket,
             _open: OpenConnection::new(),
         });

@@ -35,6 +35,8 @@ mod send;
 mod socket_state;
 mod typing;
 
+pub(crate) use receipts::answer_held;
+
 use std::sync::Arc;
 
 use serde_json::Value;

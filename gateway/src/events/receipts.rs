@@ -9,6 +9,12 @@
 //! position, as the persister would answer it, without a trip through the bus and the
 //! database. Most receipts of an active conversation are of this kind: a member's own reply
 //! already counts as read.
+//!
+//! A receipt for a message the room delivered, sent while the socket's own newer send in the
+//! conversation is still on its way, waits in the outbox for that send's outcome instead
+//! ([`HeldReceipt`], answered by [`answer_held`]): once the send is stored with a larger id,
+//! the receipt moved nothing either. It would have reached the persister behind that send
+//! anyway, so waiting costs it no time.
 
 use std::sync::Arc;
 
@@ -20,7 +26,7 @@ use super::socket_state::SocketState;
 use crate::emit::refuse_receipt;
 use crate::errors::ClientError;
 use crate::gateway::Gateway;
-use crate::outbox::{Outgoing, Queued};
+use crate::outbox::{HeldReceipt, Outgoing, PendingSlot, Queued};
 use crate::wire::ReceiptAck;
 use crate::{metrics, rooms, validate};
 
@@ -69,22 +75,64 @@ pub(super) fn on_mark(
     if !state.reserve_pending(gw.config.max_pending_sends) {
         return refuse(socket, ack, &payload, &ClientError::TooManyPendingSends);
     }
+    let receipt = HeldReceipt {
+        conversation_id,
+        message_id,
+        kind,
+        user_id: state.user_id,
+        socket_id: socket.id.to_string(),
+        ack,
+        span: span.clone(),
+        slot: PendingSlot::taken(state.pending_sends.clone()),
+    };
+    let delivered_here = || gw.rooms.get(conversation_id).is_some_and(|room| rooms::delivered(&room, message_id));
+    let receipt = match state.last_send_in(conversation_id) {
+        Some(send) if delivered_here() => match gw.outbox.hold_behind_send(&send, receipt) {
+            None => return, // held
+            Some(receipt) => receipt,
+        },
+        _ => receipt,
+    };
+    to_persister(gw, receipt);
+}
+
+/// The receipts that waited for the send `stored_id` answers (`None`: it was not stored):
+/// those it supersedes are acknowledged with it, the others go to the persister.
+pub(crate) fn answer_held(gw: &Gateway, held: Vec<HeldReceipt>, stored_id: Option<i64>) {
+    for receipt in held {
+        match stored_id {
+            Some(position) if position > receipt.message_id => {
+                let _entered = receipt.span.enter();
+                metrics::receipt_held();
+                let answer = ReceiptAck {
+                    success: true,
+                    conversation_id: receipt.conversation_id.into(),
+                    message_id: position.into(),
+                    error: None,
+                };
+                if let Err(e) = receipt.ack.send(&answer) {
+                    tracing::debug!(error = %e, "acknowledgement failed");
+                }
+            }
+            _ => to_persister(gw, receipt),
+        }
+    }
+}
+
+/// Puts a receipt in its conversation's lane; its acknowledgement waits for the persister.
+fn to_persister(gw: &Gateway, held: HeldReceipt) {
+    let HeldReceipt { conversation_id, message_id, kind, user_id, socket_id, ack, span, slot } = held;
     let receipt = MarkReceipt {
         request_id: uuid::Uuid::now_v7().to_string(),
         gateway_id: gw.config.gateway_id.clone(),
-        socket_id: socket.id.to_string(),
-        user_id: state.user_id,
+        socket_id,
+        user_id,
         conversation_id,
         message_id,
         kind: kind as i32,
         trace: Default::default(), // set when it leaves the outbox
     };
-    gw.outbox.push(Queued {
-        command: Outgoing::Receipt(receipt),
-        ack: Some(ack),
-        span: span.clone(),
-        pending: state.pending_sends.clone(),
-    });
+    gw.outbox.push(Queued { command: Outgoing::Receipt(receipt), ack: Some(ack), span, pending: slot.hand_on() });
 }
 
 /// The `error` event and a failed acknowledgement, echoing the ids sent.

@@ -37,6 +37,7 @@ pub(super) fn on_send(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef
     if !state.reserve_pending(gw.config.max_pending_sends) {
         return emit_message_error(socket, &ClientError::TooManyPendingSends);
     }
+    state.note_send(command.conversation_id, &command.request_id);
     gw.outbox.push(Queued {
         command: Outgoing::Send(command),
         ack: None,

@@ -1,5 +1,6 @@
 //! What the gateway keeps per connected socket.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -12,8 +13,12 @@ pub(super) use crate::rooms::Membership;
 pub(super) struct SocketState {
     pub user_id: i64,
     pub membership: Arc<Mutex<Membership>>,
-    /// Validated sends of this socket waiting in the outbox, not yet on the bus.
+    /// Validated commands of this socket waiting in the outbox, not yet on the bus, and its
+    /// receipts held there behind its sends.
     pub pending_sends: Arc<AtomicUsize>,
+    /// The request id of this socket's latest send in each conversation it sent in: a receipt
+    /// it sends next in that conversation may wait for that send's outcome (`receipts`).
+    pub last_sends: std::sync::Mutex<HashMap<i64, String>>,
     /// The socket's place in the connection limits, freed when the socket is gone.
     pub _ticket: ConnectionTicket,
     /// The socket's place in the connections gauge, likewise.
@@ -30,5 +35,22 @@ impl SocketState {
             return false;
         }
         true
+    }
+
+    /// A send of this socket in `conversation_id` went to the outbox.
+    pub fn note_send(&self, conversation_id: i64, request_id: &str) {
+        let mut last_sends = self.last_sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match last_sends.get_mut(&conversation_id) {
+            Some(last) => request_id.clone_into(last),
+            None => {
+                last_sends.insert(conversation_id, request_id.to_owned());
+            }
+        }
+    }
+
+    /// The request id of this socket's latest send in `conversation_id`, answered or not.
+    pub fn last_send_in(&self, conversation_id: i64) -> Option<String> {
+        let last_sends = self.last_sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        last_sends.get(&conversation_id).cloned()
     }
 }
