@@ -99,6 +99,7 @@ step_up=1.10              # after the first pass: one step 10 % higher
 # overloaded step then brings the next one down to what it delivered).
 estimate_factor=0.4
 min_rate=20               # msg/s; the search stops below it
+setup_parallel=4          # conversations opened, and users joined, at once (see run_step)
 # The default shares, measured on the 2-vCPU benchmark box. Gateways, 0.03 core: one limited to
 # 0.1 core sustained ~2,200 msg/s, so 8 would ask ~18,000 msg/s of NATS, Postgres, the
 # persister and the load generator, more than the box has; at 0.05 core ~980 msg/s, and 8
@@ -376,8 +377,11 @@ bad=0 # a step lost, duplicated or reordered a message
 run_step() {
   local name=$1 mode=$2 rate=$3 f=$raw/$1.json rc=0
   ublock=$((ublock + 1))
+  # The set-up (conversations opened, users connected and joined: a query to the persisters
+  # each) goes a few at a time: a throttled tier asked for dozens at once answers some after
+  # the gateway's query timeout (5 s), and the step fails before it sends anything.
   local a=("$mode" "${url_args[@]}" --users "$users" --warmup "$warmup" --duration "$duration" --drain "$drain"
-    --rest-parallel 32 --user-base "$((ublock * 1000000))")
+    --rest-parallel "$setup_parallel" --connect-concurrency "$setup_parallel" --user-base "$((ublock * 1000000))")
   if [[ $mode == rate ]]; then a+=(--rate "$rate" "${arrival_args[@]}"); else a+=(--window "$closed_window"); fi
   local p
   for p in "${tier_pids[@]}"; do a+=(--server-pid "$p"); done
