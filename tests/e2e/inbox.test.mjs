@@ -250,16 +250,23 @@ async function counter(role, name) {
 
 const GATEWAY_SUPERSEDED = 'chat_gateway_receipts_superseded_total';
 const PERSISTER_SUPERSEDED = 'chat_persister_receipts_superseded_total';
-
-test("a receipt the reader's own newer message supersedes: the gateway answers it where the room is open, else the persister without the database", {
+const COUNTERS_APART = {
   skip: srv.mode === 'cluster' ? false : 'the roles, and so their counters, are apart in cluster mode only',
-}, async () => {
+};
+
+/** Two users of a new conversation, each with a socket on gateway A joined to it. */
+async function pairOnGatewayA() {
   const [a, c] = srv.users(2);
   const conv = await srv.openConversation(a, c);
   const sa = await srv.connect(a, { gateway: GW_A });
   const sc = await srv.connect(c, { gateway: GW_A });
   await srv.join(sa, conv.id);
   await srv.join(sc, conv.id);
+  return { a, c, conv, sa, sc };
+}
+
+test("a receipt the reader's own newer message supersedes: the gateway answers it where the room is open, else the persister without the database", COUNTERS_APART, async () => {
+  const { a, c, conv, sa, sc } = await pairOnGatewayA();
   // a replies: its own message counts as read by a. Both heard live in the room on gateway A.
   const received = new Set();
   const heard = new Promise((resolve) => {
@@ -297,15 +304,8 @@ test("a receipt the reader's own newer message supersedes: the gateway answers i
 
 const GATEWAY_HELD = 'chat_gateway_receipts_held_total';
 
-test("a receipt sent while the reader's own reply is on its way waits for the reply and is answered with its id, without the persister", {
-  skip: srv.mode === 'cluster' ? false : 'the roles, and so their counters, are apart in cluster mode only',
-}, async () => {
-  const [a, c] = srv.users(2);
-  const conv = await srv.openConversation(a, c);
-  const sa = await srv.connect(a, { gateway: GW_A });
-  const sc = await srv.connect(c, { gateway: GW_A });
-  await srv.join(sa, conv.id);
-  await srv.join(sc, conv.id);
+test("a receipt sent while the reader's own reply is on its way waits for the reply and is answered with its id, without the persister", COUNTERS_APART, async () => {
+  const { a, c, conv, sa, sc } = await pairOnGatewayA();
   const heard = new Promise((resolve, reject) => {
     sa.once('receive-message', resolve);
     setTimeout(() => reject(new Error('a did not hear x1')), 5000);

@@ -56,8 +56,9 @@ pub(super) fn on_mark(
         Err(problem) => return refuse(socket, ack, &payload, &ClientError::Invalid(problem)),
     };
     span.record("conversation_id", conversation_id);
-    let superseded_at =
-        gw.rooms.get(conversation_id).and_then(|room| rooms::superseded(&room, state.user_id, kind, message_id));
+    // The conversation's room on this gateway, if open: it answers both checks below.
+    let room = gw.rooms.get(conversation_id);
+    let superseded_at = room.as_ref().and_then(|room| rooms::superseded(room, state.user_id, kind, message_id));
     if let Some(position) = superseded_at {
         metrics::receipt_answered_locally();
         let answer = ReceiptAck {
@@ -85,7 +86,7 @@ pub(super) fn on_mark(
         span: span.clone(),
         slot: PendingSlot::taken(state.pending_sends.clone()),
     };
-    let delivered_here = || gw.rooms.get(conversation_id).is_some_and(|room| rooms::delivered(&room, message_id));
+    let delivered_here = || room.as_ref().is_some_and(|room| rooms::delivered(room, message_id));
     let receipt = match state.last_send_in(conversation_id) {
         Some(send) if delivered_here() => match gw.outbox.hold_behind_send(&send, receipt) {
             None => return, // held
