@@ -200,7 +200,7 @@ messaging() {
   local name=$1 mode=$2 variant=$3 args=("${common[@]}")
   shift 3
   if [[ $autovacuum != on ]]; then psql "$pg/$db" -qc 'vacuum analyze'; fi
-  for p in $(backends "$db"); do args+=(--server-pid "$p"); done
+  args+=(--server-database "$db")
   if [[ $variant == read ]]; then args+=(--mark-read); fi
   measured "$name" "$mode" "${args[@]}" "$@"
 }

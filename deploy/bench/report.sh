@@ -283,9 +283,13 @@ cat <<EOF
   ${MODERATE_RATE:-1000} msg/s run (and of the even search's passing step), divided by the
   messages acknowledged in it: for our cluster the gateways, persister, presence, our
   nats-server and the Postgres backends of the database; for the all-in-one its process and
-  its Postgres backends; for the peer its node processes and their Postgres backends. Only
-  processes alive at the start and the end of the window count: a database connection its
-  pool closes or opens meanwhile (node-postgres closes idle ones after 10 s) is left out.
+  its Postgres backends; for the peer its node processes and their Postgres backends. The
+  backends are every one serving the configuration's database during the window, found by
+  their process title every 200 ms (`chat-loadgen --server-database`): a connection the pool
+  opens in the window counts from its start, one it closes up to its last sample
+  (node-postgres closes connections idle for 10 s, so those alive when the configuration
+  started are not those working at 1,000 msg/s). Runs before 2026-12-07 counted only the
+  backends alive when the configuration started, and so left out most of the peer's.
 - **memory per idle connection**: resident memory of the gateways (the all-in-one process,
   the peer's node processes) after ${IDLE:-?} connections (the peer: ${PEER_IDLE:-?}, see
   run.sh) were opened and joined to a conversation and traffic settled, minus before, divided

@@ -126,9 +126,6 @@ next_base() {
   base=$((block * 1000000))
 }
 
-# The Postgres backends serving database $1 (their CPU is part of a server's cost).
-backends() { psql "$pg/postgres" -Atc "select pid from pg_stat_activity where datname = '$1'"; }
-
 # loadgen NAME ARGS...: one loadgen run, its JSON kept as raw/NAME.json; the table on stderr.
 # A failed check does not stop the benchmark: the JSON records it and RESULTS.md shows it.
 loadgen() {
@@ -171,6 +168,8 @@ measure() {
   for u in "${urls[@]}"; do url_args+=(--url "$u"); done
   for p in "${mem_pids[@]}"; do pid_args+=(--server-pid "$p"); done
   for p in "${cpu_pids[@]}"; do cpu_args+=(--server-pid "$p"); done
+  # The configuration's Postgres backends count too, whichever its pool opens or closes.
+  cpu_args+=(--server-database "$db")
   local common=(--users "$users" --warmup "$warmup" --duration "$duration")
 
   # Memory per idle connection, first, while the processes hold no garbage of earlier runs.
@@ -341,13 +340,13 @@ for gateways in ${BENCH_GATEWAYS:-1 2 4}; do
   for p in "$persister_port" "$presence_port"; do wait_http "http://127.0.0.1:$p/healthz" 60; done
   for u in "${urls[@]}"; do wait_http "$u/healthz" 60; done
   unset NATS_URL DATABASE_URL CHAT_SUBJECT_PREFIX RUST_LOG
-  # warm the database pools, so that the backends exist when their pids are taken
+  # warm the database pools before the first measurement
   next_base
   "$loadgen" rate --url "${urls[0]}" --users 20 --rate 200 --warmup 0s --duration 1s --user-base "$base" >/dev/null 2>&1 || true
   plural=; if ((gateways > 1)); then plural=s; fi
   setup="$gateways gateway$plural, a persister and presence (\`chat gateway|persister|presence\`) on NATS JetStream (a nats-server of the run's own), Postgres"
   measure "$label" "$(IFS=,; echo "${urls[*]}")" "${gateway_pids[*]}" \
-    "${gateway_pids[*]} ${roles[*]} $nats_pid $(backends "$db" | tr '\n' ' ')"
+    "${gateway_pids[*]} ${roles[*]} $nats_pid"
   stop_configuration
 done
 
@@ -365,7 +364,7 @@ wait_http "http://127.0.0.1:$port/healthz" 60
 next_base
 "$loadgen" rate --url "http://127.0.0.1:$port" --users 20 --rate 200 --warmup 0s --duration 1s --user-base "$base" >/dev/null 2>&1 || true
 setup="\`chat all\`: gateway, persister and presence in one process on the in-process bus (no NATS), Postgres"
-measure "$label" "http://127.0.0.1:$port" "$aio_pid" "$aio_pid $(backends "$db" | tr '\n' ' ')"
+measure "$label" "http://127.0.0.1:$port" "$aio_pid" "$aio_pid"
 stop_configuration
 
 # ---- the peer, 1 instance and (with Redis) 2
@@ -394,7 +393,7 @@ for instances in "${peer_configs[@]}"; do
   setup="the peer: 1 Node.js instance (socket.io, node-postgres), Postgres"
   if ((instances > 1)); then setup="the peer: $instances Node.js instances on Redis (socket.io Redis adapter), node-postgres, Postgres"; fi
   # run.sh ends by exec'ing node, so these pids are the node processes
-  measure "$label" "$(IFS=,; echo "${urls[*]}")" "${peer_pids[*]}" "${peer_pids[*]} $(backends "$db" | tr '\n' ' ')" \
+  measure "$label" "$(IFS=,; echo "${urls[*]}")" "${peer_pids[*]}" "${peer_pids[*]}" \
     "$( ((instances > 1)) && echo no-idle)"
   stop_configuration
 done

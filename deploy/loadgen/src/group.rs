@@ -17,11 +17,12 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::check::{Inbox, SeqSet, Stamp};
+use crate::cpu_meter::CpuMeter;
 use crate::metrics::{Metrics, Percentiles};
 use crate::rest::{self, NewConversation};
 use crate::schedule::{self, Arrivals, Schedule};
 use crate::sio::{self, Endpoint, Inbound, Ws};
-use crate::{procfs, Common};
+use crate::Common;
 
 /// The crowd has settled once no frame came for this long (at most [`SETTLE_MAX`] after set-up).
 const SETTLED_AFTER: Duration = Duration::from_secs(1);
@@ -181,12 +182,10 @@ pub async fn run(args: &GroupArgs) -> anyhow::Result<GroupReport> {
     let stop_sending = window_start + common.duration;
     metrics.set_window(window_start, stop_sending);
     let schedule = Schedule::new(args.arrival, args.rate, args.groups, args.seed)?;
-    let cpu_before = tokio::time::sleep_until(window_start);
+    let window_opens = tokio::time::sleep_until(window_start);
     let dispatching = tokio::spawn(schedule::dispatch(schedule, queues, start, stop_sending));
-    cpu_before.await;
-    let cpu_start = server_cpu(&common.server_pid);
-    tokio::time::sleep_until(stop_sending).await;
-    let cpu_end = server_cpu(&common.server_pid);
+    window_opens.await;
+    let server_cpu = CpuMeter::measure_until(&common.server_pid, &common.server_database, stop_sending).await;
     dispatching.await.context("the dispatcher panicked")?;
 
     // Drain: until every send is answered and every owed delivery came, or nothing came for
@@ -239,7 +238,7 @@ pub async fn run(args: &GroupArgs) -> anyhow::Result<GroupReport> {
         message_errors: metrics.message_errors.get(),
         errors: metrics.errors.get(),
         error_samples: metrics.error_samples(),
-        server_cpu_s: cpu_start.zip(cpu_end).map(|(a, b)| b - a),
+        server_cpu_s: server_cpu,
         ok: false,
     };
     let ok = report.lost == 0
@@ -265,13 +264,6 @@ fn compare(outcomes: &[MemberOutcome]) -> (u64, u64, u64) {
             out_of_order + o.received.out_of_order,
         )
     })
-}
-
-fn server_cpu(pids: &[u32]) -> Option<f64> {
-    if pids.is_empty() {
-        return None;
-    }
-    pids.iter().map(|&pid| procfs::cpu_seconds(pid)).sum()
 }
 
 /// Connects and joins, reports ready, then (the sender) sends what the schedule hands it and

@@ -7,6 +7,7 @@
 //! contract says) and 2 when the run could not be made.
 
 mod check;
+mod cpu_meter;
 mod crowd;
 mod group;
 mod idle;
@@ -173,6 +174,11 @@ pub struct Common {
     /// CPU time during the measured window in `rate` and `max`.
     #[arg(long)]
     pub server_pid: Vec<u32>,
+    /// A Postgres database on this machine whose backends are server processes too
+    /// (repeatable): in `rate` and `max`, the CPU time during the measured window of every
+    /// backend serving it, connections opened or closed in the window included.
+    #[arg(long)]
+    pub server_database: Vec<String>,
     /// First user id (default: derived from the clock, so runs do not share users).
     #[arg(long)]
     pub user_base: Option<u64>,

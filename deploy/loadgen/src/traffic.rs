@@ -7,6 +7,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::cpu_meter::CpuMeter;
 use crate::crowd::{Crowd, Setup};
 use crate::metrics::{Metrics, Percentiles};
 use crate::schedule::{self, Arrivals, Schedule};
@@ -71,7 +72,8 @@ pub struct TrafficReport {
     pub cap_hits: u64,
     /// Messages with content this run did not write.
     pub foreign: u64,
-    /// CPU time of the `--server-pid` processes during the measured window.
+    /// CPU time of the `--server-pid` processes and the `--server-database` backends during
+    /// the measured window.
     pub server_cpu_s: Option<f64>,
     /// The same per 1,000 messages acknowledged in the window.
     pub server_cpu_s_per_1000_msgs: Option<f64>,
@@ -184,10 +186,8 @@ pub async fn run(common: &Common, pace: Pace, mark_read: bool) -> anyhow::Result
     crowd.start(start, stop_sending);
     let dispatcher = schedule.map(|schedule| tokio::spawn(schedule::dispatch(schedule, queues, start, stop_sending)));
     tokio::time::sleep_until(window_start).await;
-    let cpu_before = server_cpu(&common.server_pid);
     let own_cpu_before = procfs::cpu_seconds(std::process::id());
-    tokio::time::sleep_until(stop_sending).await;
-    let cpu_after = server_cpu(&common.server_pid);
+    let server_cpu = CpuMeter::measure_until(&common.server_pid, &common.server_database, stop_sending).await;
     let own_cpu_after = procfs::cpu_seconds(std::process::id());
     // It ends with the last send due before `stop_sending`, so this does not wait.
     if let Some(dispatcher) = dispatcher {
@@ -280,7 +280,7 @@ pub async fn run(common: &Common, pace: Pace, mark_read: bool) -> anyhow::Result
         receipts: mark_read.then(|| ReceiptReport::of(&metrics, seconds)),
         ok: false,
     };
-    if let Some(used) = cpu_used(&cpu_before, &cpu_after) {
+    if let Some(used) = server_cpu {
         let acked = metrics.acked_in_window.get();
         report.server_cpu_s = Some(used);
         report.server_cpu_s_per_1000_msgs = (acked > 0).then(|| used / (acked as f64 / 1000.0));
@@ -294,23 +294,6 @@ pub async fn run(common: &Common, pace: Pace, mark_read: bool) -> anyhow::Result
         && report.foreign == 0
         && report.receipts.as_ref().is_none_or(|r| r.ok);
     Ok(report)
-}
-
-/// CPU seconds used so far by the processes (those that exist); `None` without any.
-/// CPU seconds of each server process alive now.
-fn server_cpu(pids: &[u32]) -> Vec<(u32, f64)> {
-    pids.iter().filter_map(|&pid| procfs::cpu_seconds(pid).map(|seconds| (pid, seconds))).collect()
-}
-
-/// CPU the server processes used between two readings: the sum over the processes alive at
-/// both (one that ended meanwhile, a pooled database connection closed when idle say, takes
-/// its unknown share with it); `None` when no process was alive at both.
-fn cpu_used(before: &[(u32, f64)], after: &[(u32, f64)]) -> Option<f64> {
-    let deltas: Vec<f64> = after
-        .iter()
-        .filter_map(|(pid, at_end)| before.iter().find(|(p, _)| p == pid).map(|(_, at_start)| at_end - at_start))
-        .collect();
-    (!deltas.is_empty()).then(|| deltas.iter().sum())
 }
 
 /// Lost (acknowledged to the sender, never received by its partner), duplicated and
@@ -405,15 +388,6 @@ impl TrafficReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_used_counts_only_processes_alive_at_both_readings() {
-        let before = [(1, 10.0), (2, 5.0), (3, 7.0)];
-        let after = [(1, 12.5), (3, 7.5), (4, 1.0)]; // 2 ended, 4 started meanwhile
-        assert_eq!(cpu_used(&before, &after), Some(3.0));
-        assert_eq!(cpu_used(&[(1, 1.0)], &[(2, 1.0)]), None);
-        assert_eq!(cpu_used(&[], &[]), None);
-    }
 
     fn user(index: usize, acked: &[u64], received: &[(u64, i64)]) -> Outcome {
         let mut outcome = Outcome { index, partner: index ^ 1, connected: true, ..Outcome::default() };
