@@ -155,8 +155,9 @@ pub struct Settings {
     #[arg(long, env = "CHAT_BATCH_MAX", default_value_t = persister_defaults::MAX_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=4096), global = true)]
     pub batch_max: u32,
 
-    /// How long a persister batch waits for more commands after its first (commands already
-    /// waiting are always taken). Zero adds no latency when idle.
+    /// How long a persister batch waits for more commands after its first, when they have
+    /// lately come less than this apart (commands already waiting are always taken; idle, a
+    /// batch does not wait). Zero never waits.
     #[arg(long, env = "CHAT_BATCH_LINGER", default_value_t = persister_defaults::BATCH_LINGER.into(), global = true)]
     pub batch_linger: humantime::Duration,
 

@@ -12,6 +12,7 @@
 pub mod defaults;
 pub mod entity;
 mod known;
+mod linger;
 pub mod metrics;
 mod queries;
 mod retention;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::defaults;
 use crate::known::KnownPositions;
+use crate::linger::Linger;
 use crate::store::{NewMemberChange, NewMessage, NewMessageChange, NewReceipt, Store, StoreError, StoredReceipt};
 use crate::trace::{batch_span, CommandSpans};
 
@@ -56,9 +57,10 @@ pub struct PersisterConfig {
     pub store_timeout: Duration,
     /// Most send commands stored in one statement: bounds the latency a batch adds.
     pub max_batch: usize,
-    /// How long a batch waits for more commands after its first one. Whatever is already
-    /// waiting is always taken (up to `max_batch`); zero adds no latency when idle, a little
-    /// makes batches, hence commits per message, better under moderate load.
+    /// How long a batch waits for more commands after its first one, when jobs have lately
+    /// come less than that apart (see `linger`): under moderate load a little makes batches,
+    /// hence transactions per message, fewer; idle, a batch does not wait. Whatever is
+    /// already waiting is always taken (up to `max_batch`); zero never waits.
     pub batch_linger: Duration,
     /// Batches stored at once. More than one keeps the database and the queue busy while a
     /// batch waits on a commit, and lets each partition go on as soon as its own job is done
@@ -126,6 +128,7 @@ impl Persister {
         Ok(tokio::spawn(async move {
             let slots = Arc::new(tokio::sync::Semaphore::new(self.config.batches_in_flight.max(1)));
             let mut in_flight = tokio::task::JoinSet::new();
+            let mut linger = Linger::new(self.config.batch_linger);
             let ended = loop {
                 // A free slot first, so that a job is never taken without a batch to put it in.
                 let Ok(slot) = slots.clone().acquire_owned().await else { break Ok(()) };
@@ -137,7 +140,8 @@ impl Persister {
                     first = jobs.next() => first,
                 };
                 let Some(first) = first else { break Err(PersisterError::QueueEnded) };
-                let batch = self.fill_batch(first, &mut jobs).await;
+                linger.arrived(Instant::now());
+                let batch = self.fill_batch(first, &mut jobs, &mut linger).await;
                 let this = self.clone();
                 in_flight.spawn(async move {
                     this.handle_batch(batch).await;
@@ -153,19 +157,20 @@ impl Persister {
         }))
     }
 
-    /// A batch: `first`, then whatever the queue hands out within the linger time, until it
-    /// holds the batch size in commands (a job is a gateway's batch of commands, so it may end
-    /// a little above). Not cancelled half-way (jobs taken must be handled), so it never waits
-    /// longer than the linger time.
-    async fn fill_batch(&self, first: Job, jobs: &mut WorkQueue) -> Vec<TakenJob> {
+    /// A batch: `first`, then whatever the queue hands out within the linger time (when
+    /// `linger` says to wait at all), until it holds the batch size in commands (a job is a
+    /// gateway's batch of commands, so it may end a little above). Not cancelled half-way
+    /// (jobs taken must be handled), so it never waits longer than the linger time.
+    async fn fill_batch(&self, first: Job, jobs: &mut WorkQueue, linger: &mut Linger) -> Vec<TakenJob> {
         let mut batch = vec![TakenJob::read(first)];
         let mut commands = batch[0].len();
-        let deadline = Instant::now() + self.config.batch_linger;
+        let deadline = Instant::now() + linger.wait();
         while commands < self.config.max_batch {
             // `timeout_at` polls the queue before the clock, so jobs already waiting are taken
             // even with no linger at all.
             match tokio::time::timeout_at(deadline, jobs.next()).await {
                 Ok(Some(job)) => {
+                    linger.arrived(Instant::now());
                     let taken = TakenJob::read(job);
                     commands += taken.len();
                     batch.push(taken);
