@@ -19,6 +19,11 @@ const NEWEST_WEIGHT: f64 = 1.0 / 8.0;
 /// bring the mean back under the wait (about twenty, not hundreds).
 const LONGEST_GAP_IN_WAITS: u32 = 10;
 
+/// A batch waits for more only while it holds fewer commands than this: by then the
+/// transaction's fixed costs are shared out, and waiting longer would only hold back the
+/// partitions in it (under bursts a single job can already hold this many).
+pub(crate) const WAIT_BELOW_COMMANDS: usize = 16;
+
 #[derive(Debug)]
 pub(crate) struct Linger {
     /// The longest a batch waits (`--batch-linger`); zero: never.

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::defaults;
 use crate::known::KnownPositions;
-use crate::linger::Linger;
+use crate::linger::{Linger, WAIT_BELOW_COMMANDS};
 use crate::store::{NewMemberChange, NewMessage, NewMessageChange, NewReceipt, Store, StoreError, StoredReceipt};
 use crate::trace::{batch_span, CommandSpans};
 
@@ -158,17 +158,19 @@ impl Persister {
     }
 
     /// A batch: `first`, then whatever the queue hands out within the linger time (when
-    /// `linger` says to wait at all), until it holds the batch size in commands (a job is a
-    /// gateway's batch of commands, so it may end a little above). Not cancelled half-way
-    /// (jobs taken must be handled), so it never waits longer than the linger time.
+    /// `linger` says to wait at all, and only while the batch is small), until it holds the
+    /// batch size in commands (a job is a gateway's batch of commands, so it may end a little
+    /// above). Not cancelled half-way (jobs taken must be handled), so it never waits longer
+    /// than the linger time.
     async fn fill_batch(&self, first: Job, jobs: &mut WorkQueue, linger: &mut Linger) -> Vec<TakenJob> {
         let mut batch = vec![TakenJob::read(first)];
         let mut commands = batch[0].len();
         let deadline = Instant::now() + linger.wait();
         while commands < self.config.max_batch {
             // `timeout_at` polls the queue before the clock, so jobs already waiting are taken
-            // even with no linger at all.
-            match tokio::time::timeout_at(deadline, jobs.next()).await {
+            // even with no linger at all, or once the batch is big enough not to wait.
+            let until = if commands < WAIT_BELOW_COMMANDS { deadline } else { Instant::now() };
+            match tokio::time::timeout_at(until, jobs.next()).await {
                 Ok(Some(job)) => {
                     linger.arrived(Instant::now());
                     let taken = TakenJob::read(job);
