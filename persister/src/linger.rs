@@ -22,7 +22,7 @@ const LONGEST_GAP_IN_WAITS: u32 = 10;
 /// A batch waits for more only while it holds fewer commands than this: by then the
 /// transaction's fixed costs are shared out, and waiting longer would only hold back the
 /// partitions in it (under bursts a single job can already hold this many).
-pub(crate) const WAIT_BELOW_COMMANDS: usize = 16;
+const WAIT_BELOW_COMMANDS: usize = 16;
 
 #[derive(Debug)]
 pub(crate) struct Linger {
@@ -57,6 +57,17 @@ impl Linger {
             Some(mean) if mean < self.wait.as_secs_f64() => self.wait,
             _ => Duration::ZERO,
         }
+    }
+}
+
+/// Until when a batch holding `commands` waits for its next job, `deadline` being the end of
+/// the wait decided when the batch began: then, while the batch is small; past
+/// [`WAIT_BELOW_COMMANDS`], now (only jobs already waiting are taken).
+pub(crate) fn wait_until(deadline: Instant, commands: usize, now: Instant) -> Instant {
+    if commands < WAIT_BELOW_COMMANDS {
+        deadline
+    } else {
+        now
     }
 }
 
@@ -100,6 +111,15 @@ mod tests {
         assert_eq!(linger.wait(), Duration::ZERO);
         jobs(&mut linger, at, Duration::from_micros(500), 30);
         assert_eq!(linger.wait(), WAIT, "the idle minute counted as {LONGEST_GAP_IN_WAITS} waits, not as 60 s");
+    }
+
+    #[test]
+    fn a_batch_stops_waiting_once_it_holds_enough_commands() {
+        let now = Instant::now();
+        let deadline = now + WAIT;
+        assert_eq!(wait_until(deadline, 1, now), deadline);
+        assert_eq!(wait_until(deadline, WAIT_BELOW_COMMANDS - 1, now), deadline);
+        assert_eq!(wait_until(deadline, WAIT_BELOW_COMMANDS, now), now);
     }
 
     #[test]

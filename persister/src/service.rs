@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::defaults;
 use crate::known::KnownPositions;
-use crate::linger::{Linger, WAIT_BELOW_COMMANDS};
+use crate::linger::{self, Linger};
 use crate::store::{NewMemberChange, NewMessage, NewMessageChange, NewReceipt, Store, StoreError, StoredReceipt};
 use crate::trace::{batch_span, CommandSpans};
 
@@ -169,7 +169,7 @@ impl Persister {
         while commands < self.config.max_batch {
             // `timeout_at` polls the queue before the clock, so jobs already waiting are taken
             // even with no linger at all, or once the batch is big enough not to wait.
-            let until = if commands < WAIT_BELOW_COMMANDS { deadline } else { Instant::now() };
+            let until = linger::wait_until(deadline, commands, Instant::now());
             match tokio::time::timeout_at(until, jobs.next()).await {
                 Ok(Some(job)) => {
                     linger.arrived(Instant::now());

@@ -8,7 +8,7 @@
 //! one that appears during the window counts from its first tick, one that ends counts up to
 //! the last sample that saw it (at most one sampling interval of its CPU is missed).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::procfs;
 
@@ -17,7 +17,7 @@ const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The CPU counted so far for one process: what it had used at the start (0 when it appeared
 /// during the window) and at the latest sample that saw it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 struct Counted {
     at_start: f64,
     latest: f64,
@@ -28,14 +28,14 @@ pub struct CpuMeter {
     counted: HashMap<u32, Counted>,
     /// Processes already looked at that are not backends of the databases (their title is
     /// read once).
-    others: std::collections::HashSet<u32>,
+    others: HashSet<u32>,
     /// Whether any process was measured at all (without, the report says `null`).
     anything: bool,
 }
 
 impl CpuMeter {
     /// Starts the window now: reads the CPU of `pids` and of the databases' backends.
-    pub fn start(pids: &[u32], databases: &[String]) -> Self {
+    fn start(pids: &[u32], databases: &[String]) -> Self {
         let mut meter = Self {
             databases: databases.to_vec(),
             counted: HashMap::new(),
@@ -66,7 +66,7 @@ impl CpuMeter {
     }
 
     /// Reads again every process counted, and counts backends that appeared since.
-    pub fn sample(&mut self) {
+    fn sample(&mut self) {
         for (pid, counted) in self.counted.iter_mut() {
             if let Some(seconds) = procfs::cpu_seconds(*pid) {
                 counted.latest = seconds;
@@ -80,7 +80,7 @@ impl CpuMeter {
 
     /// Ends the window (with a last sample): CPU seconds used in it by every process counted;
     /// `None` when there was nothing to measure.
-    pub fn finish(mut self) -> Option<f64> {
+    fn finish(mut self) -> Option<f64> {
         self.sample();
         self.anything.then(|| used(self.counted.values()))
     }
