@@ -7,6 +7,7 @@
 //! [`std::time::Duration`] lacks.
 
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -42,6 +43,12 @@ pub struct Cli {
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+
+    /// Threads that run the process's async tasks; unset: one per CPU the process may use (its
+    /// CPU limit where one is set). A role that needs less than a core runs cheaper on one:
+    /// fewer threads to wake per message (ARCHITECTURE.md, Performance).
+    #[arg(long, env = "CHAT_WORKER_THREADS", global = true)]
+    pub worker_threads: Option<NonZeroUsize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
@@ -475,6 +482,16 @@ mod tests {
         assert_eq!(gateway.heartbeat_interval, Duration::from_secs(2));
         assert_eq!(cli.settings.shutdown_grace, Duration::from_secs(3));
         assert_eq!(gateway.allowed_origins.map(|o| o.len()), Some(2));
+    }
+
+    #[test]
+    fn worker_threads_are_the_runtime_default_unless_a_positive_count_is_given() {
+        assert_eq!(Cli::try_parse_from(["chat"]).expect("parses").worker_threads, None);
+        let cli = Cli::try_parse_from(["chat", "persister", "--worker-threads", "1"]).expect("parses");
+        assert_eq!(cli.worker_threads.map(NonZeroUsize::get), Some(1));
+        for bad in ["0", "-1", "many"] {
+            assert!(Cli::try_parse_from(["chat", "--worker-threads", bad]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

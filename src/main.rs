@@ -30,9 +30,17 @@ use crate::config::{Cli, Command, LogFormat, Settings};
 use crate::ops::{Dependency, Ops};
 use crate::startup::{retry, shutdown_signal};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let mut cli = Cli::parse();
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = cli.worker_threads {
+        runtime.worker_threads(threads.get());
+    }
+    runtime.build().context("starting the async runtime")?.block_on(serve(cli))
+}
+
+async fn serve(mut cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::All);
     let service = Service {
         role: command.role(),

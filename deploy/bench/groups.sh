@@ -106,7 +106,7 @@ cluster() {
   start_nats "$tmp/nats"
   db=${tag}_cluster
   psql "$pg/postgres" -qc "create database $db" >/dev/null
-  export NATS_URL=$nats_url DATABASE_URL=$pg/$db?sslmode=disable CHAT_SUBJECT_PREFIX=$tag RUST_LOG=warn
+  export NATS_URL=$nats_url DATABASE_URL=$pg/$db?sslmode=disable CHAT_SUBJECT_PREFIX=$tag RUST_LOG=warn CHAT_WORKER_THREADS=$ROLE_WORKER_THREADS
   "$chat" migrate >"$tmp/migrate.log" 2>&1
   persister_port=$(free_port) presence_port=$(free_port)
   start persister "$chat" persister --host 127.0.0.1 --port "$persister_port"
@@ -122,7 +122,7 @@ cluster() {
     wait_http "http://127.0.0.1:$port/healthz" 60
   done
   for p in "$persister_port" "$presence_port"; do wait_http "http://127.0.0.1:$p/healthz" 60; done
-  unset NATS_URL DATABASE_URL CHAT_SUBJECT_PREFIX RUST_LOG
+  unset NATS_URL DATABASE_URL CHAT_SUBJECT_PREFIX RUST_LOG CHAT_WORKER_THREADS
 }
 
 # sweep CONFIG: every group size at rising rates, until a step misses the target.

@@ -114,7 +114,7 @@ backends() { psql "$pg/postgres" -Atc "select pid from pg_stat_activity where da
 cluster() {
   local label=$1 port persister_port presence_port
   new_database "$label"
-  export NATS_URL=$nats_url DATABASE_URL=$pg/$db?sslmode=disable CHAT_SUBJECT_PREFIX=${tag}_$label RUST_LOG=warn
+  export NATS_URL=$nats_url DATABASE_URL=$pg/$db?sslmode=disable CHAT_SUBJECT_PREFIX=${tag}_$label RUST_LOG=warn CHAT_WORKER_THREADS=$ROLE_WORKER_THREADS
   "$chat" migrate >"$tmp/migrate-$label.log" 2>&1
   if [[ -n ${SEED:-} ]]; then $SEED; fi
   persister_port=$(free_port) presence_port=$(free_port) port=$(free_port)
@@ -127,7 +127,7 @@ cluster() {
   url=http://127.0.0.1:$port
   for p in "$persister_port" "$presence_port"; do wait_http "http://127.0.0.1:$p/healthz" 60; done
   wait_http "$url/healthz" 60
-  unset NATS_URL DATABASE_URL CHAT_SUBJECT_PREFIX RUST_LOG
+  unset NATS_URL DATABASE_URL CHAT_SUBJECT_PREFIX RUST_LOG CHAT_WORKER_THREADS
 }
 
 # measured NAME CMD...: runs a loadgen command with --json raw-inbox/NAME.json (a failed check
@@ -366,11 +366,11 @@ jq -n --arg receipts "$(cat "$tmp/load-receipts")" --arg list "$(cat "$tmp/load-
   --argjson window "$window" --arg warmup "$warmup" --arg duration "$duration" --argjson pages "$walk_pages" \
   --argjson connections "$list_connections" --arg command "$command_line" \
   --argjson sustained_plain "${sustained_plain:-null}" --argjson sustained_read "${sustained_read:-null}" \
-  --arg autovacuum "$autovacuum" \
+  --arg autovacuum "$autovacuum" --argjson worker_threads "$ROLE_WORKER_THREADS" \
   '{command: $command, load_before_receipts: $receipts, load_before_list: $list, load_at_end: $at_end, repeats: $repeats,
     rate: $rate, users: $users, window: $window, warmup: $warmup, duration: $duration, walk_pages: $pages,
     list_connections: $connections, sustained_plain: $sustained_plain, sustained_read: $sustained_read,
-    autovacuum: $autovacuum}' >"$raw/settings.json"
+    autovacuum: $autovacuum, worker_threads: $worker_threads}' >"$raw/settings.json"
 
 log "writing $out/INBOX.md"
 RAW=$raw bash "$here/inbox-report.sh" >"$out/INBOX.md"

@@ -5,6 +5,12 @@
 LOAD_LIMITS=(CHAT_SEND_RATE=100000 CHAT_SEND_BURST=100000 CHAT_JOIN_RATE=100000
   CHAT_MAX_CONNECTIONS_PER_ADDRESS=100000 CHAT_MAX_CONNECTIONS_PER_USER=100)
 
+# Worker threads of each cluster role (`--worker-threads`): on the benchmark box two cores are
+# shared by five or more processes, none of which needs a whole core, and every thread more
+# costs wake-ups (ARCHITECTURE.md, Performance). The all-in-one process keeps its default, one
+# per core: it carries every role. Override with BENCH_WORKER_THREADS.
+ROLE_WORKER_THREADS=${BENCH_WORKER_THREADS:-1}
+
 # Prints a TCP port that is free on 127.0.0.1 right now.
 free_port() {
   node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'

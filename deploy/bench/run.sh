@@ -323,7 +323,7 @@ for gateways in ${BENCH_GATEWAYS:-1 2 4}; do
   log "configuration $label"
   new_database "g$gateways"
   # No TLS to the local Postgres, like the peer (node-postgres does not use it by default).
-  export NATS_URL=$nats_url DATABASE_URL=$pg/$db?sslmode=disable CHAT_SUBJECT_PREFIX=${tag}_g$gateways RUST_LOG=warn
+  export NATS_URL=$nats_url DATABASE_URL=$pg/$db?sslmode=disable CHAT_SUBJECT_PREFIX=${tag}_g$gateways RUST_LOG=warn CHAT_WORKER_THREADS=$ROLE_WORKER_THREADS
   "$chat" migrate >"$tmp/migrate-$label.log" 2>&1
   persister_port=$(free_port) presence_port=$(free_port)
   start "$label-persister" "$chat" persister --host 127.0.0.1 --port "$persister_port"
@@ -339,12 +339,12 @@ for gateways in ${BENCH_GATEWAYS:-1 2 4}; do
   done
   for p in "$persister_port" "$presence_port"; do wait_http "http://127.0.0.1:$p/healthz" 60; done
   for u in "${urls[@]}"; do wait_http "$u/healthz" 60; done
-  unset NATS_URL DATABASE_URL CHAT_SUBJECT_PREFIX RUST_LOG
+  unset NATS_URL DATABASE_URL CHAT_SUBJECT_PREFIX RUST_LOG CHAT_WORKER_THREADS
   # warm the database pools before the first measurement
   next_base
   "$loadgen" rate --url "${urls[0]}" --users 20 --rate 200 --warmup 0s --duration 1s --user-base "$base" >/dev/null 2>&1 || true
   plural=; if ((gateways > 1)); then plural=s; fi
-  setup="$gateways gateway$plural, a persister and presence (\`chat gateway|persister|presence\`) on NATS JetStream (a nats-server of the run's own), Postgres"
+  setup="$gateways gateway$plural, a persister and presence (\`chat gateway|persister|presence\`, each with \`--worker-threads $ROLE_WORKER_THREADS\`) on NATS JetStream (a nats-server of the run's own), Postgres"
   measure "$label" "$(IFS=,; echo "${urls[*]}")" "${gateway_pids[*]}" \
     "${gateway_pids[*]} ${roles[*]} $nats_pid"
   stop_configuration

@@ -136,6 +136,10 @@ spec:
               value: {{ $v.port | quote }}
             - name: OTEL_SERVICE_NAME
               value: chat-{{ .role }}
+            {{- with $v.workerThreads }}
+            - name: CHAT_WORKER_THREADS
+              value: {{ . | int64 | quote }}
+            {{- end }}
             {{- range .secretEnv }}
             {{- include "chat.secretEnv" (dict "root" $root "name" . "optional" (eq . "CHAT_JWT_SECRET")) | nindent 12 }}
             {{- end }}
