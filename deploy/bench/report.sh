@@ -285,7 +285,7 @@ cat <<EOF
   nats-server and the Postgres backends of the database; for the all-in-one its process and
   its Postgres backends; for the peer its node processes and their Postgres backends. The
   backends are every one serving the configuration's database during the window, found by
-  their process title every 200 ms (`chat-loadgen --server-database`): a connection the pool
+  their process title every 200 ms (\`chat-loadgen --server-database\`): a connection the pool
   opens in the window counts from its start, one it closes up to its last sample
   (node-postgres closes connections idle for 10 s, so those alive when the configuration
   started are not those working at 1,000 msg/s). Runs before 2026-12-07 counted only the
