@@ -15,6 +15,9 @@ use tokio_tungstenite::WebSocketStream;
 /// The namespace of the chat API.
 pub const NAMESPACE: &str = "/chat";
 
+/// Bytes the WebSocket reads at a time (see `connect`).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 pub type Ws = WebSocketStream<TcpStream>;
 
 #[derive(Debug, thiserror::Error)]
@@ -159,9 +162,13 @@ pub async fn connect_with_token(
     // Latency is what is measured: no Nagle delay on small frames.
     stream.set_nodelay(true).map_err(|e| SioError::Io("nodelay", e))?;
     let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket&userId={user_id}", endpoint.authority);
-    let (mut ws, _) = tokio::time::timeout(limit, tokio_tungstenite::client_async(url, stream))
-        .await
-        .map_err(|_| SioError::Timeout(limit, "WebSocket handshake"))??;
+    // tungstenite zero-fills its read buffer on every read (128 KiB by default): a few KiB hold
+    // any frame of ours and keep that off the cores the servers under test share.
+    let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+    let (mut ws, _) =
+        tokio::time::timeout(limit, tokio_tungstenite::client_async_with_config(url, stream, Some(config)))
+            .await
+            .map_err(|_| SioError::Timeout(limit, "WebSocket handshake"))??;
     wait_for(&mut ws, limit, "Engine.IO open", |frame| match frame {
         Inbound::Open => Some(Ok(())),
         _ => None,
