@@ -17,6 +17,9 @@ echo "  group spanning both gateways in the cluster; one sender per group on the
 echo "  evenly paced; every member's socket (the sender's included) must receive every message once,"
 echo "  in order. Latency from the scheduled send time. A step holds when p99 delivery < $limit ms"
 echo "  and nothing was lost, duplicated or reordered; rates rise until a step does not hold."
+echo "- **Server CPU:** every server process in the measured window, in cores: the all-in-one process;"
+echo "  the cluster's gateways, persister, presence, nats-server and (runs from 2026-12-07 on) the"
+echo "  Postgres backends of its database."
 echo "- **The load generator shares the two cores** with the servers: it parses every delivery too."
 echo
 echo "## Sustained fan-out"

@@ -129,6 +129,9 @@ cluster() {
 sweep() {
   local config=$1 size groups deliveries rate name p99 ok pid_args=()
   for pid in "${pids[@]}"; do pid_args+=(--server-pid "$pid"); done
+  # The cluster's Postgres backends count as server CPU too (the all-in-one's SQLite is in
+  # its process).
+  if [[ $config == cluster ]]; then pid_args+=(--server-database "$db"); fi
   for size in "${sizes[@]}"; do
     groups=$((members_total / size))
     for deliveries in "${steps[@]}"; do
