@@ -269,9 +269,6 @@ start_nats() {
   nats_url=nats://127.0.0.1:$nats_port
 }
 
-# The Postgres backends serving the configuration's database.
-backends() { psql "$pg/postgres" -Atc "select pid from pg_stat_activity where datname = '$db'"; }
-
 # Messages waiting in the work queue (the stream inbound); empty when the cluster has drained.
 queue_depth() {
   curl -sf "http://127.0.0.1:$nats_mon/jsz?streams=true" |
@@ -294,18 +291,37 @@ wait_drained() { # up to 30 s, so that a step does not start behind the last one
 # it has run (setup time + 100 ms + warm-up, from its start), so the samples are interpolated
 # to that window afterwards.
 tick_ns=$((1000000000 / $(getconf CLK_TCK)))
+# Sources: a cpuacct file, pid:PID PID... (summed), or db:NAME, the Postgres backends serving
+# database NAME: their list is read again every second (a pool opens connections as the load
+# grows), and a backend's CPU stays counted after it exits, so the sum never goes down.
 sampler() {
-  local srcs=("$@") line s v u n sy i w irq sirq st a
-  declare -A lastv=()
+  local srcs=("$@") line s v u n sy i w irq sirq st a p sum rounds=0
+  declare -A lastv=() backend_ns=()
   while :; do
+    if ((rounds++ % 10 == 0)); then
+      for s in "${srcs[@]}"; do
+        if [[ $s == db:* ]]; then
+          for p in $(psql "$pg/postgres" -Atc "select pid from pg_stat_activity where datname = '${s#db:}'" 2>/dev/null); do
+            backend_ns[$p]=${backend_ns[$p]:-0}
+          done
+        fi
+      done
+    fi
     read -r _ u n sy i w irq sirq st _ </proc/stat
     line="$EPOCHREALTIME $((u + n + sy + irq + sirq + st)) $((u + n + sy + irq + sirq + st + i + w))"
     for s in "${srcs[@]}"; do
       v=
       if [[ $s == pid:* ]]; then # pid:PID,PID...: summed
-        local p sum=0
+        sum=0
         for p in ${s#pid:}; do
           if read -r -a a <"/proc/$p/stat" 2>/dev/null; then sum=$((sum + (a[13] + a[14]) * tick_ns)); fi
+        done
+        v=$sum
+      elif [[ $s == db:* ]]; then # one database's backends (a sampler serves one database)
+        sum=0
+        for p in "${!backend_ns[@]}"; do
+          if read -r -a a <"/proc/$p/stat" 2>/dev/null; then backend_ns[$p]=$(((a[13] + a[14]) * tick_ns)); fi
+          sum=$((sum + backend_ns[$p]))
         done
         v=$sum
       else
@@ -392,7 +408,7 @@ run_step() {
   # Also the load generator (its own cpuacct group) and the Postgres backends of the database
   # (read from /proc: they belong to the shared server, whose processes are left where they are).
   local step_names=("${names[@]}" postgres) srcs=() n lg_wrap=()
-  cpu_src[postgres]=pid:$(backends | paste -sd' ')
+  cpu_src[postgres]=db:$db
   if ((limits)); then
     mkdir -p "$acct_root/$label-loadgen"
     cpu_src[loadgen]=$acct_root/$label-loadgen/cpuacct.usage
