@@ -36,6 +36,9 @@ pub struct Metrics {
     window_end: AtomicU64,
     ack_latency: Mutex<Histogram<u64>>,
     delivery_latency: Mutex<Histogram<u64>>,
+    /// The same deliveries by the second of the window their send was scheduled in: tells a
+    /// tail made by a few stalls from one spread over the whole run.
+    delivery_by_second: Mutex<Vec<Histogram<u64>>>,
     pub sent: Counter,
     pub acked: Counter,
     pub delivered: Counter,
@@ -64,6 +67,7 @@ impl Metrics {
             window_end: AtomicU64::new(u64::MAX),
             ack_latency: Mutex::new(histogram()),
             delivery_latency: Mutex::new(histogram()),
+            delivery_by_second: Mutex::new(Vec::new()),
             sent: Counter::default(),
             acked: Counter::default(),
             delivered: Counter::default(),
@@ -114,7 +118,15 @@ impl Metrics {
             self.delivered_in_window.add(1);
         }
         if self.in_window(sent_ns) {
-            lock(&self.delivery_latency).saturating_record(now_ns.saturating_sub(sent_ns) / 1000);
+            let us = now_ns.saturating_sub(sent_ns) / 1000;
+            lock(&self.delivery_latency).saturating_record(us);
+            let second = (sent_ns - self.window_start.load(Ordering::Relaxed)) / 1_000_000_000;
+            let mut by_second = lock(&self.delivery_by_second);
+            let index = usize::try_from(second).unwrap_or(usize::MAX);
+            if by_second.len() <= index {
+                by_second.resize_with(index + 1, histogram);
+            }
+            by_second[index].saturating_record(us);
         }
     }
 
@@ -172,6 +184,11 @@ impl Metrics {
 
     pub fn delivery_latency(&self) -> Percentiles {
         Percentiles::of(&lock(&self.delivery_latency))
+    }
+
+    /// Delivery latency of the messages sent in each second of the window, in order.
+    pub fn delivery_latency_by_second(&self) -> Vec<Percentiles> {
+        lock(&self.delivery_by_second).iter().map(Percentiles::of).collect()
     }
 }
 
@@ -272,5 +289,22 @@ mod tests {
         assert!((acks.p50 - 2.0).abs() < 0.01, "{acks:?}");
         assert!((acks.max - 200.0).abs() < 0.5, "{acks:?}");
         assert_eq!(metrics.delivery_latency().count, 0);
+        assert!(metrics.delivery_latency_by_second().is_empty());
+    }
+
+    #[test]
+    fn deliveries_are_also_kept_by_the_second_they_were_sent_in() {
+        let metrics = Metrics::new();
+        let start = metrics.epoch + Duration::from_secs(1);
+        metrics.set_window(start, start + Duration::from_secs(3));
+        let at = |ms: u64| metrics.ns(metrics.epoch + Duration::from_millis(ms));
+        metrics.record_delivery(at(1100), at(1105)); // second 0: 5 ms
+        metrics.record_delivery(at(3500), at(3900)); // second 2: 400 ms
+        metrics.record_delivery(at(3600), at(3610)); // second 2: 10 ms
+        let seconds = metrics.delivery_latency_by_second();
+        assert_eq!(seconds.iter().map(|p| p.count).collect::<Vec<_>>(), [1, 0, 2]);
+        assert!((seconds[0].max - 5.0).abs() < 0.01, "{seconds:?}");
+        assert!((seconds[2].max - 400.0).abs() < 0.5, "{seconds:?}");
+        assert_eq!(metrics.delivery_latency().count, 3);
     }
 }

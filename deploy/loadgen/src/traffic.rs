@@ -56,6 +56,8 @@ pub struct TrafficReport {
     pub ack_latency_ms: Percentiles,
     /// Send (scheduled, in open loop) to `receive-message` at the partner.
     pub delivery_latency_ms: Percentiles,
+    /// The same for the messages sent in each second of the window, in order.
+    pub delivery_latency_by_second_ms: Vec<Percentiles>,
     /// `message-error` answers.
     pub message_errors: u64,
     /// Other errors: `error` events, disconnections, messages of another conversation.
@@ -264,6 +266,7 @@ pub async fn run(common: &Common, pace: Pace, mark_read: bool) -> anyhow::Result
         throughput_delivered_per_s: metrics.delivered_in_window.get() as f64 / seconds,
         ack_latency_ms: metrics.ack_latency(),
         delivery_latency_ms: metrics.delivery_latency(),
+        delivery_latency_by_second_ms: metrics.delivery_latency_by_second(),
         message_errors: metrics.message_errors.get(),
         errors: metrics.errors.get(),
         error_samples: metrics.error_samples(),
@@ -346,6 +349,9 @@ impl TrafficReport {
                 p.p50, p.p90, p.p99, p.p999, p.max, p.mean, p.count
             );
         }
+        let by_second: Vec<String> =
+            self.delivery_latency_by_second_ms.iter().map(|p| format!("{:.0}", p.p99)).collect();
+        println!("delivery p99 (ms) by second sent: {}", by_second.join(" "));
         println!(
             "lost {}, duplicated {}, out of order {}, unanswered {}, message-error {}, errors {}, foreign {}, in-flight cap hits {}",
             self.lost,
