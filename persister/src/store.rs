@@ -1180,6 +1180,12 @@ const RECEIPTS_PER_STATEMENT: usize = 10_000;
 /// (`before_*`: the statement's snapshot) and after (`after_*`, null when nothing moved). The
 /// receipts travel as one array per column, so the text is the same whatever the batch's size
 /// (see [`insert_with_moves`]).
+///
+/// A receipt's message is looked up by a scalar subquery on the primary key, not by a join:
+/// Postgres keeps a connection's plan of this statement (a generic plan, after five runs)
+/// until statistics change, and a join planned while `messages` was small is a hash join over
+/// the whole table, kept as the table grows when nothing analyzes it. A subquery is planned as
+/// a probe of the key whatever the table's size, so the cost per receipt stays the same.
 fn receipts_with_moves(receipts: &[NewReceipt]) -> Statement {
     use sea_orm::{IdenStatic, Iterable};
     let values: Vec<sea_orm::Value> = vec![
@@ -1203,8 +1209,8 @@ fn receipts_with_moves(receipts: &[NewReceipt]) -> Statement {
            FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[]) WITH ORDINALITY \
              AS r (conversation_id, user_id, message_id, is_read, ordinality)), \
          valid AS (\
-           SELECT r.* FROM r JOIN messages ON messages.id = r.message_id \
-           AND messages.conversation_id = r.conversation_id), \
+           SELECT r.* FROM r WHERE (SELECT messages.conversation_id FROM messages \
+             WHERE messages.id = r.message_id) = r.conversation_id), \
          wanted AS (\
            SELECT conversation_id, user_id, \
              MAX(CASE WHEN is_read THEN message_id ELSE 0 END) AS read, MAX(message_id) AS delivered \

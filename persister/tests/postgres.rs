@@ -74,17 +74,22 @@ async fn the_store_works_on_postgres() {
     assert_eq!(answers.iter().map(|a| a.as_ref().map(|a| a.moved)).collect::<Vec<_>>(), vec![Some(true), Some(false)]);
     assert_eq!(store.inbox_page(20, 50, None).await.unwrap().total_unread, 40);
     // One batch of each kind: a delivered receipt moves the delivered position alone (the
-    // unread count stays); a message of another conversation, and a user who is no member,
-    // are refused.
+    // unread count stays); a message of another conversation, a user who is no member, and a
+    // message not stored (an id past the newest) are refused.
     let (other, _) = store.open_conversation(10, 30).await.unwrap();
     let foreign = NewMessage { conversation_id: other.id, dedup_key: "foreign".into(), ..batch[0].clone() };
     let foreign = store.insert_messages(&[foreign]).await.unwrap()[0].id;
     let delivered = NewReceipt { read: false, ..read(stored[20].id) };
     let answers = store
-        .apply_receipts(&[delivered, read(foreign), NewReceipt { user_id: 99, ..read(stored[30].id) }])
+        .apply_receipts(&[
+            delivered,
+            read(foreign),
+            NewReceipt { user_id: 99, ..read(stored[30].id) },
+            read(foreign + 1_000),
+        ])
         .await
         .unwrap();
-    assert!(answers[1].is_none() && answers[2].is_none(), "refused: {answers:?}");
+    assert!(answers[1..].iter().all(Option::is_none), "refused: {answers:?}");
     let moved = answers[0].as_ref().expect("a member's receipt");
     let positions = &moved.positions;
     assert!(moved.moved && positions.delivered_at.is_some());
