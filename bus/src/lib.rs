@@ -27,7 +27,7 @@ mod subject;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -121,12 +121,15 @@ pub type Subscription = Pin<Box<dyn Stream<Item = Message> + Send>>;
 pub struct Job {
     pub subject: String,
     pub payload: Bytes,
+    /// When the queue stored the job, by the queue's clock (JetStream's timestamp: the NATS
+    /// server's), if it says: how long a job waited to be handed out.
+    pub enqueued_at: Option<SystemTime>,
     acker: Box<dyn Acker>,
 }
 
 impl Job {
-    pub fn new(subject: String, payload: Bytes, acker: Box<dyn Acker>) -> Self {
-        Self { subject, payload, acker }
+    pub fn new(subject: String, payload: Bytes, enqueued_at: Option<SystemTime>, acker: Box<dyn Acker>) -> Self {
+        Self { subject, payload, enqueued_at, acker }
     }
 
     /// Marks the job done: the queue will not hand it out again.

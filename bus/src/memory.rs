@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 use crate::subject::{has_wildcard, subject_matches};
 use crate::{Acker, Bus, BusError, ConnectionEvent, Job, KeyValue, Message, Subscription, WorkQueue};
 
-/// A job waiting in the in-process work queue: subject, payload.
-type QueuedJob = (String, Bytes);
+/// A job waiting in the in-process work queue: subject, payload, when it was queued.
+type QueuedJob = (String, Bytes, SystemTime);
 
 /// How many messages a subscription may hold before new ones are dropped.
 const SUBSCRIPTION_CAPACITY: usize = 65_536;
@@ -181,7 +181,7 @@ impl Bus for MemoryBus {
     async fn enqueue(&self, subject: &str, _dedup_id: &str, payload: Bytes) -> Result<(), BusError> {
         self.inner
             .jobs_tx
-            .send((subject.to_owned(), payload))
+            .send((subject.to_owned(), payload, SystemTime::now()))
             .await
             .map_err(|_| BusError::Rejected("the in-process work queue has no consumer any more".into()))
     }
@@ -194,7 +194,8 @@ impl Bus for MemoryBus {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
             .ok_or_else(|| BusError::Rejected("the in-process work queue has only one consumer".into()))?;
-        let jobs = tokio_stream_from(rx).map(|(subject, payload)| Job::new(subject, payload, Box::new(NothingToAck)));
+        let jobs = tokio_stream_from(rx)
+            .map(|(subject, payload, queued_at)| Job::new(subject, payload, Some(queued_at), Box::new(NothingToAck)));
         Ok(Box::pin(jobs))
     }
 
@@ -426,6 +427,7 @@ mod tests {
         for i in 0..5u8 {
             let job = jobs.next().await.unwrap();
             assert_eq!(job.payload.as_ref(), &[i]);
+            assert!(job.enqueued_at.is_some_and(|at| at <= std::time::SystemTime::now()), "when it was queued");
             job.ack().await.unwrap();
         }
     }

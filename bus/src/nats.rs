@@ -10,7 +10,7 @@
 //! one server loses nothing in flight.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, consumer::pull, kv, message::PublishMessage, stream};
 use async_trait::async_trait;
@@ -410,7 +410,9 @@ impl Bus for NatsBus {
                 Ok(message) => {
                     let subject = message.subject.to_string();
                     let payload = message.payload.clone();
-                    Some(Job::new(subject, payload, Box::new(JetStreamAcker(message))))
+                    // The stream's timestamp travels in the reply subject of every message.
+                    let stored_at = message.info().ok().map(|info| SystemTime::from(info.published));
+                    Some(Job::new(subject, payload, stored_at, Box::new(JetStreamAcker(message))))
                 }
                 Err(e) => {
                     // Missed heartbeats and reconnects surface here; the stream resumes by itself.

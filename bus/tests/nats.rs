@@ -55,6 +55,7 @@ async fn next_job(queue: &mut chat_bus::WorkQueue) -> chat_bus::Job {
 async fn a_partition_hands_out_one_job_at_a_time_redelivering_until_acknowledged() {
     let Some((bus, prefix)) = bus("work_queue_redelivers").await else { return };
     let subject = format!("{prefix}.in.1");
+    let before = std::time::SystemTime::now() - Duration::from_secs(1); // the server's clock is this machine's
     bus.enqueue(&subject, "id-1", Bytes::from_static(b"first")).await.unwrap();
     bus.enqueue(&subject, "id-1", Bytes::from_static(b"first again")).await.unwrap(); // duplicate id
     bus.enqueue(&subject, "id-2", Bytes::from_static(b"second")).await.unwrap();
@@ -62,6 +63,8 @@ async fn a_partition_hands_out_one_job_at_a_time_redelivering_until_acknowledged
     let mut queue = bus.work_queue("persister").await.unwrap();
     let first = next_job(&mut queue).await;
     assert_eq!(first.payload, "first");
+    let stored_at = first.enqueued_at.expect("JetStream says when it stored a job");
+    assert!(stored_at >= before && stored_at <= std::time::SystemTime::now(), "{stored_at:?}");
     drop(first); // never acknowledged: it comes back after ack_wait, and nothing overtakes it
     let again = next_job(&mut queue).await;
     assert_eq!(again.payload, "first");

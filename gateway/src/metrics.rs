@@ -1,7 +1,7 @@
 //! The gateway's metrics: their names (the contract with the dashboards) and how they are
 //! recorded. Labels come from fixed sets, so the number of series stays bounded.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::wire::event;
 
@@ -12,6 +12,9 @@ pub const EVENTS_OUT: &str = "chat_gateway_events_out_total";
 pub const ERRORS: &str = "chat_gateway_errors_total";
 pub const SEND_ACK_SECONDS: &str = "chat_gateway_send_ack_seconds";
 pub const RECEIPT_ACK_SECONDS: &str = "chat_gateway_receipt_ack_seconds";
+pub const OUTBOX_WAIT_SECONDS: &str = "chat_gateway_outbox_wait_seconds";
+pub const ENQUEUE_SECONDS: &str = "chat_gateway_enqueue_seconds";
+pub const OUTCOME_WAIT_SECONDS: &str = "chat_gateway_outcome_wait_seconds";
 pub const RECEIPTS_SUPERSEDED: &str = "chat_gateway_receipts_superseded_total";
 /// Receipts answered by the outcome of their socket's own newer send (see `events::receipts`).
 pub const RECEIPTS_HELD: &str = "chat_gateway_receipts_held_total";
@@ -120,6 +123,21 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "From a mark-delivered or mark-read received to its acknowledgement"
     );
+    metrics::describe_histogram!(
+        OUTBOX_WAIT_SECONDS,
+        metrics::Unit::Seconds,
+        "A command's wait in its outbox lane, from its event received to its lane taking it"
+    );
+    metrics::describe_histogram!(
+        ENQUEUE_SECONDS,
+        metrics::Unit::Seconds,
+        "A lane's batch put on the work queue: from its publication to the queue's acknowledgement"
+    );
+    metrics::describe_histogram!(
+        OUTCOME_WAIT_SECONDS,
+        metrics::Unit::Seconds,
+        "From a lane's batch stored by the work queue to the outcome of its last command (at most the lane's wait limit)"
+    );
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by route template, method and status");
     metrics::describe_histogram!(
         HTTP_REQUEST_SECONDS,
@@ -141,6 +159,9 @@ pub fn describe() {
     // Registering a histogram shows its buckets, empty, before the first observation.
     let _ = metrics::histogram!(SEND_ACK_SECONDS);
     let _ = metrics::histogram!(RECEIPT_ACK_SECONDS);
+    let _ = metrics::histogram!(OUTBOX_WAIT_SECONDS);
+    let _ = metrics::histogram!(ENQUEUE_SECONDS);
+    let _ = metrics::histogram!(OUTCOME_WAIT_SECONDS);
     for event in EVENTS_IN_NAMES {
         metrics::counter!(EVENTS_IN, "event" => event).absolute(0);
     }
@@ -172,6 +193,22 @@ pub(crate) fn send_acknowledged(elapsed: Duration) {
 
 pub(crate) fn receipt_acknowledged(elapsed: Duration) {
     metrics::histogram!(RECEIPT_ACK_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// The lane waits of the commands a lane took at `taken`, each queued at its instant.
+pub(crate) fn outbox_waits(queued_at: impl Iterator<Item = Instant>, taken: Instant) {
+    let histogram = metrics::histogram!(OUTBOX_WAIT_SECONDS);
+    for at in queued_at {
+        histogram.record(taken.saturating_duration_since(at).as_secs_f64());
+    }
+}
+
+pub(crate) fn enqueued(elapsed: Duration) {
+    metrics::histogram!(ENQUEUE_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn outcome_waited(elapsed: Duration) {
+    metrics::histogram!(OUTCOME_WAIT_SECONDS).record(elapsed.as_secs_f64());
 }
 
 pub(crate) fn receipt_answered_locally() {

@@ -173,7 +173,8 @@ pub(crate) struct Answered {
 /// back yet.
 pub(crate) struct Outbox {
     subjects: Subjects,
-    lanes: Vec<mpsc::UnboundedSender<Queued>>,
+    /// Each command with the instant it was queued.
+    lanes: Vec<mpsc::UnboundedSender<(Instant, Queued)>>,
     answers: Vec<Arc<Answers>>,
     in_flight: Arc<InFlight>,
 }
@@ -201,16 +202,21 @@ impl Answers {
         *self.lock() = None;
     }
 
-    /// Waits until the awaited answer arrives, or `limit`.
-    async fn wait(&self, limit: std::time::Duration) {
+    /// Waits until the awaited answer arrives, or `limit`; how long it waited, if an answer
+    /// was awaited.
+    async fn wait(&self, limit: std::time::Duration) -> Option<std::time::Duration> {
         // Registered before the check, so an answer between the two still wakes it.
         let arrived = self.arrived.notified();
         tokio::pin!(arrived);
         arrived.as_mut().enable();
+        let mut waited = None;
         if self.lock().is_some() {
+            let began = Instant::now();
             let _ = tokio::time::timeout(limit, arrived).await;
+            waited = Some(began.elapsed());
         }
         self.forget();
+        waited
     }
 
     fn answered(&self, request_id: &str) {
@@ -257,10 +263,11 @@ impl Outbox {
         let partition = self.subjects.partition_of(queued.command.conversation_id());
         let waiting =
             queued.ack.take().map(|ack| Arc::new(std::sync::Mutex::new(Waiting { ack: Some(ack), held: Vec::new() })));
-        self.in_flight.insert(queued.command.request_id().to_owned(), (Instant::now(), partition, waiting));
+        let now = Instant::now();
+        self.in_flight.insert(queued.command.request_id().to_owned(), (now, partition, waiting));
         if let Some(lane) = self.lanes.get(partition as usize) {
             // The lane tasks live as long as the runtime: the send cannot fail.
-            let _ = lane.send(queued);
+            let _ = lane.send((now, queued));
         }
     }
 
@@ -303,10 +310,12 @@ struct Publisher {
     in_flight: Arc<InFlight>,
 }
 
-async fn run_lane(publisher: Publisher, mut queue: mpsc::UnboundedReceiver<Queued>, answers: Arc<Answers>) {
+async fn run_lane(publisher: Publisher, mut queue: mpsc::UnboundedReceiver<(Instant, Queued)>, answers: Arc<Answers>) {
     let mut waiting = Vec::with_capacity(MAX_BATCH_COMMANDS);
     while queue.recv_many(&mut waiting, MAX_BATCH_COMMANDS).await > 0 {
-        for batch in split_by_size(std::mem::take(&mut waiting)) {
+        crate::metrics::outbox_waits(waiting.iter().map(|(queued_at, _)| *queued_at), Instant::now());
+        let taken = waiting.drain(..).map(|(_, queued)| queued).collect();
+        for batch in split_by_size(taken) {
             let parts = split_for_order(batch);
             let count = parts.len();
             for (index, part) in parts.into_iter().enumerate() {
@@ -320,11 +329,18 @@ async fn run_lane(publisher: Publisher, mut queue: mpsc::UnboundedReceiver<Queue
                 }
                 if index + 1 < count {
                     // The next part must not be stored with this one (see `split_for_order`).
-                    answers.wait(ANSWER_WAIT).await;
+                    wait_for_outcome(&answers).await;
                 }
             }
         }
-        answers.wait(ANSWER_WAIT).await;
+        wait_for_outcome(&answers).await;
+    }
+}
+
+/// A lane's wait for the outcome of its last command, timed.
+async fn wait_for_outcome(answers: &Answers) {
+    if let Some(waited) = answers.wait(ANSWER_WAIT).await {
+        crate::metrics::outcome_waited(waited);
     }
 }
 
@@ -422,7 +438,11 @@ impl Publisher {
         // must reach the persister, which answers it with the message stored the first time.
         let dedup_id = senders.first().map_or(String::new(), |((request_id, _, _), _, _)| request_id.clone());
         let publishing = enqueue_spans.first().cloned().unwrap_or_else(Span::none);
+        let began = Instant::now();
         let enqueued = self.bus.enqueue(subject, &dedup_id, chat_proto::encode(&batch)).instrument(publishing).await;
+        if enqueued.is_ok() {
+            crate::metrics::enqueued(began.elapsed());
+        }
         drop(enqueue_spans);
         for ((request_id, socket_id, answer), span, pending) in senders {
             pending.fetch_sub(1, Ordering::SeqCst);

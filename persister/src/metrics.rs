@@ -8,6 +8,8 @@ use chat_bus::Bus;
 
 pub const BATCH_SIZE: &str = "chat_persister_batch_size";
 pub const INSERT_SECONDS: &str = "chat_persister_insert_seconds";
+pub const QUEUE_WAIT_SECONDS: &str = "chat_persister_queue_wait_seconds";
+pub const BATCH_FILL_SECONDS: &str = "chat_persister_batch_fill_seconds";
 pub const MESSAGES_STORED: &str = "chat_persister_messages_stored_total";
 pub const CONSUMER_PENDING: &str = "chat_persister_consumer_pending";
 pub const RECEIPTS_SUPERSEDED: &str = "chat_persister_receipts_superseded_total";
@@ -20,6 +22,16 @@ pub const PENDING_POLL_INTERVAL: Duration = Duration::from_secs(5);
 pub fn describe() {
     metrics::describe_histogram!(BATCH_SIZE, metrics::Unit::Count, "Send commands per batch");
     metrics::describe_histogram!(INSERT_SECONDS, metrics::Unit::Seconds, "One batch's database transaction");
+    metrics::describe_histogram!(
+        QUEUE_WAIT_SECONDS,
+        metrics::Unit::Seconds,
+        "From the work queue storing a job (by its clock) to a persister taking it"
+    );
+    metrics::describe_histogram!(
+        BATCH_FILL_SECONDS,
+        metrics::Unit::Seconds,
+        "From a batch's first job taken to the batch closed (the linger, and the jobs already waiting)"
+    );
     metrics::describe_counter!(
         MESSAGES_STORED,
         "Messages stored by batch transactions (a retried send found stored already counts again)"
@@ -39,6 +51,8 @@ pub fn describe() {
     // Registering a histogram shows its buckets, empty, before the first observation.
     let _ = metrics::histogram!(BATCH_SIZE);
     let _ = metrics::histogram!(INSERT_SECONDS);
+    let _ = metrics::histogram!(QUEUE_WAIT_SECONDS);
+    let _ = metrics::histogram!(BATCH_FILL_SECONDS);
     metrics::gauge!(CONSUMER_PENDING).set(0.0);
 }
 
@@ -48,6 +62,19 @@ pub(crate) fn messages_expired(deleted: u64) {
 
 pub(crate) fn batch(size: usize) {
     metrics::histogram!(BATCH_SIZE).record(size as f64);
+}
+
+/// A job taken from the work queue that said when it stored it. The queue's clock may be
+/// another machine's: a job that seems to come from the future waited zero.
+pub(crate) fn job_taken(enqueued_at: Option<std::time::SystemTime>) {
+    if let Some(at) = enqueued_at {
+        let waited = std::time::SystemTime::now().duration_since(at).unwrap_or_default();
+        metrics::histogram!(QUEUE_WAIT_SECONDS).record(waited.as_secs_f64());
+    }
+}
+
+pub(crate) fn batch_filled(elapsed: Duration) {
+    metrics::histogram!(BATCH_FILL_SECONDS).record(elapsed.as_secs_f64());
 }
 
 pub(crate) fn inserted(elapsed: Duration, stored: usize) {

@@ -163,9 +163,10 @@ impl Persister {
     /// above). Not cancelled half-way (jobs taken must be handled), so it never waits longer
     /// than the linger time.
     async fn fill_batch(&self, first: Job, jobs: &mut WorkQueue, linger: &mut Linger) -> Vec<TakenJob> {
+        let began = Instant::now();
         let mut batch = vec![TakenJob::read(first)];
         let mut commands = batch[0].len();
-        let deadline = Instant::now() + linger.wait();
+        let deadline = began + linger.wait();
         while commands < self.config.max_batch {
             // `timeout_at` polls the queue before the clock, so jobs already waiting are taken
             // even with no linger at all, or once the batch is big enough not to wait.
@@ -180,6 +181,7 @@ impl Persister {
                 Ok(None) | Err(_) => break,
             }
         }
+        crate::metrics::batch_filled(began.elapsed());
         batch
     }
 
@@ -857,6 +859,7 @@ struct TakenJob {
 
 impl TakenJob {
     fn read(job: Job) -> Self {
+        crate::metrics::job_taken(job.enqueued_at);
         let batch = match SendBatch::from_payload(&job.payload) {
             Ok(batch) => batch,
             // Only our gateways publish here; an undecodable batch has nobody to answer. It is

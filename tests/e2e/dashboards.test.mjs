@@ -24,7 +24,9 @@ const CONTRACT = new Set([
   'chat_gateway_connections', 'chat_gateway_rooms', 'chat_gateway_events_in_total', 'chat_gateway_events_out_total',
   'chat_gateway_errors_total', 'chat_gateway_send_ack_seconds', 'chat_gateway_receipt_ack_seconds',
   'chat_gateway_receipts_superseded_total', 'chat_gateway_receipts_held_total', 'chat_http_requests_total', 'chat_http_request_duration_seconds',
+  'chat_gateway_outbox_wait_seconds', 'chat_gateway_enqueue_seconds', 'chat_gateway_outcome_wait_seconds',
   'chat_persister_batch_size', 'chat_persister_insert_seconds', 'chat_persister_messages_stored_total',
+  'chat_persister_queue_wait_seconds', 'chat_persister_batch_fill_seconds',
   'chat_persister_consumer_pending', 'chat_persister_receipts_superseded_total',
   'chat_presence_online_users', 'chat_presence_sockets',
 ]);

@@ -11,9 +11,11 @@ const srv = useServer();
 
 const COMMON = ['chat_build_info', 'chat_nats_reconnects_total', 'process_resident_memory_bytes', 'process_cpu_seconds_total'];
 const GATEWAY = ['chat_gateway_connections', 'chat_gateway_rooms', 'chat_gateway_events_in_total',
-  'chat_gateway_events_out_total', 'chat_gateway_errors_total', 'chat_gateway_send_ack_seconds_bucket'];
+  'chat_gateway_events_out_total', 'chat_gateway_errors_total', 'chat_gateway_send_ack_seconds_bucket',
+  'chat_gateway_outbox_wait_seconds_bucket', 'chat_gateway_enqueue_seconds_bucket', 'chat_gateway_outcome_wait_seconds_bucket'];
 const PERSISTER = ['chat_persister_messages_stored_total', 'chat_persister_consumer_pending',
-  'chat_persister_batch_size_bucket', 'chat_persister_insert_seconds_bucket'];
+  'chat_persister_batch_size_bucket', 'chat_persister_insert_seconds_bucket', 'chat_persister_queue_wait_seconds_bucket',
+  'chat_persister_batch_fill_seconds_bucket'];
 const PRESENCE = ['chat_presence_online_users', 'chat_presence_sockets'];
 
 /** Base URL of each role's operations endpoints, with the metrics it must show. */
@@ -93,9 +95,13 @@ test('/metrics: a message moves the counters and histograms of every role it cro
   await srv.send(sa, a, conv.id, 'counted');
   await received;
 
-  const gwA = await until(gatewayUrl(0), (s) => value(s, 'chat_gateway_send_ack_seconds_count')
-    >= value(before.gwA, 'chat_gateway_send_ack_seconds_count') + 1, 'send-to-ack latency recorded');
   const delta = (series, old, name, labels) => value(series, name, labels) - value(old, name, labels);
+  // The lane times its wait for the outcome once the outcome is in, just after the ack.
+  const gwA = await until(gatewayUrl(0), (s) => delta(s, before.gwA, 'chat_gateway_send_ack_seconds_count') >= 1
+    && delta(s, before.gwA, 'chat_gateway_outcome_wait_seconds_count') >= 1, 'send-to-ack and outcome wait recorded');
+  // The stages of the send on its gateway: in the lane, onto the work queue, the persister's answer.
+  assert.ok(delta(gwA, before.gwA, 'chat_gateway_outbox_wait_seconds_count') >= 1, 'wait in the lane timed');
+  assert.ok(delta(gwA, before.gwA, 'chat_gateway_enqueue_seconds_count') >= 1, 'enqueue timed');
   assert.ok(delta(gwA, before.gwA, 'chat_gateway_events_in_total', { event: 'send-message' }) >= 1);
   assert.ok(delta(gwA, before.gwA, 'chat_gateway_events_in_total', { event: 'join-conversation' }) >= 1);
   assert.ok(delta(gwA, before.gwA, 'chat_gateway_events_out_total', { event: 'message-sent' }) >= 1);
@@ -112,6 +118,8 @@ test('/metrics: a message moves the counters and histograms of every role it cro
   assert.ok(delta(persister, before.persister, 'chat_persister_batch_size_count') >= 1, 'batch size recorded');
   assert.ok(delta(persister, before.persister, 'chat_persister_insert_seconds_count') >= 1, 'insert timed');
   assert.ok(persister.some((s) => s.name === 'chat_persister_insert_seconds_bucket'), 'insert histogram buckets');
+  assert.ok(delta(persister, before.persister, 'chat_persister_queue_wait_seconds_count') >= 1, 'wait in the queue timed');
+  assert.ok(delta(persister, before.persister, 'chat_persister_batch_fill_seconds_count') >= 1, 'batch fill timed');
 
   await until(presenceUrl(), (s) => value(s, 'chat_presence_online_users') >= 2
     && value(s, 'chat_presence_sockets') >= 2, 'both users online');
