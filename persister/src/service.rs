@@ -169,7 +169,10 @@ impl Persister {
         let deadline = began + linger.wait();
         while commands < self.config.max_batch {
             // `timeout_at` polls the queue before the clock, so jobs already waiting are taken
-            // even with no linger at all, or once the batch is big enough not to wait.
+            // even with no linger at all, or once the batch is big enough not to wait. Tokio
+            // rounds a deadline up to its next millisecond tick, so a batch also takes what
+            // arrives until then: the linger lasts up to a millisecond longer than set, and
+            // "no wait" is up to a millisecond (ARCHITECTURE.md, Performance, measures both).
             let until = linger::wait_until(deadline, commands, Instant::now());
             match tokio::time::timeout_at(until, jobs.next()).await {
                 Ok(Some(job)) => {
