@@ -211,7 +211,7 @@ impl Answers {
         arrived.as_mut().enable();
         let mut waited = None;
         if self.lock().is_some() {
-            let began = Instant::now();
+            let began = tokio::time::Instant::now();
             let _ = tokio::time::timeout(limit, arrived).await;
             waited = Some(began.elapsed());
         }
@@ -519,7 +519,7 @@ mod tests {
         answers.await_answer_to("r1");
         answers.answered("r1");
         let started = tokio::time::Instant::now();
-        answers.wait(limit).await;
+        assert_eq!(answers.wait(limit).await, None, "nothing awaited, nothing timed");
         assert_eq!(started.elapsed(), std::time::Duration::ZERO);
 
         // The answer comes during the wait; another request's answer does not count.
@@ -532,13 +532,13 @@ mod tests {
             answering.answered("r2");
         });
         let started = tokio::time::Instant::now();
-        answers.wait(limit).await;
+        assert_eq!(answers.wait(limit).await, Some(std::time::Duration::from_millis(20)), "the wait, timed");
         assert_eq!(started.elapsed(), std::time::Duration::from_millis(20));
 
         // No answer: the lane goes on after the limit, and forgets what it waited for.
         answers.await_answer_to("r3");
         let started = tokio::time::Instant::now();
-        answers.wait(limit).await;
+        assert_eq!(answers.wait(limit).await, Some(limit), "a wait cut short by the limit counts the limit");
         assert_eq!(started.elapsed(), limit);
         answers.answered("r3"); // late: nobody waits, and nothing is kept for the next wait
         answers.await_answer_to("r4");
