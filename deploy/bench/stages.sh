@@ -16,6 +16,8 @@
 #   --out       where STAGES.md and raw-stages/ go (default: this directory).
 #   --gateways  the gateway counts (default "1 2").
 #   --rates     the offered rates, msg/s (default "1000 8000 12000").
+# Exits non-zero when a run's load generator reports a failed check (lost, duplicated or
+# reordered messages, errors) or a stage recorded nothing.
 # Env: CHAT_BIN, LOADGEN_BIN (default: built here, `cargo build --release --locked`, in
 #      CARGO_TARGET_DIR), CHAT_COMMIT (the commit CHAT_BIN was built from; default: this
 #      checkout's), PG_URL (default postgres://postgres@127.0.0.1:5432; fresh databases are
@@ -153,7 +155,7 @@ for gateways in $gateway_counts; do
     jq -n --argjson g "$gateways" --argjson rate "$rate" --slurpfile l "$raw/$name.loadgen.json" --slurpfile s "$tmp/$name.stages.json" \
       '{gateways: $g, rate: $rate, delivered_per_s: $l[0].throughput_delivered_per_s,
         delivery_p50_ms: $l[0].delivery_latency_ms.p50, delivery_p99_ms: $l[0].delivery_latency_ms.p99,
-        lost: $l[0].lost, duplicated: $l[0].duplicated, out_of_order: $l[0].out_of_order, stages: $s[0]}' >"$raw/$name.json"
+        ok: $l[0].ok, lost: $l[0].lost, duplicated: $l[0].duplicated, out_of_order: $l[0].out_of_order, stages: $s[0]}' >"$raw/$name.json"
     rm -f "$raw/$name"-*.prom
     runs+=("$raw/$name.json")
   done
@@ -182,3 +184,12 @@ log "writing $out/STAGES.md"
   echo "Lost / duplicated / out of order, per run: $(jq -rs 'map("\(.gateways) gw \(.rate)/s: \(.lost)/\(.duplicated)/\(.out_of_order)") | join("; ")' "${runs[@]}")."
 } >"$out/STAGES.md"
 cat "$out/STAGES.md"
+
+# A run whose load generator found a problem, or a stage that recorded nothing, fails the script
+# (and so the smoke).
+problems=$(jq -rs 'map(select(.ok != true or ([.stages[] | select(. == null or .count == 0)] | length > 0))
+  | "\(.gateways) gw at \(.rate)/s") | join(", ")' "${runs[@]}")
+if [[ -n $problems ]]; then
+  echo "stages.sh: a failed check or a stage that recorded nothing in: $problems (see raw-stages/)" >&2
+  exit 1
+fi
