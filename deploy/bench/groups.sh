@@ -54,16 +54,7 @@ else
 fi
 
 pg=${PG_URL:-postgres://postgres@127.0.0.1:5432}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/chat-target}
-chat=${CHAT_BIN:-}
-loadgen=${LOADGEN_BIN:-}
-if [[ -z $chat || -z $loadgen ]]; then
-  packages=()
-  if [[ -z $chat ]]; then packages+=(-p chat); chat=$CARGO_TARGET_DIR/release/chat; fi
-  if [[ -z $loadgen ]]; then packages+=(-p chat-loadgen); loadgen=$CARGO_TARGET_DIR/release/chat-loadgen; fi
-  echo "== build ${packages[*]}" >&2
-  (cd "$repo" && cargo build --release --locked "${packages[@]}")
-fi
+binaries "$repo"
 
 tmp=$(mktemp -d)
 tag=groups_$(date +%s)_$$

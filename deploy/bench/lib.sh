@@ -11,6 +11,22 @@ LOAD_LIMITS=(CHAT_SEND_RATE=100000 CHAT_SEND_BURST=100000 CHAT_JOIN_RATE=100000
 # per core: it carries every role. Override with BENCH_WORKER_THREADS.
 ROLE_WORKER_THREADS=${BENCH_WORKER_THREADS:-1}
 
+# binaries REPO: sets chat and loadgen to $CHAT_BIN and $LOADGEN_BIN, building in REPO
+# (`cargo build --release --locked`, in $CARGO_TARGET_DIR, default ~/.cache/chat-target, which
+# it exports) whichever of the two is not given.
+binaries() {
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/chat-target}
+  chat=${CHAT_BIN:-}
+  loadgen=${LOADGEN_BIN:-}
+  if [[ -z $chat || -z $loadgen ]]; then
+    local packages=()
+    if [[ -z $chat ]]; then packages+=(-p chat); chat=$CARGO_TARGET_DIR/release/chat; fi
+    if [[ -z $loadgen ]]; then packages+=(-p chat-loadgen); loadgen=$CARGO_TARGET_DIR/release/chat-loadgen; fi
+    echo "== build ${packages[*]}" >&2
+    (cd "$1" && cargo build --release --locked "${packages[@]}")
+  fi
+}
+
 # Prints a TCP port that is free on 127.0.0.1 right now.
 free_port() {
   node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'

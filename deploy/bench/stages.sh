@@ -71,16 +71,7 @@ missing() {
 }
 command -v "${NATS_SERVER_BIN:-nats-server}" >/dev/null || [[ -x /usr/sbin/nats-server ]] || missing "it needs nats-server (NATS_SERVER_BIN)"
 psql "$pg/postgres" -qAtc 'select 1' >/dev/null 2>&1 || missing "it needs Postgres at $pg (PG_URL)"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/chat-target}
-chat=${CHAT_BIN:-}
-loadgen=${LOADGEN_BIN:-}
-if [[ -z $chat || -z $loadgen ]]; then
-  packages=()
-  if [[ -z $chat ]]; then packages+=(-p chat); chat=$CARGO_TARGET_DIR/release/chat; fi
-  if [[ -z $loadgen ]]; then packages+=(-p chat-loadgen); loadgen=$CARGO_TARGET_DIR/release/chat-loadgen; fi
-  echo "== build ${packages[*]}" >&2
-  (cd "$repo" && cargo build --release --locked "${packages[@]}")
-fi
+binaries "$repo"
 
 tmp=$(mktemp -d)
 tag=stages_$(date +%s)_$$
