@@ -909,6 +909,20 @@ impl Store {
         Ok(InboxPage { entries, total_unread: total_unread.unwrap_or(0), next_before })
     }
 
+    /// A read-only transaction whose statements all see the database as of its first one.
+    /// Postgres gives that at REPEATABLE READ (its default, READ COMMITTED, takes a new snapshot
+    /// per statement); a SQLite transaction reads one snapshot already, and sea-orm would only
+    /// warn about an isolation level there.
+    async fn read_snapshot(&self) -> Result<sea_orm::DatabaseTransaction, StoreError> {
+        use sea_orm::{AccessMode, IsolationLevel};
+        Ok(match self.db.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => {
+                self.db.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await?
+            }
+            _ => self.db.begin().await?,
+        })
+    }
+
     /// The read and delivered positions of a conversation's members.
     pub async fn positions(&self, conversation_id: i64) -> Result<Vec<member::Model>, StoreError> {
         Ok(member::Entity::find()
@@ -919,21 +933,23 @@ impl Store {
     }
 
     /// A conversation's messages in id order (oldest first) as chosen by `window`, and the
-    /// conversation's total message count.
+    /// conversation's total message count, both read from one snapshot: a deletion (retention,
+    /// say) between the count and the page would otherwise give a total that disagrees with it.
     pub async fn messages_page(
         &self,
         conversation_id: i64,
         window: HistoryWindow,
     ) -> Result<(Vec<message::Model>, u64), StoreError> {
+        let snapshot = self.read_snapshot().await?;
         let in_conversation = message::Entity::find().filter(message::Column::ConversationId.eq(conversation_id));
-        let total = in_conversation.clone().count(&self.db).await?;
+        let total = in_conversation.clone().count(&snapshot).await?;
         let rows = match window {
             HistoryWindow::Page { page, limit } => {
                 in_conversation
                     .order_by_asc(message::Column::Id)
                     .offset(page.saturating_sub(1).saturating_mul(limit))
                     .limit(limit)
-                    .all(&self.db)
+                    .all(&snapshot)
                     .await?
             }
             HistoryWindow::After { id, limit } => {
@@ -941,7 +957,7 @@ impl Store {
                     .filter(message::Column::Id.gt(id))
                     .order_by_asc(message::Column::Id)
                     .limit(limit)
-                    .all(&self.db)
+                    .all(&snapshot)
                     .await?
             }
             HistoryWindow::Before { id, limit } => {
@@ -949,12 +965,13 @@ impl Store {
                     .filter(message::Column::Id.lt(id))
                     .order_by_desc(message::Column::Id)
                     .limit(limit)
-                    .all(&self.db)
+                    .all(&snapshot)
                     .await?;
                 newest_first.reverse();
                 newest_first
             }
         };
+        snapshot.commit().await?;
         Ok((rows, total))
     }
 }

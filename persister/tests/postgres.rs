@@ -22,13 +22,20 @@ async fn admin() -> Option<DatabaseConnection> {
     }
 }
 
-#[tokio::test]
-async fn the_store_works_on_postgres() {
-    let Some(admin) = admin().await else { return };
-    let name = format!("chat_test_{}", std::process::id());
+/// A database of its own for one test (`tag` tells the tests apart): the admin connection, its
+/// name (to drop it at the end) and its URL. None when Postgres is absent outside CI.
+async fn fresh_database(tag: &str) -> Option<(DatabaseConnection, String, String)> {
+    let admin = admin().await?;
+    let name = format!("chat_test_{tag}_{}", std::process::id());
     admin.execute_unprepared(&format!("drop database if exists {name} with (force)")).await.unwrap();
     admin.execute_unprepared(&format!("create database {name}")).await.unwrap();
     let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    Some((admin, name, url))
+}
+
+#[tokio::test]
+async fn the_store_works_on_postgres() {
+    let Some((admin, name, url)) = fresh_database("store").await else { return };
 
     let store = Store::connect(&url).await.expect("connects and migrates");
     // Migrations are idempotent: a second role starting against the same database is fine.
@@ -188,5 +195,52 @@ async fn the_store_works_on_postgres() {
     assert!(store.message_events_after(a.id, 0, stored[0].id, 10).await.unwrap().is_empty(), "cascaded");
 
     drop((store, again));
+    admin.execute_unprepared(&format!("drop database {name} with (force)")).await.unwrap();
+}
+
+/// A history page and its total are read from one snapshot: while messages come and go (as
+/// retention deletes them), the total always counts the rows of a page that holds them all.
+/// Read at Postgres's default isolation, each statement would see the table as of its own start,
+/// and a commit between the count and the page would make them disagree.
+#[tokio::test]
+async fn a_history_page_and_its_total_agree_while_messages_come_and_go() {
+    let Some((admin, name, url)) = fresh_database("snapshot").await else { return };
+    let store = Store::connect(&url).await.expect("connects and migrates");
+    let (conversation, _) = store.open_conversation(1, 2).await.unwrap();
+    let churn_db = Database::connect(&url).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = tokio::spawn({
+        let (store, stop) = (store.clone(), stop.clone());
+        async move {
+            let mut round = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let batch: Vec<NewMessage> = (0..5)
+                    .map(|i| NewMessage {
+                        conversation_id: conversation.id,
+                        sender_id: 1,
+                        message_type: "text".into(),
+                        content: format!("r{round} m{i}"),
+                        dedup_key: format!("r{round}:{i}"),
+                    })
+                    .collect();
+                store.insert_messages(&batch).await.unwrap();
+                churn_db
+                    .execute_unprepared(&format!("delete from messages where conversation_id = {}", conversation.id))
+                    .await
+                    .unwrap();
+                round += 1;
+            }
+            round
+        }
+    });
+    for _ in 0..1_000 {
+        let (page, total) =
+            store.messages_page(conversation.id, HistoryWindow::Page { page: 1, limit: 100 }).await.unwrap();
+        assert_eq!(total, page.len() as u64, "the total counts the page that holds every message");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = churn.await.unwrap();
+    assert!(rounds > 10, "messages came and went while the pages were read ({rounds} rounds)");
+    drop(store);
     admin.execute_unprepared(&format!("drop database {name} with (force)")).await.unwrap();
 }
