@@ -842,7 +842,8 @@ impl Store {
     /// One page of `user_id`'s inbox, newest activity first (ties: highest conversation id),
     /// after `before` when given; and the user's unread messages over all conversations.
     /// Four statements whatever the page size: the page (an index range scan of the user's
-    /// rows), its conversations, their last messages and their members, plus the total.
+    /// rows), its conversations, their last messages and their members, plus the total; all
+    /// read from one snapshot.
     pub async fn inbox_page(
         &self,
         user_id: i64,
@@ -850,6 +851,7 @@ impl Store {
         before: Option<(chrono::DateTime<chrono::Utc>, i64)>,
     ) -> Result<InboxPage, StoreError> {
         use member::Column as M;
+        let snapshot = self.read_snapshot().await?;
         let mut page = member::Entity::find().filter(M::UserId.eq(user_id));
         if let Some((activity, conversation_id)) = before {
             page = page.filter(
@@ -864,7 +866,7 @@ impl Store {
             .order_by_desc(M::LastActivityAt)
             .order_by_desc(M::ConversationId)
             .limit(limit.saturating_add(1))
-            .all(&self.db)
+            .all(&snapshot)
             .await?;
         let more = rows.len() as u64 > limit;
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
@@ -874,12 +876,12 @@ impl Store {
             Default::default()
         } else {
             (
-                conversation::Entity::find().filter(conversation::Column::Id.is_in(ids.clone())).all(&self.db).await?,
-                message::Entity::find().filter(message::Column::Id.is_in(last_ids)).all(&self.db).await?,
+                conversation::Entity::find().filter(conversation::Column::Id.is_in(ids.clone())).all(&snapshot).await?,
+                message::Entity::find().filter(message::Column::Id.is_in(last_ids)).all(&snapshot).await?,
                 member::Entity::find()
                     .filter(M::ConversationId.is_in(ids))
                     .order_by_asc(M::UserId)
-                    .all(&self.db)
+                    .all(&snapshot)
                     .await?,
             )
         };
@@ -888,8 +890,9 @@ impl Store {
             .column_as(Expr::cust("CAST(COALESCE(SUM(unread_count), 0) AS BIGINT)"), "total")
             .filter(M::UserId.eq(user_id))
             .into_tuple()
-            .one(&self.db)
+            .one(&snapshot)
             .await?;
+        snapshot.commit().await?;
         let next_before = rows.last().filter(|_| more).map(|row| (row.last_activity_at, row.conversation_id));
         let mut conversations: HashMap<i64, conversation::Model> =
             conversations.into_iter().map(|c| (c.id, c)).collect();
@@ -913,14 +916,13 @@ impl Store {
     /// Postgres gives that at REPEATABLE READ (its default, READ COMMITTED, takes a new snapshot
     /// per statement); a SQLite transaction reads one snapshot already, and sea-orm would only
     /// warn about an isolation level there.
+    /// Both settings go in one statement (sea-orm's `begin_with_config` sends one each).
     async fn read_snapshot(&self) -> Result<sea_orm::DatabaseTransaction, StoreError> {
-        use sea_orm::{AccessMode, IsolationLevel};
-        Ok(match self.db.get_database_backend() {
-            sea_orm::DatabaseBackend::Postgres => {
-                self.db.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await?
-            }
-            _ => self.db.begin().await?,
-        })
+        let txn = self.db.begin().await?;
+        if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            txn.execute_unprepared("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
+        }
+        Ok(txn)
     }
 
     /// The read and delivered positions of a conversation's members.

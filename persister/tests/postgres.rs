@@ -198,12 +198,13 @@ async fn the_store_works_on_postgres() {
     admin.execute_unprepared(&format!("drop database {name} with (force)")).await.unwrap();
 }
 
-/// A history page and its total are read from one snapshot: while messages come and go (as
-/// retention deletes them), the total always counts the rows of a page that holds them all.
-/// Read at Postgres's default isolation, each statement would see the table as of its own start,
-/// and a commit between the count and the page would make them disagree.
+/// A history page and an inbox page are each read from one snapshot: while messages come, are
+/// read and go (as retention deletes them), a history's total counts the rows of a page that
+/// holds them all, and an inbox's total unread is the sum of its rows' counts. Read at Postgres's
+/// default isolation, each statement would see the tables as of its own start, and a commit
+/// between two of them would make them disagree.
 #[tokio::test]
-async fn a_history_page_and_its_total_agree_while_messages_come_and_go() {
+async fn pages_and_their_totals_agree_while_messages_come_and_go() {
     let Some((admin, name, url)) = fresh_database("snapshot").await else { return };
     let store = Store::connect(&url).await.expect("connects and migrates");
     let (conversation, _) = store.open_conversation(1, 2).await.unwrap();
@@ -223,7 +224,11 @@ async fn a_history_page_and_its_total_agree_while_messages_come_and_go() {
                         dedup_key: format!("r{round}:{i}"),
                     })
                     .collect();
-                store.insert_messages(&batch).await.unwrap();
+                let stored = store.insert_messages(&batch).await.unwrap();
+                // User 2 reads the first of them: unread goes 5 up, then 4 down.
+                let read =
+                    NewReceipt { conversation_id: conversation.id, user_id: 2, message_id: stored[0].id, read: true };
+                store.apply_receipts(&[read]).await.unwrap();
                 churn_db
                     .execute_unprepared(&format!("delete from messages where conversation_id = {}", conversation.id))
                     .await
@@ -237,6 +242,9 @@ async fn a_history_page_and_its_total_agree_while_messages_come_and_go() {
         let (page, total) =
             store.messages_page(conversation.id, HistoryWindow::Page { page: 1, limit: 100 }).await.unwrap();
         assert_eq!(total, page.len() as u64, "the total counts the page that holds every message");
+        let inbox = store.inbox_page(2, 10, None).await.unwrap();
+        let unread: i64 = inbox.entries.iter().map(|entry| entry.own.unread_count).sum();
+        assert_eq!(inbox.total_unread, unread, "the total unread is the sum of the page's counts");
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let rounds = churn.await.unwrap();
