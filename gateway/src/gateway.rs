@@ -26,6 +26,10 @@ use crate::queries::Queries;
 use crate::rooms::LocalRooms;
 use crate::wire::{event, ShutdownEvent, NAMESPACE};
 
+/// How long a shutting-down gateway leaves its sockets' writer tasks to write what is queued
+/// (the last answers) before it closes their transports (within the grace period).
+const WRITERS_FLUSH: Duration = Duration::from_millis(100);
+
 /// Settings of a gateway; the defaults suit a local run.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -167,6 +171,11 @@ impl Gateway {
             tracing::warn!(sends = self.outbox.in_flight(), "grace period over with sends unanswered");
         }
         self.send_heartbeat(true).await;
+        // The last outcomes' `message-sent` are queued on their sockets, and closing a transport
+        // drops what its writer task has not written yet (engine.io cancels the task at once):
+        // a moment for the writers, so the last answers reach their senders.
+        let now = tokio::time::Instant::now();
+        tokio::time::sleep(WRITERS_FLUSH.min(deadline.saturating_duration_since(now))).await;
         let closing = tokio::time::timeout_at(
             deadline.max(tokio::time::Instant::now() + Duration::from_secs(1)),
             self.io.close(),
