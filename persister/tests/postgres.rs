@@ -33,6 +33,11 @@ async fn fresh_database(tag: &str) -> Option<(DatabaseConnection, String, String
     Some((admin, name, url))
 }
 
+/// A text message of `sender_id` in `conversation_id`.
+fn text(conversation_id: i64, sender_id: i64, content: String, dedup_key: String) -> NewMessage {
+    NewMessage { conversation_id, sender_id, message_type: "text".into(), content, dedup_key }
+}
+
 #[tokio::test]
 async fn the_store_works_on_postgres() {
     let Some((admin, name, url)) = fresh_database("store").await else { return };
@@ -47,15 +52,7 @@ async fn the_store_works_on_postgres() {
     assert_eq!(a.id, b.id);
     assert!(a_created ^ b_created, "exactly one of them created it");
 
-    let batch: Vec<NewMessage> = (0..50)
-        .map(|i| NewMessage {
-            conversation_id: a.id,
-            sender_id: 10,
-            message_type: "text".into(),
-            content: format!("m{i}"),
-            dedup_key: format!("r:{i}"),
-        })
-        .collect();
+    let batch: Vec<NewMessage> = (0..50).map(|i| text(a.id, 10, format!("m{i}"), format!("r:{i}"))).collect();
     let stored = store.insert_messages(&batch).await.unwrap();
     assert_eq!(stored.len(), 50);
     assert!(stored.windows(2).all(|w| w[0].id < w[1].id), "ids follow the batch order");
@@ -216,13 +213,7 @@ async fn pages_and_their_totals_agree_while_messages_come_and_go() {
             let mut round = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let batch: Vec<NewMessage> = (0..5)
-                    .map(|i| NewMessage {
-                        conversation_id: conversation.id,
-                        sender_id: 1,
-                        message_type: "text".into(),
-                        content: format!("r{round} m{i}"),
-                        dedup_key: format!("r{round}:{i}"),
-                    })
+                    .map(|i| text(conversation.id, 1, format!("r{round} m{i}"), format!("r{round}:{i}")))
                     .collect();
                 let stored = store.insert_messages(&batch).await.unwrap();
                 // User 2 reads the first of them: unread goes 5 up, then 4 down.
