@@ -17,6 +17,10 @@ use crate::metrics::Metrics;
 use crate::receipt::Marker;
 use crate::sio::{self, Endpoint, Inbound};
 
+/// Most packets a user writes before it flushes them, even while more frames are ready to read:
+/// a bound on how long a packet waits behind the frames read before it.
+const UNFLUSHED_MAX: usize = 16;
+
 /// Who a user is and where it connects.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -170,9 +174,16 @@ impl User {
         let mut waiting: Option<Instant> = None;
         // Open loop: false once the scheduler has handed over its last send.
         let mut scheduled = matches!(load, Load::Scheduled { .. });
+        // Packets written but not yet flushed to the socket (see the flush branch).
+        let mut unflushed = 0;
         loop {
             let take_due = scheduled && waiting.is_none();
             let outgoing = tokio::select! {
+                // Frames already read come first, and the packets they call for are flushed
+                // together once no more is ready (or past UNFLUSHED_MAX): one write system call
+                // for what answers one read, where a flush per packet made a write each. The
+                // servers see the same packets, sooner or later by microseconds.
+                biased;
                 frame = rx.next() => {
                     let text = match frame {
                         Some(Ok(Message::Text(text))) => text,
@@ -222,6 +233,14 @@ impl User {
                         Some(self.next_message(self.metrics.ns(due)))
                     }
                 },
+                flushed = tx.flush(), if unflushed > 0 => {
+                    unflushed = 0;
+                    if let Err(e) = flushed {
+                        self.metrics.error(format!("user {}: {e}", self.plan.user_id));
+                        return;
+                    }
+                    None
+                }
                 changed = phase.changed() => {
                     if changed.is_err() {
                         return;
@@ -254,7 +273,14 @@ impl User {
                 }
             };
             if let Some(text) = outgoing {
-                if let Err(e) = tx.send(Message::text(text)).await {
+                unflushed += 1;
+                let written = if unflushed >= UNFLUSHED_MAX {
+                    unflushed = 0;
+                    tx.send(Message::text(text)).await
+                } else {
+                    tx.feed(Message::text(text)).await
+                };
+                if let Err(e) = written {
                     self.metrics.error(format!("user {}: {e}", self.plan.user_id));
                     return;
                 }
