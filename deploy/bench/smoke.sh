@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI smoke of the load generator (seconds, not a benchmark): starts the all-in-one `chat` on a
 # free port with a fresh data directory, runs `chat-loadgen rate` for 3 s at a low rate, the
-# same with read receipts (`--mark-read`), `chat-loadgen inbox-list` on the inbox of one of
+# same with read receipts (`--mark-read`), a closed loop with them (`chat-loadgen max`, 3 s),
+# `chat-loadgen inbox-list` on the inbox of one of
 # those users, `chat-loadgen group` (3 groups of 10), and `chat-loadgen idle` with 50
 # connections, and fails if any reports a lost,
 # duplicated or out-of-order message, a receipt not answered as the contract says, or any error.
@@ -38,6 +39,11 @@ echo "== loadgen smoke: rate with read receipts"
 base=2000000000000
 "$loadgen" rate --url "$url" --users 20 --rate 200 --warmup 1s --duration 3s --drain 5s --mark-read --user-base "$base" \
   || status=1
+echo "== loadgen smoke: closed loop with read receipts"
+# Bursts: each user's packets leave in one write per read (user.rs), the path a paced run
+# seldom takes; a packet left unflushed would show as unanswered or lost here.
+"$loadgen" max --url "$url" --users 20 --window 8 --warmup 1s --duration 3s --drain 5s --mark-read \
+  --user-base "$((base + 1000))" || status=1
 echo "== loadgen smoke: inbox-list"
 "$loadgen" inbox-list --url "$url" --user "$base" --requests 20 --warmup-requests 2 --expect-conversations 1 || status=1
 echo "== loadgen smoke: group fan-out"
