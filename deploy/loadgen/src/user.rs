@@ -266,6 +266,7 @@ impl User {
                                     self.metrics.error(format!("user {}: {e}", self.plan.user_id));
                                     return;
                                 }
+                                unflushed = 0; // `send_all` flushed them too
                                 None
                             }
                         },
