@@ -39,6 +39,7 @@ pub mod metrics;
 mod observe;
 pub mod openapi;
 mod outbox;
+pub mod payload;
 pub mod proxies;
 mod queries;
 pub mod rest;

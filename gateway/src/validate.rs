@@ -1,9 +1,12 @@
 //! Validation of client payloads, with error texts in the style of the spec (class-validator's:
 //! `sender_id should not be empty, sender_id must be an integer number`). Pure functions over
-//! JSON values, so every rule is unit-tested without a socket.
+//! JSON values (or, for the events every message brings, the `payload` objects they decode
+//! to), so every rule is unit-tested without a socket.
 
 use chat_proto::{MemberRole, MessageChangeKind};
 use serde_json::Value;
+
+use crate::payload::PayloadFields;
 
 /// The message types of the spec.
 pub const MESSAGE_TYPES: [&str; 3] = ["text", "image", "file"];
@@ -21,21 +24,21 @@ pub struct SendPayload {
 
 /// Validates a `send-message` payload; on failure every problem, joined by `, `, in field order.
 /// `max_content_chars` counts Unicode characters.
-pub fn send_message(payload: &Value, max_content_chars: usize) -> Result<SendPayload, String> {
-    let Some(object) = payload.as_object() else {
+pub fn send_message(payload: &impl PayloadFields, max_content_chars: usize) -> Result<SendPayload, String> {
+    if !payload.is_object() {
         return Err("payload must be an object".into());
-    };
+    }
     let mut errors = Vec::new();
-    let sender_id = positive_id(object.get("sender_id"), "sender_id", &mut errors);
-    let conversation_id = positive_id(object.get("conversation_id"), "conversation_id", &mut errors);
-    let message_type = object
-        .get("message_type")
+    let sender_id = positive_id(payload.field("sender_id"), "sender_id", &mut errors);
+    let conversation_id = positive_id(payload.field("conversation_id"), "conversation_id", &mut errors);
+    let message_type = payload
+        .field("message_type")
         .and_then(Value::as_str)
         .and_then(|given| MESSAGE_TYPES.into_iter().find(|known| *known == given));
     if message_type.is_none() {
         errors.push(format!("message_type must be one of the following values: {}", MESSAGE_TYPES.join(", ")));
     }
-    let content = content(object.get("content"), max_content_chars, &mut errors);
+    let content = content(payload.field("content"), max_content_chars, &mut errors);
     // Images and files are references, never inline data: a URL or an attachment id.
     if let (Some(kind @ ("image" | "file")), Some(reference)) = (message_type, content.as_deref()) {
         if !is_attachment_reference(reference) {
@@ -44,7 +47,7 @@ pub fn send_message(payload: &Value, max_content_chars: usize) -> Result<SendPay
         }
     }
     // An extension of the spec's payload: optional, for idempotent retries.
-    let client_msg_id = optional_uuid(object.get("client_msg_id"), "client_msg_id", &mut errors);
+    let client_msg_id = optional_uuid(payload.field("client_msg_id"), "client_msg_id", &mut errors);
     match (sender_id, conversation_id, message_type, content) {
         (Some(sender_id), Some(conversation_id), Some(message_type), Some(content)) if errors.is_empty() => {
             Ok(SendPayload { sender_id, conversation_id, message_type, content, client_msg_id })
@@ -153,13 +156,13 @@ pub fn conversation_id(payload: &Value) -> Result<i64, String> {
 }
 
 /// A `mark-delivered` or `mark-read` payload: the conversation and the message.
-pub fn receipt(payload: &Value) -> Result<(i64, i64), String> {
+pub fn receipt(payload: &impl PayloadFields) -> Result<(i64, i64), String> {
     if !payload.is_object() {
         return Err("payload must be an object".into());
     }
     let mut errors = Vec::new();
-    let conversation_id = positive_id(payload.get("conversationId"), "conversationId", &mut errors);
-    let message_id = positive_id(payload.get("messageId"), "messageId", &mut errors);
+    let conversation_id = positive_id(payload.field("conversationId"), "conversationId", &mut errors);
+    let message_id = positive_id(payload.field("messageId"), "messageId", &mut errors);
     match (conversation_id, message_id) {
         (Some(conversation_id), Some(message_id)) if errors.is_empty() => Ok((conversation_id, message_id)),
         _ => Err(errors.join(", ")),

@@ -17,6 +17,7 @@ use crate::emit::{emit_error, room_of_user, Overflowed};
 use crate::errors::ClientError;
 use crate::gateway::Gateway;
 use crate::metrics::{self, OpenConnection};
+use crate::payload::PayloadObject;
 use crate::proxies::TrustedProxies;
 use crate::rooms::SocketRooms;
 use crate::validate;
@@ -163,9 +164,9 @@ async fn tear_down(gw: &Gateway, state: &SocketState, socket: &SocketRef) {
 /// Binds the socket's event handlers, each counted as it arrives.
 fn bind_handlers(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketRef) {
     let (g, s) = (gw.clone(), state.clone());
-    socket.on(event::SEND_MESSAGE, move |socket: SocketRef, TryData(payload): TryData<Value>| {
+    socket.on(event::SEND_MESSAGE, move |socket: SocketRef, TryData(payload): TryData<PayloadObject>| {
         metrics::event_in(event::SEND_MESSAGE);
-        send::on_send(&g, &s, &socket, payload.unwrap_or(Value::Null));
+        send::on_send(&g, &s, &socket, payload.unwrap_or_default());
         std::future::ready(())
     });
 
@@ -190,9 +191,9 @@ fn bind_handlers(gw: &Arc<Gateway>, state: &Arc<SocketState>, socket: &SocketRef
     // Synchronous, like sends: a socket's receipts and sends reach the bus in its order.
     for (name, kind) in [(event::MARK_DELIVERED, ReceiptKind::Delivered), (event::MARK_READ, ReceiptKind::Read)] {
         let (g, s) = (gw.clone(), state.clone());
-        socket.on(name, move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<Value>| {
+        socket.on(name, move |socket: SocketRef, ack: AckSender, TryData(payload): TryData<PayloadObject>| {
             metrics::event_in(name);
-            receipts::on_mark(&g, &s, &socket, ack, payload.unwrap_or(Value::Null), kind);
+            receipts::on_mark(&g, &s, &socket, ack, payload.unwrap_or_default(), kind);
             std::future::ready(())
         });
     }

@@ -27,6 +27,7 @@ use crate::emit::refuse_receipt;
 use crate::errors::ClientError;
 use crate::gateway::Gateway;
 use crate::outbox::{HeldReceipt, Outgoing, PendingSlot, Queued};
+use crate::payload::{PayloadFields, PayloadObject};
 use crate::wire::ReceiptAck;
 use crate::{metrics, rooms, validate};
 
@@ -35,7 +36,7 @@ pub(super) fn on_mark(
     state: &SocketState,
     socket: &SocketRef,
     ack: AckSender,
-    payload: Value,
+    payload: PayloadObject,
     kind: ReceiptKind,
 ) {
     let name = match kind {
@@ -137,7 +138,7 @@ fn to_persister(gw: &Gateway, held: HeldReceipt) {
 }
 
 /// The `error` event and a failed acknowledgement, echoing the ids sent.
-fn refuse(socket: &SocketRef, ack: AckSender, payload: &Value, error: &ClientError) {
-    let echo = |field: &str| payload.get(field).cloned().unwrap_or(Value::Null);
+fn refuse(socket: &SocketRef, ack: AckSender, payload: &PayloadObject, error: &ClientError) {
+    let echo = |field: &str| payload.field(field).cloned().unwrap_or(Value::Null);
     refuse_receipt(Some(socket), Some(ack), (echo("conversationId"), echo("messageId")), error);
 }

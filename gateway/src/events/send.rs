@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use chat_proto::SendMessage;
-use serde_json::Value;
 use socketioxide::extract::SocketRef;
 
 use super::socket_state::SocketState;
@@ -15,10 +14,11 @@ use crate::errors::ClientError;
 use crate::gateway::Gateway;
 use crate::limits::Action;
 use crate::outbox::{Outgoing, Queued};
+use crate::payload::PayloadObject;
 use crate::validate;
 
 /// Its span, the root of the message's trace, lasts until the command is on the work queue.
-pub(super) fn on_send(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payload: Value) {
+pub(super) fn on_send(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef, payload: PayloadObject) {
     let span = tracing::info_span!(
         parent: None,
         "send-message",
@@ -47,7 +47,12 @@ pub(super) fn on_send(gw: &Arc<Gateway>, state: &SocketState, socket: &SocketRef
 }
 
 /// The command for the persister, or why the send is refused here.
-fn command(gw: &Gateway, state: &SocketState, socket: &SocketRef, payload: &Value) -> Result<SendMessage, ClientError> {
+fn command(
+    gw: &Gateway,
+    state: &SocketState,
+    socket: &SocketRef,
+    payload: &PayloadObject,
+) -> Result<SendMessage, ClientError> {
     let send = validate::send_message(payload, gw.config.max_content_chars).map_err(ClientError::Invalid)?;
     if send.sender_id != state.user_id {
         return Err(ClientError::SendAsAnotherUser);
