@@ -3,8 +3,8 @@
 //!
 //! The series recorded per event or per message are registered once, in [`describe`], and
 //! recorded through the handles kept in [`Hot`]: `metrics::counter!` looks its key up in the
-//! recorder's registry (a hash of the name and labels) on every call, about 1 % of the
-//! gateway's CPU in a closed loop before they were kept.
+//! recorder's registry (a hash of the name and labels) on every call: 4.6 % of the gateway's
+//! profile in a closed loop with receipts before they were kept.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -162,28 +162,21 @@ pub fn describe() {
     );
     metrics::gauge!(CONNECTIONS).set(0.0);
     metrics::gauge!(ROOMS).set(0.0);
-    metrics::counter!(RECEIPTS_SUPERSEDED).absolute(0);
-    metrics::counter!(RECEIPTS_HELD).absolute(0);
-    // Registering a histogram shows its buckets, empty, before the first observation.
-    let _ = metrics::histogram!(SEND_ACK_SECONDS);
-    let _ = metrics::histogram!(RECEIPT_ACK_SECONDS);
-    let _ = metrics::histogram!(OUTBOX_WAIT_SECONDS);
-    let _ = metrics::histogram!(ENQUEUE_SECONDS);
-    let _ = metrics::histogram!(OUTCOME_WAIT_SECONDS);
-    for event in EVENTS_IN_NAMES {
-        metrics::counter!(EVENTS_IN, "event" => event).absolute(0);
+    // Registering the hot series shows each at zero, and each histogram's buckets empty,
+    // before the first observation.
+    let hot = hot();
+    for counter in hot.events_in.iter().chain(&hot.events_out) {
+        counter.absolute(0);
     }
-    for event in EVENTS_OUT_NAMES {
-        metrics::counter!(EVENTS_OUT, "event" => event).absolute(0);
-    }
+    hot.receipts_superseded.absolute(0);
+    hot.receipts_held.absolute(0);
     for kind in Failure::ALL {
         metrics::counter!(ERRORS, "kind" => kind.label()).absolute(0);
     }
-    hot();
 }
 
 /// Handles of the series recorded per event or per message, in the recorder installed when
-/// they were first asked for. [`describe`] asks, right after the process installs its
+/// they were first asked for. [`describe`] asks first, right after the process installs its
 /// recorder; where none is installed (unit tests), the handles record nothing, as the macros
 /// would. A handle stays valid as long as its series: the recorder is built without an idle
 /// timeout, so series are never dropped.
